@@ -1,0 +1,237 @@
+"""`BayesianNet`: a model as a set of named stochastic and deterministic nodes.
+
+    bn = ppl.BayesianNet(observed={"x": x})
+    z = bn.normal("z", torch.zeros(n, 2), std=1., group_ndims=1, n_samples=k)
+    bn.bernoulli("x", decoder(z), group_ndims=1)
+    bn.log_joint()        # log p(x, z): shape [k, n]
+
+Observations come from `observed`, and, inside a `MetaBayesianNet.observe`
+call, from the values given there (the explicit `observed` argument wins).
+"""
+import torch
+
+from ppl import context, distributions
+from ppl import graph as graph_lib
+from ppl.stochastic_tensor import StochasticTensor, unwrap
+
+__all__ = ["BayesianNet"]
+
+
+class BayesianNet:
+    """A directed graphical model built imperatively, node by node."""
+
+    def __init__(self, observed=None):
+        frame = context.current()
+        inherited = frame.observed if frame is not None and frame.observed is not None else {}
+        self._observed = {**inherited, **(observed or {})}
+        self._meta_bn = frame.meta_bn if frame is not None else None
+        self.nodes = {}
+        self.factors = {}
+        self._tracker = graph_lib.active_tracker()
+        self._parents = {}
+        self._log_joint_cache = None
+
+    # -- building ---------------------------------------------------------
+    def _claim(self, name):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"node names must be non-empty strings, got {name!r}")
+        if name in self.nodes or name in self.factors:
+            raise ValueError(f"BayesianNet: a node named '{name}' already exists; "
+                             f"names must be unique")
+
+    def stochastic(self, name, dist, n_samples=None):
+        """Add a stochastic node drawn from `dist` (or observed, when `name` is)."""
+        self._claim(name)
+        if not isinstance(dist, distributions.Distribution):
+            raise TypeError(f"node '{name}': `dist` must be a ppl Distribution, "
+                            f"got {type(dist).__name__}")
+        if n_samples is not None and (not isinstance(n_samples, int)
+                                      or isinstance(n_samples, bool) or n_samples < 1):
+            raise ValueError(f"node '{name}': `n_samples` must be None or a positive int, "
+                             f"got {n_samples!r}")
+        observation = self._observed.get(name)
+        if observation is not None:
+            observation = self._check_observation(name, dist, observation, n_samples)
+        node = StochasticTensor(self, name, dist, n_samples=n_samples, observation=observation)
+        self.nodes[name] = node
+        if self._tracker is not None:
+            self._parents[name] = self._tracker.sources(list(dist.params.values()))
+            self._tracker.mark(node.tensor, {name})
+        return node
+
+    def deterministic(self, name, tensor):
+        """Record `tensor` under `name` (e.g. a mean worth reading back); returns it."""
+        self._claim(name)
+        tensor = unwrap(tensor)
+        self.nodes[name] = tensor
+        if self._tracker is not None:
+            self._parents[name] = self._tracker.sources(tensor)
+            self._tracker.mark(tensor, {name})
+        return tensor
+
+    def factor(self, name, log_value):
+        """Add an unnormalized log-density term to `log_joint` (energy, Stan's target +=)."""
+        self._claim(name)
+        log_value = unwrap(log_value)
+        if not isinstance(log_value, torch.Tensor):
+            log_value = torch.as_tensor(log_value, dtype=torch.get_default_dtype())
+        self.factors[name] = log_value
+        if self._tracker is not None:
+            self._parents[name] = self._tracker.sources(log_value)
+        return log_value
+
+    def _check_observation(self, name, dist, value, n_samples):
+        value = unwrap(value)
+        if not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(value, dtype=dist._default_given_dtype()
+                                        if dist.is_continuous else None)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"node '{name}': the observation must be a tensor, "
+                                 f"got {type(value).__name__} ({err})") from None
+        try:
+            dist._check_given(value)
+        except ValueError as err:
+            raise ValueError(f"node '{name}': bad observation: {err}") from None
+        full = torch.Size([] if n_samples is None else [n_samples]) + dist.batch_shape \
+            + dist.value_shape
+        try:
+            torch.broadcast_shapes(value.shape, full)
+        except RuntimeError:
+            raise ValueError(f"node '{name}': observation of shape {tuple(value.shape)} does not "
+                             f"broadcast against the node's shape {tuple(full)}") from None
+        return value
+
+    # -- reading ----------------------------------------------------------
+    def _check_name(self, name, stochastic_only=False):
+        if not isinstance(name, str):
+            raise TypeError(f"node names are strings, got {name!r}")
+        if name not in self.nodes:
+            raise KeyError(f"BayesianNet has no node named '{name}' "
+                           f"(nodes: {', '.join(self.nodes) or 'none'})")
+        if stochastic_only and not isinstance(self.nodes[name], StochasticTensor):
+            raise ValueError(f"node '{name}' is deterministic: it has no log-probability")
+        return self.nodes[name]
+
+    def __getitem__(self, name):
+        return self._check_name(name)
+
+    def __contains__(self, name):
+        return name in self.nodes
+
+    def get(self, names):
+        """The node(s) named: one name gives one node, a list gives a list."""
+        if isinstance(names, str):
+            return self._check_name(names)
+        return [self._check_name(n) for n in names]
+
+    def outputs(self, names):
+        """The value tensor(s) of the named node(s), as plain tensors."""
+        nodes = self.get(names)
+        return unwrap(nodes) if isinstance(names, str) else [unwrap(n) for n in nodes]
+
+    def cond_log_prob(self, names):
+        """log p(node | parents) of the named stochastic node(s)."""
+        if isinstance(names, str):
+            return self._check_name(names, stochastic_only=True).cond_log_p
+        return [self._check_name(n, stochastic_only=True).cond_log_p for n in names]
+
+    @property
+    def stochastic_nodes(self):
+        return {k: v for k, v in self.nodes.items() if isinstance(v, StochasticTensor)}
+
+    @property
+    def observed(self):
+        """The observations in effect for this net (name -> value)."""
+        return dict(self._observed)
+
+    def log_joint(self):
+        """log p of every stochastic node plus every factor (broadcast and summed).
+
+        Override by setting `meta_bn.log_joint = fn(bn)`, or by subclassing.
+        """
+        if self._log_joint_cache is None:
+            custom = getattr(self._meta_bn, "log_joint", None)
+            if custom is not None:
+                self._log_joint_cache = custom(self)
+            else:
+                terms = [node.cond_log_p for node in self.stochastic_nodes.values()]
+                terms += list(self.factors.values())
+                if not terms:
+                    raise ValueError("log_joint of a BayesianNet with no stochastic node "
+                                     "or factor")
+                total = terms[0]
+                for term in terms[1:]:
+                    total = total + term
+                self._log_joint_cache = total
+        return self._log_joint_cache
+
+    # -- graph ------------------------------------------------------------
+    @property
+    def graph(self):
+        """The model as a `networkx.DiGraph` (see `ppl.graph`)."""
+        if self._tracker is None:
+            if self._meta_bn is None:
+                raise RuntimeError("this BayesianNet was built without graph tracking: build "
+                                   "it inside `with ppl.track_graph():`, or from a template "
+                                   "(@ppl.meta_bayesian_net), which re-runs itself traced")
+            with graph_lib.track_graph():
+                return self._meta_bn.observe(**self._observed).graph
+        import networkx as nx
+        g = nx.DiGraph()
+        for name, node in self.nodes.items():
+            if isinstance(node, StochasticTensor):
+                g.add_node(name, kind="stochastic", dist=type(node.dist).__name__,
+                           observed=node.is_observed())
+            else:
+                g.add_node(name, kind="deterministic", dist=None, observed=False)
+        for name in self.factors:
+            g.add_node(name, kind="factor", dist=None, observed=False)
+        for child, parents in self._parents.items():
+            g.add_edges_from((p, child) for p in parents if p != child)
+        return g
+
+    def parents(self, name):
+        return graph_lib.parents(self.graph, name)
+
+    def children(self, name):
+        return graph_lib.children(self.graph, name)
+
+    def markov_blanket(self, name):
+        return graph_lib.markov_blanket(self.graph, name)
+
+    def draw_graph(self, path=None, ax=None):
+        """Draw the model graph with matplotlib; save to `path` when given."""
+        return graph_lib.draw(self.graph, ax=ax, path=path)
+
+    def __repr__(self):
+        kinds = ", ".join(f"{k}{'*' if isinstance(v, StochasticTensor) and v.is_observed() else ''}"
+                          for k, v in self.nodes.items())
+        return f"BayesianNet({kinds})"
+
+
+def _node_helper(cls):
+    def helper(self, name, *args, n_samples=None, **kwargs):
+        return self.stochastic(name, cls(*args, **kwargs), n_samples=n_samples)
+
+    helper.__doc__ = (f"Add a stochastic node `name` ~ {cls.__name__}(*args, **kwargs); "
+                      f"`n_samples` draws that many in front.\n\n{cls.__doc__}")
+    return helper
+
+
+def _snake(name):
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i and (not name[i - 1].isupper() or
+                                   (i + 1 < len(name) and name[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+for _cls_name in distributions.__all__:
+    _cls = getattr(distributions, _cls_name)
+    if _cls_name in ("Distribution",):
+        continue
+    setattr(BayesianNet, _snake(_cls_name), _node_helper(_cls))
+del _cls_name, _cls

@@ -1,0 +1,9 @@
+"""Distributions with ZhuSuan's names and semantics, computed by `torch.distributions`."""
+from ppl.distributions.base import Distribution
+from ppl.distributions.univariate import *  # noqa: F401,F403
+from ppl.distributions.univariate import __all__ as _univariate
+from ppl.distributions.multivariate import *  # noqa: F401,F403
+from ppl.distributions.multivariate import __all__ as _multivariate
+from ppl.distributions.special import Empirical, Implicit
+
+__all__ = ["Distribution", "Empirical", "Implicit", *_univariate, *_multivariate]

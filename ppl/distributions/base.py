@@ -1,0 +1,227 @@
+"""The `Distribution` base class: ZhuSuan's semantics over `torch.distributions`.
+
+A distribution has a `batch_shape` (independent, not necessarily identical
+copies) and a `value_shape` (the shape of one draw).
+
+- `sample(n_samples=None)` returns `batch_shape + value_shape`, or
+  `[n_samples] + batch_shape + value_shape` when `n_samples` is given (also 1).
+- `log_prob(given)` broadcasts `given` against `(...) + batch_shape +
+  value_shape` and sums the result over the last `group_ndims` batch axes.
+
+Subclasses pass their parameters (a dict) and build the torch distribution
+that does the math in `_build(**params)`; this class converts and validates
+parameters, checks `given`, and adds `group_ndims`, `n_samples`,
+`is_reparameterized`, `use_path_derivative` and `check_numerics`.
+"""
+import torch
+from torch.distributions import constraints
+
+from ppl.stochastic_tensor import unwrap
+
+__all__ = ["Distribution"]
+
+
+def _describe(constraint):
+    names = {
+        constraints.positive: "positive",
+        constraints.nonnegative: "non-negative",
+        constraints.real: "finite real",
+        constraints.unit_interval: "in [0, 1]",
+        constraints.simplex: "on the simplex (non-negative, summing to 1 on the last axis)",
+        constraints.lower_cholesky: "lower-triangular with a positive diagonal",
+        constraints.nonnegative_integer: "a non-negative integer",
+        constraints.boolean: "0 or 1",
+    }
+    return names.get(constraint, str(constraint).replace("constraints.", ""))
+
+
+class Distribution:
+    """Base class of every distribution in `ppl.distributions`.
+
+    Subclasses set `arg_constraints` (name -> torch constraint, checked at
+    construction), `float_args` (names that must be floating point), the
+    defaults of `is_continuous`/`is_reparameterized`, and implement `_build`.
+    """
+
+    arg_constraints = {}
+    float_args = ()
+    is_continuous = True
+    has_density = True
+
+    def __init__(self, params, *, dtype=None, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False):
+        self.params = self._prepare_params(params)
+        for name, value in self.params.items():
+            if not hasattr(type(self), name):  # properties (e.g. std from logstd) win
+                setattr(self, name, value)
+        self._dist = self._build_checked(self.params)
+        self._detached = None
+        self.dtype = dtype
+        self.is_reparameterized = bool(is_reparameterized) and self._dist.has_rsample
+        self.use_path_derivative = bool(use_path_derivative)
+        self.check_numerics = bool(check_numerics)
+        self.group_ndims = self._check_group_ndims(group_ndims)
+
+    # -- construction ----------------------------------------------------
+    @property
+    def _name(self):
+        return type(self).__name__
+
+    def _error(self, message):
+        return ValueError(f"{self._name}: {message}")
+
+    def _prepare_params(self, params):
+        raw = {k: unwrap(v) for k, v in params.items() if v is not None}
+        tensors = [v for v in raw.values() if isinstance(v, torch.Tensor)]
+        floats = [v.dtype for v in tensors if v.is_floating_point()]
+        float_dtype = floats[0] if floats else torch.get_default_dtype()
+        device = tensors[0].device if tensors else None
+        out = {}
+        for name, value in raw.items():
+            if not isinstance(value, torch.Tensor):
+                try:
+                    value = torch.as_tensor(value, device=device,
+                                            dtype=float_dtype if name in self.float_args else None)
+                except (TypeError, ValueError, RuntimeError) as err:
+                    raise self._error(f"argument `{name}` must be a tensor or number, "
+                                      f"got {type(value).__name__} ({err})") from None
+            if name in self.float_args:
+                if value.is_complex() or value.dtype == torch.bool:
+                    raise self._error(f"argument `{name}` must be a real floating-point tensor, "
+                                      f"got dtype {value.dtype}")
+                if not value.is_floating_point():
+                    raise self._error(f"argument `{name}` must be floating point "
+                                      f"(e.g. {float_dtype}), got dtype {value.dtype}")
+            constraint = self.arg_constraints.get(name)
+            if constraint is not None and not _holds(constraint, value):
+                raise self._error(f"argument `{name}` must be {_describe(constraint)}; "
+                                  f"got a tensor of shape {tuple(value.shape)} violating it")
+            out[name] = value
+        self._check_params(out)
+        return out
+
+    def _check_params(self, params):
+        """Extra cross-parameter checks for subclasses (e.g. minval < maxval)."""
+
+    def _build_checked(self, params):
+        try:
+            return self._build(**params)
+        except (RuntimeError, ValueError, IndexError) as err:
+            shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in params.items())
+            raise self._error(f"parameters do not broadcast to one batch shape ({shapes}): "
+                              f"{err}") from None
+
+    def _build(self, **params):
+        raise NotImplementedError
+
+    def _check_group_ndims(self, group_ndims):
+        if not isinstance(group_ndims, int) or isinstance(group_ndims, bool) or group_ndims < 0:
+            raise self._error(f"`group_ndims` must be a non-negative int, got {group_ndims!r}")
+        if group_ndims > len(self.batch_shape):
+            raise self._error(f"`group_ndims`={group_ndims} exceeds the number of batch axes "
+                              f"(batch_shape {tuple(self.batch_shape)})")
+        return group_ndims
+
+    # -- shapes ----------------------------------------------------------
+    @property
+    def batch_shape(self):
+        """Shape of the independent copies: `torch.Size`."""
+        return self._dist.batch_shape
+
+    @property
+    def value_shape(self):
+        """Shape of one draw: `torch.Size`."""
+        return self._dist.event_shape
+
+    def get_batch_shape(self):
+        return self.batch_shape
+
+    def get_value_shape(self):
+        return self.value_shape
+
+    @property
+    def support(self):
+        return self._dist.support
+
+    # -- sampling --------------------------------------------------------
+    def sample(self, n_samples=None):
+        """Draw `batch_shape + value_shape`, or `[n_samples] + ...` when given."""
+        if n_samples is None:
+            shape = torch.Size()
+        elif isinstance(n_samples, int) and not isinstance(n_samples, bool) and n_samples >= 1:
+            shape = torch.Size([n_samples])
+        else:
+            raise self._error(f"`n_samples` must be None or a positive int, got {n_samples!r}")
+        if self.is_reparameterized:
+            samples = self._dist.rsample(shape)
+        else:
+            with torch.no_grad():
+                samples = self._dist.sample(shape)
+        if self.dtype is not None and samples.dtype != self.dtype:
+            samples = samples.to(self.dtype)
+        return samples
+
+    # -- densities -------------------------------------------------------
+    def log_prob(self, given):
+        """log-density of `given`, summed over the last `group_ndims` batch axes.
+
+        `given` broadcasts against `(...) + batch_shape + value_shape`; the
+        result has shape `(...) + batch_shape[:len(batch_shape) - group_ndims]`.
+        """
+        given = self._check_given(given)
+        dist = self._dist
+        if self.use_path_derivative:
+            if self._detached is None:
+                self._detached = self._build(**{k: v.detach() for k, v in self.params.items()})
+            dist = self._detached
+        log_p = dist.log_prob(given)
+        if self.group_ndims:
+            log_p = log_p.sum(dim=tuple(range(-self.group_ndims, 0)))
+        if self.check_numerics and not torch.isfinite(log_p).all():
+            raise self._error("log_prob produced non-finite values (check_numerics=True)")
+        return log_p
+
+    def prob(self, given):
+        return torch.exp(self.log_prob(given))
+
+    def _check_given(self, given):
+        given = unwrap(given)
+        if not isinstance(given, torch.Tensor):
+            given = torch.as_tensor(given, dtype=self._default_given_dtype())
+        if self.is_continuous and not given.is_floating_point():
+            raise self._error(f"`given` must be floating point for a continuous distribution, "
+                              f"got dtype {given.dtype}")
+        full = self.batch_shape + self.value_shape
+        vdim = len(self.value_shape)
+        ok = given.dim() >= vdim
+        if ok:
+            try:
+                torch.broadcast_shapes(given.shape, full)
+            except RuntimeError:
+                ok = False
+        if not ok:
+            raise self._error(f"`given` of shape {tuple(given.shape)} does not broadcast against "
+                              f"(...) + batch_shape + value_shape = (...) + {tuple(full)}")
+        if not _holds(self.support, given):
+            raise self._error(f"`given` has values outside the support "
+                              f"({_describe(self.support)})")
+        return given
+
+    def _default_given_dtype(self):
+        floats = [v.dtype for v in self.params.values() if v.is_floating_point()]
+        return floats[0] if floats else torch.get_default_dtype()
+
+    def __repr__(self):
+        return (f"{self._name}(batch_shape={tuple(self.batch_shape)}, "
+                f"value_shape={tuple(self.value_shape)}, group_ndims={self.group_ndims})")
+
+
+def _holds(constraint, value):
+    """Whether `constraint` holds everywhere on `value` (NaN parameters fail)."""
+    if constraint is constraints.real:
+        return True  # NaN/inf data is reported by check_numerics, not here
+    try:
+        ok = constraint.check(value)
+    except (RuntimeError, ValueError):
+        return False
+    return bool(ok.all())

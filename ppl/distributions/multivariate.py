@@ -1,0 +1,189 @@
+"""Multivariate distributions (non-empty `value_shape`), with ZhuSuan's names."""
+import torch
+import torch.distributions as td
+from torch.distributions import constraints
+
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+from ppl.distributions import torch_extra
+from ppl.distributions.base import Distribution
+from ppl.distributions.univariate import _Continuous, _Discrete
+
+__all__ = [
+    "MultivariateNormalCholesky", "Multinomial", "UnnormalizedMultinomial",
+    "BagofCategoricals", "OnehotCategorical", "OnehotDiscrete", "Dirichlet", "ExpConcrete",
+    "ExpGumbelSoftmax", "Concrete", "GumbelSoftmax", "MatrixVariateNormalCholesky",
+]
+
+
+def _need_axes(dist, name, value, n):
+    if value.dim() < n:
+        raise dist._error(f"argument `{name}` needs at least {n} axes, "
+                          f"got shape {tuple(value.shape)}")
+
+
+class MultivariateNormalCholesky(_Continuous):
+    """N(mean, L L^T) given the lower Cholesky factor `cov_tril` of the covariance."""
+
+    arg_constraints = {"cov_tril": constraints.lower_cholesky}
+    float_args = ("mean", "cov_tril")
+
+    def __init__(self, mean, cov_tril, **kwargs):
+        super().__init__({"mean": mean, "cov_tril": cov_tril}, **kwargs)
+
+    def _check_params(self, params):
+        _need_axes(self, "mean", params["mean"], 1)
+        _need_axes(self, "cov_tril", params["cov_tril"], 2)
+        d = params["mean"].shape[-1]
+        if params["cov_tril"].shape[-2:] != (d, d):
+            raise self._error(f"argument `cov_tril` must end in ({d}, {d}) to match `mean`, "
+                              f"got shape {tuple(params['cov_tril'].shape)}")
+
+    def _build(self, mean, cov_tril):
+        return td.MultivariateNormal(mean, scale_tril=cov_tril, validate_args=False)
+
+
+class MatrixVariateNormalCholesky(_Continuous):
+    """MN(mean, U, V) from the Cholesky factors `u_tril` (rows) and `v_tril` (columns)."""
+
+    arg_constraints = {"u_tril": constraints.lower_cholesky, "v_tril": constraints.lower_cholesky}
+    float_args = ("mean", "u_tril", "v_tril")
+
+    def __init__(self, mean, u_tril, v_tril, **kwargs):
+        super().__init__({"mean": mean, "u_tril": u_tril, "v_tril": v_tril}, **kwargs)
+
+    def _check_params(self, params):
+        for name in ("mean", "u_tril", "v_tril"):
+            _need_axes(self, name, params[name], 2)
+
+    def _build(self, mean, u_tril, v_tril):
+        return torch_extra.MatrixNormal(mean, u_tril, v_tril)
+
+
+class Multinomial(_Discrete):
+    """Counts of `n_experiments` draws from Categorical(logits) over the last axis.
+
+    With `n_experiments=None` the total is taken from `given` in `log_prob`,
+    and the distribution cannot be sampled (as in ZhuSuan).
+    """
+
+    arg_constraints = {"logits": constraints.real_vector}
+    float_args = ("logits",)
+
+    def __init__(self, logits, n_experiments=None, dtype=None, **kwargs):
+        if n_experiments is not None and (not isinstance(n_experiments, int)
+                                          or isinstance(n_experiments, bool)
+                                          or n_experiments < 0):
+            raise ValueError(f"Multinomial: argument `n_experiments` must be a non-negative "
+                             f"int or None, got {n_experiments!r}")
+        self.n_experiments = n_experiments
+        super().__init__({"logits": logits}, dtype=dtype, **kwargs)
+
+    def _check_params(self, params):
+        _need_axes(self, "logits", params["logits"], 1)
+
+    def _build(self, logits):
+        return td.Multinomial(self.n_experiments or 1, logits=logits, validate_args=False)
+
+    def sample(self, n_samples=None):
+        if self.n_experiments is None:
+            raise self._error("cannot sample with `n_experiments=None`; give the number "
+                              "of experiments")
+        return super().sample(n_samples)
+
+    def _check_given(self, given):
+        given = super()._check_given(given)
+        if self.n_experiments is not None and not bool(
+                (given.sum(-1) == self.n_experiments).all()):
+            raise self._error(f"`given` counts must sum to n_experiments={self.n_experiments} "
+                              f"on the last axis")
+        return given
+
+
+class UnnormalizedMultinomial(_Discrete):
+    """Bag of categoricals: log p(x) = sum_i x_i log softmax(logits)_i (no coefficient)."""
+
+    arg_constraints = {"logits": constraints.real_vector}
+    float_args = ("logits",)
+
+    def __init__(self, logits, dtype=None, **kwargs):
+        super().__init__({"logits": logits}, dtype=dtype, **kwargs)
+
+    def _check_params(self, params):
+        _need_axes(self, "logits", params["logits"], 1)
+
+    def _build(self, logits):
+        return torch_extra.UnnormalizedMultinomial(logits)
+
+
+BagofCategoricals = UnnormalizedMultinomial
+
+
+class OnehotCategorical(_Discrete):
+    """One-hot Categorical(logits | probs); samples are float one-hot vectors."""
+
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    float_args = ("logits", "probs")
+
+    def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
+        if (logits is None) == (probs is None):
+            raise ValueError("OnehotCategorical: give exactly one of `logits` and `probs`")
+        super().__init__({"logits": logits, "probs": probs}, dtype=dtype, **kwargs)
+
+    def _check_params(self, params):
+        _need_axes(self, "logits/probs", next(iter(params.values())), 1)
+
+    @property
+    def n_categories(self):
+        return self.value_shape[-1]
+
+    def _build(self, logits=None, probs=None):
+        return td.OneHotCategorical(probs=probs, logits=logits, validate_args=False)
+
+
+OnehotDiscrete = OnehotCategorical
+
+
+class Dirichlet(_Continuous):
+    """Dirichlet(alpha) over the last axis."""
+
+    arg_constraints = {"alpha": constraints.independent(constraints.positive, 1)}
+    float_args = ("alpha",)
+
+    def __init__(self, alpha, **kwargs):
+        super().__init__({"alpha": alpha}, **kwargs)
+
+    def _check_params(self, params):
+        _need_axes(self, "alpha", params["alpha"], 1)
+
+    def _build(self, alpha):
+        return td.Dirichlet(alpha, validate_args=False)
+
+
+class _Relaxed(_Continuous):
+    arg_constraints = {"temperature": constraints.positive, "logits": constraints.real_vector}
+    float_args = ("temperature", "logits")
+
+    def __init__(self, temperature, logits, **kwargs):
+        super().__init__({"temperature": temperature, "logits": logits}, **kwargs)
+
+    def _check_params(self, params):
+        _need_axes(self, "logits", params["logits"], 1)
+
+
+class ExpConcrete(_Relaxed):
+    """Log of a Concrete sample: a relaxed one-hot in log space (Maddison et al., 2017)."""
+
+    def _build(self, temperature, logits):
+        return ExpRelaxedCategorical(temperature, logits=logits, validate_args=False)
+
+
+class Concrete(_Relaxed):
+    """Concrete / Gumbel-softmax relaxation of a one-hot categorical, on the simplex."""
+
+    def _build(self, temperature, logits):
+        return td.RelaxedOneHotCategorical(temperature, logits=logits, validate_args=False)
+
+
+ExpGumbelSoftmax = ExpConcrete
+GumbelSoftmax = Concrete

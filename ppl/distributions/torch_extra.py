@@ -1,0 +1,105 @@
+"""The math `torch.distributions` lacks, as `torch.distributions.Distribution`s.
+
+Only what torch has no class for lives here: the folded normal, the logistic
+(a transformed uniform), the matrix-variate normal and the unnormalized
+multinomial (ZhuSuan's bag of categoricals).
+"""
+import math
+
+import torch
+import torch.distributions as td
+from torch.distributions import constraints
+
+
+class FoldedNormal(td.Distribution):
+    """|X| for X ~ N(loc, scale)."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.nonnegative
+    has_rsample = True
+
+    def __init__(self, loc, scale, validate_args=False):
+        self._normal = td.Normal(loc, scale, validate_args=False)
+        self.loc, self.scale = self._normal.loc, self._normal.scale
+        super().__init__(self._normal.batch_shape, validate_args=validate_args)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self._normal.rsample(sample_shape).abs()
+
+    def log_prob(self, value):
+        return torch.logaddexp(self._normal.log_prob(value), self._normal.log_prob(-value))
+
+
+def Logistic(loc, scale):
+    """Logistic(loc, scale) as a sigmoid-inverse-transformed uniform."""
+    loc, scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
+    tiny = torch.finfo(loc.dtype).tiny
+    base = td.Uniform(torch.full_like(loc, tiny), torch.ones_like(loc), validate_args=False)
+    transforms = [td.SigmoidTransform().inv, td.AffineTransform(loc, scale)]
+    return td.TransformedDistribution(base, transforms, validate_args=False)
+
+
+class MatrixNormal(td.Distribution):
+    """Matrix-variate normal MN(M, U, V) with Cholesky factors of U (n x n) and V (p x p).
+
+    vec(X) ~ N(vec(M), V kron U); a draw is X = M + A Z B^T with U = A A^T,
+    V = B B^T and Z standard normal of shape (n, p).
+    """
+
+    arg_constraints = {"loc": constraints.real_vector,
+                       "u_tril": constraints.lower_cholesky,
+                       "v_tril": constraints.lower_cholesky}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, u_tril, v_tril, validate_args=False):
+        n, p = loc.shape[-2:]
+        if u_tril.shape[-2:] != (n, n) or v_tril.shape[-2:] != (p, p):
+            raise ValueError(f"u_tril must be ({n}, {n}) and v_tril ({p}, {p}) for a mean "
+                             f"of value shape ({n}, {p}); got {tuple(u_tril.shape[-2:])} "
+                             f"and {tuple(v_tril.shape[-2:])}")
+        batch = torch.broadcast_shapes(loc.shape[:-2], u_tril.shape[:-2], v_tril.shape[:-2])
+        self.loc = loc.expand(batch + (n, p))
+        self.u_tril = u_tril.expand(batch + (n, n))
+        self.v_tril = v_tril.expand(batch + (p, p))
+        super().__init__(batch, torch.Size([n, p]), validate_args=validate_args)
+
+    def rsample(self, sample_shape=torch.Size()):
+        eps = torch.randn(self._extended_shape(sample_shape), dtype=self.loc.dtype,
+                          device=self.loc.device)
+        return self.loc + self.u_tril @ eps @ self.v_tril.transpose(-1, -2)
+
+    def log_prob(self, value):
+        n, p = self.event_shape
+        diff = value - self.loc
+        # A^{-1} (X - M) B^{-T}: two triangular solves.
+        left = torch.linalg.solve_triangular(self.u_tril, diff, upper=False)
+        whitened = torch.linalg.solve_triangular(self.v_tril, left.transpose(-1, -2),
+                                                 upper=False)
+        maha = whitened.pow(2).sum((-1, -2))
+        log_det_u = self.u_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        log_det_v = self.v_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return (-0.5 * (n * p * math.log(2 * math.pi) + maha)
+                - p * log_det_u - n * log_det_v)
+
+
+class UnnormalizedMultinomial(td.Distribution):
+    """A bag of categoricals: log p(x) = sum_i x_i log p_i, no multinomial coefficient.
+
+    The number of draws is not part of the distribution, so it cannot be sampled.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector}
+    support = constraints.independent(constraints.nonnegative_integer, 1)
+    has_rsample = False
+
+    def __init__(self, logits, validate_args=False):
+        self.logits = logits - logits.logsumexp(-1, keepdim=True)
+        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+
+    def sample(self, sample_shape=torch.Size()):
+        raise NotImplementedError("UnnormalizedMultinomial cannot be sampled: the number of "
+                                  "draws is unknown (use Multinomial with n_experiments)")
+
+    def log_prob(self, value):
+        return (value * self.logits).sum(-1)

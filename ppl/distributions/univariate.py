@@ -1,0 +1,303 @@
+"""Univariate distributions (`value_shape` is `[]`), with ZhuSuan's names.
+
+Each class names its parameters as ZhuSuan does and builds the matching
+`torch.distributions` object; see `ppl.distributions.base` for the shared
+semantics (`group_ndims`, `n_samples`, `is_reparameterized`, ...).
+"""
+import torch
+import torch.distributions as td
+from torch.distributions import constraints
+
+from ppl.distributions import torch_extra
+from ppl.distributions.base import Distribution
+
+__all__ = [
+    "Normal", "FoldNormal", "Bernoulli", "Categorical", "Discrete", "Uniform", "Gamma",
+    "Beta", "Poisson", "Binomial", "InverseGamma", "Laplace", "BinConcrete",
+    "BinGumbelSoftmax", "StudentT", "Cauchy", "HalfNormal", "HalfCauchy", "LogNormal",
+    "Exponential", "Logistic",
+]
+
+def _std_from(dist_name, std, logstd):
+    if (std is None) == (logstd is None):
+        raise ValueError(f"{dist_name}: give exactly one of `std` and `logstd`")
+    return std, logstd
+
+
+class _Continuous(Distribution):
+    """Shared keyword arguments of the continuous, reparameterizable families."""
+
+    def __init__(self, params, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False, **kwargs):
+        super().__init__(params, group_ndims=group_ndims,
+                         is_reparameterized=is_reparameterized,
+                         use_path_derivative=use_path_derivative,
+                         check_numerics=check_numerics, **kwargs)
+
+
+class _ScaleFamily(_Continuous):
+    """A location-scale family given by `mean` and `std` or `logstd`."""
+
+    arg_constraints = {"std": constraints.positive, "logstd": constraints.real}
+    float_args = ("mean", "std", "logstd")
+
+    def __init__(self, mean=0., *, std=None, logstd=None, **kwargs):
+        _std_from(type(self).__name__, std, logstd)
+        super().__init__({"mean": mean, "std": std, "logstd": logstd}, **kwargs)
+
+    @property
+    def std(self):
+        return self._dist.scale
+
+    @property
+    def logstd(self):
+        return self.params["logstd"] if "logstd" in self.params else self.params["std"].log()
+
+    @staticmethod
+    def _scale(std=None, logstd=None):
+        return std if std is not None else logstd.exp()
+
+
+class Normal(_ScaleFamily):
+    """Normal(mean, std | logstd)."""
+
+    def _build(self, mean, std=None, logstd=None):
+        return td.Normal(mean, self._scale(std, logstd), validate_args=False)
+
+
+class FoldNormal(_ScaleFamily):
+    """|X| with X ~ Normal(mean, std | logstd)."""
+
+    def _build(self, mean, std=None, logstd=None):
+        return torch_extra.FoldedNormal(mean, self._scale(std, logstd))
+
+
+class LogNormal(_ScaleFamily):
+    """exp(X) with X ~ Normal(mean, std | logstd)."""
+
+    def _build(self, mean, std=None, logstd=None):
+        return td.LogNormal(mean, self._scale(std, logstd), validate_args=False)
+
+
+class _Discrete(Distribution):
+    is_continuous = False
+
+    def __init__(self, params, dtype=None, group_ndims=0, check_numerics=False, **kwargs):
+        kwargs.pop("is_reparameterized", None)
+        super().__init__(params, dtype=dtype, group_ndims=group_ndims,
+                         is_reparameterized=False, check_numerics=check_numerics, **kwargs)
+
+
+def _logits_or_probs(dist_name, logits, probs):
+    if (logits is None) == (probs is None):
+        raise ValueError(f"{dist_name}: give exactly one of `logits` and `probs`")
+
+
+class Bernoulli(_Discrete):
+    """Bernoulli(logits | probs); samples are float (0./1.) unless `dtype` says otherwise."""
+
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    float_args = ("logits", "probs")
+
+    def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
+        _logits_or_probs("Bernoulli", logits, probs)
+        super().__init__({"logits": logits, "probs": probs}, dtype=dtype, **kwargs)
+
+    def _build(self, logits=None, probs=None):
+        return td.Bernoulli(probs=probs, logits=logits, validate_args=False)
+
+
+class Categorical(_Discrete):
+    """Categorical(logits | probs) over the last axis; samples are int64 indices."""
+
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    float_args = ("logits", "probs")
+
+    def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
+        _logits_or_probs("Categorical", logits, probs)
+        super().__init__({"logits": logits, "probs": probs}, dtype=dtype, **kwargs)
+
+    def _check_params(self, params):
+        if next(iter(params.values())).dim() < 1:
+            raise self._error("`logits`/`probs` need at least one axis (the categories)")
+
+    @property
+    def n_categories(self):
+        return self._dist.param_shape[-1]
+
+    def _build(self, logits=None, probs=None):
+        return td.Categorical(probs=probs, logits=logits, validate_args=False)
+
+
+Discrete = Categorical
+
+
+class Uniform(_Continuous):
+    """Uniform(minval, maxval) on [minval, maxval)."""
+
+    float_args = ("minval", "maxval")
+
+    def __init__(self, minval=0., maxval=1., **kwargs):
+        super().__init__({"minval": minval, "maxval": maxval}, **kwargs)
+
+    def _check_params(self, params):
+        if not bool((params["minval"] < params["maxval"]).all()):
+            raise self._error("argument `maxval` must be greater than `minval` everywhere")
+
+    def _build(self, minval, maxval):
+        return td.Uniform(minval, maxval, validate_args=False)
+
+
+class Gamma(_Continuous):
+    """Gamma(alpha, beta) with shape `alpha` and rate `beta`."""
+
+    arg_constraints = {"alpha": constraints.positive, "beta": constraints.positive}
+    float_args = ("alpha", "beta")
+
+    def __init__(self, alpha, beta, **kwargs):
+        super().__init__({"alpha": alpha, "beta": beta}, **kwargs)
+
+    def _build(self, alpha, beta):
+        return td.Gamma(alpha, beta, validate_args=False)
+
+
+class InverseGamma(Gamma):
+    """InverseGamma(alpha, beta): 1/X with X ~ Gamma(alpha, beta)."""
+
+    def _build(self, alpha, beta):
+        return td.InverseGamma(alpha, beta, validate_args=False)
+
+
+class Beta(_Continuous):
+    """Beta(alpha, beta)."""
+
+    arg_constraints = {"alpha": constraints.positive, "beta": constraints.positive}
+    float_args = ("alpha", "beta")
+
+    def __init__(self, alpha, beta, **kwargs):
+        super().__init__({"alpha": alpha, "beta": beta}, **kwargs)
+
+    def _build(self, alpha, beta):
+        return td.Beta(alpha, beta, validate_args=False)
+
+
+class Poisson(_Discrete):
+    """Poisson(rate); samples are float counts unless `dtype` says otherwise."""
+
+    arg_constraints = {"rate": constraints.nonnegative}
+    float_args = ("rate",)
+
+    def __init__(self, rate, dtype=None, **kwargs):
+        super().__init__({"rate": rate}, dtype=dtype, **kwargs)
+
+    def _build(self, rate):
+        return td.Poisson(rate, validate_args=False)
+
+
+class Binomial(_Discrete):
+    """Binomial(logits, n_experiments): successes in `n_experiments` trials."""
+
+    arg_constraints = {"logits": constraints.real, "n_experiments": constraints.nonnegative_integer}
+    float_args = ("logits",)
+
+    def __init__(self, logits, n_experiments, dtype=None, **kwargs):
+        super().__init__({"logits": logits, "n_experiments": n_experiments}, dtype=dtype,
+                         **kwargs)
+
+    def _build(self, logits, n_experiments):
+        return td.Binomial(n_experiments.to(logits.dtype), logits=logits, validate_args=False)
+
+
+class Laplace(_Continuous):
+    """Laplace(loc, scale)."""
+
+    arg_constraints = {"scale": constraints.positive}
+    float_args = ("loc", "scale")
+
+    def __init__(self, loc, scale, **kwargs):
+        super().__init__({"loc": loc, "scale": scale}, **kwargs)
+
+    def _build(self, loc, scale):
+        return td.Laplace(loc, scale, validate_args=False)
+
+
+class Cauchy(Laplace):
+    """Cauchy(loc, scale)."""
+
+    def _build(self, loc, scale):
+        return td.Cauchy(loc, scale, validate_args=False)
+
+
+class Logistic(Laplace):
+    """Logistic(loc, scale)."""
+
+    def _build(self, loc, scale):
+        return torch_extra.Logistic(loc, scale)
+
+
+class StudentT(_Continuous):
+    """StudentT(df, loc=0, scale=1)."""
+
+    arg_constraints = {"df": constraints.positive, "scale": constraints.positive}
+    float_args = ("df", "loc", "scale")
+
+    def __init__(self, df, loc=0., scale=1., **kwargs):
+        super().__init__({"df": df, "loc": loc, "scale": scale}, **kwargs)
+
+    def _build(self, df, loc, scale):
+        return td.StudentT(df, loc, scale, validate_args=False)
+
+
+class HalfNormal(_Continuous):
+    """|X| with X ~ Normal(0, std)."""
+
+    arg_constraints = {"std": constraints.positive}
+    float_args = ("std",)
+
+    def __init__(self, std=1., **kwargs):
+        super().__init__({"std": std}, **kwargs)
+
+    def _build(self, std):
+        return td.HalfNormal(std, validate_args=False)
+
+
+class HalfCauchy(_Continuous):
+    """|X| with X ~ Cauchy(0, scale)."""
+
+    arg_constraints = {"scale": constraints.positive}
+    float_args = ("scale",)
+
+    def __init__(self, scale=1., **kwargs):
+        super().__init__({"scale": scale}, **kwargs)
+
+    def _build(self, scale):
+        return td.HalfCauchy(scale, validate_args=False)
+
+
+class Exponential(_Continuous):
+    """Exponential(rate)."""
+
+    arg_constraints = {"rate": constraints.positive}
+    float_args = ("rate",)
+
+    def __init__(self, rate=1., **kwargs):
+        super().__init__({"rate": rate}, **kwargs)
+
+    def _build(self, rate):
+        return td.Exponential(rate, validate_args=False)
+
+
+class BinConcrete(_Continuous):
+    """Binary Concrete / Gumbel-softmax relaxation of a Bernoulli, on (0, 1)."""
+
+    arg_constraints = {"temperature": constraints.positive, "logits": constraints.real}
+    float_args = ("temperature", "logits")
+
+    def __init__(self, temperature, logits, **kwargs):
+        super().__init__({"temperature": temperature, "logits": logits}, **kwargs)
+
+    def _build(self, temperature, logits):
+        return td.RelaxedBernoulli(temperature, logits=logits, validate_args=False)
+
+
+BinGumbelSoftmax = BinConcrete

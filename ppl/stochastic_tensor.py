@@ -1,0 +1,133 @@
+"""`StochasticTensor`: a node of a `BayesianNet` that behaves like a tensor.
+
+It is not a `torch.Tensor` subclass: it holds one (the observation, or a
+cached sample of its distribution) and takes part in every torch function and
+Python operator through `__torch_function__`, so model code can write
+`h = linear(z)` or `z * 2 + 1` with `z` a node.
+"""
+import operator
+
+import torch
+
+
+def unwrap(x):
+    """The plain tensor behind `x` (a `StochasticTensor`), or `x` unchanged."""
+    return x.tensor if isinstance(x, StochasticTensor) else x
+
+
+def _unwrap_tree(obj):
+    if isinstance(obj, StochasticTensor):
+        return obj.tensor
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_unwrap_tree(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _unwrap_tree(v) for k, v in obj.items()}
+    return obj
+
+
+class StochasticTensor:
+    """A stochastic node: name, distribution, and value.
+
+    `tensor` is the observation when the node is observed, else one sample of
+    `dist` (drawn once, with `n_samples` in front when given, and cached).
+    """
+
+    def __init__(self, bn, name, dist, n_samples=None, observation=None):
+        self.bn = bn
+        self.name = name
+        self.dist = dist
+        self.n_samples = n_samples
+        self._observation = observation
+        self._sample = None
+        self._cond_log_p = None
+
+    def is_observed(self):
+        return self._observation is not None
+
+    @property
+    def tensor(self):
+        if self._observation is not None:
+            return self._observation
+        if self._sample is None:
+            self._sample = self.dist.sample(self.n_samples)
+        return self._sample
+
+    @property
+    def cond_log_p(self):
+        """log p(value | parents), summed over the last `group_ndims` batch axes."""
+        if self._cond_log_p is None:
+            try:
+                self._cond_log_p = self.dist.log_prob(self.tensor)
+            except ValueError as err:
+                raise ValueError(f"node '{self.name}': {err}") from None
+        return self._cond_log_p
+
+    # Tensor-like surface -------------------------------------------------
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        return func(*_unwrap_tree(args), **_unwrap_tree(kwargs or {}))
+
+    def __getattr__(self, item):
+        # Only reached for attributes not defined here: forward to the tensor.
+        if item.startswith("_"):
+            raise AttributeError(item)
+        return getattr(self.tensor, item)
+
+    def __repr__(self):
+        kind = "observed" if self.is_observed() else "latent"
+        return (f"StochasticTensor(name={self.name!r}, {kind}, "
+                f"dist={type(self.dist).__name__}, shape={tuple(self.tensor.shape)})")
+
+    def __len__(self):
+        return len(self.tensor)
+
+    def __iter__(self):
+        return iter(self.tensor)
+
+    def __getitem__(self, index):
+        return self.tensor[_unwrap_tree(index)]
+
+    def __bool__(self):
+        return bool(self.tensor)
+
+    def __float__(self):
+        return float(self.tensor)
+
+    def __int__(self):
+        return int(self.tensor)
+
+    def __array__(self, dtype=None):
+        arr = self.tensor.detach().cpu().numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __hash__(self):
+        return id(self)
+
+
+def _binary(op):
+    def forward(self, other):
+        return op(self.tensor, unwrap(other))
+
+    def reverse(self, other):
+        return op(unwrap(other), self.tensor)
+
+    return forward, reverse
+
+
+for _name, _op in [("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+                   ("truediv", operator.truediv), ("floordiv", operator.floordiv),
+                   ("mod", operator.mod), ("pow", operator.pow), ("matmul", operator.matmul),
+                   ("and", operator.and_), ("or", operator.or_), ("xor", operator.xor)]:
+    _fwd, _rev = _binary(_op)
+    setattr(StochasticTensor, f"__{_name}__", _fwd)
+    setattr(StochasticTensor, f"__r{_name}__", _rev)
+
+for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt),
+                   ("ge", operator.ge), ("eq", operator.eq), ("ne", operator.ne)]:
+    setattr(StochasticTensor, f"__{_name}__", _binary(_op)[0])
+
+for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
+                   ("invert", operator.invert)]:
+    setattr(StochasticTensor, f"__{_name}__", (lambda op: lambda self: op(self.tensor))(_op))
+
+del _name, _op, _fwd, _rev

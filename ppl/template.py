@@ -1,0 +1,194 @@
+"""Templates: model and guide functions that own their parameters.
+
+    @ppl.meta_bayesian_net(scope="gen", reuse_variables=True)
+    def build_gen(x_dim, z_dim, n, n_particles=1):
+        bn = ppl.BayesianNet()
+        z = bn.normal("z", torch.zeros(n, z_dim), std=1., group_ndims=1, n_samples=n_particles)
+        h = ppl.module("h", lambda: nn.Linear(z_dim, 500))(z).relu()
+        bn.bernoulli("x", ppl.module("out", lambda: nn.Linear(500, x_dim))(h), group_ndims=1)
+        return bn
+
+    model = build_gen(784, 40, n=128)          # a MetaBayesianNet
+    bn = model.observe(x=x_batch)              # re-runs the function, x observed
+    build_gen.parameters()                     # the template is an nn.Module
+
+Layers made with `ppl.module(name, factory)` and tensors made with
+`ppl.param(name, init)` are created on the template's first call and reused on
+every later call, whatever the other arguments (train and test batch sizes
+share weights). Two templates never share parameters unless the user passes
+modules in. Create optimizers after the first call (as with torch's lazy
+modules): before it, the template has no parameters.
+"""
+import functools
+
+import torch
+from torch import nn
+
+from ppl import context
+from ppl.bayesian_net import BayesianNet
+
+__all__ = ["Template", "MetaBayesianNet", "meta_bayesian_net", "reuse_variables", "module",
+           "param", "as_meta_bn"]
+
+
+class Template(nn.Module):
+    """An `nn.Module` owning the layers and parameters its function creates."""
+
+    def __init__(self, fn, scope=None):
+        super().__init__()
+        self.fn = fn
+        self.scope = scope or fn.__name__
+        self.layers = nn.ModuleDict()
+        self.params = nn.ParameterDict()
+        functools.update_wrapper(self, fn, updated=())
+
+    def _placement(self):
+        existing = next(iter(self.parameters()), None)
+        return None if existing is None else (existing.device, existing.dtype)
+
+    def get_module(self, name, factory):
+        _check_key(name)
+        if name not in self.layers:
+            layer = factory()
+            if not isinstance(layer, nn.Module):
+                raise TypeError(f"ppl.module('{name}'): the factory must return an nn.Module, "
+                                f"got {type(layer).__name__}")
+            placement = self._placement()
+            if placement is not None:
+                layer = layer.to(device=placement[0])
+            self.layers[name] = layer
+        return self.layers[name]
+
+    def get_param(self, name, init):
+        _check_key(name)
+        if name not in self.params:
+            value = init() if callable(init) else init
+            value = torch.as_tensor(value, dtype=None if isinstance(value, torch.Tensor)
+                                    else torch.get_default_dtype())
+            placement = self._placement()
+            if placement is not None:
+                value = value.to(device=placement[0])
+            self.params[name] = nn.Parameter(value.detach().clone())
+        return self.params[name]
+
+    def run(self, *args, observed=None, meta_bn=None, **kwargs):
+        frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn)
+        with context.push(frame):
+            return self.fn(*args, **kwargs)
+
+    def extra_repr(self):
+        return f"scope={self.scope!r}"
+
+
+def _check_key(name):
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"parameter and module names must be non-empty strings without '.', "
+                         f"got {name!r}")
+
+
+class MetaBayesianNet:
+    """A model function with its arguments bound, ready to be observed.
+
+    `observe(**values)` runs the function with those nodes observed and returns
+    its `BayesianNet`. `log_joint`, when set to a callable `fn(bn)`, replaces the
+    default sum of log-probabilities (as in ZhuSuan).
+    """
+
+    def __init__(self, fn, args=(), kwargs=None, template=None):
+        self._fn = fn
+        self._args = tuple(args)
+        self._kwargs = dict(kwargs or {})
+        self._template = template
+        self.log_joint = None
+
+    @property
+    def template(self):
+        return self._template
+
+    def observe(self, **observed):
+        if self._template is not None:
+            bn = self._template.run(*self._args, observed=observed, meta_bn=self,
+                                    **self._kwargs)
+        else:
+            frame = context.Frame(template=None, observed=observed, meta_bn=self)
+            with context.push(frame):
+                bn = self._fn(*self._args, **self._kwargs)
+        if not isinstance(bn, BayesianNet):
+            raise TypeError(f"the model function {getattr(self._fn, '__name__', self._fn)!r} "
+                            f"must return a ppl.BayesianNet, got {type(bn).__name__}")
+        unknown = [name for name in observed if name not in bn.nodes]
+        if unknown:
+            raise ValueError(f"observed names {unknown} are not nodes of the model "
+                             f"(nodes: {', '.join(bn.nodes)})")
+        return bn
+
+
+class _MetaTemplate(Template):
+    """What `@meta_bayesian_net` returns: calling it binds arguments."""
+
+    def forward(self, *args, **kwargs):
+        return MetaBayesianNet(self.fn, args, kwargs, template=self)
+
+
+class _GuideTemplate(Template):
+    """What `@reuse_variables` returns: calling it runs the function."""
+
+    def forward(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+
+def meta_bayesian_net(scope=None, reuse_variables=False):
+    """Turn a model function returning a `BayesianNet` into a template.
+
+    Calling the template returns a `MetaBayesianNet`. `reuse_variables` is
+    accepted for ZhuSuan compatibility: parameters always live in the template.
+    """
+    del reuse_variables
+
+    def wrap(fn):
+        return _MetaTemplate(fn, scope)
+
+    return wrap
+
+
+def reuse_variables(scope=None):
+    """Turn a guide function (returning a plain `BayesianNet`) into a template."""
+
+    def wrap(fn):
+        return _GuideTemplate(fn, scope)
+
+    return wrap
+
+
+def _owner(what, name):
+    frame = context.current()
+    if frame is None or frame.template is None:
+        raise RuntimeError(f"ppl.{what}('{name}') was called outside a template call: "
+                           f"decorate the function with @ppl.meta_bayesian_net or "
+                           f"@ppl.reuse_variables (or hold the layer in your own nn.Module)")
+    return frame.template
+
+
+def module(name, factory):
+    """The layer `name` of the running template, made by `factory()` on first use."""
+    return _owner("module", name).get_module(name, factory)
+
+
+def param(name, init):
+    """The parameter `name` of the running template, initialized from `init` on first use."""
+    return _owner("param", name).get_param(name, init)
+
+
+def as_meta_bn(model, *args, **kwargs):
+    """A `MetaBayesianNet` for a template call, an `nn.Module` or any function.
+
+    Inference accepts models in any of these forms: a `MetaBayesianNet`
+    (returned as is), or a callable (e.g. an `nn.Module` whose `forward` builds
+    and returns a `BayesianNet`) called with `args` and `kwargs`.
+    """
+    if isinstance(model, MetaBayesianNet):
+        return model
+    if not callable(model):
+        raise TypeError(f"a model must be a MetaBayesianNet or a callable returning a "
+                        f"BayesianNet, got {type(model).__name__}")
+    return MetaBayesianNet(model, args, kwargs)
