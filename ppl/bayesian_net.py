@@ -38,6 +38,7 @@ class BayesianNet:
         if name in self.nodes or name in self.factors:
             raise ValueError(f"BayesianNet: a node named '{name}' already exists; "
                              f"names must be unique")
+        self._log_joint_cache = None  # a new term: an earlier log_joint() is out of date
 
     def stochastic(self, name, dist, n_samples=None):
         """Add a stochastic node drawn from `dist` (or observed, when `name` is)."""
@@ -89,17 +90,11 @@ class BayesianNet:
             except (TypeError, ValueError, RuntimeError) as err:
                 raise ValueError(f"node '{name}': the observation must be a tensor, "
                                  f"got {type(value).__name__} ({err})") from None
+        leading = () if n_samples is None else (n_samples,)
         try:
-            dist._check_given(value)
+            value = dist._check_given(value, leading=leading)
         except ValueError as err:
             raise ValueError(f"node '{name}': bad observation: {err}") from None
-        full = torch.Size([] if n_samples is None else [n_samples]) + dist.batch_shape \
-            + dist.value_shape
-        try:
-            torch.broadcast_shapes(value.shape, full)
-        except RuntimeError:
-            raise ValueError(f"node '{name}': observation of shape {tuple(value.shape)} does not "
-                             f"broadcast against the node's shape {tuple(full)}") from None
         return value
 
     # -- reading ----------------------------------------------------------

@@ -57,7 +57,8 @@ class StochasticTensor:
         """log p(value | parents), summed over the last `group_ndims` batch axes."""
         if self._cond_log_p is None:
             try:
-                self._cond_log_p = self.dist.log_prob(self.tensor)
+                # The observation was checked when the node was made; samples are valid.
+                self._cond_log_p = self.dist._log_prob(self.tensor)
             except ValueError as err:
                 raise ValueError(f"node '{self.name}': {err}") from None
         return self._cond_log_p

@@ -168,7 +168,10 @@ class Distribution:
         `given` broadcasts against `(...) + batch_shape + value_shape`; the
         result has shape `(...) + batch_shape[:len(batch_shape) - group_ndims]`.
         """
-        given = self._check_given(given)
+        return self._log_prob(self._check_given(given))
+
+    def _log_prob(self, given):
+        """`log_prob` of a `given` already checked (or drawn from this distribution)."""
         dist = self._dist
         if self.use_path_derivative:
             if self._detached is None:
@@ -184,24 +187,25 @@ class Distribution:
     def prob(self, given):
         return torch.exp(self.log_prob(given))
 
-    def _check_given(self, given):
+    def _check_given(self, given, leading=()):
+        """`given` as a tensor, checked for dtype, shape and support; raises ValueError.
+
+        `leading` are axes `given` must broadcast against in front of
+        `batch_shape` (e.g. `[n_samples]` for a node's observation).
+        """
         given = unwrap(given)
         if not isinstance(given, torch.Tensor):
             given = torch.as_tensor(given, dtype=self._default_given_dtype())
         if self.is_continuous and not given.is_floating_point():
             raise self._error(f"`given` must be floating point for a continuous distribution, "
                               f"got dtype {given.dtype}")
-        full = self.batch_shape + self.value_shape
-        vdim = len(self.value_shape)
-        ok = given.dim() >= vdim
-        if ok:
-            try:
-                torch.broadcast_shapes(given.shape, full)
-            except RuntimeError:
-                ok = False
-        if not ok:
+        if not given.is_floating_point():  # integer counts/indices: torch's math wants floats
+            given = given.to(self._default_given_dtype())
+        full = tuple(leading) + tuple(self.batch_shape) + tuple(self.value_shape)
+        if given.dim() < len(self.value_shape) or not broadcastable(given.shape, full):
+            front = f"{tuple(leading)} + " if leading else "(...) + "
             raise self._error(f"`given` of shape {tuple(given.shape)} does not broadcast against "
-                              f"(...) + batch_shape + value_shape = (...) + {tuple(full)}")
+                              f"{front}batch_shape + value_shape = {front}{tuple(full)}")
         if not _holds(self.support, given):
             raise self._error(f"`given` has values outside the support "
                               f"({_describe(self.support)})")
@@ -214,6 +218,14 @@ class Distribution:
     def __repr__(self):
         return (f"{self._name}(batch_shape={tuple(self.batch_shape)}, "
                 f"value_shape={tuple(self.value_shape)}, group_ndims={self.group_ndims})")
+
+
+def broadcastable(shape, target):
+    """Whether `shape` broadcasts against `target` (cheap: no tensor is made)."""
+    for a, b in zip(reversed(shape), reversed(target)):
+        if a != b and a != 1 and b != 1:
+            return False
+    return True
 
 
 def _holds(constraint, value):
