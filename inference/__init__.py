@@ -2,3 +2,21 @@
 from inference.model import LogJoint
 
 __all__ = ["LogJoint"]
+
+from inference.sgmcmc import PSGLD, SGHMC, SGLD, SGMCMC, SGNHT  # noqa: E402
+__all__ += ["SGMCMC", "SGLD", "PSGLD", "SGHMC", "SGNHT"]
+
+from inference.variational import (EvidenceLowerBoundObjective,  # noqa: E402
+                                   ImportanceWeightedObjective, InclusiveKLObjective,
+                                   MovingAverage, VariationalObjective, elbo,
+                                   importance_weighted_objective, iw_objective, klpq)
+from inference.importance import is_loglikelihood  # noqa: E402
+from inference.ais import AIS  # noqa: E402
+from inference.trainer import Trainer  # noqa: E402
+__all__ += ["elbo", "importance_weighted_objective", "iw_objective", "klpq",
+            "VariationalObjective", "EvidenceLowerBoundObjective", "ImportanceWeightedObjective",
+            "InclusiveKLObjective", "MovingAverage", "is_loglikelihood", "AIS", "Trainer"]
+
+from inference import diagnostics, mcmc  # noqa: E402
+from inference.mcmc import HMC, NUTS  # noqa: E402
+__all__ += ["mcmc", "diagnostics", "HMC", "NUTS"]

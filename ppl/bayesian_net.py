@@ -8,6 +8,9 @@
 Observations come from `observed`, and, inside a `MetaBayesianNet.observe`
 call, from the values given there (the explicit `observed` argument wins).
 """
+import functools
+import operator
+
 import torch
 
 from ppl import context, distributions
@@ -150,15 +153,13 @@ class BayesianNet:
             if custom is not None:
                 self._log_joint_cache = custom(self)
             else:
-                terms = [node.cond_log_p for node in self.stochastic_nodes.values()]
-                terms += list(self.factors.values())
+                terms = {name: node.cond_log_p for name, node in self.stochastic_nodes.items()}
+                terms.update(self.factors)
                 if not terms:
                     raise ValueError("log_joint of a BayesianNet with no stochastic node "
                                      "or factor")
-                total = terms[0]
-                for term in terms[1:]:
-                    total = total + term
-                self._log_joint_cache = total
+                _check_terms_broadcast(terms)
+                self._log_joint_cache = functools.reduce(operator.add, terms.values())
         return self._log_joint_cache
 
     # -- graph ------------------------------------------------------------
@@ -203,6 +204,17 @@ class BayesianNet:
         kinds = ", ".join(f"{k}{'*' if isinstance(v, StochasticTensor) and v.is_observed() else ''}"
                           for k, v in self.nodes.items())
         return f"BayesianNet({kinds})"
+
+
+def _check_terms_broadcast(terms):
+    """Raise, naming every term's shape, when the log-prob terms do not broadcast."""
+    try:
+        torch.broadcast_shapes(*(term.shape for term in terms.values()))
+    except RuntimeError:
+        shapes = ", ".join(f"'{name}': {tuple(term.shape)}" for name, term in terms.items())
+        raise ValueError(f"log_joint: the log-probabilities of the nodes do not broadcast "
+                         f"({shapes}); set `group_ndims` so they align, or set "
+                         f"`meta_bn.log_joint` to a function of the BayesianNet") from None
 
 
 def _node_helper(cls):

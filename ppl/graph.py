@@ -115,19 +115,23 @@ def markov_blanket(graph, name):
     return {n for n in blanket if graph.nodes[n]["kind"] == "stochastic"}
 
 
+_NODE_SIZE = 2000  # points^2: room for a name and a distribution such as "HalfCauchy"
+
+
 def draw(graph, ax=None, path=None):
     """Draw the graph top-down: shaded observed nodes, squares for deterministic ones.
 
     Returns the matplotlib figure; saves it to `path` when given.
     """
-    import matplotlib
-    if path is not None and ax is None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if ax is None:
-        fig, ax = plt.subplots(figsize=(1.6 + 1.4 * max(1, _width(graph)),
-                                        1.2 + 1.2 * _depth(graph)))
+        size = (1.6 + 1.4 * max(1, _width(graph)), 1.2 + 1.2 * _depth(graph))
+        if path is not None:  # a file only: no pyplot, so no display and no backend switch
+            from matplotlib.figure import Figure
+            fig = Figure(figsize=size)
+            ax = fig.add_subplot()
+        else:
+            import matplotlib.pyplot as plt
+            fig, ax = plt.subplots(figsize=size)
     else:
         fig = ax.figure
     layered = graph.copy()
@@ -146,13 +150,18 @@ def draw(graph, ax=None, path=None):
         nodes = [n for n, d in graph.nodes(data=True)
                  if d["kind"] == kind and bool(d.get("observed")) == observed]
         if nodes:
-            style = {"node_size": 1400, **style}
+            style = {"node_size": _NODE_SIZE, **style}
             nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, edgecolors="black",
                                    **style)
-    nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=15, node_size=1400)
-    labels = {n: n if d["kind"] == "factor" else f"{n}\n{d.get('dist') or ''}".strip()
-              for n, d in graph.nodes(data=True)}
+    sizes = [150 if d["kind"] == "factor" else _NODE_SIZE for _, d in graph.nodes(data=True)]
+    nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=15, node_size=sizes)
+    factors = {n for n, d in graph.nodes(data=True) if d["kind"] == "factor"}
+    labels = {n: f"{n}\n{d.get('dist') or ''}".strip() for n, d in graph.nodes(data=True)
+              if n not in factors}
     nx.draw_networkx_labels(graph, pos, labels=labels, ax=ax, font_size=8)
+    for name in factors:  # a factor is a small black square: its name goes below it
+        ax.annotate(name, pos[name], xytext=(0, -9), textcoords="offset points",
+                    ha="center", va="top", fontsize=8)
     ax.set_axis_off()
     ax.margins(0.2)
     if path is not None:

@@ -54,8 +54,8 @@ class Template(nn.Module):
                 raise TypeError(f"ppl.module('{name}'): the factory must return an nn.Module, "
                                 f"got {type(layer).__name__}")
             placement = self._placement()
-            if placement is not None:
-                layer = layer.to(device=placement[0])
+            if placement is not None:  # follow an earlier `.to(device/dtype)` of the template
+                layer = layer.to(device=placement[0], dtype=placement[1])
             self.layers[name] = layer
         return self.layers[name]
 
@@ -67,7 +67,8 @@ class Template(nn.Module):
                                     else torch.get_default_dtype())
             placement = self._placement()
             if placement is not None:
-                value = value.to(device=placement[0])
+                value = value.to(device=placement[0],
+                                 dtype=placement[1] if value.is_floating_point() else None)
             self.params[name] = nn.Parameter(value.detach().clone())
         return self.params[name]
 
@@ -105,6 +106,9 @@ class MetaBayesianNet:
     def template(self):
         return self._template
 
+    def __repr__(self):
+        return f"MetaBayesianNet({getattr(self._fn, '__name__', type(self._fn).__name__)})"
+
     def observe(self, **observed):
         if self._template is not None:
             bn = self._template.run(*self._args, observed=observed, meta_bn=self,
@@ -134,6 +138,11 @@ class _GuideTemplate(Template):
     """What `@reuse_variables` returns: calling it runs the function."""
 
     def forward(self, *args, **kwargs):
+        # Called as the function of `as_meta_bn(guide, ...).observe(**values)`: observe them
+        # too (e.g. to score a proposal at given values); inside another template: never.
+        outer = context.current()
+        if outer is not None and outer.template is None and outer.meta_bn is not None:
+            return self.run(*args, observed=outer.observed, meta_bn=outer.meta_bn, **kwargs)
         return self.run(*args, **kwargs)
 
 

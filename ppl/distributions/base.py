@@ -32,6 +32,10 @@ def _describe(constraint):
         constraints.nonnegative_integer: "a non-negative integer",
         constraints.boolean: "0 or 1",
     }
+    if isinstance(constraint, constraints.independent):
+        n = constraint.reinterpreted_batch_ndims
+        return (f"{_describe(constraint.base_constraint)}, with at least {n} "
+                f"{'axis' if n == 1 else 'axes'}")
     return names.get(constraint, str(constraint).replace("constraints.", ""))
 
 
@@ -97,7 +101,10 @@ class Distribution:
                 raise self._error(f"argument `{name}` must be {_describe(constraint)}; "
                                   f"got a tensor of shape {tuple(value.shape)} violating it")
             out[name] = value
-        self._check_params(out)
+        try:
+            self._check_params(out)
+        except RuntimeError as err:  # e.g. comparing parameters of clashing shapes
+            raise self._broadcast_error(out, err) from None
         return out
 
     def _check_params(self, params):
@@ -107,9 +114,11 @@ class Distribution:
         try:
             return self._build(**params)
         except (RuntimeError, ValueError, IndexError) as err:
-            shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in params.items())
-            raise self._error(f"parameters do not broadcast to one batch shape ({shapes}): "
-                              f"{err}") from None
+            raise self._broadcast_error(params, err) from None
+
+    def _broadcast_error(self, params, err):
+        shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in params.items())
+        return self._error(f"parameters do not broadcast to one batch shape ({shapes}): {err}")
 
     def _build(self, **params):
         raise NotImplementedError

@@ -3,8 +3,6 @@ import torch
 import torch.distributions as td
 from torch.distributions import constraints
 
-from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
-
 from ppl.distributions import torch_extra
 from ppl.distributions.base import Distribution
 from ppl.distributions.univariate import _Continuous, _Discrete
@@ -18,8 +16,8 @@ __all__ = [
 
 def _need_axes(dist, name, value, n):
     if value.dim() < n:
-        raise dist._error(f"argument `{name}` needs at least {n} axes, "
-                          f"got shape {tuple(value.shape)}")
+        raise dist._error(f"argument `{name}` needs at least {n} "
+                          f"{'axis' if n == 1 else 'axes'}, got shape {tuple(value.shape)}")
 
 
 class MultivariateNormalCholesky(_Continuous):
@@ -55,6 +53,12 @@ class MatrixVariateNormalCholesky(_Continuous):
     def _check_params(self, params):
         for name in ("mean", "u_tril", "v_tril"):
             _need_axes(self, name, params[name], 2)
+        n, p = params["mean"].shape[-2:]
+        for name, size in (("u_tril", n), ("v_tril", p)):
+            if params[name].shape[-2:] != (size, size):
+                raise self._error(f"argument `{name}` must end in ({size}, {size}) to match "
+                                  f"`mean` of shape {tuple(params['mean'].shape)}, got shape "
+                                  f"{tuple(params[name].shape)}")
 
     def _build(self, mean, u_tril, v_tril):
         return torch_extra.MatrixNormal(mean, u_tril, v_tril)
@@ -85,14 +89,20 @@ class Multinomial(_Discrete):
     def _build(self, logits):
         return td.Multinomial(self.n_experiments or 1, logits=logits, validate_args=False)
 
+    @property
+    def support(self):
+        """Non-negative integer counts; their total is checked against `n_experiments`
+        in `log_prob` (torch's multinomial constraint lets fractional counts pass)."""
+        return constraints.independent(constraints.nonnegative_integer, 1)
+
     def sample(self, n_samples=None):
         if self.n_experiments is None:
             raise self._error("cannot sample with `n_experiments=None`; give the number "
                               "of experiments")
         return super().sample(n_samples)
 
-    def _check_given(self, given):
-        given = super()._check_given(given)
+    def _check_given(self, given, leading=()):
+        given = super()._check_given(given, leading)
         if self.n_experiments is not None and not bool(
                 (given.sum(-1) == self.n_experiments).all()):
             raise self._error(f"`given` counts must sum to n_experiments={self.n_experiments} "
@@ -114,6 +124,10 @@ class UnnormalizedMultinomial(_Discrete):
 
     def _build(self, logits):
         return torch_extra.UnnormalizedMultinomial(logits)
+
+    def sample(self, n_samples=None):
+        raise self._error("cannot be sampled: the number of draws is not part of the "
+                          "distribution (use Multinomial with n_experiments)")
 
 
 BagofCategoricals = UnnormalizedMultinomial
@@ -175,14 +189,14 @@ class ExpConcrete(_Relaxed):
     """Log of a Concrete sample: a relaxed one-hot in log space (Maddison et al., 2017)."""
 
     def _build(self, temperature, logits):
-        return ExpRelaxedCategorical(temperature, logits=logits, validate_args=False)
+        return torch_extra.ExpConcrete(temperature, logits)
 
 
 class Concrete(_Relaxed):
     """Concrete / Gumbel-softmax relaxation of a one-hot categorical, on the simplex."""
 
     def _build(self, temperature, logits):
-        return td.RelaxedOneHotCategorical(temperature, logits=logits, validate_args=False)
+        return torch_extra.Concrete(temperature, logits)
 
 
 ExpGumbelSoftmax = ExpConcrete

@@ -1,17 +1,22 @@
-"""Nodes without a density: `Empirical` and `Implicit`.
+"""Nodes without a (proper) density: `Empirical`, `Implicit` and `ImproperUniform`.
 
-They let a `BayesianNet` hold a value that no tractable density describes:
-data whose law is unknown (`Empirical`), or a sample produced by a network,
-e.g. a GAN generator's output (`Implicit`). `log_prob` raises, naming the
-distribution, so a `log_joint` over such a node fails loudly.
+`Empirical` and `Implicit` let a `BayesianNet` hold a value that no tractable
+density describes: data whose law is unknown (`Empirical`), or a sample produced
+by a network, e.g. a GAN generator's output (`Implicit`). Their `log_prob`
+raises, naming the distribution, so a `log_joint` over such a node fails loudly.
+
+`ImproperUniform` is the flat "prior" of a Stan parameter declared without one
+(`real<lower=0> sigma;`): log-density 0 on its support. MCMC learns the
+constraint from the node's `support`; any proper prior on it can be added as a
+`bn.factor`.
 """
 import torch
-from torch.distributions import constraints
+from torch.distributions import biject_to, constraints
 
 from ppl.distributions.base import Distribution
 from ppl.stochastic_tensor import unwrap
 
-__all__ = ["Empirical", "Implicit"]
+__all__ = ["Empirical", "Implicit", "ImproperUniform"]
 
 
 class _NoDensity(Distribution):
@@ -97,3 +102,66 @@ class Implicit(_NoDensity):
                               f"{tuple(self.samples.shape)}; an implicit distribution cannot "
                               f"draw new samples")
         return self.samples
+
+
+class ImproperUniform(Distribution):
+    """The flat improper density on `support`: `log_prob` is 0 for every value in it.
+
+    `support` is a univariate torch constraint (e.g. `constraints.positive`,
+    `constraints.interval(0., 1.)`); the node has `batch_shape` copies of it.
+    There is nothing to draw from: `sample()` returns an arbitrary point of the
+    support, the image under `biject_to(support)` of Uniform(-2, 2) noise (Stan's
+    default initialization), so a model can still be run forward, e.g. to
+    initialize MCMC chains.
+    """
+
+    def __init__(self, support=constraints.real, batch_shape=(), dtype=None, group_ndims=0):
+        if not isinstance(support, constraints.Constraint):
+            raise ValueError(f"ImproperUniform: `support` must be a torch.distributions "
+                             f"constraint, got {type(support).__name__}")
+        if support.is_discrete or support.event_dim != 0:
+            raise ValueError(f"ImproperUniform: `support` must be a continuous univariate "
+                             f"constraint, got {support}")
+        self.params = {}
+        self._support = support
+        self._batch_shape = torch.Size(_shape(batch_shape))
+        self.dtype = dtype or torch.get_default_dtype()
+        self.is_reparameterized = False
+        self.use_path_derivative = False
+        self.check_numerics = False
+        self.group_ndims = self._check_group_ndims(group_ndims)
+
+    @property
+    def batch_shape(self):
+        return self._batch_shape
+
+    @property
+    def value_shape(self):
+        return torch.Size()
+
+    @property
+    def support(self):
+        return self._support
+
+    def _default_given_dtype(self):
+        return self.dtype
+
+    def sample(self, n_samples=None):
+        """A point of the support (not a random draw of a distribution): see the class doc."""
+        if n_samples is not None and (not isinstance(n_samples, int) or isinstance(n_samples, bool)
+                                      or n_samples < 1):
+            raise self._error(f"`n_samples` must be None or a positive int, got {n_samples!r}")
+        shape = torch.Size([] if n_samples is None else [n_samples]) + self.batch_shape
+        noise = torch.empty(shape, dtype=self.dtype).uniform_(-2., 2.)
+        return biject_to(self.support)(noise)
+
+    def _log_prob(self, given):
+        """Zeros of shape `(...) + batch_shape[:len(batch_shape) - group_ndims]`.
+
+        The zeros are `0 * given`, so the result is a function of `given` whose
+        gradient (zero) autograd can take.
+        """
+        log_p = (given * 0.).expand(torch.broadcast_shapes(given.shape, self.batch_shape))
+        if self.group_ndims:
+            log_p = log_p.sum(dim=tuple(range(-self.group_ndims, 0)))
+        return log_p

@@ -1,14 +1,18 @@
 """The math `torch.distributions` lacks, as `torch.distributions.Distribution`s.
 
 Only what torch has no class for lives here: the folded normal, the logistic
-(a transformed uniform), the matrix-variate normal and the unnormalized
-multinomial (ZhuSuan's bag of categoricals).
+(a transformed uniform), the matrix-variate normal, the unnormalized
+multinomial (ZhuSuan's bag of categoricals), and the (Exp)Concrete with one
+temperature per batch element (torch's treats a non-scalar temperature as if
+it ran over the category axis).
 """
 import math
 
 import torch
 import torch.distributions as td
 from torch.distributions import constraints
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+from torch.distributions.utils import clamp_probs
 
 
 class FoldedNormal(td.Distribution):
@@ -103,3 +107,40 @@ class UnnormalizedMultinomial(td.Distribution):
 
     def log_prob(self, value):
         return (value * self.logits).sum(-1)
+
+
+class ExpConcrete(ExpRelaxedCategorical):
+    """Log of a Concrete draw (Maddison et al., 2017), `temperature` of batch shape.
+
+    Density: (k-1)! t^(k-1) prod_i(a_i e^(-t y_i)) / (sum_i a_i e^(-t y_i))^k.
+    """
+
+    def __init__(self, temperature, logits, validate_args=False):
+        batch = torch.broadcast_shapes(temperature.shape, logits.shape[:-1])
+        super().__init__(temperature.expand(batch),
+                         logits=logits.expand(batch + logits.shape[-1:]),
+                         validate_args=validate_args)
+
+    def rsample(self, sample_shape=torch.Size()):
+        uniforms = clamp_probs(torch.rand(self._extended_shape(sample_shape),
+                                          dtype=self.logits.dtype, device=self.logits.device))
+        gumbels = -(-uniforms.log()).log()
+        scores = (self.logits + gumbels) / self.temperature.unsqueeze(-1)
+        return scores - scores.logsumexp(-1, keepdim=True)
+
+    def log_prob(self, value):
+        k = self.event_shape[-1]
+        scores = self.logits - value * self.temperature.unsqueeze(-1)
+        log_normalizer = math.lgamma(k) + (k - 1) * self.temperature.log()
+        return (scores - scores.logsumexp(-1, keepdim=True)).sum(-1) + log_normalizer
+
+
+class Concrete(td.TransformedDistribution):
+    """Concrete / Gumbel-softmax on the simplex: exp of an `ExpConcrete` draw."""
+
+    support = constraints.simplex
+    has_rsample = True
+
+    def __init__(self, temperature, logits, validate_args=False):
+        super().__init__(ExpConcrete(temperature, logits), td.ExpTransform(),
+                         validate_args=validate_args)

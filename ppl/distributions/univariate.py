@@ -106,6 +106,11 @@ class Bernoulli(_Discrete):
     def _build(self, logits=None, probs=None):
         return td.Bernoulli(probs=probs, logits=logits, validate_args=False)
 
+    def _check_given(self, given, leading=()):
+        """Integer/bool 0-1 data (ZhuSuan's int32 `x`) is cast to float, as torch needs."""
+        given = super()._check_given(given, leading)
+        return given if given.is_floating_point() else given.to(self._default_given_dtype())
+
 
 class Categorical(_Discrete):
     """Categorical(logits | probs) over the last axis; samples are int64 indices."""
@@ -297,6 +302,7 @@ class BinConcrete(_Continuous):
         super().__init__({"temperature": temperature, "logits": logits}, **kwargs)
 
     def _build(self, temperature, logits):
+        temperature, logits = torch.broadcast_tensors(temperature, logits)  # batch from both
         return td.RelaxedBernoulli(temperature, logits=logits, validate_args=False)
 
 

@@ -1,0 +1,122 @@
+"""Hamiltonian Monte Carlo with a fixed number of leapfrog steps (Neal 2011).
+
+`hmc_kernel` is the pure transition; `HMC` is ZhuSuan's sampler object
+(`hmc.sample(meta_bn, observed, latent)`), also usable with
+`inference.mcmc.run`.
+"""
+import torch
+
+from inference.mcmc.integrators import leapfrog
+from inference.mcmc.sampler import HamiltonianSampler
+from inference.mcmc.state import HMCState, TransitionInfo
+
+__all__ = ["hmc_kernel", "HMC"]
+
+
+def _where(mask, new, old):
+    return torch.where(mask.view(mask.shape + (1,) * (new.dim() - 1)), new, old)
+
+
+def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_error=1000.):
+    """One HMC transition of every chain (lock-step, per-chain step sizes).
+
+    step_size: [n_chains]. n_leapfrogs: an int, or a long tensor [n_chains]
+    (chains with fewer steps stop early and wait for the others). A chain whose
+    trajectory reaches a non-finite density, or whose final energy error
+    exceeds `max_energy_error`, is marked diverging and stays where it was.
+    Returns (state, TransitionInfo).
+    """
+    n_chains = state.position.shape[0]
+    momentum = metric.sample_momentum()
+    orig_energy = -state.log_prob + metric.kinetic_energy(momentum)
+    position, log_prob, grad = state.position, state.log_prob, state.grad
+    diverging = torch.zeros(n_chains, dtype=torch.bool, device=position.device)
+    per_chain = isinstance(n_leapfrogs, torch.Tensor)
+    n_max = int(n_leapfrogs.max()) if per_chain else int(n_leapfrogs)
+    for i in range(n_max):
+        new = leapfrog(potential, metric, position, momentum, grad, step_size)
+        failed = ~torch.isfinite(new[2])
+        moving = ~(diverging | failed)
+        if per_chain:
+            moving = moving & (i < n_leapfrogs)
+        diverging = diverging | failed
+        position, momentum, log_prob, grad = (_where(moving, a, b) for a, b in
+                                              zip(new, (position, momentum, log_prob, grad)))
+    energy = -log_prob + metric.kinetic_energy(momentum)
+    log_accept = orig_energy - energy
+    diverging = diverging | ~(log_accept >= -max_energy_error)
+    accept_prob = torch.where(diverging, torch.zeros_like(log_accept),
+                              log_accept.clamp(max=0.).exp())
+    accepted = torch.rand_like(accept_prob) < accept_prob
+    new_state = HMCState(_where(accepted, position, state.position),
+                         torch.where(accepted, log_prob, state.log_prob),
+                         _where(accepted, grad, state.grad))
+    steps = n_leapfrogs if per_chain else torch.full_like(state.log_prob, n_max,
+                                                          dtype=torch.long)
+    info = TransitionInfo(accept_prob=accept_prob, is_accepted=accepted, diverging=diverging,
+                          energy=torch.where(accepted, energy, orig_energy),
+                          orig_energy=orig_energy, n_steps=steps,
+                          tree_depth=torch.zeros_like(steps))
+    return new_state, info
+
+
+class HMC(HamiltonianSampler):
+    """Hamiltonian Monte Carlo (ZhuSuan's `zs.HMC` names), chains batched.
+
+        hmc = inference.HMC(step_size=0.1, n_leapfrogs=10, adapt_step_size=True)
+        for it in range(n_iters):
+            hmc.adapt_step_size = it < n_warmup      # ZhuSuan feeds this placeholder
+            latent, info = hmc.sample(model, observed, latent)
+
+    Every chain (the leading axes of the latents, i.e. the shape of the log
+    joint) has its own step size, momentum, acceptance and adaptation.
+
+    step_size: initial step size (the start of the heuristic search when adapting).
+    n_leapfrogs: leapfrog steps per transition; or give `trajectory_length` and
+        each chain takes ceil(trajectory_length / its step size) steps (at most
+        `max_leapfrogs`).
+    adapt_step_size: None/False (off) or True: dual averaging (Hoffman & Gelman
+        2014) towards `target_acceptance_rate` with `gamma`, `t0`, `kappa`.
+    adapt_mass: None/False, True or 'diag', or 'dense'. In `.sample()`, the mass
+        follows ZhuSuan: an exponential moving variance (decay `mass_decay`) used
+        from iteration `mass_collect_iters` on; `inference.mcmc.run` uses Stan's
+        windowed warm-up instead.
+    max_energy_error: energy error above which a transition counts as divergent.
+    """
+
+    def __init__(self, step_size=1., n_leapfrogs=10, adapt_step_size=None,
+                 target_acceptance_rate=0.8, gamma=0.05, t0=100, kappa=0.75, adapt_mass=None,
+                 mass_collect_iters=10, mass_decay=0.99, trajectory_length=None,
+                 max_leapfrogs=1000, max_energy_error=1000.):
+        super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
+                         target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,
+                         kappa=kappa, adapt_mass=adapt_mass,
+                         mass_collect_iters=mass_collect_iters, mass_decay=mass_decay,
+                         max_energy_error=max_energy_error)
+        if trajectory_length is None:
+            if not isinstance(n_leapfrogs, int) or isinstance(n_leapfrogs, bool) \
+                    or n_leapfrogs < 1:
+                raise ValueError(f"HMC: `n_leapfrogs` must be a positive int, got "
+                                 f"{n_leapfrogs!r}")
+        elif not trajectory_length > 0:
+            raise ValueError(f"HMC: `trajectory_length` must be positive, got "
+                             f"{trajectory_length!r}")
+        self.n_leapfrogs = n_leapfrogs
+        self.trajectory_length = trajectory_length
+        self.max_leapfrogs = int(max_leapfrogs)
+
+    def transition(self, state, potential, step_size, metric):
+        if self.trajectory_length is None:
+            n_leapfrogs = self.n_leapfrogs
+        else:
+            n_leapfrogs = torch.ceil(self.trajectory_length / step_size).long()
+            n_leapfrogs = n_leapfrogs.clamp(1, self.max_leapfrogs)
+        return hmc_kernel(state, potential, step_size, metric, n_leapfrogs,
+                          self.max_energy_error)
+
+    def __repr__(self):
+        steps = (f"n_leapfrogs={self.n_leapfrogs}" if self.trajectory_length is None
+                 else f"trajectory_length={self.trajectory_length}")
+        return (f"HMC({steps}, adapt_step_size={self.adapt_step_size}, "
+                f"adapt_mass={self.adapt_mass!r})")
+

@@ -1,0 +1,78 @@
+"""Euclidean metrics (mass matrices), one per chain.
+
+A metric is given by its inverse mass matrix M^-1, which adaptation sets to an
+estimate of the posterior covariance in the unconstrained space. Momenta are
+drawn from N(0, M), the kinetic energy is p^T M^-1 p / 2 and the velocity is
+dx/dt = M^-1 p.
+
+- `DiagonalMetric(inverse_mass)`: inverse_mass [n_chains, D].
+- `DenseMetric(inverse_mass)`: inverse_mass [n_chains, D, D].
+"""
+import torch
+
+__all__ = ["DiagonalMetric", "DenseMetric", "identity_metric"]
+
+
+class DiagonalMetric:
+    """Diagonal mass matrix per chain; `inverse_mass` [n_chains, D] (variances)."""
+
+    dense = False
+
+    def __init__(self, inverse_mass):
+        self.inverse_mass = inverse_mass
+        self._mass_sqrt = inverse_mass.rsqrt()
+
+    def sample_momentum(self):
+        """p ~ N(0, M): [n_chains, D]."""
+        return torch.randn_like(self.inverse_mass) * self._mass_sqrt
+
+    def velocity(self, momentum):
+        """M^-1 p: [n_chains, D]."""
+        return self.inverse_mass * momentum
+
+    def kinetic_energy(self, momentum, velocity=None):
+        """p^T M^-1 p / 2 per chain: [n_chains]."""
+        if velocity is None:
+            velocity = self.velocity(momentum)
+        return 0.5 * torch.linalg.vecdot(momentum, velocity)
+
+    def select(self, mask, other):
+        """Chains in `mask` [n_chains] take this metric, the others keep `other`'s."""
+        return DiagonalMetric(torch.where(mask[:, None], self.inverse_mass, other.inverse_mass))
+
+
+class DenseMetric:
+    """Dense mass matrix per chain; `inverse_mass` [n_chains, D, D] (covariances)."""
+
+    dense = True
+
+    def __init__(self, inverse_mass):
+        self.inverse_mass = inverse_mass
+        # With M^-1 = L L^T, p = L^-T z has covariance (L L^T)^-1 = M.
+        self._inverse_chol = torch.linalg.cholesky(inverse_mass)
+
+    def sample_momentum(self):
+        z = torch.randn(self.inverse_mass.shape[:-1], dtype=self.inverse_mass.dtype,
+                        device=self.inverse_mass.device)
+        return torch.linalg.solve_triangular(self._inverse_chol.mT, z[..., None],
+                                             upper=True)[..., 0]
+
+    def velocity(self, momentum):
+        return (self.inverse_mass @ momentum[..., None])[..., 0]
+
+    def kinetic_energy(self, momentum, velocity=None):
+        if velocity is None:
+            velocity = self.velocity(momentum)
+        return 0.5 * torch.linalg.vecdot(momentum, velocity)
+
+    def select(self, mask, other):
+        return DenseMetric(torch.where(mask[:, None, None], self.inverse_mass,
+                                       other.inverse_mass))
+
+
+def identity_metric(n_chains, dim, dense=False, dtype=None, device=None):
+    """The unit metric (M = I) for every chain."""
+    if dense:
+        eye = torch.eye(dim, dtype=dtype, device=device)
+        return DenseMetric(eye.expand(n_chains, dim, dim).clone())
+    return DiagonalMetric(torch.ones(n_chains, dim, dtype=dtype, device=device))

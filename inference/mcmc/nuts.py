@@ -1,0 +1,205 @@
+"""The No-U-Turn sampler: multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017; Stan).
+
+All chains build their trajectories in lock-step. The tree is doubled `depth =
+0, 1, 2, ...` times, each doubling adding a subtree of 2^depth leapfrog steps
+at one end (per-chain random direction). The step-index pattern is the same
+for every chain, so one leapfrog call advances them all; a chain whose tree
+has terminated (U-turn, divergence) is masked: it stops changing, and the batch
+goes on until every chain is done or `max_tree_depth` is reached.
+
+Within a subtree the leaves are sampled multinomially (each with weight
+exp(-H)); a new subtree replaces the current proposal with probability
+min(1, W_subtree / W_tree) (Stan's biased progressive sampling). The U-turn
+criterion is the generalized one (Betancourt 2017): a (sub)trajectory with
+momentum sum rho and end velocities v-, v+ stops when rho . v- <= 0 or
+rho . v+ <= 0. It is checked for every aligned block of every subtree as the
+leaves are built (checkpoints as in NumPyro's iterative NUTS), for the whole
+tree after each doubling, and across the two halves of the merged tree (Stan's
+extra checks).
+"""
+from collections import namedtuple
+
+import torch
+
+from inference.mcmc.integrators import leapfrog
+from inference.mcmc.sampler import HamiltonianSampler
+from inference.mcmc.state import HMCState, TransitionInfo
+
+__all__ = ["nuts_kernel", "NUTS"]
+
+_Subtree = namedtuple("_Subtree", "end proposal log_weight rho stopped diverging n_steps "
+                                  "sum_accept first")
+
+
+def _where(mask, new, old):
+    return torch.where(mask.view(mask.shape + (1,) * (new.dim() - 1)), new, old)
+
+
+def _where_all(mask, new, old):
+    return tuple(_where(mask, a, b) for a, b in zip(new, old))
+
+
+def _turning(v_a, v_b, rho):
+    """Generalized no-U-turn criterion: True where the trajectory turned."""
+    return (torch.linalg.vecdot(v_a, rho) <= 0) | (torch.linalg.vecdot(v_b, rho) <= 0)
+
+
+def _checkpoint_slots(leaf):
+    """Checkpoint slots (lo, hi) at leaf `leaf` of a subtree; the same for all chains.
+
+    An even leaf starts aligned blocks; its momentum and the running momentum
+    sum go to slot popcount(leaf >> 1) (= hi). An odd leaf ends the blocks of
+    sizes 2, 4, ..., 2^T (T = its trailing one bits), whose first leaves sit in
+    slots lo..hi.
+    """
+    hi = bin(leaf >> 1).count("1")
+    if leaf % 2 == 0:
+        return hi, hi
+    trailing_ones = (leaf ^ (leaf + 1)).bit_length() - 1
+    return hi - trailing_ones + 1, hi
+
+
+def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_energy, step_size,
+                   proposal, max_energy_error, checkpoints):
+    """Add `n_leaves` leapfrog steps after `start` for the `active` chains.
+
+    start: (position, momentum, grad, velocity) at the end being extended.
+    proposal: placeholder (position, log_prob, grad, energy) for chains that take no leaf.
+    """
+    position, momentum, grad, velocity = start
+    n_chains = position.shape[0]
+    signed_step = torch.where(forward, step_size, -step_size)
+    log_weight = torch.full_like(orig_energy, -torch.inf)
+    rho = torch.zeros_like(momentum)
+    stopped = torch.zeros_like(active)
+    diverging = torch.zeros_like(active)
+    n_steps = torch.zeros(n_chains, dtype=torch.long, device=position.device)
+    sum_accept = torch.zeros_like(orig_energy)
+    log_u = torch.rand((n_leaves, n_chains), dtype=orig_energy.dtype,
+                       device=position.device).log_()
+    ckpt_momentum, ckpt_velocity, ckpt_rho = checkpoints
+    for leaf in range(n_leaves):
+        new_position, new_momentum, new_log_prob, new_grad = leapfrog(
+            potential, metric, position, momentum, grad, signed_step)
+        new_velocity = metric.velocity(new_momentum)
+        energy = 0.5 * torch.linalg.vecdot(new_momentum, new_velocity) - new_log_prob
+        leaf_weight = orig_energy - energy
+        diverged = ~(leaf_weight >= -max_energy_error)  # also catches NaN
+        leaf_weight = torch.where(diverged, -torch.inf, leaf_weight)
+        n_steps += active
+        sum_accept += torch.where(active, leaf_weight.clamp(max=0.).exp(), 0.)
+        # Multinomial sampling within the subtree, one leaf at a time.
+        new_log_weight = torch.logaddexp(log_weight, leaf_weight)
+        take = active & (log_u[leaf] < leaf_weight - new_log_weight)
+        proposal = _where_all(take, (new_position, new_log_prob, new_grad, energy), proposal)
+        log_weight = torch.where(active, new_log_weight, log_weight)
+        rho = torch.where(active[:, None], rho + new_momentum, rho)
+        lo, hi = _checkpoint_slots(leaf)
+        if leaf % 2 == 0:
+            ckpt_momentum[hi], ckpt_velocity[hi], ckpt_rho[hi] = new_momentum, new_velocity, rho
+            halt = diverged
+        else:
+            block_rho = rho - ckpt_rho[lo:hi + 1] + ckpt_momentum[lo:hi + 1]
+            halt = diverged | _turning(ckpt_velocity[lo:hi + 1], new_velocity,
+                                       block_rho).any(0)
+        diverging = diverging | (active & diverged)
+        moved = active & ~diverged
+        position, momentum, grad, velocity = _where_all(
+            moved, (new_position, new_momentum, new_grad, new_velocity),
+            (position, momentum, grad, velocity))
+        stopped = stopped | (active & halt)
+        active = active & ~halt
+        if not bool(active.any()):
+            break
+    first = (ckpt_momentum[0], ckpt_velocity[0])
+    return _Subtree((position, momentum, grad, velocity), proposal, log_weight, rho, stopped,
+                    diverging, n_steps, sum_accept, first)
+
+
+def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_energy_error=1000.):
+    """One NUTS transition of every chain (lock-step, masked).
+
+    state: HMCState ([n_chains, D]); step_size: [n_chains]; metric: a metric
+    from `inference.mcmc.metric`. Returns (state, TransitionInfo); accept_prob
+    is Stan's mean acceptance statistic over the trajectory.
+    """
+    position = state.position
+    n_chains, dim = position.shape
+    momentum = metric.sample_momentum()
+    velocity = metric.velocity(momentum)
+    orig_energy = 0.5 * torch.linalg.vecdot(momentum, velocity) - state.log_prob
+    left = right = (position, momentum, state.grad, velocity)
+    proposal = (position, state.log_prob, state.grad, orig_energy)
+    log_weight = torch.zeros_like(orig_energy)
+    rho = momentum
+    done = torch.zeros(n_chains, dtype=torch.bool, device=position.device)
+    diverging = torch.zeros_like(done)
+    tree_depth = torch.zeros(n_chains, dtype=torch.long, device=position.device)
+    n_steps = torch.zeros_like(tree_depth)
+    sum_accept = torch.zeros_like(orig_energy)
+    checkpoints = tuple(position.new_empty((max(max_tree_depth, 1), n_chains, dim))
+                        for _ in range(3))
+    for depth in range(max_tree_depth):
+        forward = torch.rand(n_chains, device=position.device) < 0.5
+        start = _where_all(forward, right, left)
+        far = _where_all(forward, left, right)  # the end that does not move
+        sub = _build_subtree(potential, metric, start, forward, 2 ** depth, ~done, orig_energy,
+                             step_size, proposal, max_energy_error, checkpoints)
+        n_steps += sub.n_steps
+        sum_accept += sub.sum_accept
+        diverging = diverging | sub.diverging
+        tree_depth = torch.where(done, tree_depth, depth + 1)
+        valid = ~done & ~sub.stopped
+        # Biased progressive sampling: prefer the new subtree.
+        log_u = torch.rand_like(log_weight).log_()
+        proposal = _where_all(valid & (log_u < sub.log_weight - log_weight), sub.proposal,
+                              proposal)
+        turned = (_turning(far[3], sub.end[3], rho + sub.rho)
+                  | _turning(far[3], sub.first[1], rho + sub.first[0])
+                  | _turning(start[3], sub.end[3], sub.rho + start[1]))
+        log_weight = torch.where(valid, torch.logaddexp(log_weight, sub.log_weight), log_weight)
+        rho = torch.where(valid[:, None], rho + sub.rho, rho)
+        right = _where_all(valid & forward, sub.end, right)
+        left = _where_all(valid & ~forward, sub.end, left)
+        done = done | sub.stopped | turned
+        if bool(done.all()):
+            break
+    new_position, new_log_prob, new_grad, energy = proposal
+    moved = (new_position != position).any(-1)
+    info = TransitionInfo(accept_prob=sum_accept / n_steps.clamp(min=1), is_accepted=moved,
+                          diverging=diverging, energy=energy, orig_energy=orig_energy,
+                          n_steps=n_steps, tree_depth=tree_depth)
+    return HMCState(new_position, new_log_prob, new_grad), info
+
+
+class NUTS(HamiltonianSampler):
+    """The No-U-Turn sampler with the same interface as `inference.HMC`.
+
+    step_size: initial step size; None finds one with Hoffman's heuristic.
+    max_tree_depth: at most 2^max_tree_depth - 1 leapfrog steps per transition.
+    adapt_step_size, target_acceptance_rate, gamma, t0, kappa: dual averaging
+        (Stan's defaults: gamma=0.05, t0=10, kappa=0.75).
+    adapt_mass: 'diag' (default), 'dense', or None.
+    """
+
+    def __init__(self, step_size=None, max_tree_depth=10, adapt_step_size=True,
+                 target_acceptance_rate=0.8, gamma=0.05, t0=10, kappa=0.75, adapt_mass="diag",
+                 mass_collect_iters=10, mass_decay=0.99, max_energy_error=1000.):
+        super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
+                         target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,
+                         kappa=kappa, adapt_mass=adapt_mass,
+                         mass_collect_iters=mass_collect_iters, mass_decay=mass_decay,
+                         max_energy_error=max_energy_error)
+        if not isinstance(max_tree_depth, int) or isinstance(max_tree_depth, bool) \
+                or max_tree_depth < 1:
+            raise ValueError(f"NUTS: `max_tree_depth` must be a positive int, got "
+                             f"{max_tree_depth!r}")
+        self.max_tree_depth = max_tree_depth
+
+    def transition(self, state, potential, step_size, metric):
+        return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
+                           self.max_energy_error)
+
+    def __repr__(self):
+        return (f"NUTS(max_tree_depth={self.max_tree_depth}, adapt_step_size="
+                f"{self.adapt_step_size}, adapt_mass={self.adapt_mass!r})")

@@ -1,0 +1,281 @@
+"""The target of HMC/NUTS: log density and gradient over flat unconstrained positions.
+
+    potential = Potential(meta_bn, observed, latent)   # latent: constrained, chain axes first
+    x = potential.unconstrain(latent)                   # [n_chains, D]
+    log_prob, grad = potential(x)                       # [n_chains], [n_chains, D]
+
+Building a `Potential` runs the model once to find each latent's node, its
+support (hence its bijection, see `transforms`) and the chain axes: the model
+is run with the latents observed, and `log_joint()` must have exactly the
+chain shape (a plain callable must return it too). Chains whose log density
+or gradient is not finite get `log_prob = -inf` and a zero gradient, so they
+never poison the other chains; the kernels reject such moves.
+"""
+import math
+
+import torch
+from torch.distributions import constraints
+
+from inference.model import LogJoint
+from inference.mcmc.transforms import LatentSpace, transform_to
+from ppl.stochastic_tensor import StochasticTensor
+
+__all__ = ["Potential", "latent_nodes"]
+
+
+def latent_nodes(meta_bn, observed):
+    """The unobserved stochastic nodes of a model, name -> `StochasticTensor`, from a prior run.
+
+    `meta_bn` is anything `LogJoint` accepts except a plain callable (which has no nodes).
+    """
+    log_joint = LogJoint(meta_bn, observed)
+    if log_joint.meta_bn is None:
+        raise ValueError("a plain log_joint callable has no nodes to inspect: give the latent "
+                         "values (`latent` / `init`) explicitly")
+    bn = log_joint.meta_bn.observe(**log_joint.observed)
+    return {name: node for name, node in bn.stochastic_nodes.items() if not node.is_observed()}
+
+
+def _constraint_tensors(constraint):
+    """Tensors a constraint holds (e.g. interval bounds), searched recursively."""
+    found = []
+    for value in vars(constraint).values():
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, constraints.Constraint):
+            found.extend(_constraint_tensors(value))
+    return found
+
+
+class Potential:
+    """log p(observed, latent = T(x)) + log|det dT/dx| for flat unconstrained `x` [n_chains, D].
+
+    meta_bn, observed: the model, as `inference.model.LogJoint` accepts it.
+    latent: dict name -> constrained value whose leading axes are the chain axes.
+    supports: optional dict name -> torch constraint; required for constrained
+        latents of a plain callable (which has no nodes), and overrides a node's support.
+    """
+
+    def __init__(self, meta_bn, observed, latent, supports=None):
+        self.log_joint = LogJoint(meta_bn, observed)
+        if not isinstance(latent, dict) or not latent:
+            raise ValueError(f"`latent` must be a non-empty dict name -> tensor, got {latent!r}")
+        supports = dict(supports or {})
+        unknown = set(supports) - set(latent)
+        if unknown:
+            raise ValueError(f"`supports` names {sorted(unknown)} that are not latents "
+                             f"(latents: {sorted(latent)})")
+        latent = {k: self._as_tensor(k, v) for k, v in latent.items()}
+        if self.log_joint.meta_bn is None:
+            chain_shape = self._chain_shape_plain(latent)
+            node_supports = {}
+        else:
+            chain_shape, node_supports = self._inspect_model(latent)
+        node_supports.update(supports)
+        transforms, shapes = [], []
+        for name, value in latent.items():
+            support = node_supports.get(name, constraints.real)
+            transforms.append(transform_to(support, name))
+            shapes.append(value.shape[len(chain_shape):])
+        self.space = LatentSpace(latent.keys(), shapes, transforms, chain_shape)
+        self.supports = {name: node_supports.get(name, constraints.real) for name in latent}
+        self.dtype = next(iter(latent.values())).dtype
+        self.device = next(iter(latent.values())).device
+
+    # -- set-up checks -----------------------------------------------------
+    @staticmethod
+    def _as_tensor(name, value):
+        if isinstance(value, StochasticTensor):
+            value = value.tensor
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"latent '{name}' must be a tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise ValueError(f"latent '{name}' must be floating point (HMC moves continuously), "
+                             f"got dtype {value.dtype}")
+        return value.detach()
+
+    def _chain_shape_plain(self, latent):
+        with torch.no_grad():
+            out = self.log_joint(latent)
+        chain_shape = out.shape
+        for name, value in latent.items():
+            if value.shape[:len(chain_shape)] != chain_shape:
+                raise ValueError(
+                    f"latent '{name}' has shape {tuple(value.shape)}, but log_joint returned "
+                    f"shape {tuple(chain_shape)}: the log joint must have one value per chain "
+                    f"and every latent must start with the chain axes {tuple(chain_shape)}")
+        return chain_shape
+
+    def _inspect_model(self, latent):
+        """Check the latents against the model's nodes; return (chain_shape, supports)."""
+        meta_bn, observed = self.log_joint.meta_bn, self.log_joint.observed
+        self.log_joint._check_overlap(latent)
+        prior = meta_bn.observe(**observed)
+        stochastic = prior.stochastic_nodes
+        for name in latent:
+            if name not in prior.nodes:
+                raise ValueError(f"latent '{name}' is not a node of the model "
+                                 f"(stochastic nodes: {', '.join(stochastic) or 'none'})")
+            if name not in stochastic:
+                raise ValueError(f"latent '{name}' is a deterministic node: only stochastic "
+                                 f"nodes can be sampled")
+        missing = [k for k, node in stochastic.items()
+                   if not node.is_observed() and k not in latent]
+        if missing:
+            raise ValueError(f"nodes {missing} are neither observed nor given in `latent`: "
+                             f"MCMC needs a value for every stochastic node (otherwise the "
+                             f"model would redraw them from the prior at every step)")
+        chain_of = {}
+        for name, value in latent.items():
+            node_shape = stochastic[name].tensor.shape
+            if value.shape == node_shape:
+                continue  # the model itself carries the chain axes (ZhuSuan style)
+            lead = value.dim() - len(node_shape)
+            if lead <= 0 or value.shape[lead:] != node_shape:
+                raise ValueError(
+                    f"latent '{name}' has shape {tuple(value.shape)}, but the model's node has "
+                    f"shape {tuple(node_shape)}: give chain axes + {tuple(node_shape)}, "
+                    f"e.g. ({'n_chains, ' + ', '.join(map(str, node_shape))})")
+            chain_of[name] = value.shape[:lead]
+        if len(set(chain_of.values())) > 1:
+            listing = ", ".join(f"'{k}': {tuple(v)}" for k, v in chain_of.items())
+            raise ValueError(f"the latents disagree on the chain axes ({listing}); every latent "
+                             f"must have the same leading chain axes")
+        leaves = {k: v.clone().requires_grad_(True) for k, v in latent.items()}
+        with torch.enable_grad():
+            bn = self.log_joint.bn(leaves)
+            log_joint = bn.log_joint()
+            supports = {k: bn.get(k).dist.support for k in latent}
+            self._check_supports_fixed(supports, leaves)
+        if chain_of:
+            chain_shape = next(iter(chain_of.values()))
+            if log_joint.shape != chain_shape:
+                raise ValueError(
+                    f"log_joint() has shape {tuple(log_joint.shape)}, but the latents' chain axes "
+                    f"are {tuple(chain_shape)}: the log joint must have exactly one value per "
+                    f"chain (sum each node's value and data axes with group_ndims, and write the "
+                    f"model so the chain axis broadcasts)")
+        else:
+            chain_shape = log_joint.shape
+            for name, value in latent.items():
+                if value.shape[:len(chain_shape)] != chain_shape:
+                    raise ValueError(
+                        f"latent '{name}' has shape {tuple(value.shape)}, but log_joint() has "
+                        f"shape {tuple(chain_shape)}: latents must start with the chain axes")
+        return chain_shape, supports
+
+    @staticmethod
+    def _check_supports_fixed(supports, leaves):
+        inputs = list(leaves.values())
+        for name, support in supports.items():
+            for bound in _constraint_tensors(support):
+                if not bound.requires_grad:
+                    continue
+                grads = torch.autograd.grad(bound.sum(), inputs, allow_unused=True,
+                                            retain_graph=True)
+                if any(g is not None for g in grads):
+                    raise ValueError(
+                        f"the support of latent '{name}' ({support}) depends on other latents; "
+                        f"HMC/NUTS need fixed supports: reparameterize (e.g. "
+                        f"x = lower + (upper - lower) * u with u ~ Uniform(0, 1))")
+
+    # -- evaluation --------------------------------------------------------
+    @property
+    def n_chains(self):
+        return self.space.n_chains
+
+    @property
+    def dim(self):
+        return self.space.dim
+
+    @property
+    def chain_shape(self):
+        return self.space.chain_shape
+
+    def unconstrain(self, latent):
+        """Constrained latents (chain axes first) -> flat `x` [n_chains, D]."""
+        missing = set(self.space.names) - set(latent)
+        extra = set(latent) - set(self.space.names)
+        if missing or extra:
+            raise ValueError(f"latent names changed: expected {self.space.names}, got "
+                             f"{sorted(latent)}")
+        x = self.space.unconstrain({k: self._as_tensor(k, v) for k, v in latent.items()})
+        if x.shape[:-1] != self.space.chain_shape:
+            raise ValueError(f"latents have chain axes {tuple(x.shape[:-1])}, expected "
+                             f"{tuple(self.space.chain_shape)}")
+        return x.reshape(self.n_chains, self.dim)
+
+    def constrain(self, x):
+        """Flat `x` [n_chains, D] -> constrained latents with the chain axes restored."""
+        return self.space.constrain(x.reshape(self.space.chain_shape + (self.dim,)))
+
+    def _evaluate(self, x):
+        x = x.reshape(self.space.chain_shape + (self.dim,))
+        if self.space.has_transforms:
+            values, log_det = self.space.constrain(x, with_log_det=True)
+        else:
+            values, log_det = self.space.constrain(x), None
+        out = self.log_joint(values)
+        if out.shape != self.space.chain_shape:
+            raise ValueError(f"log_joint returned shape {tuple(out.shape)}, expected the chain "
+                             f"shape {tuple(self.space.chain_shape)}")
+        if log_det is not None:
+            out = out + log_det
+        return out.reshape(self.n_chains)
+
+    def _evaluate_guarded(self, x):
+        """`_evaluate`, but chains with non-finite or out-of-support values get -inf."""
+        bad = ~torch.isfinite(x).all(-1)
+        x = torch.where(bad[:, None], torch.zeros_like(x), x)
+        try:
+            return self._masked(x, bad)
+        except ValueError as err:
+            if "support" not in str(err):
+                raise
+        with torch.no_grad():  # find the chains whose constrained values leave the support
+            values = self.constrain(x)
+            for name, value in values.items():
+                ok = self.supports[name].check(value).reshape(self.n_chains, -1).all(-1)
+                bad = bad | ~ok
+        x = torch.where(bad[:, None], torch.zeros_like(x), x)
+        return self._masked(x, bad)
+
+    def _masked(self, x, bad):
+        out = self._evaluate(x)
+        return torch.where(bad, torch.full_like(out, -math.inf), out)
+
+    def log_prob(self, x):
+        """Log density at `x` [n_chains, D] without gradient: [n_chains]."""
+        with torch.no_grad():
+            try:
+                return self._clean(self._evaluate(x))
+            except ValueError:
+                return self._clean(self._evaluate_guarded(x))
+
+    def __call__(self, x):
+        """(log_prob [n_chains], grad [n_chains, D]) at flat unconstrained `x` [n_chains, D]."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            try:
+                log_prob = self._evaluate(x)
+            except ValueError:
+                log_prob = self._evaluate_guarded(x)
+            total = log_prob.sum()
+            if total.requires_grad:
+                grad, = torch.autograd.grad(total, x)
+            else:
+                grad = torch.zeros_like(x)
+        log_prob = log_prob.detach()
+        if not torch.isfinite(total.detach() + grad.sum()):
+            bad = ~(torch.isfinite(log_prob) & torch.isfinite(grad).all(-1))
+            log_prob = torch.where(bad, torch.full_like(log_prob, -math.inf), log_prob)
+            grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)
+        return log_prob, grad
+
+    @staticmethod
+    def _clean(log_prob):
+        return torch.where(torch.isnan(log_prob), torch.full_like(log_prob, -math.inf), log_prob)
+
+    def rebind(self, meta_bn, observed):
+        """Evaluate another model object / other observed values with the same latent layout."""
+        self.log_joint = LogJoint(meta_bn, observed)

@@ -1,0 +1,53 @@
+"""What the kernels pass around: the chains' state and what one transition did.
+
+Kernels are functions `kernel(state, potential, step_size, metric, ...) ->
+(state, info)`; step size and metric come from the caller (adaptation), so a
+kernel holds nothing between calls.
+"""
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["HMCState", "TransitionInfo", "init_state"]
+
+
+@dataclass
+class HMCState:
+    """Current point of every chain, in the flat unconstrained space.
+
+    position: [n_chains, D]; log_prob: [n_chains] (log density incl. log|det J|);
+    grad: [n_chains, D] (gradient of log_prob).
+    """
+
+    position: torch.Tensor
+    log_prob: torch.Tensor
+    grad: torch.Tensor
+
+
+@dataclass
+class TransitionInfo:
+    """Per-chain statistics of one transition, all [n_chains].
+
+    accept_prob: Metropolis acceptance probability (HMC) or Stan's mean
+        acceptance statistic over the trajectory (NUTS), used by adaptation.
+    is_accepted: whether the chain moved to a new point.
+    diverging: the trajectory hit an energy error above the limit or a
+        non-finite energy (such moves are rejected, never propagated).
+    energy: the Hamiltonian at the new point (for E-BFMI).
+    n_steps: leapfrog steps taken; tree_depth: NUTS doublings (0 for HMC).
+    orig_energy: the Hamiltonian at the start of the transition.
+    """
+
+    accept_prob: torch.Tensor
+    is_accepted: torch.Tensor
+    diverging: torch.Tensor
+    energy: torch.Tensor
+    orig_energy: torch.Tensor
+    n_steps: torch.Tensor
+    tree_depth: torch.Tensor
+
+
+def init_state(potential, position):
+    """The state at `position` [n_chains, D]."""
+    log_prob, grad = potential(position)
+    return HMCState(position.detach(), log_prob, grad)

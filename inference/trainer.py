@@ -1,0 +1,295 @@
+"""`Trainer`: the loop around a step function: progress, checkpoint/resume, NaN guard.
+
+    trainer = inference.Trainer({"model": build_gen, "guide": build_q_net},
+                                lambda params: torch.optim.Adam(params, lr=1e-3),
+                                checkpoint_path="runs/vae.pt", checkpoint_every=500)
+    history = trainer.fit(step_fn, batches, n_epochs=100)   # per-epoch mean bounds
+
+`step_fn(batch) -> (cost, objective)`: the scalar cost to minimize and the
+objective to report (an ELBO / IW objective or a tensor; its mean is the
+"bound" shown and recorded), or None. Templates create their parameters on
+their first call, so the optimizer may be a factory `params -> optimizer`,
+called after the first forward pass.
+
+A checkpoint holds every module's state_dict (buffers included, e.g. the
+moving average of `reinforce()`), the optimizer's, the torch/numpy/python RNG
+states, the epoch, the step and the history; it is written atomically and
+read back with `torch.load(..., weights_only=True)`. `fit` resumes from it
+when it exists: a resumed run replays exactly what the uninterrupted run
+would have done, provided `batches` yields the same batches for the same
+epoch and RNG state (a callable `epoch -> iterable` is called anew each
+epoch) and all state lives in `modules`.
+"""
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["Trainer"]
+
+_FORMAT = 1
+
+
+def _rng_state():
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+                  "pos": int(numpy_state[2]), "has_gauss": int(numpy_state[3]),
+                  "cached_gaussian": float(numpy_state[4])},
+        "python": {"version": python_state[0], "state": torch.tensor(python_state[1]),
+                   "gauss": python_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["pos"], numpy_state["has_gauss"],
+                         numpy_state["cached_gaussian"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"].tolist()),
+                     python_state["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _bound_of(objective):
+    if objective is None:
+        return None
+    return float(torch.mean(objective).detach())
+
+
+class Trainer:
+    """Trains the parameters of `modules` (name -> nn.Module) by a step function.
+
+    `optimizer`: a torch optimizer, or a factory `params -> optimizer`
+    called after the first forward pass. `checkpoint_every`: steps between
+    checkpoints (one is also written after every epoch when
+    `checkpoint_path` is set). `resume`: continue from `checkpoint_path` when
+    it exists. `log` holds one dict (epoch, step, cost, bound) per step taken
+    by this trainer.
+    """
+
+    def __init__(self, modules, optimizer, checkpoint_path=None, checkpoint_every=None,
+                 progress=True, resume=True):
+        if not isinstance(modules, dict) or not modules or \
+                not all(isinstance(m, nn.Module) for m in modules.values()):
+            raise TypeError("`modules` must be a non-empty dict name -> nn.Module "
+                            "(templates included)")
+        if checkpoint_every is not None and (not isinstance(checkpoint_every, int)
+                                             or checkpoint_every < 1):
+            raise ValueError(f"`checkpoint_every` must be None or a positive int, got "
+                             f"{checkpoint_every!r}")
+        if checkpoint_every is not None and checkpoint_path is None:
+            raise ValueError("`checkpoint_every` needs a `checkpoint_path`")
+        self.modules = dict(modules)
+        if isinstance(optimizer, torch.optim.Optimizer):
+            self.optimizer, self._make_optimizer = optimizer, None
+        elif callable(optimizer):
+            self.optimizer, self._make_optimizer = None, optimizer
+        else:
+            raise TypeError(f"`optimizer` must be a torch optimizer or a factory "
+                            f"params -> optimizer, got {type(optimizer).__name__}")
+        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.resume = resume
+        self.log = []
+        self._n_params = None
+        self._resume_iterator = None
+        self._started = False
+        self._position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
+                          "bound_sum": 0., "bound_count": 0, "epoch_rng": None}
+
+    # -- one step ------------------------------------------------------------
+    def parameters(self):
+        """The trainable parameters of all modules, each once, in a fixed order."""
+        seen, params = set(), []
+        for module in self.modules.values():
+            for param in module.parameters():
+                if id(param) not in seen and param.requires_grad:
+                    seen.add(id(param))
+                    params.append(param)
+        return params
+
+    def _ensure_optimizer(self):
+        params = self.parameters()
+        if self.optimizer is None:
+            if not params:
+                raise RuntimeError("Trainer: the modules have no parameters after the first "
+                                   "step; does step_fn call the templates in `modules`?")
+            self.optimizer = self._make_optimizer(params)
+            self._n_params = len(params)
+        elif self._n_params is None:
+            self._n_params = len(params)
+        elif len(params) != self._n_params:
+            raise RuntimeError(f"Trainer: the modules now have {len(params)} parameters, but "
+                               f"the optimizer was made with {self._n_params}; create every "
+                               f"layer on the first call")
+
+    def _forward(self, step_fn, batch):
+        out = step_fn(batch)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError("step_fn(batch) must return (cost, objective)")
+        cost, objective = out
+        if not isinstance(cost, torch.Tensor) or cost.numel() != 1:
+            raise ValueError(f"step_fn's cost must be a scalar tensor (take the mean over the "
+                             f"batch), got {type(cost).__name__}"
+                             f"{'' if not isinstance(cost, torch.Tensor) else tuple(cost.shape)}")
+        return cost.reshape(()), objective
+
+    def step(self, step_fn, batch):
+        """One optimizer step on `batch`; returns (cost, bound) as floats (bound may be None).
+
+        A non-finite cost or gradient raises FloatingPointError, naming the
+        node reported by `objective.nonfinite_node()`, before any update.
+        """
+        cost, objective = self._forward(step_fn, batch)
+        where = f"epoch {self._position['epoch'] + 1}, step {self._position['global_step'] + 1}"
+        if not bool(torch.isfinite(cost)):
+            raise FloatingPointError(f"non-finite cost ({float(cost)}) at {where}: "
+                                     f"{_describe_node(objective)}; no update was applied")
+        self._ensure_optimizer()
+        self.optimizer.zero_grad(set_to_none=True)
+        cost.backward()
+        bad = [name for name, param in self._named_parameters()
+               if param.grad is not None and not bool(torch.isfinite(param.grad).all())]
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"non-finite gradient of parameter '{bad[0]}' at {where}: "
+                                     f"{_describe_node(objective)}; no update was applied")
+        self.optimizer.step()
+        return float(cost.detach()), _bound_of(objective)
+
+    def _named_parameters(self):
+        for module_name, module in self.modules.items():
+            for name, param in module.named_parameters():
+                yield f"{module_name}.{name}", param
+
+    # -- the loop --------------------------------------------------------------
+    def fit(self, step_fn, batches, n_epochs):
+        """Train for `n_epochs` over `batches` (an iterable, or a callable epoch -> iterable).
+
+        The first call resumes from `checkpoint_path` when it exists (and
+        `resume`); later calls continue from where this trainer stopped. Returns
+        the history: the mean bound of each epoch (the mean cost when
+        step_fn reports no objective).
+        """
+        if self.resume and not self._started and self.checkpoint_path is not None \
+                and self.checkpoint_path.exists():
+            self._load(step_fn, batches)
+        self._started = True
+        position = self._position
+        while position["epoch"] < n_epochs:
+            epoch = position["epoch"]
+            if position["step_in_epoch"] == 0:
+                position["epoch_rng"] = _rng_state()
+                iterator = iter(_epoch_batches(batches, epoch))
+            elif self._resume_iterator is not None:  # `_load` replayed the epoch up to here
+                iterator, self._resume_iterator = self._resume_iterator, None
+            else:  # an earlier `fit` call of this trainer stopped mid-epoch
+                iterator = _skipped(batches, epoch, position["step_in_epoch"])
+            total = len(batches) if hasattr(batches, "__len__") else None
+            bar = tqdm(iterator, total=total, initial=position["step_in_epoch"],
+                       desc=f"epoch {epoch + 1}/{n_epochs}", disable=not self.progress,
+                       leave=False)
+            for batch in bar:
+                cost, bound = self.step(step_fn, batch)
+                value = cost if bound is None else bound
+                position["bound_sum"] += value
+                position["bound_count"] += 1
+                position["step_in_epoch"] += 1
+                position["global_step"] += 1
+                self.log.append({"epoch": epoch, "step": position["global_step"], "cost": cost,
+                                 "bound": bound})
+                bar.set_postfix({"bound" if bound is not None else "cost":
+                                 position["bound_sum"] / position["bound_count"]})
+                if self.checkpoint_every and position["global_step"] % self.checkpoint_every == 0:
+                    self.save_checkpoint()
+            bar.close()
+            count = position["bound_count"]
+            position["history"].append(position["bound_sum"] / count if count else math.nan)
+            position.update(epoch=epoch + 1, step_in_epoch=0, bound_sum=0., bound_count=0)
+            if self.checkpoint_path is not None:
+                self.save_checkpoint()
+        return list(position["history"])
+
+    # -- checkpoints -----------------------------------------------------------
+    def save_checkpoint(self, path=None):
+        """Write the training state to `path` (default `checkpoint_path`), atomically."""
+        path = Path(path or self.checkpoint_path)
+        position = self._position
+        state = {
+            "format": _FORMAT,
+            "modules": {name: module.state_dict() for name, module in self.modules.items()},
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "rng": _rng_state(),
+            "epoch_rng": position["epoch_rng"] or _rng_state(),
+            "epoch": position["epoch"], "step_in_epoch": position["step_in_epoch"],
+            "global_step": position["global_step"], "history": list(position["history"]),
+            "bound_sum": position["bound_sum"], "bound_count": position["bound_count"],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def _load(self, step_fn, batches):
+        state = torch.load(self.checkpoint_path, weights_only=True)
+        if state.get("format") != _FORMAT or set(state["modules"]) != set(self.modules):
+            raise ValueError(f"checkpoint {self.checkpoint_path} does not fit this trainer "
+                             f"(modules {sorted(state.get('modules', {}))} vs "
+                             f"{sorted(self.modules)})")
+        missing = any(set(saved) - set(self.modules[name].state_dict())
+                      for name, saved in state["modules"].items())
+        if missing or (self.optimizer is None and state["optimizer"] is not None):
+            # Templates make their layers on the first call: run one forward pass (its
+            # effects on parameters, buffers and RNG are overwritten below).
+            with torch.no_grad():
+                self._forward(step_fn, next(iter(_epoch_batches(batches, state["epoch"]))))
+            if state["optimizer"] is not None:
+                self._ensure_optimizer()
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self._position = {key: state[key] for key in ("epoch", "step_in_epoch", "global_step",
+                                                      "history", "bound_sum", "bound_count",
+                                                      "epoch_rng")}
+        self._position["history"] = list(self._position["history"])
+        # Replay the epoch's start: same RNG, same batches; then skip the ones done.
+        if state["step_in_epoch"]:
+            _set_rng_state(state["epoch_rng"])
+            self._resume_iterator = _skipped(batches, state["epoch"], state["step_in_epoch"])
+        _set_rng_state(state["rng"])
+
+
+def _epoch_batches(batches, epoch):
+    return batches(epoch) if callable(batches) else batches
+
+
+def _skipped(batches, epoch, n_done):
+    """An iterator over the epoch's batches with the first `n_done` consumed."""
+    iterator = iter(_epoch_batches(batches, epoch))
+    for _ in range(n_done):
+        next(iterator)
+    return iterator
+
+
+def _describe_node(objective):
+    finder = getattr(objective, "nonfinite_node", None)
+    node = finder() if finder is not None else None
+    if node is None:
+        return "no node's log-probability is non-finite (or the objective cannot tell)"
+    return f"node '{node}' has a non-finite log-probability (or value)"

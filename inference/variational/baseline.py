@@ -1,0 +1,31 @@
+"""`MovingAverage`: the moving-average baseline that `reinforce()` keeps across steps."""
+import torch
+from torch import nn
+
+__all__ = ["MovingAverage"]
+
+
+class MovingAverage(nn.Module):
+    """An exponential moving average of a scalar, kept as buffers (checkpointed with its owner).
+
+    `reinforce()` subtracts it from the learning signal as a baseline: the
+    value used at a step is the average of *earlier* steps only, so the
+    baseline is independent of the current samples and the estimator stays
+    unbiased.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("value", torch.zeros(()))
+        self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
+
+    def update(self, x, decay):
+        """Fold the mean of `x` in (first update: take it); non-finite values are skipped."""
+        x = x.detach().mean().to(self.value)
+        if not bool(torch.isfinite(x)):
+            return
+        if int(self.n_updates) == 0:
+            self.value.copy_(x)
+        else:
+            self.value.mul_(decay).add_((1. - decay) * x)
+        self.n_updates += 1

@@ -1,0 +1,197 @@
+"""What the runnable image models share: evaluation, pictures, the command line.
+
+The models (`models.vae`, `models.iwae`, `models.bernoulli_vae`) follow
+ZhuSuan's calling convention, so one evaluation fits all of them:
+
+- `gen(x_dim, z_dim, n, n_particles)` -> a `MetaBayesianNet` whose latent
+  node "z" has shape `[n_particles, n, ...]` and whose node "x" is observed;
+  it records the pixel probabilities as the deterministic node "x_mean";
+- `q_net(x, z_dim, n_particles)` -> the guide's `BayesianNet` with node "z".
+"""
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import inference
+from models.data import DATASETS, BinarizedBatches, iterate_batches, load_binary_images
+
+__all__ = ["is_loglikelihood", "mean_over_batches", "sample_images", "reconstruct",
+           "save_image_grid", "common_parser", "quick_mode", "run"]
+
+
+def quick_mode():
+    """True under CI (`CI=true`): runnable examples then shorten their defaults."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@torch.no_grad()
+def is_loglikelihood(gen, q_net, x, z_dim, n_samples=1000, max_elements=2 ** 22):
+    """log p(x) for each row of `x` [n, x_dim] by importance sampling with the guide: [n].
+
+    The `n_samples` proposals are drawn in chunks so that one chunk's pixel
+    logits hold at most about `max_elements` numbers; chunk estimates are
+    merged exactly: log mean_k w_k = logsumexp_c(log mean_c w + log k_c) - log K.
+    """
+    n, x_dim = x.shape
+    chunk = max(1, min(n_samples, max_elements // max(1, n * x_dim)))
+    parts, sizes = [], []
+    for start in range(0, n_samples, chunk):
+        k = min(chunk, n_samples - start)
+        model = gen(x_dim, z_dim, n, k)
+        proposal = q_net(x, z_dim, k)
+        parts.append(inference.is_loglikelihood(model, {"x": x}, proposal=proposal, axis=0))
+        sizes.append(k)
+    log_sizes = torch.log(torch.tensor(sizes, dtype=x.dtype))[:, None]
+    return torch.logsumexp(torch.stack(parts) + log_sizes, dim=0) - math.log(n_samples)
+
+
+@torch.no_grad()
+def mean_over_batches(fn, images, batch_size):
+    """The mean over all rows of `images` of `fn(x_batch)` (a per-row tensor [b])."""
+    total, count = 0.0, 0
+    for x in iterate_batches(images, batch_size):
+        total += float(torch.sum(fn(x)))
+        count += len(x)
+    return total / count
+
+
+@torch.no_grad()
+def sample_images(gen, x_dim, z_dim, n=100):
+    """Pixel probabilities of `n` images drawn from the model: [n, x_dim]."""
+    return gen(x_dim, z_dim, n, 1).observe()["x_mean"][0]
+
+
+@torch.no_grad()
+def reconstruct(gen, q_net, x, z_dim):
+    """Pixel probabilities of x -> z ~ q(z|x) -> p(x|z) for each row of `x`: [n, x_dim]."""
+    z = q_net(x, z_dim, 1)["z"].tensor
+    return gen(x.shape[1], z_dim, len(x), 1).observe(z=z)["x_mean"][0]
+
+
+def save_image_grid(path, panels, image_shape, columns=10):
+    """Draw each (title, images [n, pixels]) panel as a grid; save a PNG when `path` is given.
+
+    Returns the matplotlib Figure (built without pyplot, so it works headless
+    and displays in notebooks).
+    """
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4 * len(panels), 4.4))
+    for i, (title, images) in enumerate(panels):
+        images = np.asarray(images, dtype=np.float32).reshape(-1, *image_shape)
+        rows = math.ceil(len(images) / columns)
+        canvas = np.full((rows * (image_shape[0] + 1), columns * (image_shape[1] + 1)), 0.5)
+        for j, image in enumerate(images):
+            r, c = divmod(j, columns)
+            canvas[r * (image_shape[0] + 1):(r + 1) * (image_shape[0] + 1) - 1,
+                   c * (image_shape[1] + 1):(c + 1) * (image_shape[1] + 1) - 1] = image
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def common_parser(name, description, epochs, quick_epochs, batch_size=128):
+    """The command line every example shares; `epochs` apply to the digits data."""
+    parser = argparse.ArgumentParser(prog=f"python -m models.{name}", description=description)
+    parser.add_argument("--data", default="digits",
+                        help=f"one of {', '.join(DATASETS)}, or a folder with the MNIST IDX "
+                             f"files, or a binarized_mnist .npz (default: digits)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"training epochs (default: {epochs} on digits, 10 on MNIST, "
+                             f"{quick_epochs} under CI=true)")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--iw-samples", type=int, default=None,
+                        help="importance samples per test image for log p(x) (default: 1000, "
+                             "100 under CI=true)")
+    parser.add_argument("--test-size", type=int, default=None,
+                        help="evaluate on the first N test images only (default: all)")
+    parser.add_argument("--out", default=f"runs/{name}",
+                        help="folder for the image grid and results.json")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint file: written every epoch, resumed from when it exists")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(default_epochs=epochs, quick_epochs=quick_epochs)
+    return parser
+
+
+def _resolve_defaults(args, data):
+    if args.epochs is None:
+        args.epochs = (args.quick_epochs if quick_mode()
+                       else args.default_epochs if data.name == "digits" else 10)
+    if args.iw_samples is None:
+        args.iw_samples = 100 if quick_mode() else 1000
+    for flag in ("epochs", "batch_size", "iw_samples"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1")
+
+
+def run(args, name, modules, step_fn, test_metrics, gen, q_net, z_dim):
+    """Train with `inference.Trainer`, evaluate, save pictures and results.json.
+
+    `modules`: the nn.Modules to train and checkpoint; `step_fn(x)` ->
+    (cost, objective); `test_metrics(test_images)` -> dict of metric -> value.
+    Returns the results dict.
+    """
+    torch.manual_seed(args.seed)
+    data = load_binary_images(args.data, seed=args.seed)
+    _resolve_defaults(args, data)
+    test = data.test if args.test_size is None else data.test[:args.test_size]
+    batches = BinarizedBatches(data.train, args.batch_size, seed=args.seed,
+                               binarize=data.dynamic)
+    print(f"{name} on {data.name}: {len(data.train)} train / {len(test)} test images, "
+          f"{len(batches)} batches of {args.batch_size} per epoch, {args.epochs} epochs")
+    trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
+                                checkpoint_path=args.checkpoint, progress=not args.no_progress)
+    started = time.perf_counter()
+    history = trainer.fit(step_fn, batches, n_epochs=args.epochs)
+    train_seconds = time.perf_counter() - started
+    for epoch, bound in enumerate(history, start=1):
+        print(f"Epoch {epoch}: lower bound = {bound:.2f}")
+
+    for module in modules.values():
+        module.eval()
+    started = time.perf_counter()
+    metrics = test_metrics(test)
+    metrics["test_log_likelihood"] = mean_over_batches(
+        lambda x: is_loglikelihood(gen, q_net, x, z_dim, n_samples=args.iw_samples),
+        test, batch_size=100)
+    for key, value in metrics.items():
+        print(f">> {key.replace('_', ' ')} = {value:.2f}")
+    print(f"(IS with {args.iw_samples} samples per image; "
+          f"evaluation took {time.perf_counter() - started:.1f}s)")
+
+    out = Path(args.out)
+    x_show = torch.from_numpy(test[:50])
+    save_image_grid(out / f"{name}_{data.name}.png",
+                    [("samples", sample_images(gen, data.x_dim, z_dim)),
+                     ("test images / reconstructions",
+                      _interleave_rows(x_show, reconstruct(gen, q_net, x_show, z_dim)))],
+                    data.image_shape)
+    results = {"model": name, "data": data.name, "epochs": args.epochs,
+               "batch_size": args.batch_size, "iw_samples": args.iw_samples,
+               "test_size": len(test), "train_seconds": round(train_seconds, 2),
+               "history": history, **metrics}
+    (out / f"{name}_{data.name}.json").write_text(json.dumps(results, indent=2))
+    print(f"saved {out / f'{name}_{data.name}.png'} and .json")
+    return results
+
+
+def _interleave_rows(originals, reconstructions, columns=10):
+    """Rows of originals alternating with rows of their reconstructions."""
+    rows = []
+    for start in range(0, len(originals), columns):
+        rows += [originals[start:start + columns], reconstructions[start:start + columns]]
+    return torch.cat(rows)

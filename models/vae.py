@@ -1,0 +1,114 @@
+"""Variational autoencoder (Kingma & Welling 2014), as in ZhuSuan's example.
+
+    z ~ N(0, I)                          [n_particles, n, z_dim]
+    x ~ Bernoulli(logits=f_NN(z))        f_NN: z_dim-500-500-x_dim, ReLU
+    q(z | x) = N(mu_NN(x), exp(logstd_NN(x))^2)
+
+trained by maximizing the ELBO with the SGVB (reparameterization) gradient,
+Adam 1e-3, batches of 128, and evaluated by the test ELBO and the test
+log-likelihood estimated by importance sampling with q as proposal.
+
+    python -m models.vae                           # scikit-learn digits, ~1 min
+    python -m models.vae --data mnist --epochs 100 --checkpoint runs/vae.pt
+"""
+import torch
+from torch import nn
+
+import inference
+import ppl
+from models import experiment
+
+__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "elbo_step", "test_metrics",
+           "main"]
+
+
+def mlp(in_dim, hidden):
+    """Fully connected ReLU layers in_dim -> hidden[0] -> ... -> hidden[-1]."""
+    layers, width = [], in_dim
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers)
+
+
+def check_images(x, x_dim=None):
+    """Raise a ValueError naming node 'x' unless `x` is a float tensor [n, x_dim]."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2 \
+            or (x_dim is not None and x.shape[1] != x_dim):
+        got = (f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
+               else type(x).__name__)
+        want = f"[n, {x_dim}]" if x_dim is not None else "[n, x_dim]"
+        raise ValueError(f"node 'x': expected a floating-point tensor of shape {want} holding "
+                         f"0/1 pixels, got a {got}")
+
+
+@ppl.meta_bayesian_net(scope="gen", reuse_variables=True)
+def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
+    """p(z) p(x | z): z [n_particles, n, z_dim], x [n_particles, n, x_dim] (Bernoulli)."""
+    bn = ppl.BayesianNet()
+    z = bn.normal("z", torch.zeros(n, z_dim), std=1., group_ndims=1, n_samples=n_particles)
+    h = ppl.module("decoder", lambda: mlp(z_dim, hidden))(z)
+    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
+    bn.deterministic("x_mean", torch.sigmoid(x_logits))
+    bn.bernoulli("x", x_logits, group_ndims=1)
+    return bn
+
+
+@ppl.reuse_variables(scope="q_net")
+def build_q_net(x, z_dim, n_z_per_x, hidden=(500, 500)):
+    """q(z | x): a diagonal Normal, z [n_z_per_x, n, z_dim], for images x [n, x_dim]."""
+    check_images(x)
+    bn = ppl.BayesianNet()
+    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden))
+    check_images(x, encoder[0].in_features)
+    h = encoder(x)
+    z_mean = ppl.module("z_mean", lambda: nn.Linear(hidden[-1], z_dim))(h)
+    z_logstd = ppl.module("z_logstd", lambda: nn.Linear(hidden[-1], z_dim))(h)
+    bn.normal("z", z_mean, logstd=z_logstd, group_ndims=1, n_samples=n_z_per_x)
+    return bn
+
+
+def new_templates():
+    """Fresh, untrained copies of (`build_gen`, `build_q_net`).
+
+    Templates own their parameters: `build_gen` itself is trained once per
+    process; use fresh copies to train several models side by side.
+    """
+    return (ppl.meta_bayesian_net(scope="gen")(build_gen.fn),
+            ppl.reuse_variables(scope="q_net")(build_q_net.fn))
+
+
+def elbo_step(gen, q_net, z_dim, n_particles=1, hidden=(500, 500)):
+    """A training step function x -> (cost, ELBO) using the SGVB gradient."""
+    def step(x):
+        model = gen(x.shape[1], z_dim, x.shape[0], n_particles, hidden=hidden)
+        variational = q_net(x, z_dim, n_particles, hidden=hidden)
+        lower_bound = inference.elbo(model, {"x": x}, variational=variational, axis=0)
+        return lower_bound.sgvb().mean(), lower_bound
+    return step
+
+
+def test_metrics(gen, q_net, z_dim):
+    """test_metrics(images) -> {"test_elbo": mean single-sample ELBO over the images}."""
+    def metrics(images):
+        def elbo(x):
+            model = gen(x.shape[1], z_dim, x.shape[0], 1)
+            return inference.elbo(model, {"x": x}, variational=q_net(x, z_dim, 1), axis=0)
+        return {"test_elbo": experiment.mean_over_batches(elbo, images, batch_size=400)}
+    return metrics
+
+
+def main(argv=None):
+    parser = experiment.common_parser(
+        "vae", "Train ZhuSuan's VAE (784-500-500, z=40) with the ELBO/SGVB.",
+        epochs=100, quick_epochs=5)
+    parser.add_argument("--z-dim", type=int, default=40)
+    args = parser.parse_args(argv)
+    return experiment.run(args, "vae", {"model": build_gen, "guide": build_q_net},
+                          elbo_step(build_gen, build_q_net, args.z_dim),
+                          test_metrics(build_gen, build_q_net, args.z_dim),
+                          build_gen, build_q_net, args.z_dim)
+
+
+if __name__ == "__main__":
+    main()

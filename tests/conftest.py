@@ -1,0 +1,33 @@
+"""Shared test set-up: a headless matplotlib, a fixed seed per test, the data folder."""
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")  # tests draw graphs and plots without a display
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same random state, so failures reproduce."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def data_dir():
+    """The shared data folder: $PPL_DATA, default <repo root>/../shared/data."""
+    from models.data import data_root
+    return data_root()
+
+
+@pytest.fixture
+def require_dataset(data_dir):
+    """`require_dataset("mnist")` -> its folder, or skip the test saying what is missing."""
+
+    def require(name):
+        folder = data_dir / name
+        if not folder.exists():
+            pytest.skip(f"data set '{name}' not found at {folder} (set PPL_DATA to the folder "
+                        f"holding it)")
+        return folder
+
+    return require

@@ -1,0 +1,225 @@
+"""SGLD, pSGLD, SGHMC and SGNHT: the double-well of Chen et al. (2014), data scaling, errors.
+
+Statistical checks use many independent chains (a batch axis) and keep only
+each chain's final state, so the draws are independent and their number is
+exactly the effective sample size the thresholds are derived for.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+import ppl
+from inference.sgmcmc import minibatch_gradient
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Chains are small vectors: intra-op threads only add overhead (on a busy CI machine, a lot)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- the double well: U(x) = -2 x^2 + x^4, gradients with N(0, 2^2) noise ------
+
+GRID = np.linspace(-3., 3., 1201)
+DX = GRID[1] - GRID[0]
+N_CHAINS = 5000
+BANDWIDTH = 0.1
+
+
+def _true_density():
+    log_p = 2 * GRID ** 2 - GRID ** 4
+    p = np.exp(log_p - log_p.max())
+    return p / (p.sum() * DX)
+
+
+def _kde_l1(draws, density):
+    """L1 distance between a Gaussian KDE of `draws` and `density` on GRID."""
+    z = (GRID[:, None] - draws[None, :]) / BANDWIDTH
+    kde = np.exp(-0.5 * z ** 2).sum(1) / (len(draws) * BANDWIDTH * math.sqrt(2 * math.pi))
+    return np.abs(kde - density).sum() * DX
+
+
+@pytest.fixture(scope="module")
+def double_well():
+    """(density, L1 threshold): twice the mean KDE L1 error of exact draws of the same size.
+
+    Exact draws come from the inverse CDF on the grid; with 5000 draws their
+    mean L1 is ~0.05 (sd ~0.01), so the threshold (~0.1) leaves room for a
+    small discretization bias and fails a sampler at the wrong temperature.
+    """
+    density = _true_density()
+    cdf = np.cumsum(density) * DX
+    rng = np.random.default_rng(0)
+    exact = [_kde_l1(np.interp(rng.uniform(size=N_CHAINS), cdf / cdf[-1], GRID), density)
+             for _ in range(20)]
+    return density, 2 * float(np.mean(exact))
+
+
+def noisy_double_well(values):
+    """log p(x) = 2x^2 - x^4 + 2 e x, e ~ N(0, 1) per call: gradients 4x - 4x^3 + N(0, 4)."""
+    x = values["x"]
+    return 2 * x ** 2 - x ** 4 + 2 * torch.randn_like(x) * x
+
+
+SAMPLERS = {
+    "SGLD": (lambda: inference.SGLD(learning_rate=0.01), 1500),
+    # decay close to 1: a preconditioner that follows the position would bias the
+    # stationary law to p / G, because pSGLD leaves out the Gamma correction term.
+    "PSGLD": (lambda: inference.PSGLD(learning_rate=0.03, decay=0.999), 1000),
+    # step 0.1, C = 3 as in the paper: friction = 0.3, B-hat = lr * Var[grad] / 2 = 0.02
+    "SGHMC": (lambda: inference.SGHMC(learning_rate=0.01, friction=0.3,
+                                      variance_estimate=0.02), 800),
+    "SGHMC first order": (lambda: inference.SGHMC(learning_rate=0.01, friction=0.3,
+                                                  variance_estimate=0.02,
+                                                  second_order=False), 800),
+    # the thermostat finds the friction itself: no variance estimate given
+    "SGNHT": (lambda: inference.SGNHT(learning_rate=0.01, variance_extra=0.1), 1000),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_double_well_density(name, double_well):
+    """All chains start in the right-hand well; they must fill both wells in proportion."""
+    density, threshold = double_well
+    make, n_steps = SAMPLERS[name]
+    sampler = make()
+    x = torch.ones(N_CHAINS, dtype=torch.float64)
+    latent = {"x": x}
+    for _ in range(n_steps):
+        sampler.sample(noisy_double_well, {}, latent)
+    l1 = _kde_l1(x.numpy(), density)
+    assert l1 < threshold, f"{name}: KDE L1 error {l1:.4f} >= {threshold:.4f}"
+
+
+def test_wrong_temperature_is_caught(double_well):
+    """The check has power: SGLD with its noise doubled in variance fails it."""
+    density, threshold = double_well
+    sampler = inference.SGLD(learning_rate=0.01)
+
+    def hot(values):  # log p / 2: the same chain as sampling p at temperature 2
+        return noisy_double_well(values) / 2
+
+    x = torch.ones(N_CHAINS, dtype=torch.float64)
+    for _ in range(1500):
+        sampler.sample(hot, {}, {"x": x})
+    assert _kde_l1(x.numpy(), density) > threshold
+
+
+# -- minibatches and data_scale -------------------------------------------------
+
+N_DATA, BATCH = 100, 10
+
+
+@ppl.meta_bayesian_net()
+def normal_mean(y_shape):
+    """mu ~ N(0, 1), y_i ~ N(mu, 1): the posterior is N(sum y / (N + 1), 1 / (N + 1))."""
+    bn = ppl.BayesianNet()
+    mu = bn.normal("mu", torch.zeros(()), std=1.)
+    bn.normal("y", mu[..., None] * torch.ones(y_shape), std=1., group_ndims=1)
+    return bn
+
+
+def test_data_scale_multiplies_only_the_named_nodes():
+    y = torch.randn(BATCH)
+    mu = torch.randn(3)
+    gradient = minibatch_gradient(normal_mean(y.shape), {"y": y}, data_scale={"y": 7.})
+    _, grads = gradient({"mu": mu})
+    expected = -mu + 7. * (y.sum() - BATCH * mu)
+    torch.testing.assert_close(grads["mu"], expected)
+
+
+def minibatches(n_chains):
+    """Each chain its own minibatch (B of N, without replacement), so chains stay independent."""
+    return torch.rand(n_chains, N_DATA).argsort(dim=1)[:, :BATCH]
+
+
+# The minibatch gradient's variance is V = N^2 / B * var(y) * (1 - B / N) ~ 900.
+@pytest.mark.parametrize("make", [
+    lambda: inference.SGLD(learning_rate=2e-4),
+    # B-hat = lr * V / 2 = 0.09 of the friction 0.5 is gradient noise already
+    lambda: inference.SGHMC(learning_rate=2e-4, friction=0.5, variance_estimate=0.09),
+], ids=["SGLD", "SGHMC"])
+def test_minibatch_posterior_of_a_normal_mean(make):
+    """Minibatches of 10 out of 100 with data_scale N/B recover the exact posterior.
+
+    2000 independent chains: the mean is checked within 5 standard errors;
+    the variance within 15% (5 SE of a variance from 2000 draws is 16%;
+    step size and minibatch noise add a few percent).
+    """
+    y = 1.5 + torch.randn(N_DATA, dtype=torch.float64)
+    post_var = 1. / (N_DATA + 1)
+    post_mean = float(y.sum()) * post_var
+    n_chains = 2000
+    model = normal_mean((n_chains, BATCH))
+    sampler = make()
+    mu = torch.zeros(n_chains, dtype=torch.float64)
+    for _ in range(1000):
+        sampler.sample(model, {"y": y[minibatches(n_chains)]}, {"mu": mu},
+                       data_scale={"y": N_DATA / BATCH})
+    se = math.sqrt(post_var / n_chains)
+    assert abs(float(mu.mean()) - post_mean) < 5 * se
+    assert abs(float(mu.var()) / post_var - 1) < 0.15
+
+
+def test_without_data_scale_the_posterior_is_too_wide():
+    """Forgetting N/B samples the posterior of one minibatch: variance ~ 1 / (B + 1)."""
+    y = 1.5 + torch.randn(N_DATA, dtype=torch.float64)
+    model = normal_mean((2000, BATCH))
+    sampler = inference.SGLD(learning_rate=2e-3)
+    mu = torch.zeros(2000, dtype=torch.float64)
+    for _ in range(1000):
+        sampler.sample(model, {"y": y[minibatches(2000)]}, {"mu": mu})
+    assert float(mu.var()) > 5. / (N_DATA + 1)
+
+
+# -- state between calls, errors ----------------------------------------------
+
+def test_latent_is_updated_in_place_and_samples_are_copies():
+    sampler = inference.SGHMC(learning_rate=0.01)
+    latent = {"x": torch.zeros(4, dtype=torch.float64)}
+    history = []
+    for _ in range(3):
+        samples, info = sampler.sample(noisy_double_well, {}, latent)
+        history.append(samples["x"])
+        torch.testing.assert_close(samples["x"], latent["x"])
+    assert not torch.equal(history[0], history[1])
+    assert sampler.state.step == 3
+    assert set(info) == {"log_joint", "mean_k"}
+    # passing the returned samples continues the same chain
+    samples, _ = sampler.sample(noisy_double_well, {}, samples)
+    assert sampler.state.step == 4
+
+
+def test_non_finite_gradient_names_the_node():
+    sampler = inference.SGLD(learning_rate=0.1)
+
+    def bad(values):
+        return -(values["a"] ** 2).sum() + torch.sqrt(values["b"]).sum()
+
+    with pytest.raises(FloatingPointError, match="'b'"):
+        sampler.sample(bad, {}, {"a": torch.ones(2), "b": -torch.ones(2)})
+
+
+def test_bad_arguments_are_reported():
+    y = torch.randn(BATCH)
+    model = normal_mean(y.shape)
+    with pytest.raises(ValueError, match="plain log_joint"):
+        minibatch_gradient(noisy_double_well, {}, {"x": 2.})({"x": torch.ones(1)})
+    with pytest.raises(ValueError, match="not stochastic nodes"):
+        minibatch_gradient(model, {"y": y}, {"z": 2.})({"mu": torch.zeros(())})
+    with pytest.raises(TypeError, match="floating-point"):
+        inference.SGLD(0.1).sample(model, {"y": y}, {"mu": torch.zeros((), dtype=torch.long)})
+    with pytest.raises(ValueError, match="does not affect"):
+        inference.SGLD(0.1).sample(noisy_double_well, {},
+                                   {"x": torch.ones(2), "unused": torch.ones(2)})
+    with pytest.raises(ValueError, match="variance_estimate"):
+        inference.SGHMC(0.1, friction=0.1, variance_estimate=0.2)
+    sampler = inference.SGLD(0.1)
+    sampler.sample(noisy_double_well, {}, {"x": torch.ones(3)})
+    with pytest.raises(ValueError, match="shape"):
+        sampler.sample(noisy_double_well, {}, {"x": torch.ones(4)})

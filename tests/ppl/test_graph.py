@@ -1,0 +1,148 @@
+"""The model graph: traced edges, parents/children, Markov blankets, drawing."""
+import matplotlib.image
+import matplotlib.pyplot
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ppl
+from ppl import graph as graph_lib
+
+
+@ppl.meta_bayesian_net(scope="hierarchical")
+def hierarchical(group, n_groups):
+    """mu, tau -> theta_j -> y_mean (deterministic) -> y_ij <- sigma."""
+    bn = ppl.BayesianNet()
+    mu = bn.normal("mu", 0., std=5.)
+    tau = bn.half_normal("tau", 2.)
+    sigma = bn.half_normal("sigma", 1.)
+    theta = bn.normal("theta", mu * torch.ones(n_groups), std=tau, group_ndims=1)
+    y_mean = bn.deterministic("y_mean", theta[..., group])
+    bn.normal("y", y_mean, std=sigma, group_ndims=1)
+    return bn
+
+
+GROUP = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+
+
+@pytest.fixture
+def hier_bn():
+    return hierarchical(GROUP, 4).observe(y=torch.randn(7))
+
+
+def test_template_graph_has_exactly_the_model_edges(hier_bn):
+    g = hier_bn.graph
+    assert set(g.nodes) == {"mu", "tau", "sigma", "theta", "y_mean", "y"}
+    assert set(g.edges) == {("mu", "theta"), ("tau", "theta"), ("theta", "y_mean"),
+                            ("y_mean", "y"), ("sigma", "y")}
+    assert g.nodes["theta"] == {"kind": "stochastic", "dist": "Normal", "observed": False}
+    assert g.nodes["tau"]["dist"] == "HalfNormal"
+    assert g.nodes["y"] == {"kind": "stochastic", "dist": "Normal", "observed": True}
+    assert g.nodes["y_mean"]["kind"] == "deterministic"
+
+
+def test_graph_of_an_unobserved_call_marks_nothing_observed():
+    g = hierarchical(GROUP, 4).observe().graph
+    assert not any(observed for _, observed in g.nodes(data="observed"))
+    assert len(g.edges) == 5
+
+
+@pytest.mark.parametrize("name, parents, children, blanket", [
+    ("mu", set(), {"theta"}, {"theta", "tau"}),
+    ("tau", set(), {"theta"}, {"theta", "mu"}),
+    ("sigma", set(), {"y"}, {"y", "theta"}),
+    ("theta", {"mu", "tau"}, {"y"}, {"mu", "tau", "y", "sigma"}),
+    ("y_mean", {"theta"}, {"y"}, {"theta", "y", "sigma"}),
+    ("y", {"theta", "sigma"}, set(), {"theta", "sigma"}),
+])
+def test_parents_children_and_markov_blanket(hier_bn, name, parents, children, blanket):
+    assert hier_bn.parents(name) == parents
+    assert hier_bn.children(name) == children
+    assert hier_bn.markov_blanket(name) == blanket
+    g = hier_bn.graph
+    assert graph_lib.markov_blanket(g, name) == blanket
+
+
+def test_hand_built_net_inside_track_graph():
+    weight = torch.randn(3, 2)
+    with ppl.track_graph():
+        bn = ppl.BayesianNet(observed={"x": torch.zeros(4, 3)})
+        a = bn.normal("a", torch.zeros(4, 2), std=1.)
+        b = bn.normal("b", torch.zeros(4, 2), std=1.)
+        c = bn.normal("c", 0., std=1.)  # touches nothing but the factor
+        h = bn.deterministic("h", torch.tanh(F.linear(a, weight)))
+        bn.normal("x", h + torch.stack([b, b], 0).mean(0)[:, :1], std=0.5)
+        bn.factor("tie", -((a - b) ** 2).sum() - c ** 2)
+    g = bn.graph
+    assert set(g.edges) == {("a", "h"), ("h", "x"), ("b", "x"),
+                            ("a", "tie"), ("b", "tie"), ("c", "tie")}
+    assert g.nodes["tie"]["kind"] == "factor"
+    assert bn.parents("x") == {"a", "b"}
+    assert bn.children("a") == {"x", "tie"}
+    # a factor ties its nodes together like an observed child
+    assert bn.markov_blanket("a") == {"b", "c", "x"}
+    assert bn.markov_blanket("c") == {"a", "b"}
+    assert graph_lib.active_tracker() is None
+
+
+def test_constants_and_parameters_add_no_edges():
+    layer = torch.nn.Linear(2, 2)
+    with ppl.track_graph():
+        bn = ppl.BayesianNet()
+        u = bn.normal("u", layer(torch.ones(2)), std=1.)
+        v = bn.normal("v", torch.zeros(2) + 1., std=torch.ones(2).exp())
+        bn.normal("w", u + v, std=1.)
+    assert set(bn.graph.edges) == {("u", "w"), ("v", "w")}
+    assert bn.parents("u") == set() and bn.parents("v") == set()
+
+
+def test_graph_without_tracking_or_template_is_an_error():
+    bn = ppl.BayesianNet()
+    bn.normal("z", 0., std=1.)
+    with pytest.raises(RuntimeError, match=r"without graph tracking.*track_graph"):
+        bn.graph
+    with pytest.raises(RuntimeError, match="track_graph"):
+        bn.markov_blanket("z")
+
+
+def test_graph_of_a_module_model_through_as_meta_bn():
+    class Regression(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(3, 1)
+
+        def forward(self, x):
+            bn = ppl.BayesianNet()
+            scale = bn.log_normal("scale", 0., std=1.)
+            bn.normal("y", self.net(x).squeeze(-1), std=scale)
+            return bn
+
+    bn = ppl.as_meta_bn(Regression(), torch.randn(5, 3)).observe(y=torch.zeros(5))
+    assert set(bn.graph.edges) == {("scale", "y")}
+    assert bn.graph.nodes["y"]["observed"]
+
+
+def test_draw_graph_writes_a_png(hier_bn, tmp_path):
+    path = tmp_path / "graph.png"
+    open_figures = matplotlib.pyplot.get_fignums()
+    fig = hier_bn.draw_graph(path=path)
+    assert matplotlib.pyplot.get_fignums() == open_figures  # saving leaves pyplot alone
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert (image[..., :3] < 0.5).any()  # something dark was drawn on the white page
+    labels = [t.get_text().split("\n") for t in fig.axes[0].texts]
+    assert sorted(label[0] for label in labels) == sorted(hier_bn.graph.nodes)
+    assert ["tau", "HalfNormal"] in labels
+
+
+def test_draw_graph_into_given_axes_labels_factors():
+    with ppl.track_graph():
+        bn = ppl.BayesianNet()
+        a = bn.normal("a", 0., std=1.)
+        bn.factor("prior", -a ** 2)
+    fig, ax = matplotlib.pyplot.subplots()
+    assert bn.draw_graph(ax=ax) is fig
+    assert sorted(t.get_text() for t in ax.texts) == ["a\nNormal", "prior"]
+    matplotlib.pyplot.close(fig)
