@@ -20,3 +20,6 @@ __all__ += ["elbo", "importance_weighted_objective", "iw_objective", "klpq",
 from inference import diagnostics, mcmc  # noqa: E402
 from inference.mcmc import HMC, NUTS  # noqa: E402
 __all__ += ["mcmc", "diagnostics", "HMC", "NUTS"]
+
+from inference.gibbs import Gibbs  # noqa: E402
+__all__ += ["Gibbs"]

@@ -158,7 +158,7 @@ class Trainer:
         cost, objective = self._forward(step_fn, batch)
         where = f"epoch {self._position['epoch'] + 1}, step {self._position['global_step'] + 1}"
         if not bool(torch.isfinite(cost)):
-            raise FloatingPointError(f"non-finite cost ({float(cost)}) at {where}: "
+            raise FloatingPointError(f"non-finite cost ({float(cost.detach())}) at {where}: "
                                      f"{_describe_node(objective)}; no update was applied")
         self._ensure_optimizer()
         self.optimizer.zero_grad(set_to_none=True)

@@ -122,6 +122,8 @@ def common_parser(name, description, epochs, quick_epochs, batch_size=128):
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file: written every epoch, resumed from when it exists")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(default_epochs=epochs, quick_epochs=quick_epochs)
     return parser
@@ -145,6 +147,8 @@ def run(args, name, modules, step_fn, test_metrics, gen, q_net, z_dim):
     (cost, objective); `test_metrics(test_images)` -> dict of metric -> value.
     Returns the results dict.
     """
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = load_binary_images(args.data, seed=args.seed)
     _resolve_defaults(args, data)
@@ -155,11 +159,21 @@ def run(args, name, modules, step_fn, test_metrics, gen, q_net, z_dim):
           f"{len(batches)} batches of {args.batch_size} per epoch, {args.epochs} epochs")
     trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
                                 checkpoint_path=args.checkpoint, progress=not args.no_progress)
-    started = time.perf_counter()
-    history = trainer.fit(step_fn, batches, n_epochs=args.epochs)
-    train_seconds = time.perf_counter() - started
-    for epoch, bound in enumerate(history, start=1):
-        print(f"Epoch {epoch}: lower bound = {bound:.2f}")
+    resuming = args.checkpoint is not None and Path(args.checkpoint).exists()
+    history, train_seconds = [], 0.0
+    for epoch in range(1, args.epochs + 1):  # one epoch per call, to print as we go
+        if epoch <= len(history):
+            continue
+        started = time.perf_counter()
+        history = trainer.fit(step_fn, batches, n_epochs=epoch)
+        seconds = time.perf_counter() - started
+        if resuming:  # the first call loaded the checkpoint's epochs
+            resuming = False
+            for done, bound in enumerate(history, start=1):
+                print(f"Epoch {done} (from {args.checkpoint}): lower bound = {bound:.2f}")
+        else:
+            train_seconds += seconds
+            print(f"Epoch {epoch} ({seconds:.1f}s): lower bound = {history[-1]:.2f}")
 
     for module in modules.values():
         module.eval()

@@ -41,7 +41,7 @@ def find_initial_step_size(state, potential, metric, step_size, max_doublings=60
 
     def log_accept(step):
         _, new_momentum, log_prob, _ = leapfrog(potential, metric, state.position, momentum,
-                                                state.grad, step)
+                                                state.grad, step[:, None])
         value = orig_energy - (metric.kinetic_energy(new_momentum) - log_prob)
         return torch.where(torch.isnan(value), -torch.inf, value)
 

@@ -33,8 +33,9 @@ def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_erro
     diverging = torch.zeros(n_chains, dtype=torch.bool, device=position.device)
     per_chain = isinstance(n_leapfrogs, torch.Tensor)
     n_max = int(n_leapfrogs.max()) if per_chain else int(n_leapfrogs)
+    step_column = step_size[:, None]
     for i in range(n_max):
-        new = leapfrog(potential, metric, position, momentum, grad, step_size)
+        new = leapfrog(potential, metric, position, momentum, grad, step_column)
         failed = ~torch.isfinite(new[2])
         moving = ~(diverging | failed)
         if per_chain:

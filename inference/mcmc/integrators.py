@@ -1,7 +1,8 @@
 """The leapfrog (velocity Verlet) integrator, batched over chains.
 
 Every chain has its own step size (negative to integrate backward in time, as
-NUTS does); one call of `potential` gives the new log density and gradient of
+NUTS does), given as a column [n_chains, 1] so that it broadcasts over the
+coordinates; one call of `potential` gives the new log density and gradient of
 all chains at once.
 """
 import torch
@@ -12,12 +13,12 @@ __all__ = ["leapfrog"]
 def leapfrog(potential, metric, position, momentum, grad, step_size):
     """One leapfrog step of all chains.
 
-    position, momentum, grad: [n_chains, D]; step_size: [n_chains] (signed).
+    position, momentum, grad: [n_chains, D]; step_size: [n_chains, 1] (signed).
     Returns (position, momentum, log_prob, grad) after the step.
     """
-    half_step = 0.5 * step_size[:, None]
+    half_step = 0.5 * step_size
     momentum = torch.addcmul(momentum, half_step, grad)
-    position = torch.addcmul(position, step_size[:, None], metric.velocity(momentum))
+    position = torch.addcmul(position, step_size, metric.velocity(momentum))
     log_prob, grad = potential(position)
     momentum = torch.addcmul(momentum, half_step, grad)
     return position, momentum, log_prob, grad

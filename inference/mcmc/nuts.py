@@ -65,13 +65,17 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
 
     start: (position, momentum, grad, velocity) at the end being extended.
     proposal: placeholder (position, log_prob, grad, energy) for chains that take no leaf.
+    Chains that are not active (done before, or halted within this subtree)
+    keep integrating, since the batch moves anyway, but nothing they compute is
+    used: their subtree counts as invalid. Only their statistics are masked,
+    and a diverging leaf is undone so that no chain carries non-finite values.
     """
     position, momentum, grad, velocity = start
     n_chains = position.shape[0]
-    signed_step = torch.where(forward, step_size, -step_size)
+    step = torch.where(forward, step_size, -step_size)[:, None]
     log_weight = torch.full_like(orig_energy, -torch.inf)
     rho = torch.zeros_like(momentum)
-    stopped = torch.zeros_like(active)
+    started = active
     diverging = torch.zeros_like(active)
     n_steps = torch.zeros(n_chains, dtype=torch.long, device=position.device)
     sum_accept = torch.zeros_like(orig_energy)
@@ -80,20 +84,29 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
     ckpt_momentum, ckpt_velocity, ckpt_rho = checkpoints
     for leaf in range(n_leaves):
         new_position, new_momentum, new_log_prob, new_grad = leapfrog(
-            potential, metric, position, momentum, grad, signed_step)
+            potential, metric, position, momentum, grad, step)
         new_velocity = metric.velocity(new_momentum)
         energy = 0.5 * torch.linalg.vecdot(new_momentum, new_velocity) - new_log_prob
         leaf_weight = orig_energy - energy
         diverged = ~(leaf_weight >= -max_energy_error)  # also catches NaN
-        leaf_weight = torch.where(diverged, -torch.inf, leaf_weight)
+        if bool(diverged.any()):
+            leaf_weight = torch.where(diverged, -torch.inf, leaf_weight)
+            diverging = diverging | (active & diverged)
+            new_position, new_momentum, new_grad, new_velocity = _where_all(
+                ~diverged, (new_position, new_momentum, new_grad, new_velocity),
+                (position, momentum, grad, velocity))
         n_steps += active
         sum_accept += torch.where(active, leaf_weight.clamp(max=0.).exp(), 0.)
         # Multinomial sampling within the subtree, one leaf at a time.
         new_log_weight = torch.logaddexp(log_weight, leaf_weight)
-        take = active & (log_u[leaf] < leaf_weight - new_log_weight)
-        proposal = _where_all(take, (new_position, new_log_prob, new_grad, energy), proposal)
-        log_weight = torch.where(active, new_log_weight, log_weight)
-        rho = torch.where(active[:, None], rho + new_momentum, rho)
+        take = log_u[leaf] < leaf_weight - new_log_weight
+        take_column = take[:, None]
+        proposal = (torch.where(take_column, new_position, proposal[0]),
+                    torch.where(take, new_log_prob, proposal[1]),
+                    torch.where(take_column, new_grad, proposal[2]),
+                    torch.where(take, energy, proposal[3]))
+        log_weight = new_log_weight
+        rho = rho + new_momentum
         lo, hi = _checkpoint_slots(leaf)
         if leaf % 2 == 0:
             ckpt_momentum[hi], ckpt_velocity[hi], ckpt_rho[hi] = new_momentum, new_velocity, rho
@@ -102,18 +115,13 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
             block_rho = rho - ckpt_rho[lo:hi + 1] + ckpt_momentum[lo:hi + 1]
             halt = diverged | _turning(ckpt_velocity[lo:hi + 1], new_velocity,
                                        block_rho).any(0)
-        diverging = diverging | (active & diverged)
-        moved = active & ~diverged
-        position, momentum, grad, velocity = _where_all(
-            moved, (new_position, new_momentum, new_grad, new_velocity),
-            (position, momentum, grad, velocity))
-        stopped = stopped | (active & halt)
+        position, momentum, grad, velocity = new_position, new_momentum, new_grad, new_velocity
         active = active & ~halt
         if not bool(active.any()):
             break
     first = (ckpt_momentum[0], ckpt_velocity[0])
-    return _Subtree((position, momentum, grad, velocity), proposal, log_weight, rho, stopped,
-                    diverging, n_steps, sum_accept, first)
+    return _Subtree((position, momentum, grad, velocity), proposal, log_weight, rho,
+                    started & ~active, diverging, n_steps, sum_accept, first)
 
 
 def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_energy_error=1000.):

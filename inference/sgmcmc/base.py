@@ -110,23 +110,28 @@ class SGMCMC:
                                 f"{getattr(value, 'dtype', type(value).__name__)}")
 
     def sample(self, meta_bn, observed, latent, data_scale=None):
-        """One step on one minibatch; returns (samples, info).
+        """One step on one minibatch from `latent`; returns (samples, info).
 
         - `meta_bn`: a MetaBayesianNet, an nn.Module building a BayesianNet,
           or a callable `log_joint(values) -> tensor`.
         - `observed`: dict name -> tensor, the minibatch (and anything fixed).
-        - `latent`: dict name -> float tensor, the chain's current position
-          (leading chain axes allowed). Like ZhuSuan's `tf.Variable`s, the
-          tensors are updated in place, so a loop may pass the same dict every
-          step; passing the returned samples instead works too.
+        - `latent`: dict name -> float tensor, the chains' current position
+          (leading chain axes allowed); pass the returned samples back in:
+
+              for x_batch, y_batch in batches:
+                  latent, info = sgmcmc.sample(model, {"x": x_batch, "y": y_batch}, latent,
+                                               data_scale={"y": n_train / batch_size})
+
+          The momentum, thermostat or preconditioner carry over between calls
+          (as ZhuSuan's variables do) while the latent names and shapes stay.
         - `data_scale`: dict node name -> N / B (see the module docstring).
 
-        `samples` are detached copies of the new position; `info` holds
+        `samples` are new tensors (the inputs are left untouched); `info` holds
         `log_joint` (the minibatch estimate, summed over chains) and
         algorithm-specific entries.
         """
         self._check_latent(latent)
-        position = {k: v.detach().clone() for k, v in latent.items()}
+        position = {k: v.detach() for k, v in latent.items()}
         if self.state is None or set(self.state.position) != set(position):
             self.state = self.init(position)
         else:
@@ -139,7 +144,4 @@ class SGMCMC:
             self.state = dataclasses.replace(self.state, position=position)
         gradient = minibatch_gradient(meta_bn, observed, data_scale)
         self.state, info = self.kernel(self.state, gradient)
-        with torch.no_grad():
-            for name, value in latent.items():
-                value.copy_(self.state.position[name])
-        return {k: v.clone() for k, v in self.state.position.items()}, info
+        return dict(self.state.position), info

@@ -7,8 +7,9 @@
 The value is E_q[log p(x, z) - log q(z)] estimated by the guide's samples
 (averaged over `axis`). With `analytic_kl=True` the terms log p(z) - log q(z)
 of guide nodes whose KL divergence torch knows in closed form (e.g.
-Normal/Normal) are replaced by -KL(q(z) || p(z | parents)), which lowers the
-variance. That is exact when p(z | parents) does not depend on guide nodes
+Normal/Normal) are replaced by -KL(q(z) || p(z | parents)), which often
+lowers the variance (not always: near the posterior the Monte Carlo terms
+cancel each other's noise). That is exact when p(z | parents) does not depend on guide nodes
 sampled after z (a VAE's prior, the top layer of a hierarchy); a ladder whose
 lower layer's prior depends on a later guide sample must not use it there:
 pass the safe node names, `analytic_kl=["z2"]`.

@@ -1,10 +1,8 @@
 """Multivariate distributions (non-empty `value_shape`), with ZhuSuan's names."""
-import torch
 import torch.distributions as td
 from torch.distributions import constraints
 
 from ppl.distributions import torch_extra
-from ppl.distributions.base import Distribution
 from ppl.distributions.univariate import _Continuous, _Discrete
 
 __all__ = [

@@ -56,7 +56,7 @@ def double_well():
     cdf = np.cumsum(density) * DX
     rng = np.random.default_rng(0)
     exact = [_kde_l1(np.interp(rng.uniform(size=N_CHAINS), cdf / cdf[-1], GRID), density)
-             for _ in range(20)]
+             for _ in range(10)]
     return density, 2 * float(np.mean(exact))
 
 
@@ -88,11 +88,10 @@ def test_double_well_density(name, double_well):
     density, threshold = double_well
     make, n_steps = SAMPLERS[name]
     sampler = make()
-    x = torch.ones(N_CHAINS, dtype=torch.float64)
-    latent = {"x": x}
+    latent = {"x": torch.ones(N_CHAINS, dtype=torch.float64)}
     for _ in range(n_steps):
-        sampler.sample(noisy_double_well, {}, latent)
-    l1 = _kde_l1(x.numpy(), density)
+        latent, _ = sampler.sample(noisy_double_well, {}, latent)
+    l1 = _kde_l1(latent["x"].numpy(), density)
     assert l1 < threshold, f"{name}: KDE L1 error {l1:.4f} >= {threshold:.4f}"
 
 
@@ -104,10 +103,10 @@ def test_wrong_temperature_is_caught(double_well):
     def hot(values):  # log p / 2: the same chain as sampling p at temperature 2
         return noisy_double_well(values) / 2
 
-    x = torch.ones(N_CHAINS, dtype=torch.float64)
+    latent = {"x": torch.ones(N_CHAINS, dtype=torch.float64)}
     for _ in range(1500):
-        sampler.sample(hot, {}, {"x": x})
-    assert _kde_l1(x.numpy(), density) > threshold
+        latent, _ = sampler.sample(hot, {}, latent)
+    assert _kde_l1(latent["x"].numpy(), density) > threshold
 
 
 # -- minibatches and data_scale -------------------------------------------------
@@ -134,65 +133,59 @@ def test_data_scale_multiplies_only_the_named_nodes():
 
 
 def minibatches(n_chains):
-    """Each chain its own minibatch (B of N, without replacement), so chains stay independent."""
-    return torch.rand(n_chains, N_DATA).argsort(dim=1)[:, :BATCH]
+    """Each chain its own minibatch (B of N, with replacement), so chains stay independent."""
+    return torch.randint(N_DATA, (n_chains, BATCH))
 
 
-# The minibatch gradient's variance is V = N^2 / B * var(y) * (1 - B / N) ~ 900.
+# The minibatch gradient's variance is V = N^2 / B * var(y) ~ 1000.
 @pytest.mark.parametrize("make", [
     lambda: inference.SGLD(learning_rate=2e-4),
-    # B-hat = lr * V / 2 = 0.09 of the friction 0.5 is gradient noise already
-    lambda: inference.SGHMC(learning_rate=2e-4, friction=0.5, variance_estimate=0.09),
+    # B-hat = lr * V / 2 = 0.1 of the friction 0.5 is gradient noise already
+    lambda: inference.SGHMC(learning_rate=2e-4, friction=0.5, variance_estimate=0.1),
 ], ids=["SGLD", "SGHMC"])
 def test_minibatch_posterior_of_a_normal_mean(make):
     """Minibatches of 10 out of 100 with data_scale N/B recover the exact posterior.
 
-    2000 independent chains: the mean is checked within 5 standard errors;
-    the variance within 15% (5 SE of a variance from 2000 draws is 16%;
-    step size and minibatch noise add a few percent).
+    1000 independent chains: the mean is checked within 5 standard errors,
+    the variance within 25% (the standard error of a variance from 1000 draws
+    is 4.5%; step size and minibatch noise add up to 5% for SGLD). Without
+    `data_scale` the variance would be ~9 times too large.
     """
     y = 1.5 + torch.randn(N_DATA, dtype=torch.float64)
     post_var = 1. / (N_DATA + 1)
     post_mean = float(y.sum()) * post_var
-    n_chains = 2000
+    n_chains = 1000
     model = normal_mean((n_chains, BATCH))
     sampler = make()
-    mu = torch.zeros(n_chains, dtype=torch.float64)
-    for _ in range(1000):
-        sampler.sample(model, {"y": y[minibatches(n_chains)]}, {"mu": mu},
-                       data_scale={"y": N_DATA / BATCH})
+    latent = {"mu": torch.ones(n_chains, dtype=torch.float64)}
+    for _ in range(800):
+        latent, _ = sampler.sample(model, {"y": y[minibatches(n_chains)]}, latent,
+                                   data_scale={"y": N_DATA / BATCH})
+    mu = latent["mu"]
     se = math.sqrt(post_var / n_chains)
     assert abs(float(mu.mean()) - post_mean) < 5 * se
-    assert abs(float(mu.var()) / post_var - 1) < 0.15
-
-
-def test_without_data_scale_the_posterior_is_too_wide():
-    """Forgetting N/B samples the posterior of one minibatch: variance ~ 1 / (B + 1)."""
-    y = 1.5 + torch.randn(N_DATA, dtype=torch.float64)
-    model = normal_mean((2000, BATCH))
-    sampler = inference.SGLD(learning_rate=2e-3)
-    mu = torch.zeros(2000, dtype=torch.float64)
-    for _ in range(1000):
-        sampler.sample(model, {"y": y[minibatches(2000)]}, {"mu": mu})
-    assert float(mu.var()) > 5. / (N_DATA + 1)
+    assert abs(float(mu.var()) / post_var - 1) < 0.25
 
 
 # -- state between calls, errors ----------------------------------------------
 
-def test_latent_is_updated_in_place_and_samples_are_copies():
-    sampler = inference.SGHMC(learning_rate=0.01)
-    latent = {"x": torch.zeros(4, dtype=torch.float64)}
-    history = []
-    for _ in range(3):
-        samples, info = sampler.sample(noisy_double_well, {}, latent)
-        history.append(samples["x"])
-        torch.testing.assert_close(samples["x"], latent["x"])
-    assert not torch.equal(history[0], history[1])
-    assert sampler.state.step == 3
-    assert set(info) == {"log_joint", "mean_k"}
-    # passing the returned samples continues the same chain
-    samples, _ = sampler.sample(noisy_double_well, {}, samples)
-    assert sampler.state.step == 4
+def test_momentum_carries_over_between_calls_and_inputs_are_untouched():
+    """Noise-free first-order SGHMC on log p = -x^2 / 2: v <- v - lr x, x <- x + v."""
+    sampler = inference.SGHMC(learning_rate=0.01, friction=0., n_iter_resample_v=None,
+                              second_order=False)
+
+    def standard_normal(values):
+        return -0.5 * (values["x"] ** 2).sum()
+
+    start = torch.linspace(-1., 1., 4, dtype=torch.float64)
+    latent = {"x": start.clone()}
+    samples, info = sampler.sample(standard_normal, {}, latent)
+    torch.testing.assert_close(latent["x"], start)
+    v = sampler.state.momentum["x"]
+    samples, _ = sampler.sample(standard_normal, {}, samples)
+    torch.testing.assert_close(sampler.state.momentum["x"], v - 0.01 * (start + v))
+    torch.testing.assert_close(samples["x"], start + v + sampler.state.momentum["x"])
+    assert sampler.state.step == 2 and set(info) == {"log_joint", "mean_k"}
 
 
 def test_non_finite_gradient_names_the_node():

@@ -17,7 +17,6 @@ import inference
 from _vi_reference import NormalNormal, TwoBits, per_replicate_stats
 
 N_SE = 5.
-import os; _CAL = os.environ.get('CAL')
 M, LOGS = 0.6, math.log(0.9)     # a guide off the posterior N(1.131, 0.666)
 THETA = [0.4, -0.3]              # discrete guide logits
 
@@ -33,8 +32,7 @@ def _assert_unbiased(grads, exact, max_se):
     (minus the bound's gradient for ELBO/IW costs)."""
     mean, se = per_replicate_stats(grads)
     exact = exact.to(mean)
-    print("SE", se.tolist(), "diff/SE", ((mean - exact).abs() / se).tolist())
-    assert _CAL or (se < max_se).all(), f"too few replicates to test anything: SE {se}"
+    assert (se < max_se).all(), f"too few replicates to test anything: SE {se}"
     assert ((mean - exact).abs() <= N_SE * se).all(), \
         f"estimate {mean} +- {se} (SE) vs exact {exact}"
 
@@ -60,21 +58,21 @@ def test_sgvb_is_unbiased_for_the_elbo_gradient(normal):
     grads = _normal_grads(normal, lambda p, o, q: inference.elbo(p, o, variational=q,
                                                                  axis=0).sgvb(),
                           R=2000, k=4, reparameterized=True)
-    _assert_unbiased(grads, -normal.elbo_grad(M, LOGS), max_se=0.02)
+    _assert_unbiased(grads, -normal.elbo_grad(M, LOGS), max_se=0.05)
 
 
 def test_sgvb_with_path_derivative_is_unbiased(normal):
     grads = _normal_grads(normal, lambda p, o, q: inference.elbo(p, o, variational=q,
                                                                  axis=0).sgvb(),
                           R=2000, k=4, reparameterized=True, use_path_derivative=True)
-    _assert_unbiased(grads, -normal.elbo_grad(M, LOGS), max_se=0.02)
+    _assert_unbiased(grads, -normal.elbo_grad(M, LOGS), max_se=0.05)
 
 
 def test_sgvb_with_analytic_kl_is_unbiased(normal):
     grads = _normal_grads(normal, lambda p, o, q: inference.elbo(p, o, variational=q, axis=0,
                                                                  analytic_kl=True).sgvb(),
                           R=2000, k=4, reparameterized=True)
-    _assert_unbiased(grads, -normal.elbo_grad(M, LOGS), max_se=0.02)
+    _assert_unbiased(grads, -normal.elbo_grad(M, LOGS), max_se=0.05)
 
 
 @pytest.mark.parametrize("variance_reduction", [False, True])
@@ -108,28 +106,26 @@ def test_iw_sgvb_is_unbiased_for_the_iw_bound_gradient(normal):
     k = 5
     grads = _normal_grads(normal, lambda p, o, q: inference.iw_objective(
         p, o, variational=q, axis=0).sgvb(), R=4000, k=k, reparameterized=True)
-    _assert_unbiased(grads, -normal.iw_grad(M, LOGS, k), max_se=0.01)
+    _assert_unbiased(grads, -normal.iw_grad(M, LOGS, k), max_se=0.02)
 
 
 def test_vimco_is_unbiased_for_the_iw_bound_gradient(normal):
     k = 5
     grads = _normal_grads(normal, lambda p, o, q: inference.iw_objective(
         p, o, variational=q, axis=0).vimco(), R=4000, k=k, reparameterized=False)
-    _assert_unbiased(grads, -normal.iw_grad(M, LOGS, k), max_se=0.02)
+    _assert_unbiased(grads, -normal.iw_grad(M, LOGS, k), max_se=0.012)
 
 
 def test_klpq_importance_matches_the_kl_p_q_gradient(normal):
     """Self-normalized weights are biased by O(1/k): we compare with the exact
     gradient of KL(p || q) plus the first-order (delta method) bias
-    E_p[r (f - mu)] / k computed by quadrature; the O(1/k^2) rest is ~1e-5 at
-    k = 200, far below the 5 SE tolerance (~0.01). Without the bias term the
-    check could fail for the right code, and with it a wrong weight (e.g.
-    unnormalized, or on the wrong axis) still fails."""
+    E_p[r (f - mu)] / k computed by quadrature (~1 SE here); the O(1/k^2) rest
+    is ~1e-5 at k = 200, far below the 5 SE tolerance (~0.01-0.015)."""
     k = 200
     grads = _normal_grads(normal, lambda p, o, q: inference.klpq(
         p, o, variational=q, axis=0).importance(), R=1000, k=k, reparameterized=False)
     expected = normal.klpq_grad(M, LOGS) + normal.klpq_first_order_bias(M, LOGS, k)
-    _assert_unbiased(grads, expected, max_se=0.01)
+    _assert_unbiased(grads, expected, max_se=0.005)
 
 
 # -- the discrete model ---------------------------------------------------------------
@@ -153,7 +149,7 @@ def test_reinforce_on_a_discrete_latent(bits, variance_reduction):
     grads = _bits_grads(bits, lambda p, o, q: inference.elbo(p, o, variational=q, axis=0)
                         .reinforce(variance_reduction=variance_reduction),
                         R=1000, k=4, calls=4)
-    _assert_unbiased(grads, -bits.elbo_grad(THETA), max_se=0.03)
+    _assert_unbiased(grads, -bits.elbo_grad(THETA), max_se=0.012)
 
 
 def test_reinforce_with_a_learned_baseline_on_a_discrete_latent(bits):
@@ -163,14 +159,14 @@ def test_reinforce_with_a_learned_baseline_on_a_discrete_latent(bits):
     baseline = torch.full((R,), -2.0, requires_grad=True)
     cost, _ = inference.elbo(bits.template()(k, R), bits.observed(), variational=q,
                              axis=0).reinforce(baseline=baseline)
-    _assert_unbiased(_grads(cost, [theta]), -bits.elbo_grad(THETA), max_se=0.03)
+    _assert_unbiased(_grads(cost, [theta]), -bits.elbo_grad(THETA), max_se=0.006)
 
 
 def test_vimco_on_a_discrete_latent(bits):
     k = 4
     grads = _bits_grads(bits, lambda p, o, q: inference.iw_objective(
         p, o, variational=q, axis=0).vimco(), R=4000, k=k)
-    _assert_unbiased(grads, -bits.iw_grad(THETA, k), max_se=0.01)
+    _assert_unbiased(grads, -bits.iw_grad(THETA, k), max_se=0.006)
 
 
 def test_klpq_importance_on_a_discrete_latent(bits):
@@ -180,7 +176,7 @@ def test_klpq_importance_on_a_discrete_latent(bits):
     k = 4
     grads = _bits_grads(bits, lambda p, o, q: inference.klpq(
         p, o, variational=q, axis=0).importance(), R=4000, k=k)
-    _assert_unbiased(grads, bits.klpq_estimator_mean(THETA, k), max_se=0.01)
+    _assert_unbiased(grads, bits.klpq_estimator_mean(THETA, k), max_se=0.008)
     exact = bits.klpq_grad(THETA)
     errors = [float((bits.klpq_estimator_mean(THETA, kk) - exact).norm()) for kk in (4, 8)]
     assert errors[1] < errors[0]
@@ -190,7 +186,7 @@ def test_vimco_has_lower_variance_than_reinforce_on_a_discrete_latent(bits):
     """Same sample budget (k = 4 per estimate, R = 2000 estimates each). Compared
     with plain REINFORCE of the ELBO and with the naive score-function
     estimator of the same IW bound (learning signal L for every sample). The
-    measured ratios are ~0.1-0.3; a ratio below 0.6 with 2000 replicates each
+    measured ratios are ~0.2 and ~0.01; a ratio below 0.6 with 2000 replicates each
     cannot come from equal variances (the sampling error of a variance ratio
     is ~ +-10% here)."""
     R, k = 2000, 4
