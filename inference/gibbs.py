@@ -155,14 +155,13 @@ class Gibbs:
         if not isinstance(latent, dict) or not latent:
             raise TypeError("`latent` must be a non-empty dict node name -> tensor")
         log_joint = LogJoint(meta_bn, observed)
-        values = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in latent.items()}
+        for name, value in latent.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"latent['{name}'] must be a tensor, got {type(value).__name__}")
+        values = {k: v.detach() for k, v in latent.items()}
         bn = log_joint.bn(values)
-        unknown = set(self.independent_elements) - set(values)
-        if unknown:
-            raise ValueError(f"`independent_elements` names {sorted(unknown)}, which are not "
-                             f"in `latent` ({', '.join(values)})")
         discrete, continuous = self._split(bn, values)
-        chain_ndim = self._chain_ndim(bn, log_joint, values) if discrete else 0
+        chain_ndim = self._chain_ndim(bn, values) if discrete else 0
         for name in values:
             if name in self.conditionals:
                 values[name] = self._draw_conditional(name, {**log_joint.observed, **values},
@@ -205,11 +204,11 @@ class Gibbs:
         for name in self.independent_elements:
             if name not in discrete:
                 raise ValueError(f"`independent_elements` names '{name}', which is not an "
-                                 f"enumerable discrete node")
+                                 f"enumerable discrete latent (latents: {', '.join(values)})")
         return discrete, continuous
 
     @staticmethod
-    def _chain_ndim(bn, log_joint, values):
+    def _chain_ndim(bn, values):
         shape = bn.log_joint().shape
         for name, value in values.items():
             if value.shape[:len(shape)] != shape:
@@ -235,7 +234,7 @@ class Gibbs:
     def _enumerate(self, log_joint, values, name, support_info, chain_ndim):
         support, n_value_dims = support_info
         children = self._children_of(log_joint, values, name)
-        n_chain_shape = values[name].shape[:chain_ndim]
+        chain_shape = values[name].shape[:chain_ndim]
 
         def evaluate(candidates):
             if self.vectorized:
@@ -246,7 +245,7 @@ class Gibbs:
                 except RuntimeError as err:
                     raise ValueError(f"Gibbs: the model failed on a leading candidate axis "
                                      f"for '{name}' ({err}): {hint}") from err
-                expected = candidates.shape[:1] + n_chain_shape
+                expected = candidates.shape[:1] + chain_shape
                 if out.shape != expected:
                     raise ValueError(
                         f"Gibbs: enumerating '{name}' over a leading candidate axis gave "

@@ -73,6 +73,8 @@ class BayesianNet:
             self._tracker.mark(tensor, {name})
         return tensor
 
+    output = deterministic  # ZhuSuan's newer name for the same thing
+
     def factor(self, name, log_value):
         """Add an unnormalized log-density term to `log_joint` (energy, Stan's target +=)."""
         self._claim(name)

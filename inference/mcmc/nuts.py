@@ -63,7 +63,8 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
                    proposal, max_energy_error, checkpoints):
     """Add `n_leaves` leapfrog steps after `start` for the `active` chains.
 
-    start: (position, momentum, grad, velocity) at the end being extended.
+    start: (position, momentum, grad, velocity) at the end being extended; the
+    subtree's end comes back packed the same way, as [n_chains, 4, D].
     proposal: placeholder (position, log_prob, grad, energy) for chains that take no leaf.
     Chains that are not active (done before, or halted within this subtree)
     keep integrating, since the batch moves anyway, but nothing they compute is
@@ -81,7 +82,7 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
     sum_accept = torch.zeros_like(orig_energy)
     log_u = torch.rand((n_leaves, n_chains), dtype=orig_energy.dtype,
                        device=position.device).log_()
-    ckpt_momentum, ckpt_velocity, ckpt_rho = checkpoints
+    ckpt_velocity, ckpt_offset = checkpoints
     for leaf in range(n_leaves):
         new_position, new_momentum, new_log_prob, new_grad = leapfrog(
             potential, metric, position, momentum, grad, step)
@@ -107,21 +108,23 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
                     torch.where(take, energy, proposal[3]))
         log_weight = new_log_weight
         rho = rho + new_momentum
+        if leaf == 0:
+            first = (new_momentum, new_velocity)
+        # U-turn checks of the aligned blocks ending here; a block starting at
+        # leaf a has momentum sum rho - (rho_a - p_a), with rho_a - p_a stored at a.
         lo, hi = _checkpoint_slots(leaf)
         if leaf % 2 == 0:
-            ckpt_momentum[hi], ckpt_velocity[hi], ckpt_rho[hi] = new_momentum, new_velocity, rho
+            ckpt_velocity[hi], ckpt_offset[hi] = new_velocity, rho - new_momentum
             halt = diverged
         else:
-            block_rho = rho - ckpt_rho[lo:hi + 1] + ckpt_momentum[lo:hi + 1]
             halt = diverged | _turning(ckpt_velocity[lo:hi + 1], new_velocity,
-                                       block_rho).any(0)
+                                       rho - ckpt_offset[lo:hi + 1]).any(0)
         position, momentum, grad, velocity = new_position, new_momentum, new_grad, new_velocity
         active = active & ~halt
         if not bool(active.any()):
             break
-    first = (ckpt_momentum[0], ckpt_velocity[0])
-    return _Subtree((position, momentum, grad, velocity), proposal, log_weight, rho,
-                    started & ~active, diverging, n_steps, sum_accept, first)
+    return _Subtree(torch.stack((position, momentum, grad, velocity), 1), proposal, log_weight,
+                    rho, started & ~active, diverging, n_steps, sum_accept, first)
 
 
 def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_energy_error=1000.):
@@ -136,7 +139,8 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     momentum = metric.sample_momentum()
     velocity = metric.velocity(momentum)
     orig_energy = 0.5 * torch.linalg.vecdot(momentum, velocity) - state.log_prob
-    left = right = (position, momentum, state.grad, velocity)
+    # The trajectory's ends, each (position, momentum, grad, velocity) packed: [n, 4, D].
+    left = right = torch.stack((position, momentum, state.grad, velocity), 1)
     proposal = (position, state.log_prob, state.grad, orig_energy)
     log_weight = torch.zeros_like(orig_energy)
     rho = momentum
@@ -146,11 +150,12 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     n_steps = torch.zeros_like(tree_depth)
     sum_accept = torch.zeros_like(orig_energy)
     checkpoints = tuple(position.new_empty((max(max_tree_depth, 1), n_chains, dim))
-                        for _ in range(3))
+                        for _ in range(2))
     for depth in range(max_tree_depth):
         forward = torch.rand(n_chains, device=position.device) < 0.5
-        start = _where_all(forward, right, left)
-        far = _where_all(forward, left, right)  # the end that does not move
+        forward_end = forward[:, None, None]
+        start = torch.where(forward_end, right, left).unbind(1)
+        far_velocity = torch.where(forward[:, None], left[:, 3], right[:, 3])  # the fixed end
         sub = _build_subtree(potential, metric, start, forward, 2 ** depth, ~done, orig_energy,
                              step_size, proposal, max_energy_error, checkpoints)
         n_steps += sub.n_steps
@@ -162,13 +167,14 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
         log_u = torch.rand_like(log_weight).log_()
         proposal = _where_all(valid & (log_u < sub.log_weight - log_weight), sub.proposal,
                               proposal)
-        turned = (_turning(far[3], sub.end[3], rho + sub.rho)
-                  | _turning(far[3], sub.first[1], rho + sub.first[0])
-                  | _turning(start[3], sub.end[3], sub.rho + start[1]))
+        end_velocity = sub.end[:, 3]
+        turned = (_turning(far_velocity, end_velocity, rho + sub.rho)
+                  | _turning(far_velocity, sub.first[1], rho + sub.first[0])
+                  | _turning(start[3], end_velocity, sub.rho + start[1]))
         log_weight = torch.where(valid, torch.logaddexp(log_weight, sub.log_weight), log_weight)
         rho = torch.where(valid[:, None], rho + sub.rho, rho)
-        right = _where_all(valid & forward, sub.end, right)
-        left = _where_all(valid & ~forward, sub.end, left)
+        right = torch.where((valid & forward)[:, None, None], sub.end, right)
+        left = torch.where((valid & ~forward)[:, None, None], sub.end, left)
         done = done | sub.stopped | turned
         if bool(done.all()):
             break

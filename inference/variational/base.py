@@ -211,7 +211,8 @@ class VariationalObjective:
                                  f"parameters; a score-function estimator needs that gradient")
 
     def _require_reparameterized(self, estimator):
-        """SGVB differentiates through the samples: trainable guide nodes must be reparameterized."""
+        """SGVB differentiates through the samples: trainable guide nodes must be
+        reparameterized."""
         for node in self._guide.values():
             if node.dist is not None and not node.dist.is_reparameterized \
                     and node.log_q.requires_grad:

@@ -24,6 +24,7 @@ from torch.distributions import kl_divergence
 
 from inference.variational.base import VariationalObjective
 from inference.variational.baseline import MovingAverage
+from ppl.stochastic_tensor import unwrap
 
 __all__ = ["elbo", "EvidenceLowerBoundObjective"]
 
@@ -144,6 +145,7 @@ class EvidenceLowerBoundObjective(VariationalObjective):
         baseline_cost = None
         if variance_reduction:
             if baseline is not None:
+                baseline = torch.as_tensor(unwrap(baseline), dtype=learning_signal.dtype)
                 baseline_cost = self._reduce(0.5 * (learning_signal - baseline) ** 2)
                 learning_signal = learning_signal - baseline.detach()
             average = self._moving_average(moving_average)

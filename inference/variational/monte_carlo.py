@@ -33,8 +33,20 @@ class ImportanceWeightedObjective(VariationalObjective):
         return log_mean_exp(log_w, self._axis)
 
     def sgvb(self):
-        """The SGVB surrogate cost of the bound (IWAE): minus the bound, per example."""
+        """The SGVB surrogate cost of the bound (IWAE): minus the bound, per example.
+
+        Guides with `use_path_derivative=True` are refused when k > 1: dropping
+        the score term ("sticking the landing") is unbiased for the ELBO but
+        biased for the importance weighted bound (Tucker et al. 2018).
+        """
         self._require_reparameterized("sgvb()")
+        k = self._size_along_axis(self._log_weight())
+        for node in self._guide.values():
+            if k is not None and k > 1 and node.dist is not None \
+                    and node.dist.use_path_derivative:
+                raise ValueError(f"sgvb(): guide node '{node.name}' has use_path_derivative="
+                                 f"True, whose path-only gradient is biased for the importance "
+                                 f"weighted bound with k > 1; build the guide without it")
         return -self.tensor
 
     def vimco(self):

@@ -31,8 +31,8 @@ class NormalNormal:
         precision = 1. / self.s0 ** 2 + 1. / self.s ** 2
         self.post_var = 1. / precision
         self.post_mean = self.post_var * (self.mu0 / self.s0 ** 2 + self.x / self.s ** 2)
-        self.log_px = float(torch.distributions.Normal(
-            self.mu0, math.sqrt(self.s0 ** 2 + self.s ** 2)).log_prob(torch.tensor(self.x, dtype=D)))
+        marginal = torch.distributions.Normal(self.mu0, math.sqrt(self.s0 ** 2 + self.s ** 2))
+        self.log_px = float(marginal.log_prob(torch.tensor(self.x, dtype=D)))
 
     # -- ppl model and guide, R replicates side by side ----------------------
     def model_fn(self, k, R):

@@ -125,6 +125,15 @@ def test_path_derivative_gradient_vanishes_at_the_posterior(normal):
     assert per_sample[False] > 0.1
 
 
+def test_iw_sgvb_refuses_path_derivative_guides_with_several_samples(normal):
+    """Sticking the landing is biased for the IW bound when k > 1 (Tucker et al. 2018)."""
+    iw = _objective(normal, inference.iw_objective, k=3, R=2, use_path_derivative=True)
+    with pytest.raises(ValueError, match="guide node 'z' has use_path_derivative=True"):
+        iw.sgvb()
+    single = _objective(normal, inference.iw_objective, k=1, R=2, use_path_derivative=True)
+    assert single.sgvb().shape == (2,)
+
+
 def test_reinforce_keeps_its_moving_average_in_the_model_template(normal):
     template = normal.template()
     mp, lp = normal.params(10, M, LOGS)

@@ -1,0 +1,134 @@
+"""A VAE with binary latent units, trained with score-function gradients.
+
+    z ~ Bernoulli(1/2)                   [n_particles, n, z_dim], z_dim = 200
+    x ~ Bernoulli(logits=f_NN(z))        f_NN: z_dim-500-500-x_dim, ReLU
+    q(z | x) = Bernoulli(logits=g_NN(x))
+
+Discrete z cannot be reparameterized, so the gradient comes from the score
+function log q(z | x) (as in ZhuSuan's bernoulli_latent_vae example):
+
+- `--estimator reinforce`: NVIL (Mnih & Gregor 2014), one sample per image,
+  REINFORCE on the ELBO with a moving-average baseline (kept by the model
+  template) and a learned input-dependent baseline c(x), a 100-unit MLP;
+- `--estimator vimco`: VIMCO (Mnih & Rezende 2016), k samples per image
+  (default 10), the importance weighted bound with leave-one-out baselines.
+
+Reported: the test ELBO, the test k-sample bound (VIMCO), and the test
+log-likelihood by importance sampling with q as proposal.
+
+    python -m models.bernoulli_vae --estimator vimco
+"""
+import torch
+from torch import nn
+
+import inference
+import ppl
+from models import experiment
+from models.vae import check_images, mlp
+
+__all__ = ["build_gen", "build_q_net", "build_baseline", "new_templates", "reinforce_step",
+           "vimco_step", "test_metrics", "main"]
+
+
+@ppl.meta_bayesian_net(scope="gen", reuse_variables=True)
+def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
+    """p(z) p(x | z): binary z [n_particles, n, z_dim], x [n_particles, n, x_dim]."""
+    bn = ppl.BayesianNet()
+    z = bn.bernoulli("z", torch.zeros(n, z_dim), group_ndims=1, n_samples=n_particles)
+    h = ppl.module("decoder", lambda: mlp(z_dim, hidden))(z)
+    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
+    bn.deterministic("x_mean", torch.sigmoid(x_logits))
+    bn.bernoulli("x", x_logits, group_ndims=1)
+    return bn
+
+
+@ppl.reuse_variables(scope="q_net")
+def build_q_net(x, z_dim, n_z_per_x, hidden=(500, 500)):
+    """q(z | x): independent Bernoulli units, z [n_z_per_x, n, z_dim]."""
+    check_images(x)
+    bn = ppl.BayesianNet()
+    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden))
+    check_images(x, encoder[0].in_features)
+    z_logits = ppl.module("z_logits", lambda: nn.Linear(hidden[-1], z_dim))(encoder(x))
+    bn.bernoulli("z", z_logits, group_ndims=1, n_samples=n_z_per_x)
+    return bn
+
+
+@ppl.reuse_variables(scope="baseline")
+def build_baseline(x, hidden=100):
+    """c(x): NVIL's learned baseline of the learning signal, one number per image [n]."""
+    net = ppl.module("net", lambda: nn.Sequential(mlp(x.shape[1], (hidden,)),
+                                                  nn.Linear(hidden, 1)))
+    return net(x).squeeze(-1)
+
+
+def new_templates():
+    """Fresh, untrained copies of (`build_gen`, `build_q_net`, `build_baseline`)."""
+    return (ppl.meta_bayesian_net(scope="gen")(build_gen.fn),
+            ppl.reuse_variables(scope="q_net")(build_q_net.fn),
+            ppl.reuse_variables(scope="baseline")(build_baseline.fn))
+
+
+def reinforce_step(gen, q_net, baseline, z_dim):
+    """A training step x -> (cost, ELBO): REINFORCE with moving-average and learned baselines."""
+    def step(x):
+        model = gen(x.shape[1], z_dim, x.shape[0], 1)
+        lower_bound = inference.elbo(model, {"x": x}, variational=q_net(x, z_dim, 1), axis=0)
+        cost, baseline_cost = lower_bound.reinforce(baseline=baseline(x))
+        return (cost + baseline_cost).mean(), lower_bound
+    return step
+
+
+def vimco_step(gen, q_net, z_dim, n_particles=10):
+    """A training step x -> (cost, k-sample bound) with the VIMCO estimator."""
+    def step(x):
+        model = gen(x.shape[1], z_dim, x.shape[0], n_particles)
+        variational = q_net(x, z_dim, n_particles)
+        lower_bound = inference.iw_objective(model, {"x": x}, variational=variational, axis=0)
+        return lower_bound.vimco().mean(), lower_bound
+    return step
+
+
+def test_metrics(gen, q_net, z_dim, n_particles=None):
+    """test_metrics(images) -> the test ELBO, and the test k-sample bound when k is given."""
+    def bound(objective, k):
+        def per_image(x):
+            model = gen(x.shape[1], z_dim, x.shape[0], k)
+            return objective(model, {"x": x}, variational=q_net(x, z_dim, k), axis=0)
+        return per_image
+
+    def metrics(images):
+        results = {"test_elbo": experiment.mean_over_batches(
+            bound(inference.elbo, 1), images, batch_size=400)}
+        if n_particles is not None:
+            results[f"test_iw_bound_k{n_particles}"] = experiment.mean_over_batches(
+                bound(inference.iw_objective, n_particles), images, batch_size=100)
+        return results
+    return metrics
+
+
+def main(argv=None):
+    parser = experiment.common_parser(
+        "bernoulli_vae", "Train a VAE with 200 binary latent units by REINFORCE or VIMCO.",
+        epochs=100, quick_epochs=5)
+    parser.add_argument("--estimator", choices=("reinforce", "vimco"), default="vimco")
+    parser.add_argument("--z-dim", type=int, default=200, help="binary latent units")
+    parser.add_argument("--particles", type=int, default=10,
+                        help="k, samples per image for VIMCO (at least 2)")
+    args = parser.parse_args(argv)
+    if args.estimator == "reinforce":
+        modules = {"model": build_gen, "guide": build_q_net, "baseline": build_baseline}
+        step = reinforce_step(build_gen, build_q_net, build_baseline, args.z_dim)
+        metrics = test_metrics(build_gen, build_q_net, args.z_dim)
+    else:
+        if args.particles < 2:
+            raise SystemExit("--particles must be at least 2 for VIMCO")
+        modules = {"model": build_gen, "guide": build_q_net}
+        step = vimco_step(build_gen, build_q_net, args.z_dim, args.particles)
+        metrics = test_metrics(build_gen, build_q_net, args.z_dim, args.particles)
+    return experiment.run(args, f"bernoulli_vae_{args.estimator}", modules, step, metrics,
+                          build_gen, build_q_net, args.z_dim)
+
+
+if __name__ == "__main__":
+    main()
