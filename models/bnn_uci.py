@@ -108,8 +108,8 @@ def _standardize(train, test):
     return (train - mean) / std, (test - mean) / std, mean, std
 
 
-def run_split(dataset, split, epochs=2000, burn_in=1000, batch_size=32, learning_rate=1e-4,
-              friction=0.1, n_chains=4, thin_epochs=10, seed=0, progress=True, path=None):
+def run_split(dataset, split, epochs=400, burn_in=200, batch_size=32, learning_rate=1e-4,
+              friction=0.1, n_chains=4, thin_epochs=5, seed=0, progress=True, path=None):
     """Train on one split; returns a dict with test rmse and log-likelihood (original units)."""
     torch.manual_seed(seed + split)
     data = load_uci(dataset, split, path=path, dtype=torch.float64)
@@ -157,17 +157,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="bostonHousing")
     parser.add_argument("--splits", type=int, default=20, help="use splits 0..splits-1")
-    parser.add_argument("--epochs", type=int, default=2000)
-    parser.add_argument("--burn-in", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=400)
+    parser.add_argument("--burn-in", type=int, default=200, help="epochs before collecting")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--friction", type=float, default=0.1)
     parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--thin-epochs", type=int, default=10)
+    parser.add_argument("--thin-epochs", type=int, default=5,
+                        help="collect one sample per chain every this many epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (tensors are small: more threads only add overhead)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     n_splits = min(args.splits, uci_n_splits(args.dataset))
     results, start = [], time.time()
     for split in range(n_splits):

@@ -49,7 +49,10 @@ class StochasticTensor:
         if self._observation is not None:
             return self._observation
         if self._sample is None:
-            self._sample = self.dist.sample(self.n_samples)
+            try:
+                self._sample = self.dist.sample(self.n_samples)
+            except (ValueError, RuntimeError) as err:
+                raise type(err)(f"node '{self.name}': sampling failed: {err}") from err
         return self._sample
 
     @property

@@ -9,7 +9,7 @@ import torch
 
 import inference
 import ppl
-from _vi_reference import D, NormalNormal, per_replicate_stats
+from tests.inference._vi_reference import D, NormalNormal, per_replicate_stats
 
 M, LOGS = 0.6, math.log(0.9)
 

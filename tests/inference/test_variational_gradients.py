@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import inference
-from _vi_reference import NormalNormal, TwoBits, per_replicate_stats
+from tests.inference._vi_reference import NormalNormal, TwoBits, per_replicate_stats
 
 N_SE = 5.
 M, LOGS = 0.6, math.log(0.9)     # a guide off the posterior N(1.131, 0.666)
