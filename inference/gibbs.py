@@ -7,15 +7,17 @@
     gibbs = inference.Gibbs(continuous_kernel=inference.HMC(step_size=0.3, n_leapfrogs=5))
     latent, info = gibbs.sample(mixture, {"x": x}, {"z": z, "mu": mu})  # HMC-within-Gibbs
 
-One `.sample` call is one sweep over `latent`, in its order:
+One `.sample` call is one sweep: the nodes of the first two kinds one by one
+in `latent`'s order, then the continuous ones together:
 
 - a node with a user conditional (`conditionals[name](values) -> Distribution`,
   `values` holding every observed and current latent value) is drawn from it:
   conjugate updates;
 - a node whose distribution has finite support (Bernoulli, Categorical,
   OnehotCategorical, Binomial) is drawn from its full conditional by
-  enumeration. Only the node's own term and its children's (the node's
-  Markov blanket, from `bn.graph`) depend on it, so only those are evaluated;
+  enumeration. Only the node's own term and its children's terms (which
+  involve exactly its Markov blanket; children come from `bn.graph`) depend
+  on its value, so only those are evaluated;
 - the remaining (continuous) nodes are moved together by `continuous_kernel`
   (e.g. `inference.HMC`, `inference.NUTS`, an SGMCMC sampler: anything with
   `.sample(meta_bn, observed, latent)`), with the others held as observed.

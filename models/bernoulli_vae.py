@@ -1,8 +1,11 @@
 """A VAE with binary latent units, trained with score-function gradients.
 
-    z ~ Bernoulli(1/2)                   [n_particles, n, z_dim], z_dim = 200
+    z ~ Bernoulli(1/2)                   [n_particles, n, z_dim]
     x ~ Bernoulli(logits=f_NN(z))        f_NN: z_dim-500-500-x_dim, ReLU
     q(z | x) = Bernoulli(logits=g_NN(x))
+
+with 200 binary units on MNIST (as in the NVIL and VIMCO papers), and a
+smaller 50-unit, 200-200 net on the 8x8 digits.
 
 Discrete z cannot be reparameterized, so the gradient comes from the score
 function log q(z | x) (as in ZhuSuan's bernoulli_latent_vae example):
@@ -69,21 +72,22 @@ def new_templates():
             ppl.reuse_variables(scope="baseline")(build_baseline.fn))
 
 
-def reinforce_step(gen, q_net, baseline, z_dim):
+def reinforce_step(gen, q_net, baseline, z_dim, hidden=(500, 500)):
     """A training step x -> (cost, ELBO): REINFORCE with moving-average and learned baselines."""
     def step(x):
-        model = gen(x.shape[1], z_dim, x.shape[0], 1)
-        lower_bound = inference.elbo(model, {"x": x}, variational=q_net(x, z_dim, 1), axis=0)
+        model = gen(x.shape[1], z_dim, x.shape[0], 1, hidden=hidden)
+        variational = q_net(x, z_dim, 1, hidden=hidden)
+        lower_bound = inference.elbo(model, {"x": x}, variational=variational, axis=0)
         cost, baseline_cost = lower_bound.reinforce(baseline=baseline(x))
         return (cost + baseline_cost).mean(), lower_bound
     return step
 
 
-def vimco_step(gen, q_net, z_dim, n_particles=10):
+def vimco_step(gen, q_net, z_dim, n_particles=10, hidden=(500, 500)):
     """A training step x -> (cost, k-sample bound) with the VIMCO estimator."""
     def step(x):
-        model = gen(x.shape[1], z_dim, x.shape[0], n_particles)
-        variational = q_net(x, z_dim, n_particles)
+        model = gen(x.shape[1], z_dim, x.shape[0], n_particles, hidden=hidden)
+        variational = q_net(x, z_dim, n_particles, hidden=hidden)
         lower_bound = inference.iw_objective(model, {"x": x}, variational=variational, axis=0)
         return lower_bound.vimco().mean(), lower_bound
     return step
@@ -109,25 +113,28 @@ def test_metrics(gen, q_net, z_dim, n_particles=None):
 
 def main(argv=None):
     parser = experiment.common_parser(
-        "bernoulli_vae", "Train a VAE with 200 binary latent units by REINFORCE or VIMCO.",
-        epochs=100, quick_epochs=5)
+        "bernoulli_vae", "Train a VAE with binary latent units by REINFORCE (NVIL) or VIMCO.",
+        {"epochs": 100, "batch_size": 64, "z_dim": 50, "hidden": (200, 200)},
+        {"epochs": 10, "batch_size": 100, "z_dim": 200, "hidden": (500, 500)}, quick_epochs=5)
     parser.add_argument("--estimator", choices=("reinforce", "vimco"), default="vimco")
-    parser.add_argument("--z-dim", type=int, default=200, help="binary latent units")
     parser.add_argument("--particles", type=int, default=10,
                         help="k, samples per image for VIMCO (at least 2)")
     args = parser.parse_args(argv)
-    if args.estimator == "reinforce":
-        modules = {"model": build_gen, "guide": build_q_net, "baseline": build_baseline}
-        step = reinforce_step(build_gen, build_q_net, build_baseline, args.z_dim)
-        metrics = test_metrics(build_gen, build_q_net, args.z_dim)
-    else:
-        if args.particles < 2:
-            raise SystemExit("--particles must be at least 2 for VIMCO")
-        modules = {"model": build_gen, "guide": build_q_net}
-        step = vimco_step(build_gen, build_q_net, args.z_dim, args.particles)
-        metrics = test_metrics(build_gen, build_q_net, args.z_dim, args.particles)
-    return experiment.run(args, f"bernoulli_vae_{args.estimator}", modules, step, metrics,
-                          build_gen, build_q_net, args.z_dim)
+    if args.estimator == "vimco" and args.particles < 2:
+        parser.error("--particles must be at least 2 for VIMCO")
+
+    def setup(args):
+        if args.estimator == "reinforce":
+            return ({"model": build_gen, "guide": build_q_net, "baseline": build_baseline},
+                    reinforce_step(build_gen, build_q_net, build_baseline, args.z_dim,
+                                   hidden=args.hidden),
+                    test_metrics(build_gen, build_q_net, args.z_dim), build_gen, build_q_net)
+        return ({"model": build_gen, "guide": build_q_net},
+                vimco_step(build_gen, build_q_net, args.z_dim, args.particles,
+                           hidden=args.hidden),
+                test_metrics(build_gen, build_q_net, args.z_dim, args.particles),
+                build_gen, build_q_net)
+    return experiment.run(args, f"bernoulli_vae_{args.estimator}", setup)
 
 
 if __name__ == "__main__":

@@ -101,16 +101,31 @@ def save_image_grid(path, panels, image_shape, columns=10):
     return fig
 
 
-def common_parser(name, description, epochs, quick_epochs, batch_size=128):
-    """The command line every example shares; `epochs` apply to the digits data."""
+def common_parser(name, description, digits_defaults, mnist_defaults, quick_epochs):
+    """The command line every example shares.
+
+    `digits_defaults` / `mnist_defaults`: dicts of epochs, batch_size, z_dim and
+    hidden used when the flag is not given (MNIST's for both MNIST forms);
+    `quick_epochs` replaces the epochs under CI=true.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m models.{name}", description=description)
+    def show(key):
+        text = [",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+                for v in (digits_defaults[key], mnist_defaults[key])]
+        return f"{text[0]} on digits, {text[1]} on MNIST"
+
     parser.add_argument("--data", default="digits",
                         help=f"one of {', '.join(DATASETS)}, or a folder with the MNIST IDX "
                              f"files, or a binarized_mnist .npz (default: digits)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"training epochs (default: {epochs} on digits, 10 on MNIST, "
-                             f"{quick_epochs} under CI=true)")
-    parser.add_argument("--batch-size", type=int, default=batch_size)
+                        help=f"training epochs (default: {show('epochs')}; {quick_epochs} "
+                             f"under CI=true)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"default: {show('batch_size')}")
+    parser.add_argument("--z-dim", type=int, default=None, help=f"default: {show('z_dim')}")
+    parser.add_argument("--hidden", type=_sizes, default=None,
+                        help=f"hidden layer sizes of both networks, e.g. 500,500 "
+                             f"(default: {show('hidden')})")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--iw-samples", type=int, default=None,
                         help="importance samples per test image for log p(x) (default: 1000, "
@@ -118,40 +133,59 @@ def common_parser(name, description, epochs, quick_epochs, batch_size=128):
     parser.add_argument("--test-size", type=int, default=None,
                         help="evaluate on the first N test images only (default: all)")
     parser.add_argument("--out", default=f"runs/{name}",
-                        help="folder for the image grid and results.json")
+                        help="folder for the image grid and the results JSON")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file: written every epoch, resumed from when it exists")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
+                        help="torch CPU threads (default: torch's choice; use 1 on a busy "
+                             "machine)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(default_epochs=epochs, quick_epochs=quick_epochs)
+    parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults,
+                        quick_epochs=quick_epochs)
     return parser
 
 
+def _sizes(text):
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") \
+            from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return sizes
+
+
 def _resolve_defaults(args, data):
-    if args.epochs is None:
-        args.epochs = (args.quick_epochs if quick_mode()
-                       else args.default_epochs if data.name == "digits" else 10)
+    defaults = dict(args.digits_defaults if data.name == "digits" else args.mnist_defaults)
+    if quick_mode():
+        defaults["epochs"] = args.quick_epochs
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.iw_samples is None:
         args.iw_samples = 100 if quick_mode() else 1000
-    for flag in ("epochs", "batch_size", "iw_samples"):
+    for flag in ("epochs", "batch_size", "iw_samples", "z_dim"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1")
 
 
-def run(args, name, modules, step_fn, test_metrics, gen, q_net, z_dim):
-    """Train with `inference.Trainer`, evaluate, save pictures and results.json.
+def run(args, name, setup):
+    """Load the data, train with `inference.Trainer`, evaluate, save a PNG and a JSON.
 
-    `modules`: the nn.Modules to train and checkpoint; `step_fn(x)` ->
-    (cost, objective); `test_metrics(test_images)` -> dict of metric -> value.
-    Returns the results dict.
+    `setup(args)` (called once the per-dataset defaults are filled in) returns
+    (modules, step_fn, test_metrics, gen, q_net): the nn.Modules to train and
+    checkpoint, `step_fn(x) -> (cost, objective)`, `test_metrics(images) ->
+    {metric: value}`, and the model and guide templates. Returns the results.
     """
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = load_binary_images(args.data, seed=args.seed)
     _resolve_defaults(args, data)
+    modules, step_fn, test_metrics, gen, q_net = setup(args)
+    z_dim = args.z_dim
     test = data.test if args.test_size is None else data.test[:args.test_size]
     batches = BinarizedBatches(data.train, args.batch_size, seed=args.seed,
                                binarize=data.dynamic)
@@ -175,8 +209,6 @@ def run(args, name, modules, step_fn, test_metrics, gen, q_net, z_dim):
             train_seconds += seconds
             print(f"Epoch {epoch} ({seconds:.1f}s): lower bound = {history[-1]:.2f}")
 
-    for module in modules.values():
-        module.eval()
     started = time.perf_counter()
     metrics = test_metrics(test)
     metrics["test_log_likelihood"] = mean_over_batches(
@@ -195,7 +227,8 @@ def run(args, name, modules, step_fn, test_metrics, gen, q_net, z_dim):
                       _interleave_rows(x_show, reconstruct(gen, q_net, x_show, z_dim)))],
                     data.image_shape)
     results = {"model": name, "data": data.name, "epochs": args.epochs,
-               "batch_size": args.batch_size, "iw_samples": args.iw_samples,
+               "batch_size": args.batch_size, "z_dim": z_dim, "hidden": list(args.hidden),
+               "lr": args.lr, "seed": args.seed, "iw_samples": args.iw_samples,
                "test_size": len(test), "train_seconds": round(train_seconds, 2),
                "history": history, **metrics}
     (out / f"{name}_{data.name}.json").write_text(json.dumps(results, indent=2))

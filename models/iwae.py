@@ -15,6 +15,7 @@ log-likelihood by importance sampling.
 import inference
 import ppl
 from models import experiment
+from models.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS
 from models.vae import build_gen as vae_gen
 from models.vae import build_q_net as vae_q_net
 from models.vae import test_metrics as vae_test_metrics
@@ -61,16 +62,18 @@ def test_metrics(gen, q_net, z_dim, n_particles=50):
 
 def main(argv=None):
     parser = experiment.common_parser(
-        "iwae", "Train the VAE (784-500-500, z=40) on the importance weighted bound.",
-        epochs=40, quick_epochs=2)
-    parser.add_argument("--z-dim", type=int, default=40)
+        "iwae", "Train the VAE (784-500-500, z=40 on MNIST) by the importance weighted bound.",
+        {**DIGITS_DEFAULTS, "epochs": 50}, MNIST_DEFAULTS, quick_epochs=2)
     parser.add_argument("--particles", type=int, default=50,
                         help="k, importance samples per image in the training bound")
     args = parser.parse_args(argv)
-    return experiment.run(args, "iwae", {"model": build_gen, "guide": build_q_net},
-                          iw_step(build_gen, build_q_net, args.z_dim, args.particles),
-                          test_metrics(build_gen, build_q_net, args.z_dim, args.particles),
-                          build_gen, build_q_net, args.z_dim)
+
+    def setup(args):
+        return ({"model": build_gen, "guide": build_q_net},
+                iw_step(build_gen, build_q_net, args.z_dim, args.particles, hidden=args.hidden),
+                test_metrics(build_gen, build_q_net, args.z_dim, args.particles),
+                build_gen, build_q_net)
+    return experiment.run(args, "iwae", setup)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,8 @@ class BayesianNet:
             value = dist._check_given(value, leading=leading)
         except ValueError as err:
             raise ValueError(f"node '{name}': bad observation: {err}") from None
+        if not dist.is_continuous and value.dtype != dist.sample_dtype:
+            value = value.to(dist.sample_dtype)  # as ZhuSuan: the node's dtype is the dist's
         return value
 
     # -- reading ----------------------------------------------------------

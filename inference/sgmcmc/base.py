@@ -39,6 +39,10 @@ def _scaled_log_joint(log_joint, latent, data_scale):
     if unknown:
         raise ValueError(f"`data_scale` names {unknown}, which are not stochastic nodes of the "
                          f"model (nodes: {', '.join(bn.stochastic_nodes)})")
+    latent_named = [k for k in data_scale if k not in log_joint.observed]
+    if latent_named:
+        raise ValueError(f"`data_scale` names latent nodes {latent_named}: it scales the "
+                         f"log-likelihood of observed minibatch nodes, not priors")
     total = 0.
     for name, node in bn.stochastic_nodes.items():
         total = total + data_scale.get(name, 1.) * node.cond_log_p.sum()

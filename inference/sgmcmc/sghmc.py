@@ -3,7 +3,8 @@
 In ZhuSuan's parameterization, with `v` the momentum times the step size
 (unit mass, so learning_rate = step_size**2 and friction = step_size * C):
 
-    v <- (1 - friction) * v + learning_rate * grad + N(0, 2 (friction - variance_estimate) learning_rate)
+    v <- (1 - friction) * v + learning_rate * grad
+         + N(0, 2 (friction - variance_estimate) learning_rate)
     q <- q + v
 
 The friction absorbs the extra heat of noisy gradients; `variance_estimate`

@@ -178,6 +178,8 @@ class VariationalObjective:
 
     @staticmethod
     def _check_shapes(log_p, log_q):
+        if log_q.shape == log_p.shape:  # the common case, without torch.broadcast_shapes
+            return
         try:
             shape = torch.broadcast_shapes(log_p.shape, log_q.shape)
         except RuntimeError:

@@ -71,8 +71,11 @@ def load_binary_images(source="digits", seed=0, n_test_digits=300):
         bmnist = load_binarized_mnist(None if source == "binarized_mnist" else source, seed)
         return ImageData("binarized_mnist", bmnist.train.astype(np.float32),
                          bmnist.test.astype(np.float32), (28, 28), dynamic=False)
-    raise ValueError(f"unknown data source {source!r}: expected one of {DATASETS}, a folder "
-                     f"with the MNIST IDX files, or a binarized_mnist .npz file")
+    if not Path(source).exists():
+        raise FileNotFoundError(f"data source {source!r} is neither one of {DATASETS} nor an "
+                                f"existing path")
+    raise ValueError(f"data source {source!r}: expected one of {DATASETS}, a folder with the "
+                     f"MNIST IDX files, or a binarized_mnist .npz file")
 
 
 def _is_mnist_dir(source):

@@ -51,6 +51,7 @@ class Distribution:
     float_args = ()
     is_continuous = True
     has_density = True
+    native_dtype = None  # dtype of torch's samples when not floating point (e.g. int64)
 
     def __init__(self, params, *, dtype=None, group_ndims=0, is_reparameterized=True,
                  use_path_derivative=False, check_numerics=False):
@@ -181,6 +182,8 @@ class Distribution:
 
     def _log_prob(self, given):
         """`log_prob` of a `given` already checked (or drawn from this distribution)."""
+        if not given.is_floating_point():  # integer counts/indices: torch's math wants floats
+            given = given.to(self._default_given_dtype())
         dist = self._dist
         if self.use_path_derivative:
             if self._detached is None:
@@ -208,8 +211,6 @@ class Distribution:
         if self.is_continuous and not given.is_floating_point():
             raise self._error(f"`given` must be floating point for a continuous distribution, "
                               f"got dtype {given.dtype}")
-        if not given.is_floating_point():  # integer counts/indices: torch's math wants floats
-            given = given.to(self._default_given_dtype())
         full = tuple(leading) + tuple(self.batch_shape) + tuple(self.value_shape)
         if given.dim() < len(self.value_shape) or not broadcastable(given.shape, full):
             front = f"{tuple(leading)} + " if leading else "(...) + "
@@ -219,6 +220,13 @@ class Distribution:
             raise self._error(f"`given` has values outside the support "
                               f"({_describe(self.support)})")
         return given
+
+    @property
+    def sample_dtype(self):
+        """The dtype of this distribution's samples (`dtype` if given, else torch's own)."""
+        if self.dtype is not None:
+            return self.dtype
+        return self.native_dtype or self._default_given_dtype()
 
     def _default_given_dtype(self):
         floats = [v.dtype for v in self.params.values() if v.is_floating_point()]

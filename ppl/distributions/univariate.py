@@ -106,17 +106,13 @@ class Bernoulli(_Discrete):
     def _build(self, logits=None, probs=None):
         return td.Bernoulli(probs=probs, logits=logits, validate_args=False)
 
-    def _check_given(self, given, leading=()):
-        """Integer/bool 0-1 data (ZhuSuan's int32 `x`) is cast to float, as torch needs."""
-        given = super()._check_given(given, leading)
-        return given if given.is_floating_point() else given.to(self._default_given_dtype())
-
 
 class Categorical(_Discrete):
     """Categorical(logits | probs) over the last axis; samples are int64 indices."""
 
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
     float_args = ("logits", "probs")
+    native_dtype = torch.int64
 
     def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
         _logits_or_probs("Categorical", logits, probs)

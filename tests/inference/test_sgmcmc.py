@@ -14,9 +14,10 @@ import inference
 import ppl
 from inference.sgmcmc import minibatch_gradient
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Chains are small vectors: intra-op threads only add overhead (on a busy CI machine, a lot)."""
+    """Chains are small vectors: intra-op threads only add overhead (a lot on a busy machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -205,6 +206,8 @@ def test_bad_arguments_are_reported():
         minibatch_gradient(noisy_double_well, {}, {"x": 2.})({"x": torch.ones(1)})
     with pytest.raises(ValueError, match="not stochastic nodes"):
         minibatch_gradient(model, {"y": y}, {"z": 2.})({"mu": torch.zeros(())})
+    with pytest.raises(ValueError, match="latent nodes \\['mu'\\]"):
+        minibatch_gradient(model, {"y": y}, {"mu": 2.})({"mu": torch.zeros(())})
     with pytest.raises(TypeError, match="floating-point"):
         inference.SGLD(0.1).sample(model, {"y": y}, {"mu": torch.zeros((), dtype=torch.long)})
     with pytest.raises(ValueError, match="does not affect"):
