@@ -162,8 +162,10 @@ class BayesianNet:
                 if not terms:
                     raise ValueError("log_joint of a BayesianNet with no stochastic node "
                                      "or factor")
-                _check_terms_broadcast(terms)
-                self._log_joint_cache = functools.reduce(operator.add, terms.values())
+                try:
+                    self._log_joint_cache = functools.reduce(operator.add, terms.values())
+                except RuntimeError:
+                    raise _terms_broadcast_error(terms) from None
         return self._log_joint_cache
 
     # -- graph ------------------------------------------------------------
@@ -210,15 +212,12 @@ class BayesianNet:
         return f"BayesianNet({kinds})"
 
 
-def _check_terms_broadcast(terms):
-    """Raise, naming every term's shape, when the log-prob terms do not broadcast."""
-    try:
-        torch.broadcast_shapes(*(term.shape for term in terms.values()))
-    except RuntimeError:
-        shapes = ", ".join(f"'{name}': {tuple(term.shape)}" for name, term in terms.items())
-        raise ValueError(f"log_joint: the log-probabilities of the nodes do not broadcast "
-                         f"({shapes}); set `group_ndims` so they align, or set "
-                         f"`meta_bn.log_joint` to a function of the BayesianNet") from None
+def _terms_broadcast_error(terms):
+    """The error, naming every term's shape, for log-prob terms that do not broadcast."""
+    shapes = ", ".join(f"'{name}': {tuple(term.shape)}" for name, term in terms.items())
+    return ValueError(f"log_joint: the log-probabilities of the nodes do not broadcast "
+                      f"({shapes}); set `group_ndims` so they align, or set "
+                      f"`meta_bn.log_joint` to a function of the BayesianNet")
 
 
 def _node_helper(cls):

@@ -15,6 +15,7 @@ parameters, checks `given`, and adds `group_ndims`, `n_samples`,
 """
 import torch
 from torch.distributions import constraints
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ppl.stochastic_tensor import unwrap
 
@@ -83,7 +84,9 @@ class Distribution:
         device = tensors[0].device if tensors else None
         out = {}
         for name, value in raw.items():
+            number = None
             if not isinstance(value, torch.Tensor):
+                number = value if isinstance(value, (int, float)) else None
                 try:
                     value = torch.as_tensor(value, device=device,
                                             dtype=float_dtype if name in self.float_args else None)
@@ -98,7 +101,13 @@ class Distribution:
                     raise self._error(f"argument `{name}` must be floating point "
                                       f"(e.g. {float_dtype}), got dtype {value.dtype}")
             constraint = self.arg_constraints.get(name)
-            if constraint is not None and not _holds(constraint, value):
+            if constraint is None:
+                ok = True
+            elif number is not None:
+                ok = _holds_scalar(constraint, number, value)
+            else:
+                ok = _holds(constraint, value)
+            if not ok:
                 raise self._error(f"argument `{name}` must be {_describe(constraint)}; "
                                   f"got a tensor of shape {tuple(value.shape)} violating it")
             out[name] = value
@@ -216,7 +225,7 @@ class Distribution:
             front = f"{tuple(leading)} + " if leading else "(...) + "
             raise self._error(f"`given` of shape {tuple(given.shape)} does not broadcast against "
                               f"{front}batch_shape + value_shape = {front}{tuple(full)}")
-        if not _holds(self.support, given):
+        if not _holds(self.support, given, remember=True):
             raise self._error(f"`given` has values outside the support "
                               f"({_describe(self.support)})")
         return given
@@ -245,12 +254,44 @@ def broadcastable(shape, target):
     return True
 
 
-def _holds(constraint, value):
-    """Whether `constraint` holds everywhere on `value` (NaN parameters fail)."""
+# Parameter-free constraints are module-level singletons, safe to key a cache on.
+_SINGLETONS = {id(c): c for c in (
+    constraints.positive, constraints.nonnegative, constraints.unit_interval,
+    constraints.simplex, constraints.lower_cholesky, constraints.nonnegative_integer,
+    constraints.boolean, constraints.real_vector, constraints.positive_definite)}
+# tensor -> {(tensor version, constraint id)} already found to hold: data observed on
+# every step (MCMC, training epochs) is checked once, until it is modified in place.
+_checked = WeakIdKeyDictionary()
+# (constraint id, python number) -> whether it holds, for scalar arguments like std=1.
+_checked_scalars = {}
+
+
+def _holds(constraint, value, remember=False):
+    """Whether `constraint` holds everywhere on `value` (NaN parameters fail).
+
+    With `remember`, a success is cached for this tensor until it changes in place.
+    """
     if constraint is constraints.real:
         return True  # NaN/inf data is reported by check_numerics, not here
+    cacheable = remember and id(constraint) in _SINGLETONS
+    if cacheable:
+        key = (value._version, id(constraint))
+        if key in _checked.get(value, ()):
+            return True
     try:
-        ok = constraint.check(value)
+        ok = bool(constraint.check(value).all())
     except (RuntimeError, ValueError):
         return False
-    return bool(ok.all())
+    if ok and cacheable:
+        _checked.setdefault(value, set()).add(key)
+    return ok
+
+
+def _holds_scalar(constraint, number, as_tensor):
+    """`_holds` for a python number, remembered (models pass the same constants each call)."""
+    if id(constraint) not in _SINGLETONS:
+        return _holds(constraint, as_tensor)
+    key = (id(constraint), number)
+    if key not in _checked_scalars:
+        _checked_scalars[key] = _holds(constraint, as_tensor)
+    return _checked_scalars[key]
