@@ -137,9 +137,10 @@ def common_parser(name, description, digits_defaults, mnist_defaults, quick_epoc
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file: written every epoch, resumed from when it exists")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; use 1 on a busy "
-                             "machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: for nets this small, more threads "
+                             "barely help and slow down a busy machine; try more for MNIST "
+                             "on a many-core machine; 0: torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults,
                         quick_epochs=quick_epochs)
@@ -175,16 +176,16 @@ def run(args, name, setup):
     """Load the data, train with `inference.Trainer`, evaluate, save a PNG and a JSON.
 
     `setup(args)` (called once the per-dataset defaults are filled in) returns
-    (modules, step_fn, test_metrics, gen, q_net): the nn.Modules to train and
-    checkpoint, `step_fn(x) -> (cost, objective)`, `test_metrics(images) ->
+    (modules, step_fn, held_out_metrics, gen, q_net): the nn.Modules to train and
+    checkpoint, `step_fn(x) -> (cost, objective)`, `held_out_metrics(images) ->
     {metric: value}`, and the model and guide templates. Returns the results.
     """
-    if args.threads is not None:
+    if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data = load_binary_images(args.data, seed=args.seed)
     _resolve_defaults(args, data)
-    modules, step_fn, test_metrics, gen, q_net = setup(args)
+    modules, step_fn, held_out_metrics, gen, q_net = setup(args)
     z_dim = args.z_dim
     test = data.test if args.test_size is None else data.test[:args.test_size]
     batches = BinarizedBatches(data.train, args.batch_size, seed=args.seed,
@@ -195,6 +196,7 @@ def run(args, name, setup):
                                 checkpoint_path=args.checkpoint, progress=not args.no_progress)
     resuming = args.checkpoint is not None and Path(args.checkpoint).exists()
     history, train_seconds = [], 0.0
+    every = max(1, args.epochs // 20)  # print about 20 epochs
     for epoch in range(1, args.epochs + 1):  # one epoch per call, to print as we go
         if epoch <= len(history):
             continue
@@ -207,10 +209,11 @@ def run(args, name, setup):
                 print(f"Epoch {done} (from {args.checkpoint}): lower bound = {bound:.2f}")
         else:
             train_seconds += seconds
-            print(f"Epoch {epoch} ({seconds:.1f}s): lower bound = {history[-1]:.2f}")
+            if epoch % every == 0 or epoch == args.epochs:
+                print(f"Epoch {epoch} ({seconds:.1f}s): lower bound = {history[-1]:.2f}")
 
     started = time.perf_counter()
-    metrics = test_metrics(test)
+    metrics = held_out_metrics(test)
     metrics["test_log_likelihood"] = mean_over_batches(
         lambda x: is_loglikelihood(gen, q_net, x, z_dim, n_samples=args.iw_samples),
         test, batch_size=100)

@@ -18,9 +18,9 @@ from models import experiment
 from models.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS
 from models.vae import build_gen as vae_gen
 from models.vae import build_q_net as vae_q_net
-from models.vae import test_metrics as vae_test_metrics
+from models.vae import held_out_metrics as vae_held_out_metrics
 
-__all__ = ["build_gen", "build_q_net", "new_templates", "iw_step", "test_metrics", "main"]
+__all__ = ["build_gen", "build_q_net", "new_templates", "iw_step", "held_out_metrics", "main"]
 
 # The IWAE is the VAE's model and guide with another objective; it owns its
 # own copies of the templates so that it trains its own parameters.
@@ -49,9 +49,9 @@ def iw_step(gen, q_net, z_dim, n_particles=50, hidden=(500, 500)):
     return step
 
 
-def test_metrics(gen, q_net, z_dim, n_particles=50):
-    """test_metrics(images) -> the test L_k (k = `n_particles`) and the test ELBO."""
-    elbo_metrics = vae_test_metrics(gen, q_net, z_dim)
+def held_out_metrics(gen, q_net, z_dim, n_particles=50):
+    """held_out_metrics(images) -> the test L_k (k = `n_particles`) and the test ELBO."""
+    elbo_metrics = vae_held_out_metrics(gen, q_net, z_dim)
 
     def metrics(images):
         bound = experiment.mean_over_batches(
@@ -71,7 +71,7 @@ def main(argv=None):
     def setup(args):
         return ({"model": build_gen, "guide": build_q_net},
                 iw_step(build_gen, build_q_net, args.z_dim, args.particles, hidden=args.hidden),
-                test_metrics(build_gen, build_q_net, args.z_dim, args.particles),
+                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles),
                 build_gen, build_q_net)
     return experiment.run(args, "iwae", setup)
 

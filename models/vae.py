@@ -20,7 +20,7 @@ import inference
 import ppl
 from models import experiment
 
-__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "elbo_step", "test_metrics",
+__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "elbo_step", "held_out_metrics",
            "main"]
 
 
@@ -51,7 +51,7 @@ def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
     z = bn.normal("z", torch.zeros(n, z_dim), std=1., group_ndims=1, n_samples=n_particles)
     h = ppl.module("decoder", lambda: mlp(z_dim, hidden))(z)
     x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
-    bn.deterministic("x_mean", torch.sigmoid(x_logits))
+    bn.output("x_mean", torch.sigmoid(x_logits))
     bn.bernoulli("x", x_logits, group_ndims=1)
     return bn
 
@@ -90,8 +90,8 @@ def elbo_step(gen, q_net, z_dim, n_particles=1, hidden=(500, 500)):
     return step
 
 
-def test_metrics(gen, q_net, z_dim):
-    """test_metrics(images) -> {"test_elbo": mean single-sample ELBO over the images}."""
+def held_out_metrics(gen, q_net, z_dim):
+    """held_out_metrics(images) -> {"test_elbo": mean single-sample ELBO over the images}."""
     def metrics(images):
         def elbo(x):
             model = gen(x.shape[1], z_dim, x.shape[0], 1)
@@ -113,7 +113,7 @@ def main(argv=None):
     def setup(args):
         return ({"model": build_gen, "guide": build_q_net},
                 elbo_step(build_gen, build_q_net, args.z_dim, hidden=args.hidden),
-                test_metrics(build_gen, build_q_net, args.z_dim), build_gen, build_q_net)
+                held_out_metrics(build_gen, build_q_net, args.z_dim), build_gen, build_q_net)
     return experiment.run(args, "vae", setup)
 
 

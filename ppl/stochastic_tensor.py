@@ -6,6 +6,7 @@ Python operator through `__torch_function__`, so model code can write
 `h = linear(z)` or `z * 2 + 1` with `z` a node.
 """
 import operator
+import weakref
 
 import torch
 
@@ -33,13 +34,23 @@ class StochasticTensor:
     """
 
     def __init__(self, bn, name, dist, n_samples=None, observation=None):
-        self.bn = bn
+        self._bn = weakref.ref(bn)
         self.name = name
         self.dist = dist
         self.n_samples = n_samples
         self._observation = observation
         self._sample = None
         self._cond_log_p = None
+
+    @property
+    def bn(self):
+        """The `BayesianNet` holding this node (None once it is gone).
+
+        A weak reference: the net holds its nodes, so a strong one would make
+        a cycle, and every step's net and tensors would wait for Python's
+        cyclic garbage collector instead of being freed when dropped.
+        """
+        return self._bn()
 
     def is_observed(self):
         return self._observation is not None

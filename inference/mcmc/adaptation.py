@@ -6,7 +6,7 @@
   towards a target acceptance rate (parameters gamma, t0, kappa as in ZhuSuan
   and Stan).
 - `WelfordCovariance`: streaming (co)variance of the positions, regularized as
-  Stan does (shrunk towards 1e-3 I with weight 5 / (n + 5)).
+  Stan does (shrunk with weight 5 / (n + 5); see `covariance`).
 - `ExponentialMovingVariance`: ZhuSuan's moving (co)variance for `.sample()`.
 - `window_schedule`, `WindowedAdaptation`: Stan's warm-up: a fast initial
   buffer (75 iterations), slow windows of doubling size (25, 50, ...) at the
@@ -120,19 +120,25 @@ class WelfordCovariance:
         return self
 
     def covariance(self, regularize=True):
-        """Sample (co)variance; with `regularize`, Stan's shrinkage towards 1e-3 I."""
+        """Sample (co)variance of each chain, regularized unless `regularize=False`.
+
+        As Stan, the estimate S from n draws becomes n/(n+5) S + 5/(n+5) T. For a
+        diagonal T = 1e-3 (Stan's); for a dense one T = diag(S) + 1e-3 I: a window
+        with fewer draws than dimensions gives a singular S, and shrinking it
+        towards its own diagonal (rather than towards 1e-3 I) keeps the scale
+        of the directions the window did not explore.
+        """
         if self.count < 2:
             raise ValueError("WelfordCovariance: need at least 2 draws")
         n = self.count
         cov = self.m2 / (n - 1)
-        if regularize:
-            shrink = 1e-3 * 5. / (n + 5.)
-            cov = (n / (n + 5.)) * cov
-            if self.dense:
-                cov = cov + shrink * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-            else:
-                cov = cov + shrink
-        return cov
+        if not regularize:
+            return cov
+        weight = 5. / (n + 5.)
+        if self.dense:
+            target = torch.diag_embed(cov.diagonal(dim1=-2, dim2=-1) + 1e-3)
+            return (1. - weight) * cov + weight * target
+        return (1. - weight) * cov + weight * 1e-3
 
 
 class ExponentialMovingVariance:

@@ -76,6 +76,11 @@ class HMC(HamiltonianSampler):
     n_leapfrogs: leapfrog steps per transition; or give `trajectory_length` and
         each chain takes ceil(trajectory_length / its step size) steps (at most
         `max_leapfrogs`).
+    jitter: each transition multiplies every chain's step size by a uniform
+        factor in [1 - jitter, 1 + jitter] (the number of steps is set from the
+        unjittered one), so the trajectory length varies: with a fixed length,
+        HMC can return to where it started on near-Gaussian targets (Neal 2011,
+        sec. 5.4.5). 0 (the default) keeps ZhuSuan's behaviour.
     adapt_step_size: None/False (off) or True: dual averaging (Hoffman & Gelman
         2014) towards `target_acceptance_rate` with `gamma`, `t0`, `kappa`.
     adapt_mass: None/False, True or 'diag', or 'dense'. In `.sample()`, the mass
@@ -87,7 +92,7 @@ class HMC(HamiltonianSampler):
 
     def __init__(self, step_size=1., n_leapfrogs=10, adapt_step_size=None,
                  target_acceptance_rate=0.8, gamma=0.05, t0=100, kappa=0.75, adapt_mass=None,
-                 mass_collect_iters=10, mass_decay=0.99, trajectory_length=None,
+                 mass_collect_iters=10, mass_decay=0.99, trajectory_length=None, jitter=0.,
                  max_leapfrogs=1000, max_energy_error=1000.):
         super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
                          target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,
@@ -103,7 +108,10 @@ class HMC(HamiltonianSampler):
             raise ValueError(f"HMC: `trajectory_length` must be positive, got "
                              f"{trajectory_length!r}")
         self.n_leapfrogs = n_leapfrogs
+        if not 0. <= jitter < 1.:
+            raise ValueError(f"HMC: `jitter` must be in [0, 1), got {jitter!r}")
         self.trajectory_length = trajectory_length
+        self.jitter = jitter
         self.max_leapfrogs = int(max_leapfrogs)
 
     def transition(self, state, potential, step_size, metric):
@@ -112,6 +120,8 @@ class HMC(HamiltonianSampler):
         else:
             n_leapfrogs = torch.ceil(self.trajectory_length / step_size).long()
             n_leapfrogs = n_leapfrogs.clamp(1, self.max_leapfrogs)
+        if self.jitter:
+            step_size = step_size * (1. + self.jitter * (2. * torch.rand_like(step_size) - 1.))
         return hmc_kernel(state, potential, step_size, metric, n_leapfrogs,
                           self.max_energy_error)
 

@@ -10,13 +10,15 @@ import torch
 __all__ = ["leapfrog"]
 
 
-def leapfrog(potential, metric, position, momentum, grad, step_size):
+def leapfrog(potential, metric, position, momentum, grad, step_size, half_step=None):
     """One leapfrog step of all chains.
 
-    position, momentum, grad: [n_chains, D]; step_size: [n_chains, 1] (signed).
+    position, momentum, grad: [n_chains, D]; step_size: [n_chains, 1] (signed);
+    half_step: step_size / 2, when the caller has it already.
     Returns (position, momentum, log_prob, grad) after the step.
     """
-    half_step = 0.5 * step_size
+    if half_step is None:
+        half_step = 0.5 * step_size
     momentum = torch.addcmul(momentum, half_step, grad)
     position = torch.addcmul(position, step_size, metric.velocity(momentum))
     log_prob, grad = potential(position)

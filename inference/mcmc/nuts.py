@@ -65,7 +65,7 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
 
     start: (position, momentum, grad, velocity) at the end being extended; the
     subtree's end comes back packed the same way, as [n_chains, 4, D].
-    proposal: placeholder (position, log_prob, grad, energy) for chains that take no leaf.
+    proposal: (position, log_prob, grad, log_weight) for chains that take no leaf.
     Chains that are not active (done before, or halted within this subtree)
     keep integrating, since the batch moves anyway, but nothing they compute is
     used: their subtree counts as invalid. Only their statistics are masked,
@@ -74,30 +74,33 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
     position, momentum, grad, velocity = start
     n_chains = position.shape[0]
     step = torch.where(forward, step_size, -step_size)[:, None]
+    half_step = 0.5 * step
     log_weight = torch.full_like(orig_energy, -torch.inf)
     rho = torch.zeros_like(momentum)
     started = active
     diverging = torch.zeros_like(active)
-    n_steps = torch.zeros(n_chains, dtype=torch.long, device=position.device)
-    sum_accept = torch.zeros_like(orig_energy)
+    leaf_weights = orig_energy.new_empty((n_leaves, n_chains))
+    last_leaf = torch.full((n_chains,), n_leaves - 1, device=position.device)
     log_u = torch.rand((n_leaves, n_chains), dtype=orig_energy.dtype,
-                       device=position.device).log_()
+                       device=position.device).log_().unbind(0)
     ckpt_velocity, ckpt_offset = checkpoints
     for leaf in range(n_leaves):
         new_position, new_momentum, new_log_prob, new_grad = leapfrog(
-            potential, metric, position, momentum, grad, step)
+            potential, metric, position, momentum, grad, step, half_step)
         new_velocity = metric.velocity(new_momentum)
-        energy = 0.5 * torch.linalg.vecdot(new_momentum, new_velocity) - new_log_prob
-        leaf_weight = orig_energy - energy
-        diverged = ~(leaf_weight >= -max_energy_error)  # also catches NaN
-        if bool(diverged.any()):
-            leaf_weight = torch.where(diverged, -torch.inf, leaf_weight)
-            diverging = diverging | (active & diverged)
+        # log weight exp(-H) relative to the start: H0 - H = log_prob - K + H0
+        leaf_weight = torch.add(new_log_prob + orig_energy,
+                                torch.linalg.vecdot(new_momentum, new_velocity), alpha=-0.5)
+        finite = leaf_weight >= -max_energy_error  # False for NaN too
+        halt = None
+        if not bool(finite.all()):
+            halt = ~finite
+            diverging = diverging | (active & halt)
+            leaf_weight = torch.where(finite, leaf_weight, -torch.inf)
             new_position, new_momentum, new_grad, new_velocity = _where_all(
-                ~diverged, (new_position, new_momentum, new_grad, new_velocity),
+                finite, (new_position, new_momentum, new_grad, new_velocity),
                 (position, momentum, grad, velocity))
-        n_steps += active
-        sum_accept += torch.where(active, leaf_weight.clamp(max=0.).exp(), 0.)
+        leaf_weights[leaf] = leaf_weight
         # Multinomial sampling within the subtree, one leaf at a time.
         new_log_weight = torch.logaddexp(log_weight, leaf_weight)
         take = log_u[leaf] < leaf_weight - new_log_weight
@@ -105,7 +108,7 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
         proposal = (torch.where(take_column, new_position, proposal[0]),
                     torch.where(take, new_log_prob, proposal[1]),
                     torch.where(take_column, new_grad, proposal[2]),
-                    torch.where(take, energy, proposal[3]))
+                    torch.where(take, leaf_weight, proposal[3]))
         log_weight = new_log_weight
         rho = rho + new_momentum
         if leaf == 0:
@@ -115,14 +118,21 @@ def _build_subtree(potential, metric, start, forward, n_leaves, active, orig_ene
         lo, hi = _checkpoint_slots(leaf)
         if leaf % 2 == 0:
             ckpt_velocity[hi], ckpt_offset[hi] = new_velocity, rho - new_momentum
-            halt = diverged
         else:
-            halt = diverged | _turning(ckpt_velocity[lo:hi + 1], new_velocity,
-                                       rho - ckpt_offset[lo:hi + 1]).any(0)
+            turned = _turning(ckpt_velocity[lo:hi + 1], new_velocity,
+                              rho - ckpt_offset[lo:hi + 1]).any(0)
+            halt = turned if halt is None else halt | turned
         position, momentum, grad, velocity = new_position, new_momentum, new_grad, new_velocity
-        active = active & ~halt
-        if not bool(active.any()):
-            break
+        if halt is not None:
+            last_leaf = torch.where(active & halt, leaf, last_leaf)
+            active = active & ~halt
+            if not bool(active.any()):
+                break
+    # Statistics over the leaves each chain built: 0..last_leaf, if it took part.
+    built = torch.arange(leaf + 1, device=position.device)[:, None] <= last_leaf
+    built = built & started
+    n_steps = built.sum(0)
+    sum_accept = torch.where(built, leaf_weights[:leaf + 1].clamp(max=0.).exp(), 0.).sum(0)
     return _Subtree(torch.stack((position, momentum, grad, velocity), 1), proposal, log_weight,
                     rho, started & ~active, diverging, n_steps, sum_accept, first)
 
@@ -141,7 +151,8 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     orig_energy = 0.5 * torch.linalg.vecdot(momentum, velocity) - state.log_prob
     # The trajectory's ends, each (position, momentum, grad, velocity) packed: [n, 4, D].
     left = right = torch.stack((position, momentum, state.grad, velocity), 1)
-    proposal = (position, state.log_prob, state.grad, orig_energy)
+    # The proposal: (position, log_prob, grad, log weight exp(H0 - H)).
+    proposal = (position, state.log_prob, state.grad, torch.zeros_like(orig_energy))
     log_weight = torch.zeros_like(orig_energy)
     rho = momentum
     done = torch.zeros(n_chains, dtype=torch.bool, device=position.device)
@@ -153,8 +164,7 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
                         for _ in range(2))
     for depth in range(max_tree_depth):
         forward = torch.rand(n_chains, device=position.device) < 0.5
-        forward_end = forward[:, None, None]
-        start = torch.where(forward_end, right, left).unbind(1)
+        start = torch.where(forward[:, None, None], right, left).unbind(1)
         far_velocity = torch.where(forward[:, None], left[:, 3], right[:, 3])  # the fixed end
         sub = _build_subtree(potential, metric, start, forward, 2 ** depth, ~done, orig_energy,
                              step_size, proposal, max_energy_error, checkpoints)
@@ -162,15 +172,23 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
         sum_accept += sub.sum_accept
         diverging = diverging | sub.diverging
         tree_depth = torch.where(done, tree_depth, depth + 1)
-        valid = ~done & ~sub.stopped
+        valid = ~(done | sub.stopped)
         # Biased progressive sampling: prefer the new subtree.
         log_u = torch.rand_like(log_weight).log_()
-        proposal = _where_all(valid & (log_u < sub.log_weight - log_weight), sub.proposal,
-                              proposal)
+        take = valid & (log_u < sub.log_weight - log_weight)
+        take_column = take[:, None]
+        proposal = (torch.where(take_column, sub.proposal[0], proposal[0]),
+                    torch.where(take, sub.proposal[1], proposal[1]),
+                    torch.where(take_column, sub.proposal[2], proposal[2]),
+                    torch.where(take, sub.proposal[3], proposal[3]))
+        # U-turn of the merged tree, and across its two halves (Stan's extra checks):
+        # (whole tree), (old tree + first new leaf), (start point + new subtree).
+        start_momentum, start_velocity = start[1], start[3]
         end_velocity = sub.end[:, 3]
-        turned = (_turning(far_velocity, end_velocity, rho + sub.rho)
-                  | _turning(far_velocity, sub.first[1], rho + sub.first[0])
-                  | _turning(start[3], end_velocity, sub.rho + start[1]))
+        turned = _turning(
+            torch.stack((far_velocity, far_velocity, start_velocity)),
+            torch.stack((end_velocity, sub.first[1], end_velocity)),
+            torch.stack((rho + sub.rho, rho + sub.first[0], sub.rho + start_momentum))).any(0)
         log_weight = torch.where(valid, torch.logaddexp(log_weight, sub.log_weight), log_weight)
         rho = torch.where(valid[:, None], rho + sub.rho, rho)
         right = torch.where((valid & forward)[:, None, None], sub.end, right)
@@ -178,11 +196,11 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
         done = done | sub.stopped | turned
         if bool(done.all()):
             break
-    new_position, new_log_prob, new_grad, energy = proposal
+    new_position, new_log_prob, new_grad, new_weight = proposal
     moved = (new_position != position).any(-1)
     info = TransitionInfo(accept_prob=sum_accept / n_steps.clamp(min=1), is_accepted=moved,
-                          diverging=diverging, energy=energy, orig_energy=orig_energy,
-                          n_steps=n_steps, tree_depth=tree_depth)
+                          diverging=diverging, energy=orig_energy - new_weight,
+                          orig_energy=orig_energy, n_steps=n_steps, tree_depth=tree_depth)
     return HMCState(new_position, new_log_prob, new_grad), info
 
 

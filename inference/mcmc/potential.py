@@ -81,6 +81,8 @@ class Potential:
         self.supports = {name: node_supports.get(name, constraints.real) for name in latent}
         self.dtype = next(iter(latent.values())).dtype
         self.device = next(iter(latent.values())).device
+        self._reshape_chains = self.space.chain_shape != (self.space.n_chains,)
+        self._ones = None
 
     # -- set-up checks -----------------------------------------------------
     @staticmethod
@@ -210,18 +212,20 @@ class Potential:
         return self.space.constrain(x.reshape(self.space.chain_shape + (self.dim,)))
 
     def _evaluate(self, x):
-        x = x.reshape(self.space.chain_shape + (self.dim,))
-        if self.space.has_transforms:
-            values, log_det = self.space.constrain(x, with_log_det=True)
+        space = self.space
+        if self._reshape_chains:
+            x = x.reshape(space.chain_shape + (space.dim,))
+        if space.has_transforms:
+            values, log_det = space.constrain(x, with_log_det=True)
         else:
-            values, log_det = self.space.constrain(x), None
+            values, log_det = space.constrain(x), None
         out = self.log_joint(values)
-        if out.shape != self.space.chain_shape:
+        if out.shape != space.chain_shape:
             raise ValueError(f"log_joint returned shape {tuple(out.shape)}, expected the chain "
-                             f"shape {tuple(self.space.chain_shape)}")
+                             f"shape {tuple(space.chain_shape)}")
         if log_det is not None:
             out = out + log_det
-        return out.reshape(self.n_chains)
+        return out.reshape(self.n_chains) if self._reshape_chains else out
 
     def _evaluate_guarded(self, x):
         """`_evaluate`, but chains with non-finite or out-of-support values get -inf."""
@@ -260,13 +264,14 @@ class Potential:
                 log_prob = self._evaluate(x)
             except ValueError:
                 log_prob = self._evaluate_guarded(x)
-            total = log_prob.sum()
-            if total.requires_grad:
-                grad, = torch.autograd.grad(total, x)
+            if log_prob.requires_grad:
+                if self._ones is None or self._ones.shape != log_prob.shape:
+                    self._ones = torch.ones_like(log_prob)
+                grad, = torch.autograd.grad(log_prob, x, self._ones)
             else:
                 grad = torch.zeros_like(x)
         log_prob = log_prob.detach()
-        if not torch.isfinite(total.detach() + grad.sum()):
+        if not torch.isfinite(log_prob.sum() + grad.sum()):
             bad = ~(torch.isfinite(log_prob) & torch.isfinite(grad).all(-1))
             log_prob = torch.where(bad, torch.full_like(log_prob, -math.inf), log_prob)
             grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)

@@ -132,6 +132,9 @@ class LatentSpace:
             self.slices[k] = slice(offset, offset + size)
             offset += size
         self.dim = offset
+        # Skip slicing / reshaping where a latent is the whole vector / already flat.
+        self._whole = {k: s == slice(0, self.dim) for k, s in self.slices.items()}
+        self._reshape = {k: len(self.unconstrained_shapes[k]) != 1 for k in self.names}
         self.has_transforms = any(t is not None for t in self.transforms.values())
 
     def constrain(self, x, with_log_det=False):
@@ -143,7 +146,9 @@ class LatentSpace:
         values = {}
         log_det = x.new_zeros(lead) if with_log_det else None
         for k in self.names:
-            u = x[..., self.slices[k]].reshape(lead + self.unconstrained_shapes[k])
+            u = x if self._whole[k] else x[..., self.slices[k]]
+            if self._reshape[k]:
+                u = u.reshape(lead + self.unconstrained_shapes[k])
             t = self.transforms[k]
             if t is None:
                 values[k] = u

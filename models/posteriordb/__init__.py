@@ -11,9 +11,10 @@ per model holds the ppl translation of its Stan program.
 """
 from models.posteriordb.conformance import Comparison, compare_to_reference
 from models.posteriordb.loader import (read_data, read_posterior_info, read_reference_draws,
-                                       read_reference_means, read_stan_code)
+                                       read_reference_info, read_reference_means,
+                                       read_stan_code)
 from models.posteriordb.posterior import POSTERIOR_NAMES, Posterior, load
 
 __all__ = ["POSTERIOR_NAMES", "Posterior", "load", "Comparison", "compare_to_reference",
-           "read_data", "read_posterior_info", "read_reference_draws", "read_reference_means",
-           "read_stan_code"]
+           "read_data", "read_posterior_info", "read_reference_draws", "read_reference_info",
+           "read_reference_means", "read_stan_code"]

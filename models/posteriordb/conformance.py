@@ -36,11 +36,18 @@ class Comparison:
 
     def worst(self):
         """`(param[index], statistic, z)` of the largest |z|."""
-        rows = [(f"{name}{list(np.unravel_index(i, np.shape(z))) if np.ndim(z) else ''}", stat,
-                 float(np.ravel(z)[i]))
+        rows = [(_label(name, z, i), stat, float(np.ravel(z)[i]))
                 for stat, table in (("mean", self.z_mean), ("sd", self.z_sd))
                 for name, z in table.items() for i in range(np.size(z))]
         return max(rows, key=lambda row: abs(row[2]))
+
+
+def _label(name, values, flat_index):
+    """`beta[2]`: the scalar at `flat_index` of `values`, 0-based like the samples."""
+    if np.ndim(values) == 0:
+        return name
+    index = np.unravel_index(flat_index, np.shape(values))
+    return f"{name}[{','.join(str(int(i)) for i in index)}]"
 
 
 def compare_to_reference(posterior, samples):

@@ -16,7 +16,7 @@ import numpy as np
 from models.data.paths import dataset_dir
 
 __all__ = ["database_dir", "read_posterior_info", "read_stan_code", "read_data",
-           "read_reference_draws", "read_reference_means"]
+           "read_reference_draws", "read_reference_info", "read_reference_means"]
 
 
 def database_dir(path=None):
@@ -88,6 +88,13 @@ def read_reference_draws(name, path=None):
                                  for chain in chains])
                for column in chains[0]}
     return _group(columns, n_leading=2)
+
+
+def read_reference_info(name, path=None):
+    """How the reference draws were made: Stan's arguments (`inference.method_arguments`,
+    e.g. `control.adapt_delta`) and diagnostics (ESS, R-hat, divergences)."""
+    return _read_json(database_dir(path) / "reference_posteriors" / "draws" / "info"
+                      / f"{name}.info.json")
 
 
 def read_reference_means(name, path=None):

@@ -54,6 +54,15 @@ class Posterior:
         """Reference draws: dict param -> float64 array `(chain, draw) + param shape`."""
         return loader.read_reference_draws(self.name, self.path)
 
+    @property
+    def nuts_settings(self):
+        """`inference.NUTS` keyword arguments matching Stan's control for the reference
+        (`adapt_delta` -> target_acceptance_rate, `max_treedepth` -> max_tree_depth)."""
+        control = loader.read_reference_info(self.name, self.path)["inference"][
+            "method_arguments"].get("control", {})
+        return {"target_acceptance_rate": control.get("adapt_delta", 0.8),
+                "max_tree_depth": control.get("max_treedepth", 10)}
+
     def latent_from_params(self, params):
         """The model's latent values (dict of tensors) from posteriordb parameter values."""
         params = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in params.items()}

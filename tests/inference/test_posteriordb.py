@@ -15,7 +15,7 @@ import torch
 from scipy.linalg import cholesky, solve_triangular
 
 import inference
-from models.posteriordb import POSTERIOR_NAMES, load
+from models.posteriordb import POSTERIOR_NAMES, compare_to_reference, load
 from models.posteriordb.loader import database_dir
 
 try:
@@ -144,3 +144,33 @@ def test_params_round_trip_through_the_model(name):
     for param, values in draws.items():
         np.testing.assert_allclose(back[param].numpy(), values, rtol=1e-9, atol=1e-12,
                                    err_msg=f"{name}: {param}")
+
+
+# -- NUTS against the reference posteriors --------------------------------------
+# The fast posteriors with short runs (all eight, with longer runs, are in
+# benchmarks/posteriordb.py), with Stan's adapt_delta / max_treedepth.
+NUTS_RUNS = ["eight_schools-eight_schools_noncentered", "sblri-blr", "arK-arK",
+             "low_dim_gauss_mix-low_dim_gauss_mix"]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny tensors, many calls (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", NUTS_RUNS)
+def test_nuts_matches_the_reference_posterior(name, one_thread):
+    posterior = load(name)
+    result = inference.mcmc.run(inference.NUTS(**posterior.nuts_settings), posterior.model,
+                                posterior.observed, n_chains=4, n_warmup=300, n_samples=300,
+                                progress=False, seed=0)
+    assert int(result.num_divergences.sum()) == 0
+    comparison = compare_to_reference(posterior, result.samples)
+    # enough effective draws for the MCSEs the z-scores divide by to be reliable
+    assert comparison.min_ess_bulk > 100, comparison.ess_bulk
+    assert comparison.max_abs_z_mean < 5, comparison.worst()
+    assert comparison.max_abs_z_sd < 5, comparison.worst()

@@ -9,8 +9,7 @@ import inference
 import ppl
 from inference.mcmc import LatentSpace, Potential, transform_to
 from inference.mcmc.transforms import LowerCholeskyTransform
-
-torch.set_default_dtype(torch.float32)
+from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _free(y, support):

@@ -1,0 +1,354 @@
+"""NUTS on Bayesian logistic regression: effective samples per second, ours vs NumPyro and Pyro.
+
+    python -m benchmarks.hmc_blr                 # full run (long: Pyro alone takes minutes)
+    python -m benchmarks.hmc_blr --quick         # small version (also when CI=true)
+    python -m benchmarks.hmc_blr --parts main    # only the 16-chain comparison
+
+Model: scikit-learn's breast cancer data (569 x 30, standardized, plus a bias
+column), beta ~ N(0, 1) [31], y ~ Bernoulli(logits = X beta), float32. Every
+sampler runs NUTS (max tree depth 10, target acceptance 0.8, diagonal mass
+matrix, Stan's windowed warm-up) with 500 warm-up and 500 kept iterations per
+chain. The score is the minimum bulk ESS over the 31 coefficients divided by
+the wall time of everything after the imports: building the model, JIT
+compilation (NumPyro, Pyro's `jit_compile`), warm-up and sampling.
+
+Cases (each in a fresh process, one intra-op thread for torch and XLA alike):
+
+- main: 16 chains; ours (`inference.mcmc.run` with `inference.NUTS`, chains
+  batched in lock-step), NumPyro (`chain_method="vectorized"`), Pyro (its MCMC
+  with NUTS; chains run one after another in one process, since multiprocess
+  chains need as many free cores as chains; `--pyro-chains` of them).
+- chains: ours and NumPyro with 1, 4, 64 and 256 chains.
+- hmc: HMC with a fixed trajectory length (`--trajectory-length`, step size
+  and diagonal mass adapted), ours and NumPyro, 16 chains.
+- long: ours, 16 chains, 10,000 NUTS iterations through ZhuSuan's
+  step-at-a-time `NUTS.sample` (adapting for the first 500): seconds per
+  iteration and resident memory (RSS) per block of 500 iterations, which
+  should stay flat.
+
+Ratios: ours' ESS/s over the baseline's in the same run (above 1: ours is
+better). CPU seconds are reported beside wall seconds, since the machine may be
+shared: ESS per CPU second is the steadier comparison there.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+NAME = "hmc_blr"
+RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
+N_WARMUP = N_SAMPLES = 500
+
+
+def breast_cancer():
+    """(X [569, 31] float32 with a bias column, y [569] float32), standardized features."""
+    from sklearn.datasets import load_breast_cancer
+    data = load_breast_cancer()
+    x = (data.data - data.data.mean(0)) / data.data.std(0)
+    x = np.hstack([x, np.ones((len(x), 1))]).astype(np.float32)
+    return x, data.target.astype(np.float32)
+
+
+def _limit_threads():
+    """One intra-op thread everywhere (set before torch / jax are imported)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                               "intra_op_parallelism_threads=1")
+
+
+def _score(draws, wall, cpu, n_steps, divergences):
+    """Row fields from draws (chain, draw, 31) and the timings."""
+    from inference import diagnostics
+    ess = diagnostics.ess_bulk(draws)
+    return {"wall_s": wall, "cpu_s": cpu, "min_ess_bulk": float(ess.min()),
+            "ess_per_s": float(ess.min() / wall), "ess_per_cpu_s": float(ess.min() / cpu),
+            "max_r_hat": float(diagnostics.split_rhat(draws).max()),
+            "mean_leapfrogs": float(np.mean(n_steps)), "divergences": int(divergences)}
+
+
+# -- the three implementations ---------------------------------------------------------
+def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):
+    import torch
+
+    import inference
+    import ppl
+    x, y = (torch.from_numpy(a) for a in breast_cancer())
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    @ppl.meta_bayesian_net(scope="logistic_regression")
+    def logistic_regression(x):
+        bn = ppl.BayesianNet()
+        beta = bn.normal("beta", torch.zeros(x.shape[1]), std=1., group_ndims=1)
+        bn.bernoulli("y", beta @ x.T, group_ndims=1)
+        return bn
+
+    kernel = (inference.NUTS() if sampler == "nuts" else
+              inference.HMC(trajectory_length=trajectory_length, adapt_step_size=True,
+                            adapt_mass="diag"))
+    result = inference.mcmc.run(kernel, logistic_regression(x), {"y": y}, n_chains=n_chains,
+                                n_warmup=n_warmup, n_samples=n_samples, progress=False,
+                                seed=seed)
+    draws = result.samples["beta"].numpy()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return _score(draws, wall, cpu, result.stats["n_steps"], result.num_divergences.sum())
+
+
+def run_numpyro(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import HMC, MCMC, NUTS
+    x, y = breast_cancer()
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    def logistic_regression(x, y):
+        beta = numpyro.sample("beta", dist.Normal(jnp.zeros(x.shape[1]), 1.).to_event(1))
+        numpyro.sample("y", dist.Bernoulli(logits=x @ beta), obs=y)
+
+    kernel = (NUTS(logistic_regression) if sampler == "nuts" else
+              HMC(logistic_regression, trajectory_length=trajectory_length))
+    mcmc = MCMC(kernel, num_warmup=n_warmup, num_samples=n_samples, num_chains=n_chains,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), x, y, extra_fields=("diverging", "num_steps"))
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["beta"])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    extra = mcmc.get_extra_fields()
+    return _score(draws, wall, cpu, np.asarray(extra["num_steps"]),
+                  np.asarray(extra["diverging"]).sum())
+
+
+def run_pyro(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    from pyro.infer import MCMC, NUTS
+    x, y = (torch.from_numpy(a) for a in breast_cancer())
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    def logistic_regression(x, y):
+        beta = pyro.sample("beta", dist.Normal(torch.zeros(x.shape[1]), 1.).to_event(1))
+        pyro.sample("y", dist.Bernoulli(logits=x @ beta).to_event(1), obs=y)
+
+    draws, n_steps, divergences = [], [], 0
+    for chain in range(n_chains):  # one after another: see the module docstring
+        pyro.set_rng_seed(seed + chain)
+        mcmc = MCMC(NUTS(logistic_regression, jit_compile=True, ignore_jit_warnings=True),
+                    num_samples=n_samples, warmup_steps=n_warmup, num_chains=1,
+                    disable_progbar=True)
+        mcmc.run(x, y)
+        draws.append(mcmc.get_samples()["beta"].numpy())
+        divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return _score(np.stack(draws), wall, cpu, [np.nan], divergences)
+
+
+RUNNERS = {"ours": run_ours, "numpyro": run_numpyro, "pyro": run_pyro}
+
+
+def _worker(library, *args):
+    _limit_threads()
+    import torch
+    torch.set_num_threads(1)
+    return RUNNERS[library](*args)
+
+
+def measure(library, n_chains, sampler="nuts", n_warmup=N_WARMUP, n_samples=N_SAMPLES,
+            trajectory_length=3.0):
+    """Run one case in a fresh process; returns its row."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        row = pool.apply(_worker, (library, n_chains, sampler, n_warmup, n_samples,
+                                   trajectory_length))
+    row = {"library": library, "sampler": sampler, "n_chains": n_chains,
+           "n_warmup": n_warmup, "n_samples": n_samples,
+           **({"trajectory_length": trajectory_length} if sampler == "hmc" else {}), **row}
+    print(f"  {library:8s} {sampler:4s} {n_chains:4d} chains: {row['wall_s']:8.1f} s wall "
+          f"{row['cpu_s']:8.1f} s cpu, min ESS {row['min_ess_bulk']:7.0f}, "
+          f"{row['ess_per_s']:8.2f} ESS/s, R-hat {row['max_r_hat']:.3f}, "
+          f"{row['divergences']} divergent", flush=True)
+    return row
+
+
+# -- long run: time and memory per block ------------------------------------------------
+def rss_kb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _long_worker(n_chains, n_iterations, block, n_adapt):
+    _limit_threads()
+    import torch
+    torch.set_num_threads(1)
+    import inference
+    import ppl
+    torch.manual_seed(0)
+    x, y = (torch.from_numpy(a) for a in breast_cancer())
+
+    @ppl.meta_bayesian_net(scope="logistic_regression")
+    def logistic_regression(x):
+        bn = ppl.BayesianNet()
+        beta = bn.normal("beta", torch.zeros(x.shape[1]), std=1., group_ndims=1)
+        bn.bernoulli("y", beta @ x.T, group_ndims=1)
+        return bn
+
+    model = logistic_regression(x)
+    nuts = inference.NUTS(adapt_step_size=True, adapt_mass="diag")
+    latent = {"beta": torch.zeros(n_chains, x.shape[1])}
+    blocks, started, steps = [], time.perf_counter(), 0
+    for it in range(1, n_iterations + 1):
+        nuts.adapt_step_size = it <= n_adapt
+        nuts.adapt_mass = "diag" if it <= n_adapt else None
+        latent, info = nuts.sample(model, {"y": y}, latent)
+        steps += int(info.n_steps.max())
+        if it % block == 0:
+            seconds = time.perf_counter() - started
+            blocks.append({"iterations": it, "s_per_iteration": seconds / block,
+                           "ms_per_leapfrog": 1000 * seconds / steps, "rss_kb": rss_kb()})
+            started, steps = time.perf_counter(), 0
+    return blocks
+
+
+def long_run(n_chains, n_iterations, block=500, n_adapt=500):
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        blocks = pool.apply(_long_worker, (n_chains, n_iterations, block, n_adapt))
+    after = [b for b in blocks if b["iterations"] > n_adapt]
+    rss = np.array([b["rss_kb"] for b in after], dtype=float)
+    its = np.array([b["iterations"] for b in after], dtype=float)
+    slope = float(np.polyfit(its, rss, 1)[0] * 1000) if len(after) > 1 else float("nan")
+    return {"n_chains": n_chains, "n_iterations": n_iterations, "blocks": blocks,
+            "rss_growth_kb": float(rss[-1] - rss[0]) if len(rss) else float("nan"),
+            "rss_slope_kb_per_1000_iterations": slope,
+            "ms_per_leapfrog_first_last": [after[0]["ms_per_leapfrog"],
+                                           after[-1]["ms_per_leapfrog"]] if after else []}
+
+
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _ratio_rows(runs):
+    """ours / baseline ESS per second, for every case both measured."""
+    rows = []
+    for base in runs:
+        if base["library"] == "ours":
+            continue
+        for ours in runs:
+            if (ours["library"] == "ours" and ours["sampler"] == base["sampler"]
+                    and ours["n_chains"] == base["n_chains"]):
+                rows.append({"case": f"{base['sampler']}, {base['n_chains']} chains",
+                             "baseline": base["library"],
+                             "baseline_ess_per_s": base["ess_per_s"],
+                             "ours_ess_per_s": ours["ess_per_s"],
+                             "ratio": ours["ess_per_s"] / base["ess_per_s"],
+                             "ratio_per_cpu_s": ours["ess_per_cpu_s"] / base["ess_per_cpu_s"]})
+    pyro = [r for r in runs if r["library"] == "pyro"]
+    ours16 = [r for r in runs if r["library"] == "ours" and r["sampler"] == "nuts"
+              and r["n_chains"] == 16]
+    if pyro and ours16 and pyro[0]["n_chains"] != 16:
+        rows.append({"case": f"nuts, ours 16 chains vs Pyro {pyro[0]['n_chains']} sequential",
+                     "baseline": "pyro", "baseline_ess_per_s": pyro[0]["ess_per_s"],
+                     "ours_ess_per_s": ours16[0]["ess_per_s"],
+                     "ratio": ours16[0]["ess_per_s"] / pyro[0]["ess_per_s"],
+                     "ratio_per_cpu_s": ours16[0]["ess_per_cpu_s"] / pyro[0]["ess_per_cpu_s"]})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="+", default=["main", "chains", "hmc", "long"],
+                        choices=["main", "chains", "hmc", "long"])
+    parser.add_argument("--pyro-chains", type=int, default=1)
+    parser.add_argument("--trajectory-length", type=float, default=3.0)
+    parser.add_argument("--long-iterations", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="tiny runs (also when CI=true)")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    quick = args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    n_warmup, n_samples = (150, 100) if quick else (N_WARMUP, N_SAMPLES)
+    runs, long = [], None
+    load_before = os.getloadavg()
+    if "main" in args.parts:
+        print("16 chains, NUTS:")
+        runs.append(measure("ours", 16, n_warmup=n_warmup, n_samples=n_samples))
+        runs.append(measure("numpyro", 16, n_warmup=n_warmup, n_samples=n_samples))
+        runs.append(measure("pyro", args.pyro_chains, n_warmup=n_warmup, n_samples=n_samples))
+    if "chains" in args.parts:
+        print("chain counts, NUTS:")
+        for n_chains in ([1, 4] if quick else [1, 4, 64, 256]):
+            for library in ("ours", "numpyro"):
+                runs.append(measure(library, n_chains, n_warmup=n_warmup, n_samples=n_samples))
+    if "hmc" in args.parts:
+        print(f"HMC, trajectory length {args.trajectory_length}, 16 chains:")
+        for library in ("ours", "numpyro"):
+            runs.append(measure(library, 16, "hmc", n_warmup, n_samples,
+                                args.trajectory_length))
+    if "long" in args.parts:
+        n_iterations = 1000 if quick else args.long_iterations
+        print(f"long run: ours, NUTS, 16 chains, {n_iterations} iterations")
+        long = long_run(16, n_iterations, block=100 if quick else 500,
+                        n_adapt=100 if quick else 500)
+    rows = _ratio_rows(runs)
+    _print_tables(runs, rows, long)
+    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
+              "command": "python -m benchmarks.hmc_blr " + " ".join(argv or []),
+              "environment": _environment(quick, load_before),
+              "rows": rows, "runs": runs, "long_run": long}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    print(f"\nwrote {args.out}")
+    return report
+
+
+def _environment(quick, load_before):
+    import torch
+    versions = {"torch": torch.__version__}
+    for module in ("numpyro", "jax", "pyro"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    return {**versions, "device": "cpu", "threads": 1, "cpu_count": os.cpu_count(),
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
+            "commit": _commit(), "quick": quick}
+
+
+def _print_tables(runs, rows, long):
+    print(f"\n{'library':9s} {'sampler':7s} {'chains':>6s} {'wall s':>8s} {'cpu s':>8s} "
+          f"{'min ESS':>8s} {'ESS/s':>8s} {'ESS/cpu s':>9s} {'R-hat':>6s} {'leapfrogs':>9s} "
+          f"{'div':>4s}")
+    for r in runs:
+        print(f"{r['library']:9s} {r['sampler']:7s} {r['n_chains']:6d} {r['wall_s']:8.1f} "
+              f"{r['cpu_s']:8.1f} {r['min_ess_bulk']:8.0f} {r['ess_per_s']:8.2f} "
+              f"{r['ess_per_cpu_s']:9.2f} {r['max_r_hat']:6.3f} {r['mean_leapfrogs']:9.1f} "
+              f"{r['divergences']:4d}")
+    if rows:
+        print(f"\n{'case':45s} {'baseline':9s} {'base ESS/s':>10s} {'ours ESS/s':>10s} "
+              f"{'ratio':>7s} {'per cpu s':>9s}")
+        for r in rows:
+            print(f"{r['case']:45s} {r['baseline']:9s} {r['baseline_ess_per_s']:10.2f} "
+                  f"{r['ours_ess_per_s']:10.2f} {r['ratio']:7.2f} {r['ratio_per_cpu_s']:9.2f}")
+    if long:
+        print(f"\nlong run ({long['n_iterations']} iterations, {long['n_chains']} chains):")
+        print(f"{'iterations':>10s} {'s/iteration':>12s} {'ms/leapfrog':>12s} {'RSS MB':>8s}")
+        for b in long["blocks"]:
+            print(f"{b['iterations']:10d} {b['s_per_iteration']:12.4f} "
+                  f"{b['ms_per_leapfrog']:12.3f} {b['rss_kb'] / 1024:8.1f}")
+        print(f"RSS growth after warm-up: {long['rss_growth_kb']:.0f} KB "
+              f"({long['rss_slope_kb_per_1000_iterations']:.1f} KB per 1000 iterations)")
+
+
+if __name__ == "__main__":
+    main()

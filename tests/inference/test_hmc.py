@@ -1,0 +1,114 @@
+"""HMC recovers known posteriors, rejects divergent moves, and has ZhuSuan's interface."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+from inference.mcmc import HMCState, Potential, hmc_kernel, identity_metric
+from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
+from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
+
+CONJUGATE = conjugate_cases()
+
+
+@pytest.mark.parametrize("case", CONJUGATE, ids=[c[0] for c in CONJUGATE])
+def test_conjugate_posteriors(case):
+    name, model, observed, latent, mean, second = case
+    hmc = inference.HMC(step_size=0.1, trajectory_length=1.5, jitter=0.2, adapt_step_size=True,
+                        adapt_mass=True)
+    result = inference.mcmc.run(hmc, model, observed, n_chains=8, n_warmup=200, n_samples=300,
+                                progress=False, seed=1)
+    assert_moments(result.samples[latent], mean, second, name=name)
+
+
+def test_correlated_gaussian_50d_dense_mass():
+    log_joint, mean, second = correlated_gaussian(50)
+    hmc = inference.HMC(step_size=0.1, trajectory_length=1.5, jitter=0.2, adapt_step_size=True,
+                        adapt_mass="dense")
+    result = inference.mcmc.run(hmc, log_joint, init={"z": torch.zeros(16, 50)}, n_warmup=400,
+                                n_samples=400, progress=False, seed=2)
+    assert_moments(result.samples["z"], mean, second, name="gaussian-50d")
+
+
+def test_fixed_number_of_leapfrogs_and_per_chain_trajectory_length():
+    def log_joint(v):
+        return -0.5 * (v["z"] ** 2).sum(-1)
+
+    potential = Potential(log_joint, None, {"z": torch.zeros(3, 2)})
+    x = torch.ones(3, 2)
+    state = HMCState(x, *potential(x))
+    step = torch.tensor([0.1, 0.2, 0.5])
+    _, info = hmc_kernel(state, potential, step, identity_metric(3, 2), 7)
+    assert (info.n_steps == 7).all()
+    hmc = inference.HMC(trajectory_length=1.)
+    _, info = hmc.transition(state, potential, step, identity_metric(3, 2))
+    assert info.n_steps.tolist() == [10, 5, 2]
+    # energy is conserved to O(step^2): tiny steps accept almost surely
+    _, info = hmc_kernel(state, potential, torch.full((3,), 1e-3), identity_metric(3, 2), 20)
+    assert (info.accept_prob > 0.999).all()
+
+
+@pytest.mark.parametrize("bad", [-math.inf, math.nan])
+def test_divergent_moves_are_rejected_and_counted(bad):
+    def log_joint(v):
+        z = v["z"][:, 0]
+        return torch.where(z > 1., torch.full_like(z, bad), -0.5 * z ** 2)
+
+    potential = Potential(log_joint, None, {"z": torch.zeros(200, 1)})
+    x = torch.full((200, 1), 0.9)
+    state = HMCState(x, *potential(x))
+    torch.manual_seed(0)
+    new, info = hmc_kernel(state, potential, torch.full((200,), 0.5), identity_metric(200, 1), 5)
+    assert info.diverging.any() and not info.is_accepted[info.diverging].any()
+    assert (info.accept_prob[info.diverging] == 0).all()
+    assert torch.equal(new.position[info.diverging], x[info.diverging])
+    assert torch.isfinite(new.position).all() and (new.position <= 1.).all()
+
+
+def test_energy_error_above_the_limit_is_a_divergence():
+    def log_joint(v):
+        return -0.5 * 1e4 * (v["z"] ** 2).sum(-1)
+
+    potential = Potential(log_joint, None, {"z": torch.zeros(4, 3)})
+    x = torch.ones(4, 3)
+    state = HMCState(x, *potential(x))
+    _, info = hmc_kernel(state, potential, torch.full((4,), 0.1), identity_metric(4, 3), 10,
+                         max_energy_error=1000.)
+    assert info.diverging.all() and not info.is_accepted.any()
+
+
+def test_zhusuan_sample_interface():
+    _, model, observed, latent, mean, second = CONJUGATE[2]
+    hmc = inference.HMC(step_size=0.1, n_leapfrogs=3, adapt_step_size=True, adapt_mass=True,
+                        mass_collect_iters=20)
+    values = {latent: torch.zeros(10, 3)}
+    draws, steps = [], []
+    for it in range(600):
+        hmc.adapt_step_size = it < 200
+        hmc.adapt_mass = it < 200
+        values, info = hmc.sample(model, observed, values)
+        steps.append(info.updated_step_size)
+        if it >= 200:
+            draws.append(values[latent])
+    assert values[latent].shape == (10, 3)
+    assert info.acceptance_rate.shape == (10,) and info.hamiltonian.shape == (10,)
+    # after burn-in the step size is frozen (the dual averaging average)
+    assert torch.equal(steps[300], steps[-1]) and not torch.equal(steps[50], steps[150])
+    assert_moments(torch.stack(draws, 1), mean, second, name="online HMC")
+
+
+def test_zhusuan_interface_validates_arguments():
+    with pytest.raises(ValueError, match="n_leapfrogs"):
+        inference.HMC(n_leapfrogs=0)
+    with pytest.raises(ValueError, match="adapt_step_size"):
+        inference.HMC(adapt_mass=True)
+    with pytest.raises(ValueError, match="adapt_mass"):
+        inference.HMC(adapt_step_size=True, adapt_mass="full")
+    with pytest.raises(ValueError, match="target_acceptance_rate"):
+        inference.NUTS(target_acceptance_rate=1.5)
+    hmc = inference.HMC()
+    with pytest.raises(ValueError, match="latent 'q' is not a node"):
+        hmc.sample(CONJUGATE[0][1], CONJUGATE[0][2], {"q": torch.ones(2)})
+    assert np.isfinite(1.)

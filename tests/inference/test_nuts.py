@@ -1,0 +1,149 @@
+"""NUTS recovers known posteriors; the tree, divergences and bad regions behave."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import inference
+import ppl
+from inference.mcmc import HMCState, identity_metric, nuts_kernel, Potential
+from inference.mcmc.nuts import _checkpoint_slots
+from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
+from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
+
+CONJUGATE = conjugate_cases()
+
+
+@pytest.mark.parametrize("case", CONJUGATE, ids=[c[0] for c in CONJUGATE])
+def test_conjugate_posteriors(case):
+    name, model, observed, latent, mean, second = case
+    result = inference.mcmc.run(inference.NUTS(), model, observed, n_chains=8, n_warmup=200,
+                                n_samples=250, progress=False, seed=1)
+    draws = result.samples[latent]
+    assert draws.shape[:2] == (8, 250)
+    assert_moments(draws, mean, second, name=name)
+    assert result.num_divergences.sum() == 0
+
+
+def test_correlated_gaussian_50d_dense_mass():
+    log_joint, mean, second = correlated_gaussian(50)
+    result = inference.mcmc.run(inference.NUTS(adapt_mass="dense"), log_joint,
+                                init={"z": torch.zeros(16, 50)}, n_warmup=300, n_samples=200,
+                                progress=False, seed=2)
+    assert_moments(result.samples["z"], mean, second, name="gaussian-50d")
+    # the adapted metric makes the target nearly isotropic: short trees
+    assert result.stats["tree_depth"].mean() < 5
+
+
+def test_stationary_start_stays_stationary_without_adaptation():
+    """Exact draws in, a fixed small step: the kernel must keep N(0, diag(1, 100, 0.01))."""
+    scales = torch.tensor([1., 10., 0.1])
+
+    def log_joint(v):
+        return -0.5 * ((v["z"] / scales) ** 2).sum(-1)
+
+    torch.manual_seed(0)
+    init = {"z": torch.randn(400, 3) * scales}
+    kernel = inference.NUTS(step_size=0.05, adapt_step_size=False, adapt_mass=None,
+                            max_tree_depth=12)
+    result = inference.mcmc.run(kernel, log_joint, init=init, n_warmup=0, n_samples=40,
+                                progress=False, seed=3)
+    assert_moments(result.samples["z"], np.zeros(3), scales.numpy() ** 2, name="stationary")
+    # trajectories must be long enough to cross the wide direction: depth > 6 on average
+    assert result.stats["tree_depth"].mean() > 6
+
+
+def test_checkpoint_slots_cover_every_aligned_block():
+    """At each odd leaf, the slots lo..hi hold exactly the starts of the blocks ending there."""
+    for n_leaves in [2, 8, 64]:
+        stored = {}
+        for leaf in range(n_leaves):
+            lo, hi = _checkpoint_slots(leaf)
+            if leaf % 2 == 0:
+                stored[hi] = leaf
+                continue
+            starts = [leaf + 1 - 2 ** k for k in range(1, n_leaves.bit_length())
+                      if (leaf + 1) % 2 ** k == 0]
+            assert sorted(stored[s] for s in range(lo, hi + 1)) == sorted(starts)
+
+
+def test_max_tree_depth_caps_the_trajectory():
+    def log_joint(v):
+        return -0.5 * (v["z"] ** 2).sum(-1)
+
+    kernel = inference.NUTS(step_size=1e-3, adapt_step_size=False, adapt_mass=None,
+                            max_tree_depth=4)
+    result = inference.mcmc.run(kernel, log_joint, init={"z": torch.ones(3, 2)}, n_warmup=0,
+                                n_samples=5, progress=False, seed=0)
+    assert (result.stats["tree_depth"] == 4).all() and (result.stats["n_steps"] == 15).all()
+
+
+def test_funnel_divergences_are_counted_and_never_propagated():
+    @ppl.meta_bayesian_net()
+    def funnel():
+        bn = ppl.BayesianNet()
+        v = bn.normal("v", torch.tensor(0.), std=3.)
+        bn.normal("x", torch.zeros(9), std=torch.exp(v / 2.)[..., None], group_ndims=1)
+        return bn
+
+    # start in the neck, where the scale of x (exp(-2.5)) is far below the step size
+    init = {"v": torch.full((4,), -5.), "x": 0.05 * torch.randn(4, 9)}
+    kernel = inference.NUTS(step_size=0.5, adapt_step_size=False, adapt_mass=None)
+    result = inference.mcmc.run(kernel, funnel(), init=init, n_warmup=0, n_samples=50,
+                                progress=False, seed=0)
+    assert result.num_divergences.sum() > 0
+    assert torch.isfinite(result.samples["v"]).all() and torch.isfinite(result.samples["x"]).all()
+    assert np.isfinite(result.stats["energy"]).all()
+
+
+@pytest.mark.parametrize("bad", [-math.inf, math.nan])
+def test_region_with_non_finite_log_joint_is_never_entered(bad):
+    def log_joint(v):
+        z = v["z"]
+        inside = -0.5 * (z ** 2).sum(-1)
+        return torch.where(z[:, 0] > 0.5, torch.full_like(inside, bad), inside)
+
+    result = inference.mcmc.run(inference.NUTS(), log_joint, init={"z": torch.zeros(4, 2)},
+                                n_warmup=100, n_samples=100, progress=False, seed=0)
+    z = result.samples["z"]
+    assert torch.isfinite(z).all() and (z[..., 0] <= 0.5).all()
+    assert result.warmup_stats["diverging"].sum() + result.stats["diverging"].sum() > 0
+
+
+def test_chains_with_different_tree_depths_are_masked():
+    """Short trees stop counting while long ones go on; every chain ends at a valid point."""
+    def log_joint(v):
+        return -0.5 * (v["z"] ** 2 * torch.tensor([1., 25.])).sum(-1)
+
+    potential = Potential(log_joint, None, {"z": torch.zeros(5, 2)})
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    state = HMCState(x, *potential(x))
+    step = torch.tensor([0.01, 0.05, 0.1, 0.3, 0.39])
+    torch.manual_seed(7)
+    new, info = nuts_kernel(state, potential, step, identity_metric(5, 2))
+    assert len(set(info.tree_depth.tolist())) > 1
+    # a tree of depth d did d - 1 full doublings and part of the last one
+    assert (info.n_steps <= 2 ** info.tree_depth - 1).all()
+    assert (info.n_steps >= 2 ** (info.tree_depth - 1)).all()
+    assert info.tree_depth[0] > info.tree_depth[-1]
+    log_prob, _ = potential(new.position)
+    assert torch.allclose(log_prob, new.log_prob)
+    assert torch.isfinite(new.position).all()
+
+
+def test_zhusuan_sample_interface_adapts_then_samples():
+    case = CONJUGATE[1]
+    _, model, observed, latent, mean, second = case
+    nuts = inference.NUTS()
+    values = {latent: torch.ones(8)}
+    draws = []
+    for it in range(500):
+        nuts.adapt_step_size = it < 200
+        nuts.adapt_mass = "diag" if it < 200 else None
+        values, info = nuts.sample(model, observed, values)
+        if it >= 200:
+            draws.append(values[latent])
+    assert info.acceptance_rate.shape == (8,) and info.log_prob.shape == (8,)
+    assert (info.updated_step_size > 0).all()
+    assert_moments(torch.stack(draws, 1), mean, second, name="online NUTS")
