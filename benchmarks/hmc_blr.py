@@ -136,7 +136,7 @@ def run_pyro(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):
         beta = pyro.sample("beta", dist.Normal(torch.zeros(x.shape[1]), 1.).to_event(1))
         pyro.sample("y", dist.Bernoulli(logits=x @ beta).to_event(1), obs=y)
 
-    draws, n_steps, divergences = [], [], 0
+    draws, divergences = [], 0
     for chain in range(n_chains):  # one after another: see the module docstring
         pyro.set_rng_seed(seed + chain)
         mcmc = MCMC(NUTS(logistic_regression, jit_compile=True, ignore_jit_warnings=True),

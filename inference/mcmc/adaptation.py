@@ -92,6 +92,14 @@ class DualAveraging:
     def final_step_size(self):
         return self.log_step_avg.exp() if self.count else self.step_size
 
+    def state_dict(self):
+        return {"mu": self.mu, "count": self.count, "error_avg": self.error_avg,
+                "log_step_avg": self.log_step_avg, "step_size": self.step_size}
+
+    def load_state_dict(self, state):
+        self.mu, self.count, self.error_avg = state["mu"], state["count"], state["error_avg"]
+        self.log_step_avg, self.step_size = state["log_step_avg"], state["step_size"]
+
 
 class WelfordCovariance:
     """Streaming per-chain variance [n, D] (or covariance [n, D, D] if `dense`)."""
@@ -104,6 +112,12 @@ class WelfordCovariance:
         self.count = 0
         self.mean = None
         self.m2 = None
+
+    def state_dict(self):
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state):
+        self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
 
     def update(self, x):
         """Add one draw per chain, x: [n, D]."""
@@ -227,6 +241,21 @@ class WindowedAdaptation:
         self.step_size = step_size
         if self.adapt_step_size:
             self.dual_averaging = DualAveraging(step_size, **self.dual_averaging_args)
+        return self.step_size, self.metric
+
+    def state_dict(self):
+        """Everything needed to resume the warm-up (tensors and numbers)."""
+        return {"step_size": self.step_size, "inverse_mass": self.metric.inverse_mass,
+                "estimator": self.estimator.state_dict(),
+                "dual_averaging": (self.dual_averaging.state_dict() if self.adapt_step_size
+                                   else None)}
+
+    def load_state_dict(self, state):
+        self.step_size = state["step_size"]
+        self.metric = make_metric(state["inverse_mass"])
+        self.estimator.load_state_dict(state["estimator"])
+        if self.adapt_step_size:
+            self.dual_averaging.load_state_dict(state["dual_averaging"])
         return self.step_size, self.metric
 
     def _window_at(self, iteration):

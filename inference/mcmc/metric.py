@@ -36,10 +36,6 @@ class DiagonalMetric:
             velocity = self.velocity(momentum)
         return 0.5 * torch.linalg.vecdot(momentum, velocity)
 
-    def select(self, mask, other):
-        """Chains in `mask` [n_chains] take this metric, the others keep `other`'s."""
-        return DiagonalMetric(torch.where(mask[:, None], self.inverse_mass, other.inverse_mass))
-
 
 class DenseMetric:
     """Dense mass matrix per chain; `inverse_mass` [n_chains, D, D] (covariances)."""
@@ -65,10 +61,6 @@ class DenseMetric:
         if velocity is None:
             velocity = self.velocity(momentum)
         return 0.5 * torch.linalg.vecdot(momentum, velocity)
-
-    def select(self, mask, other):
-        return DenseMetric(torch.where(mask[:, None, None], self.inverse_mass,
-                                       other.inverse_mass))
 
 
 def identity_metric(n_chains, dim, dense=False, dtype=None, device=None):

@@ -3,9 +3,11 @@
 All chains build their trajectories in lock-step. The tree is doubled `depth =
 0, 1, 2, ...` times, each doubling adding a subtree of 2^depth leapfrog steps
 at one end (per-chain random direction). The step-index pattern is the same
-for every chain, so one leapfrog call advances them all; a chain whose tree
-has terminated (U-turn, divergence) is masked: it stops changing, and the batch
-goes on until every chain is done or `max_tree_depth` is reached.
+for every chain, so one leapfrog call (one gradient of the summed log
+densities) advances them all; a chain whose tree has terminated (U-turn,
+divergence) is masked: its proposal, weights and statistics stop changing,
+and the batch goes on until every chain is done or `max_tree_depth` is
+reached.
 
 Within a subtree the leaves are sampled multinomially (each with weight
 exp(-H)); a new subtree replaces the current proposal with probability

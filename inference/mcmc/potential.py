@@ -8,8 +8,9 @@ Building a `Potential` runs the model once to find each latent's node, its
 support (hence its bijection, see `transforms`) and the chain axes: the model
 is run with the latents observed, and `log_joint()` must have exactly the
 chain shape (a plain callable must return it too). Chains whose log density
-or gradient is not finite get `log_prob = -inf` and a zero gradient, so they
-never poison the other chains; the kernels reject such moves.
+or gradient is not finite, or whose values make the model raise, get
+`log_prob = -inf` and a zero gradient, so they never poison the other chains;
+the kernels reject such moves.
 """
 import math
 
@@ -83,6 +84,7 @@ class Potential:
         self.device = next(iter(latent.values())).device
         self._reshape_chains = self.space.chain_shape != (self.space.n_chains,)
         self._ones = None
+        self._last_good = None  # the last x where every chain evaluated finitely
 
     # -- set-up checks -----------------------------------------------------
     @staticmethod
@@ -227,43 +229,59 @@ class Potential:
             out = out + log_det
         return out.reshape(self.n_chains) if self._reshape_chains else out
 
-    def _evaluate_guarded(self, x):
-        """`_evaluate`, but chains with non-finite or out-of-support values get -inf."""
-        bad = ~torch.isfinite(x).all(-1)
-        x = torch.where(bad[:, None], torch.zeros_like(x), x)
-        try:
-            return self._masked(x, bad)
-        except ValueError as err:
-            if "support" not in str(err):
-                raise
-        with torch.no_grad():  # find the chains whose constrained values leave the support
-            values = self.constrain(x)
-            for name, value in values.items():
-                ok = self.supports[name].check(value).reshape(self.n_chains, -1).all(-1)
-                bad = bad | ~ok
-        x = torch.where(bad[:, None], torch.zeros_like(x), x)
-        return self._masked(x, bad)
+    def _evaluate_or_mask(self, x):
+        """`_evaluate`, but chains whose values make the model raise get -inf.
 
-    def _masked(self, x, bad):
-        out = self._evaluate(x)
+        A model can raise at some points (a value outside a support after
+        overflow, a failed Cholesky factorization). The failing chains are
+        found by bisection, re-evaluating with the others put back at the last
+        position where every chain evaluated (zeros before there is one); they
+        get -inf, which the kernels reject like any divergence. If even that
+        position fails, the model's own error is raised.
+        """
+        try:
+            return self._evaluate(x)
+        except (ValueError, RuntimeError) as error:
+            original = error
+        bad = ~torch.isfinite(x).all(-1)
+        safe = torch.zeros_like(x) if self._last_good is None else self._last_good
+
+        def fails(chains):
+            """Whether the model raises with only `chains` at their real values."""
+            keep_safe = torch.ones_like(bad)
+            keep_safe[chains] = False
+            with torch.no_grad():
+                try:
+                    self._evaluate(torch.where((keep_safe | bad)[:, None], safe, x))
+                except (ValueError, RuntimeError):
+                    return True
+            return False
+
+        def search(chains):
+            if len(chains) == 1:
+                return chains if fails(chains) else []
+            half = len(chains) // 2
+            return [c for part in (chains[:half], chains[half:]) if fails(part)
+                    for c in search(part)]
+
+        if fails([]):
+            raise original
+        failing = search(torch.nonzero(~bad).flatten().tolist())
+        bad[failing] = True
+        out = self._evaluate(torch.where(bad[:, None], safe, x))
         return torch.where(bad, torch.full_like(out, -math.inf), out)
 
     def log_prob(self, x):
         """Log density at `x` [n_chains, D] without gradient: [n_chains]."""
         with torch.no_grad():
-            try:
-                return self._clean(self._evaluate(x))
-            except ValueError:
-                return self._clean(self._evaluate_guarded(x))
+            log_prob = self._evaluate_or_mask(x)
+        return torch.where(torch.isnan(log_prob), torch.full_like(log_prob, -math.inf), log_prob)
 
     def __call__(self, x):
         """(log_prob [n_chains], grad [n_chains, D]) at flat unconstrained `x` [n_chains, D]."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            try:
-                log_prob = self._evaluate(x)
-            except ValueError:
-                log_prob = self._evaluate_guarded(x)
+            log_prob = self._evaluate_or_mask(x)
             if log_prob.requires_grad:
                 if self._ones is None or self._ones.shape != log_prob.shape:
                     self._ones = torch.ones_like(log_prob)
@@ -271,15 +289,13 @@ class Potential:
             else:
                 grad = torch.zeros_like(x)
         log_prob = log_prob.detach()
-        if not torch.isfinite(log_prob.sum() + grad.sum()):
+        if torch.isfinite(log_prob.sum() + grad.sum()):
+            self._last_good = x.detach()
+        else:
             bad = ~(torch.isfinite(log_prob) & torch.isfinite(grad).all(-1))
             log_prob = torch.where(bad, torch.full_like(log_prob, -math.inf), log_prob)
             grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)
         return log_prob, grad
-
-    @staticmethod
-    def _clean(log_prob):
-        return torch.where(torch.isnan(log_prob), torch.full_like(log_prob, -math.inf), log_prob)
 
     def rebind(self, meta_bn, observed):
         """Evaluate another model object / other observed values with the same latent layout."""

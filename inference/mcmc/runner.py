@@ -10,6 +10,7 @@ adaptation (`WindowedAdaptation`, Stan's schedule) tunes step sizes and mass
 matrices during warm-up, and draws are kept every `thin` iterations in the
 unconstrained space, mapped to the constrained space once at the end.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import diagnostics
-from inference.mcmc.adaptation import WindowedAdaptation
+from inference.mcmc.adaptation import WindowedAdaptation, make_metric
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential, latent_nodes
 from inference.mcmc.state import HMCState, init_state
@@ -44,8 +45,9 @@ def _prior_init(meta_bn, observed, n_chains, supports, max_tries=100):
         todo = ~torch.isfinite(potential.log_prob(x))
         if not bool(todo.any()):
             return potential, x
-    raise ValueError(f"could not find a start with a finite log joint in {max_tries} uniform(-2, 2) "
-                     f"draws for chains {torch.nonzero(todo).flatten().tolist()}; give `init`")
+    raise ValueError(f"could not find a start with a finite log joint in {max_tries} "
+                     f"uniform(-2, 2) draws for chains {torch.nonzero(todo).flatten().tolist()}; "
+                     f"give `init`")
 
 
 def _check_run_args(n_warmup, n_samples, thin, n_chains, init):
@@ -62,7 +64,7 @@ def _check_run_args(n_warmup, n_samples, thin, n_chains, init):
 
 
 def run(kernel, meta_bn, observed=None, init=None, n_chains=None, n_warmup=500, n_samples=500,
-        thin=1, progress=True, seed=None, supports=None):
+        thin=1, progress=True, seed=None, supports=None, checkpoint=None, checkpoint_every=100):
     """Run `kernel` (an `inference.HMC` / `inference.NUTS`) on a model; returns an `MCMCResult`.
 
     meta_bn, observed: the model, in any form `inference.model.LogJoint` accepts.
@@ -75,8 +77,14 @@ def run(kernel, meta_bn, observed=None, init=None, n_chains=None, n_warmup=500, 
     seed: seeds torch's generator for this run (the global state is restored after).
     supports: dict name -> torch constraint, for constrained latents of a plain
         log_joint callable (which has no nodes to read them from).
+    checkpoint: a file path. Every `checkpoint_every` iterations (and at the end)
+        the whole run (chains, adaptation, draws so far, random state) is saved
+        there; if the file exists, the run resumes from it (same model and
+        arguments required) and gives the same draws as an uninterrupted run.
     """
     _check_run_args(n_warmup, n_samples, thin, n_chains, init)
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"`checkpoint_every` must be a positive int, got {checkpoint_every!r}")
     devices = []
     if init is not None:
         devices = [v.device for v in init.values() if isinstance(v, torch.Tensor)
@@ -86,11 +94,11 @@ def run(kernel, meta_bn, observed=None, init=None, n_chains=None, n_warmup=500, 
             torch.manual_seed(seed)
         with torch.no_grad():
             return _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin,
-                        progress, supports)
+                        progress, supports, checkpoint, checkpoint_every)
 
 
 def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, progress,
-         supports):
+         supports, checkpoint, checkpoint_every):
     if init is None:
         potential, x = _prior_init(meta_bn, observed, n_chains, supports)
     else:
@@ -113,57 +121,100 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
         t0=kernel.t0, kappa=kernel.kappa)
     step_size, metric = adaptation.start(state, potential, metric, step_size)
 
-    n_kept = n_samples // thin
-    draws = torch.empty((n_kept, n, dim), dtype=potential.dtype,
-                         device=potential.device)
-    stats = {k: [] for k in _STATS}
-    warmup_stats = {k: [] for k in _STATS}
-    bar = tqdm(total=n_warmup + n_samples, disable=not progress, desc="warmup",
-               dynamic_ncols=True)
-    kept = 0
-    for it in range(n_warmup + n_samples):
+    n_total = n_warmup + n_samples
+    draws = torch.empty((n_samples // thin, n, dim), dtype=potential.dtype,
+                        device=potential.device)
+    record = _Record()
+    start = 0
+    config = {"kernel": repr(kernel), "n_chains": n, "dim": dim, "n_warmup": n_warmup,
+              "n_samples": n_samples, "thin": thin}
+    if checkpoint is not None and os.path.exists(checkpoint):
+        start, state, step_size, metric = _resume(checkpoint, config, adaptation, draws, record)
+    bar = tqdm(total=n_total, initial=start, disable=not progress,
+               desc="warmup" if start < n_warmup else "sample", dynamic_ncols=True)
+    for it in range(start, n_total):
         warming = it < n_warmup
         state, info = kernel.transition(state, potential, step_size, metric)
-        record = warmup_stats if warming else stats
-        if warming or (it - n_warmup + 1) % thin == 0:
-            _record(record, info, step_size)
         if warming:
+            record.add(True, info, step_size)
             step_size, metric = adaptation.update(it, state, info)
-        elif (it - n_warmup + 1) % thin == 0 and kept < n_kept:
-            draws[kept] = state.position
-            kept += 1
-        if it == n_warmup:
+        elif (it - n_warmup + 1) % thin == 0:
+            record.add(False, info, step_size)
+            draws[(it - n_warmup + 1) // thin - 1] = state.position
+        if it + 1 == n_warmup:
             bar.set_description("sample")
-        if progress and (it % 50 == 49 or it == n_warmup + n_samples - 1):
+        if progress and (it % 50 == 49 or it + 1 == n_total):
             bar.set_postfix(step_size=f"{float(step_size.mean()):.3g}",
                             accept=f"{float(info.accept_prob.mean()):.2f}",
-                            divergences=int(sum(int(d.sum()) for d in record["diverging"])),
-                            refresh=False)
+                            divergences=int(record.divergences), refresh=False)
         bar.update(1)
+        if checkpoint is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == n_total):
+            _save(checkpoint, config, it + 1, state, step_size, metric, adaptation, draws,
+                  record, n_warmup, thin)
     bar.close()
     samples = potential.space.constrain(draws)  # each (draw, chain, ...)
     samples = {k: v.movedim(0, 1).contiguous() for k, v in samples.items()}
-    return MCMCResult(samples=samples, stats=_stack(stats), warmup_stats=_stack(warmup_stats),
-                      step_size=step_size, inverse_mass_matrix=metric.inverse_mass,
-                      last_state=state, potential=potential, kernel=kernel, thin=thin)
+    return MCMCResult(samples=samples, stats=record.stacked(False),
+                      warmup_stats=record.stacked(True), step_size=step_size,
+                      inverse_mass_matrix=metric.inverse_mass, last_state=state,
+                      potential=potential, kernel=kernel, thin=thin)
 
 
-def _record(store, info, step_size):
-    store["accept_prob"].append(info.accept_prob)
-    store["step_size"].append(step_size)
-    store["diverging"].append(info.diverging)
-    store["tree_depth"].append(info.tree_depth)
-    store["n_steps"].append(info.n_steps)
-    store["energy"].append(info.energy)
+class _Record:
+    """Per-iteration statistics of warm-up and sampling, as lists of [n_chains] tensors."""
+
+    def __init__(self):
+        self.lists = {True: {k: [] for k in _STATS}, False: {k: [] for k in _STATS}}
+        self.divergences = 0
+
+    def add(self, warming, info, step_size):
+        store = self.lists[warming]
+        for name, value in [("accept_prob", info.accept_prob), ("step_size", step_size),
+                            ("diverging", info.diverging), ("tree_depth", info.tree_depth),
+                            ("n_steps", info.n_steps), ("energy", info.energy)]:
+            store[name].append(value)
+        if not warming:
+            self.divergences = self.divergences + info.diverging.sum()
+
+    def tensors(self, warming):
+        """name -> (n_chains, n_iterations) tensor (absent when there is none)."""
+        return {k: torch.stack(v, 1) for k, v in self.lists[warming].items() if v}
+
+    def stacked(self, warming):
+        return {k: v.cpu().numpy() for k, v in self.tensors(warming).items()}
+
+    def load(self, warming, tensors):
+        for k, v in tensors.items():
+            self.lists[warming][k] = list(v.unbind(1))
+        if not warming and "diverging" in tensors:
+            self.divergences = tensors["diverging"].sum()
 
 
-def _stack(store):
-    """dict of lists of [n_chains] tensors -> dict of (chain, draw) numpy arrays."""
-    out = {}
-    for k, values in store.items():
-        if values:
-            out[k] = torch.stack(values, 1).cpu().numpy()
-    return out
+def _save(path, config, iteration, state, step_size, metric, adaptation, draws, record,
+          n_warmup, thin):
+    kept = max(0, (iteration - n_warmup) // thin)
+    payload = {"config": config, "iteration": iteration, "position": state.position,
+               "log_prob": state.log_prob, "grad": state.grad, "step_size": step_size,
+               "inverse_mass": metric.inverse_mass, "adaptation": adaptation.state_dict(),
+               "draws": draws[:kept].clone(), "warmup_stats": record.tensors(True),
+               "stats": record.tensors(False), "rng": torch.get_rng_state()}
+    partial = f"{path}.partial"
+    torch.save(payload, partial)
+    os.replace(partial, path)  # never leave a half-written checkpoint
+
+
+def _resume(path, config, adaptation, draws, record):
+    saved = torch.load(path, weights_only=True)
+    if saved["config"] != config:
+        raise ValueError(f"checkpoint {path} is from a different run: it has {saved['config']}, "
+                         f"this run is {config}; remove it or change `checkpoint`")
+    adaptation.load_state_dict(saved["adaptation"])
+    draws[:len(saved["draws"])] = saved["draws"]
+    record.load(True, saved["warmup_stats"])
+    record.load(False, saved["stats"])
+    torch.set_rng_state(saved["rng"])
+    state = HMCState(saved["position"], saved["log_prob"], saved["grad"])
+    return saved["iteration"], state, saved["step_size"], make_metric(saved["inverse_mass"])
 
 
 class Summary(dict):

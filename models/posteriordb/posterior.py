@@ -68,14 +68,20 @@ class Posterior:
         params = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in params.items()}
         return self.module.latent_from_params(params, self.data)
 
-    def params_from_latent(self, latent):
+    def params_from_latent(self, latent, chunk_size=256):
         """posteriordb's parameters (dict of tensors) from the model's latent values.
 
-        Runs the model with `latent` observed and reads the nodes named like
-        the parameters; leading axes of `latent` are kept.
+        `latent`: dict name -> tensor with one leading (draw) axis. Runs the
+        model with the latents observed, `chunk_size` draws at a time (the
+        likelihood is computed too), and reads the nodes named like the parameters.
         """
-        bn = self.model.observe(**self.observed, **latent)
-        return {name: bn.outputs(name).detach() for name in self.param_names}
+        n_draws = len(next(iter(latent.values())))
+        chunks = []
+        for start in range(0, n_draws, chunk_size):
+            bn = self.model.observe(**self.observed, **{
+                name: value[start:start + chunk_size] for name, value in latent.items()})
+            chunks.append({name: bn.outputs(name).detach() for name in self.param_names})
+        return {name: torch.cat([chunk[name] for chunk in chunks]) for name in self.param_names}
 
     def __repr__(self):
         return f"Posterior({self.name!r})"

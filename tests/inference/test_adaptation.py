@@ -108,8 +108,8 @@ def _diagonal_gaussian(v):
 
 @pytest.mark.parametrize("kernel", [
     inference.NUTS(target_acceptance_rate=0.65),
-    inference.HMC(step_size=0.1, trajectory_length=2., jitter=0.2, adapt_step_size=True, adapt_mass=True,
-                  target_acceptance_rate=0.65, t0=10),
+    inference.HMC(step_size=0.1, trajectory_length=2., jitter=0.2, adapt_step_size=True,
+                  adapt_mass=True, target_acceptance_rate=0.65, t0=10),
 ], ids=["nuts", "hmc"])
 def test_warmup_reaches_target_acceptance_and_posterior_scales(kernel):
     result = inference.mcmc.run(kernel, _diagonal_gaussian, init={"z": torch.zeros(8, 6)},

@@ -176,3 +176,35 @@ def test_lkj_cholesky_factor_through_corr_cholesky_support():
     assert torch.allclose(corr.diagonal(dim1=-2, dim2=-1), torch.ones(()), atol=1e-5)
     off = torch.stack([corr[..., 1, 0], corr[..., 2, 0], corr[..., 2, 1]], -1)
     assert_moments(off, np.zeros(3), np.full(3, 0.25), name="lkj")
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
+    path = tmp_path / "run.pt"
+    args = dict(init={"z": torch.zeros(3, 2)}, n_warmup=30, n_samples=20, thin=2,
+                progress=False, seed=4)
+    full = inference.mcmc.run(inference.NUTS(), _std_normal, **args)
+    # An interrupted run: the kernel fails after 35 transitions (in the sampling phase).
+    kernel = inference.NUTS()
+    calls = []
+    original = kernel.transition
+
+    def failing(*a):
+        calls.append(1)
+        if len(calls) > 35:
+            raise KeyboardInterrupt
+        return original(*a)
+
+    kernel.transition = failing
+    with pytest.raises(KeyboardInterrupt):
+        inference.mcmc.run(kernel, _std_normal, checkpoint=path, checkpoint_every=10, **args)
+    saved = torch.load(path, weights_only=True)
+    assert saved["iteration"] == 30 and len(saved["draws"]) == 0
+    resumed = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=path, **args)
+    assert torch.equal(resumed.samples["z"], full.samples["z"])
+    for name in full.stats:
+        assert np.array_equal(resumed.stats[name], full.stats[name]), name
+        assert np.array_equal(resumed.warmup_stats[name], full.warmup_stats[name]), name
+    assert torch.equal(resumed.step_size, full.step_size)
+    with pytest.raises(ValueError, match="from a different run"):
+        inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=path,
+                           **{**args, "n_samples": 40})

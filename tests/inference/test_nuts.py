@@ -45,13 +45,13 @@ def test_stationary_start_stays_stationary_without_adaptation():
 
     torch.manual_seed(0)
     init = {"z": torch.randn(400, 3) * scales}
-    kernel = inference.NUTS(step_size=0.05, adapt_step_size=False, adapt_mass=None,
+    kernel = inference.NUTS(step_size=0.1, adapt_step_size=False, adapt_mass=None,
                             max_tree_depth=12)
-    result = inference.mcmc.run(kernel, log_joint, init=init, n_warmup=0, n_samples=40,
+    result = inference.mcmc.run(kernel, log_joint, init=init, n_warmup=0, n_samples=30,
                                 progress=False, seed=3)
     assert_moments(result.samples["z"], np.zeros(3), scales.numpy() ** 2, name="stationary")
-    # trajectories must be long enough to cross the wide direction: depth > 6 on average
-    assert result.stats["tree_depth"].mean() > 6
+    # trajectories must be long enough to cross the wide direction: depth > 5 on average
+    assert result.stats["tree_depth"].mean() > 5
 
 
 def test_checkpoint_slots_cover_every_aligned_block():

@@ -1,5 +1,7 @@
 """posteriordb conformance: the ppl models against Stan's programs and reference posteriors.
 
+0. Files: the reference draws are grouped per parameter with posteriordb's
+   dimensions, and reproduce its published means.
 1. Log density: each model's `log_joint` at 200 reference draws equals an
    independent numpy/scipy transcription of the Stan program's `model` block up
    to a constant (the differences across draws agree to 1e-8).
@@ -12,10 +14,11 @@ import numpy as np
 import pytest
 import scipy.stats as ss
 import torch
-from scipy.linalg import cholesky, solve_triangular
+from scipy.linalg import cholesky
 
 import inference
-from models.posteriordb import POSTERIOR_NAMES, compare_to_reference, load
+from models.posteriordb import (POSTERIOR_NAMES, compare_to_reference, load,
+                               read_reference_means)
 from models.posteriordb.loader import database_dir
 
 try:
@@ -118,6 +121,18 @@ def flat_draws(reference, n):
     total = len(next(iter(flat.values())))
     index = np.linspace(0, total - 1, n).astype(int)
     return {k: v[index] for k, v in flat.items()}
+
+
+@pytest.mark.parametrize("name", POSTERIOR_NAMES)
+def test_reference_draws_are_read_with_posteriordb_shapes_and_means(name):
+    """Draws grouped per parameter (chain, draw, *dimension) agree with posteriordb's means."""
+    posterior = load(name)
+    means = read_reference_means(name)
+    assert sorted(posterior.reference) == sorted(posterior.param_names) == sorted(means)
+    for param, size in posterior.info["dimensions"].items():
+        draws = posterior.reference[param]
+        assert draws.shape == ((10, 1000) if size == 1 else (10, 1000, size)), param
+        np.testing.assert_allclose(draws.mean((0, 1)), means[param][0], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", POSTERIOR_NAMES)

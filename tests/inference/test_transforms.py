@@ -233,3 +233,38 @@ def test_plain_callable_supports_argument():
     log_prob, _ = potential(x)
     assert torch.allclose(log_prob, torch.distributions.Gamma(2., 1.).log_prob(torch.ones(3)))
     assert inference.mcmc.Potential is Potential
+
+
+def test_chains_where_the_model_raises_are_found_and_masked():
+    """A Cholesky that fails for some chains: those get -inf, the others are untouched."""
+    def log_joint(v):
+        r = v["r"][:, 0]
+        cov = torch.stack([torch.stack([torch.ones_like(r), r], -1),
+                           torch.stack([r, torch.ones_like(r)], -1)], -2)
+        chol = torch.linalg.cholesky(cov)  # raises for |r| >= 1
+        return -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1) - r ** 2
+
+    potential = Potential(log_joint, None, {"r": torch.zeros(6, 1)})
+    potential(torch.zeros(6, 1))
+    x = torch.tensor([[0.5], [1.5], [-0.2], [3.], [0.], [-2.]])
+    log_prob, grad = potential(x)
+    good = torch.tensor([True, False, True, False, True, False])
+    assert torch.isneginf(log_prob[~good]).all() and (grad[~good] == 0).all()
+    expected, _ = Potential(log_joint, None, {"r": torch.zeros(3, 1)})(x[good])
+    assert torch.allclose(log_prob[good], expected)
+
+
+def test_model_errors_everywhere_are_raised_not_masked():
+    """If the model also fails at the last good position, its error comes through."""
+    calls = []
+
+    def breaks_later(v):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("model broke")
+        return -0.5 * (v["z"] ** 2).sum(-1)
+
+    potential = Potential(breaks_later, None, {"z": torch.zeros(3, 2)})  # call 1
+    potential(torch.zeros(3, 2))  # call 2
+    with pytest.raises(RuntimeError, match="model broke"):
+        potential(torch.ones(3, 2))
