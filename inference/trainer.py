@@ -20,6 +20,7 @@ would have done, provided `batches` yields the same batches for the same
 epoch and RNG state (a callable `epoch -> iterable` is called anew each
 epoch) and all state lives in `modules`.
 """
+import collections
 import math
 import os
 import random
@@ -78,11 +79,11 @@ class Trainer:
     checkpoints (one is also written after every epoch when
     `checkpoint_path` is set). `resume`: continue from `checkpoint_path` when
     it exists. `log` holds one dict (epoch, step, cost, bound) per step taken
-    by this trainer.
+    by this trainer, the latest `log_size` of them (memory stays flat on long runs).
     """
 
     def __init__(self, modules, optimizer, checkpoint_path=None, checkpoint_every=None,
-                 progress=True, resume=True):
+                 progress=True, resume=True, log_size=10_000):
         if not isinstance(modules, dict) or not modules or \
                 not all(isinstance(m, nn.Module) for m in modules.values()):
             raise TypeError("`modules` must be a non-empty dict name -> nn.Module "
@@ -105,7 +106,7 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.progress = progress
         self.resume = resume
-        self.log = []
+        self.log = collections.deque(maxlen=log_size)
         self._n_params = None
         self._resume_iterator = None
         self._started = False

@@ -6,6 +6,11 @@ import torch
 matplotlib.use("Agg")  # tests draw graphs and plots without a display
 
 
+# One intra-op thread: the suite's tensors are small, and on a busy 2-core machine two
+# threads made small ops up to 100x slower (thread hand-off dominates the math).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same random state, so failures reproduce."""

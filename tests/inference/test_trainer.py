@@ -94,7 +94,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
     history = resumed.fit(_step_fn(gen, q_net), _batches(data), EPOCHS)
 
     assert [entry["step"] for entry in resumed.log] == list(range(6, 13))
-    assert resumed.log == reference.log[5:]
+    assert list(resumed.log) == list(reference.log)[5:]
     assert history == reference_history
     state = _state(gen, q_net)
     assert state.keys() == reference_state.keys()
@@ -109,7 +109,7 @@ def test_a_finished_checkpoint_returns_its_history_and_more_epochs_continue(tmp_
                                                            _batches(data), 1)
     gen, q_net = _templates()
     again = _trainer(gen, q_net, checkpoint_path=path)
-    assert again.fit(_step_fn(gen, q_net), _batches(data), 1) == first and again.log == []
+    assert again.fit(_step_fn(gen, q_net), _batches(data), 1) == first and list(again.log) == []
     assert len(again.fit(_step_fn(gen, q_net), _batches(data), 2)) == 2
     assert len(again.log) == N_DATA // BATCH
 
@@ -121,7 +121,7 @@ def test_history_is_the_mean_bound_per_epoch():
     history = trainer.fit(_step_fn(gen, q_net), _batches(data), 2)
     steps = N_DATA // BATCH
     for epoch, bound in enumerate(history):
-        entries = trainer.log[epoch * steps:(epoch + 1) * steps]
+        entries = list(trainer.log)[epoch * steps:(epoch + 1) * steps]
         assert bound == pytest.approx(sum(e["bound"] for e in entries) / steps)
 
 
