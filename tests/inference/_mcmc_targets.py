@@ -1,34 +1,9 @@
 """Targets with known posteriors for the HMC / NUTS tests, and the MCSE-based check."""
-import contextlib
-
 import numpy as np
-import pytest
 import torch
 
 import ppl
 from inference import diagnostics
-
-
-@contextlib.contextmanager
-def single_thread():
-    """One intra-op thread inside the block (restored after).
-
-    The tensors here are tiny: extra threads only add synchronization, and on a
-    busy machine they make the samplers several times slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """`single_thread` around each test; import it into a test module to apply it there."""
-    with single_thread():
-        yield
 
 
 def assert_moments(draws, mean, second_moment, n_mcse=5., name="draws"):

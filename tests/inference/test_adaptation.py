@@ -10,7 +10,6 @@ from inference.mcmc import (DualAveraging, ExponentialMovingVariance, HMCState, 
                             WelfordCovariance, find_initial_step_size, identity_metric,
                             window_schedule)
 from inference.mcmc.integrators import leapfrog
-from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
 
 
 def test_window_schedule_matches_stan():

@@ -7,7 +7,6 @@ import torch
 import inference
 from inference.mcmc import HMCState, Potential, hmc_kernel, identity_metric
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
-from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
 
 CONJUGATE = conjugate_cases()
 

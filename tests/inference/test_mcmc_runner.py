@@ -9,8 +9,7 @@ from torch.distributions import constraints
 import inference
 import ppl
 from inference import diagnostics
-from tests.inference._mcmc_targets import assert_moments, single_thread
-from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
+from tests.inference._mcmc_targets import assert_moments
 
 
 @ppl.meta_bayesian_net()
@@ -28,9 +27,8 @@ COUNTS = torch.tensor([3., 10., 4., 0.])
 def result():
     """NUTS on a Dirichlet-multinomial: a simplex latent, sampled unconstrained."""
     model = dirichlet_multinomial(int(COUNTS.sum()))
-    with single_thread():
-        return inference.mcmc.run(inference.NUTS(), model, {"counts": COUNTS}, n_chains=6,
-                                  n_warmup=150, n_samples=300, thin=2, progress=False, seed=0)
+    return inference.mcmc.run(inference.NUTS(), model, {"counts": COUNTS}, n_chains=6,
+                              n_warmup=150, n_samples=300, thin=2, progress=False, seed=0)
 
 
 def test_storage_layout_and_stats(result):

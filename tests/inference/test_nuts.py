@@ -10,7 +10,6 @@ import ppl
 from inference.mcmc import HMCState, identity_metric, nuts_kernel, Potential
 from inference.mcmc.nuts import _checkpoint_slots
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
-from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
 
 CONJUGATE = conjugate_cases()
 

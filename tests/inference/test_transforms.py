@@ -9,7 +9,6 @@ import inference
 import ppl
 from inference.mcmc import LatentSpace, Potential, transform_to
 from inference.mcmc.transforms import LowerCholeskyTransform
-from tests.inference._mcmc_targets import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _free(y, support):
