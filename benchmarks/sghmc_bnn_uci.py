@@ -18,17 +18,15 @@ Two kinds of rows, each against a baseline measured in the same run:
   so the ratio is the cost of the modeling language and the sampler object.
 """
 import argparse
-import json
 import math
-import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 import inference
+from benchmarks._report import is_quick, write_report
 from models.bnn_uci import bnn, run_split, summarize
 from models.data.uci import load_uci, uci_n_splits
 
@@ -137,14 +135,6 @@ def speed_row(n_steps, repeats, batch_size=32, n_chains=4, lr=1e-4, friction=0.1
             "baseline_range_s": base_range, "ours_range_s": ours_range}
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["bostonHousing"])
@@ -156,7 +146,8 @@ def main(argv=None):
                         help="2 splits, 20 epochs, short timing (also when CI=true)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    if args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    quick = is_quick(args.quick)
+    if quick:
         args.splits, args.epochs, args.burn_in = 2, 20, 10
         timing = (50, 3)
     else:
@@ -194,19 +185,8 @@ def main(argv=None):
             print(f"{row['case']:58s} {'%.2f ms' % (1e3 * row['baseline_s']):>22s} "
                   f"{'%.2f ms' % (1e3 * row['ours_s']):>22s} {row['ratio']:6.2f}")
 
-    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
-              "command": "python -m benchmarks.sghmc_bnn_uci " + " ".join(argv or []),
-              "environment": {"torch": torch.__version__, "device": "cpu",
-                              "threads": torch.get_num_threads(), "commit": _commit(),
-                              "quick": args.splits == 2 and args.epochs == 20},
-              "settings": {"splits": args.splits, "epochs": args.epochs,
-                           "burn_in": args.burn_in},
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    print(f"\nwrote {args.out}")
-    return report
+    settings = {"splits": args.splits, "epochs": args.epochs, "burn_in": args.burn_in}
+    return write_report(NAME, __doc__, argv, rows, args.out, quick, settings=settings)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ waiting for Python's cyclic collector shows in the first, not the second.
 import argparse
 import ctypes
 import gc
-import json
 import multiprocessing
 import os
 import time
@@ -34,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.vae_step import PlainVAE, _commit
+from benchmarks._report import is_quick, write_report
+from benchmarks.vae_step import PlainVAE
 
 NAME = "vae_memory"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
@@ -125,7 +125,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="300 steps (also when CI=true)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    quick = args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    quick = is_quick(args.quick)
     n_steps = 300 if quick else args.steps
     context = multiprocessing.get_context("spawn")
     rows = []
@@ -148,16 +148,7 @@ def main(argv=None):
             r = results[kind]
             print(f"{kind:44s} {r['first_kb']:12.0f} {r['last_kb']:12.0f} {r['growth_kb']:12.0f} "
                   f"{r['slope_kb_per_1000_steps']:22.1f}")
-    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
-              "command": "python -m benchmarks.vae_memory " + " ".join(argv or []),
-              "environment": {"torch": torch.__version__, "device": "cpu",
-                              "threads": args.threads, "commit": _commit(), "quick": quick},
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    print(f"\nwrote {args.out}")
-    return report
+    return write_report(NAME, __doc__, argv, rows, args.out, quick, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,7 @@ thousands of epochs: VAE about -86.8 nats, IWAE (k=50) about -84.8
 (Burda et al. 2016, table 1, one stochastic layer: -86.76 / -84.78).
 """
 import argparse
-import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -40,7 +38,8 @@ from pathlib import Path
 import torch
 
 import inference
-from benchmarks.vae_step import PlainVAE, _commit
+from benchmarks._report import is_quick, write_report
+from benchmarks.vae_step import PlainVAE
 from models import experiment, iwae, vae
 from models.data import BinarizedBatches, iterate_batches, load_binary_images
 
@@ -165,7 +164,7 @@ def main(argv=None):
                              "(also when CI=true)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    quick = args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    quick = is_quick(args.quick)
     torch.set_num_threads(args.threads)
     try:
         data = load_binary_images(args.data, seed=SEED)
@@ -197,19 +196,9 @@ def main(argv=None):
                   f"{fmt(row['other_seed_difference']):>16s}")
         print(f"{'  training seconds':42s} {row['baseline_s']:16.1f} {row['ours_s']:16.1f} "
               f"{'ratio %.2f' % row['ratio']:>16s}")
-    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
-              "command": "python -m benchmarks.vae_mnist " + " ".join(argv or []),
-              "environment": {"torch": torch.__version__, "device": "cpu",
-                              "threads": torch.get_num_threads(), "commit": _commit(),
-                              "quick": quick},
-              "settings": {"hidden": HIDDEN, "z_dim": Z_DIM, "batch_size": BATCH, "seed": SEED,
-                           "test_images": len(test), "iw_samples": iw_samples},
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    print(f"\nwrote {args.out}")
-    return report
+    settings = {"hidden": HIDDEN, "z_dim": Z_DIM, "batch_size": BATCH, "seed": SEED,
+                "test_images": len(test), "iw_samples": iw_samples}
+    return write_report(NAME, __doc__, argv, rows, args.out, quick, settings=settings)
 
 
 if __name__ == "__main__":

@@ -28,21 +28,18 @@ machine shared with other jobs the ratio of the fastest repeats
 import argparse
 import cProfile
 import io
-import json
 import math
-import os
 import pstats
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import inference
+from benchmarks._report import is_quick, write_report
 from models import vae
 from models.data import load_binary_images
 
@@ -227,14 +224,6 @@ def profile(net, n_steps):
     print(out.getvalue())
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
@@ -249,7 +238,7 @@ def main(argv=None):
     if args.profile:
         profile("64-64 z=8 batch 64", 300)
         return None
-    quick = args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    quick = is_quick(args.quick)
     repeats = 3 if quick else args.repeats
     rows = []
     for net, n_steps in zip(NETS, (2, 10) if quick else (10, 50)):
@@ -263,17 +252,7 @@ def main(argv=None):
             continue
         print(f"{row['case']:48s} {row['baseline']:>12s} {1e3 * row['baseline_s']:9.2f} "
               f"{1e3 * row['ours_s']:9.2f} {row['ratio']:6.2f} {row['ratio_of_minima']:16.2f}")
-    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
-              "command": "python -m benchmarks.vae_step " + " ".join(argv or []),
-              "environment": {"torch": torch.__version__, "device": "cpu",
-                              "threads": torch.get_num_threads(), "commit": _commit(),
-                              "quick": quick, "numpy": np.__version__},
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    print(f"\nwrote {args.out}")
-    return report
+    return write_report(NAME, __doc__, argv, rows, args.out, quick)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""What every benchmark script shares: quick mode, the environment, the JSON report.
+
+Each script prints its own table; this module writes the same record for all
+of them to `benchmarks/results/<name>.json` (see benchmarks/README.md).
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def is_quick(flag=False):
+    """Quick mode: asked for with --quick, and always under CI=true."""
+    return bool(flag) or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def commit():
+    """The short hash of the checked-out commit, or None outside git."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_report(name, doc, argv, rows, out, quick, threads=None, **sections):
+    """Write {benchmark, description, command, environment, rows, **sections} as JSON."""
+    report = {"benchmark": name, "description": doc.split("\n")[0],
+              "command": f"python -m benchmarks.{name} " + " ".join(argv or []),
+              "environment": {"torch": torch.__version__, "device": "cpu",
+                              "threads": threads or torch.get_num_threads(),
+                              "commit": commit(), "quick": quick},
+              **sections, "rows": rows}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    print(f"\nwrote {out}")
+    return report
