@@ -18,19 +18,16 @@ these). ESS/s is the minimum bulk ESS over the parameters per second of wall
 time (model setup, warm-up and sampling).
 """
 import argparse
-import json
 import os
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 
 import inference
+from benchmarks._report import RESULTS, is_quick, write_report
 from models.posteriordb import POSTERIOR_NAMES, compare_to_reference, load
 
 NAME = "posteriordb"
-RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 
 # NUTS follows Stan's control for the reference (adapt_delta, max_treedepth:
 # `Posterior.nuts_settings`) except where Stan needed very long trajectories
@@ -71,14 +68,6 @@ def run_posterior(name, n_chains=4, n_warmup=1000, n_samples=1000, seed=0, progr
     return row, result
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--posteriors", nargs="+", default=list(POSTERIOR_NAMES),
@@ -91,9 +80,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="the fast posteriors, 300 + 300 iterations (also when CI=true)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
-    quick = args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    quick = is_quick(args.quick)
     names = [n for n in args.posteriors if n in FAST] if quick else args.posteriors
     n_warmup, n_samples = (300, 300) if quick else (args.warmup, args.samples)
     torch.set_num_threads(args.threads)
@@ -111,16 +100,8 @@ def main(argv=None):
         print(f"{r['posterior']:42s} {r['max_abs_z_mean']:11.2f} {r['max_abs_z_sd']:9.2f} "
               f"{r['divergences']:4d} {r['min_ess_bulk']:8.0f} {r['ess_per_s']:8.1f} "
               f"{r['wall_s']:8.1f} {r['mean_leapfrogs']:9.1f}")
-    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
-              "command": "python -m benchmarks.posteriordb " + " ".join(argv or []),
-              "environment": {"torch": torch.__version__, "device": "cpu",
-                              "threads": args.threads, "commit": _commit(), "quick": quick,
-                              "load_average": os.getloadavg()},
-              "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    print(f"\nwrote {args.out}")
+    report = write_report(NAME, __doc__, argv, rows, args.out, quick, threads=args.threads,
+                          load_average=os.getloadavg())
     return report
 
 

@@ -13,7 +13,6 @@
 import numpy as np
 import pytest
 import scipy.stats as ss
-import torch
 from scipy.linalg import cholesky
 
 import inference
@@ -168,17 +167,8 @@ NUTS_RUNS = ["eight_schools-eight_schools_noncentered", "sblri-blr", "arK-arK",
              "low_dim_gauss_mix-low_dim_gauss_mix"]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: tiny tensors, many calls (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", NUTS_RUNS)
-def test_nuts_matches_the_reference_posterior(name, one_thread):
+def test_nuts_matches_the_reference_posterior(name):
     posterior = load(name)
     result = inference.mcmc.run(inference.NUTS(**posterior.nuts_settings), posterior.model,
                                 posterior.observed, n_chains=4, n_warmup=300, n_samples=300,
