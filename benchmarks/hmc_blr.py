@@ -31,17 +31,15 @@ better). CPU seconds are reported beside wall seconds, since the machine may be
 shared: ESS per CPU second is the steadier comparison there.
 """
 import argparse
-import json
 import multiprocessing
 import os
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks._report import RESULTS, is_quick, write_report
+
 NAME = "hmc_blr"
-RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 N_WARMUP = N_SAMPLES = 500
 
 
@@ -230,14 +228,6 @@ def long_run(n_chains, n_iterations, block=500, n_adapt=500):
                                            after[-1]["ms_per_leapfrog"]] if after else []}
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def _ratio_rows(runs):
     """ours / baseline ESS per second, for every case both measured."""
     rows = []
@@ -273,9 +263,9 @@ def main(argv=None):
     parser.add_argument("--trajectory-length", type=float, default=3.0)
     parser.add_argument("--long-iterations", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="tiny runs (also when CI=true)")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
-    quick = args.quick or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    quick = is_quick(args.quick)
     n_warmup, n_samples = (150, 100) if quick else (N_WARMUP, N_SAMPLES)
     runs, long = [], None
     load_before = os.getloadavg()
@@ -301,28 +291,22 @@ def main(argv=None):
                         n_adapt=100 if quick else 500)
     rows = _ratio_rows(runs)
     _print_tables(runs, rows, long)
-    report = {"benchmark": NAME, "description": __doc__.split("\n")[0],
-              "command": "python -m benchmarks.hmc_blr " + " ".join(argv or []),
-              "environment": _environment(quick, load_before),
-              "rows": rows, "runs": runs, "long_run": long}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=float)
-    print(f"\nwrote {args.out}")
+    report = write_report(NAME, __doc__, argv, rows, args.out, quick, threads=1,
+                          libraries=_versions(),
+                          load_average={"before": load_before, "after": os.getloadavg()},
+                          runs=runs, long_run=long)
     return report
 
 
-def _environment(quick, load_before):
-    import torch
-    versions = {"torch": torch.__version__}
+def _versions():
+    """Versions of the compared libraries (None where one is not installed)."""
+    versions = {}
     for module in ("numpyro", "jax", "pyro"):
         try:
             versions[module] = __import__(module).__version__
         except ImportError:
             versions[module] = None
-    return {**versions, "device": "cpu", "threads": 1, "cpu_count": os.cpu_count(),
-            "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "commit": _commit(), "quick": quick}
+    return versions
 
 
 def _print_tables(runs, rows, long):
