@@ -3,12 +3,14 @@
     python -m benchmarks.posteriordb                          # all eight posteriors
     python -m benchmarks.posteriordb --posteriors sblri-blr arK-arK
     python -m benchmarks.posteriordb --quick                  # fast ones, fewer draws (CI=true)
+    python -m benchmarks.posteriordb --eager                  # without compiling
 
 For every posterior in `models.posteriordb` (the ppl translations of the
 Stan programs), `inference.mcmc.run` with `inference.NUTS` draws 4 chains of
 1000 warm-up + 1000 kept iterations (float64, one torch thread), with the
 target acceptance rate and maximum tree depth Stan used for the reference
-(`adapt_delta`, `max_treedepth`). The baseline is the posteriordb reference
+(`adapt_delta`, `max_treedepth`), its leaves compiled (`jit_compile=True`,
+unless `--eager`; compilation is part of the wall time). The baseline is the posteriordb reference
 itself (10 Stan chains, 10,000 thinned draws): for every scalar parameter the
 differences of posterior mean and sd are divided by the combined Monte Carlo
 standard error (ours from our ESS, the reference's from its draws), so a
@@ -44,12 +46,13 @@ FAST = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "sblr
         "arK-arK", "low_dim_gauss_mix-low_dim_gauss_mix")
 
 
-def run_posterior(name, n_chains=4, n_warmup=1000, n_samples=1000, seed=0, progress=False):
+def run_posterior(name, n_chains=4, n_warmup=1000, n_samples=1000, seed=0, progress=False,
+                  jit_compile=True):
     """NUTS on posterior `name`; returns (row dict, MCMCResult)."""
     posterior = load(name)
     wall, cpu = time.perf_counter(), time.process_time()
     settings = {**posterior.nuts_settings, **OVERRIDES.get(name, {})}
-    kernel = inference.NUTS(**settings)
+    kernel = inference.NUTS(**settings, jit_compile=jit_compile)
     result = inference.mcmc.run(kernel, posterior.model, posterior.observed, n_chains=n_chains,
                                 n_warmup=n_warmup, n_samples=n_samples, progress=progress,
                                 seed=seed)
@@ -57,7 +60,7 @@ def run_posterior(name, n_chains=4, n_warmup=1000, n_samples=1000, seed=0, progr
     comparison = compare_to_reference(posterior, result.samples)
     param, statistic, z = comparison.worst()
     row = {"posterior": name, "n_chains": n_chains, "n_warmup": n_warmup,
-           "n_samples": n_samples, "settings": settings,
+           "n_samples": n_samples, "settings": settings, "jit_compile": jit_compile,
            "max_abs_z_mean": comparison.max_abs_z_mean, "max_abs_z_sd": comparison.max_abs_z_sd,
            "worst": f"{statistic} of {param}: z = {z:.2f}",
            "divergences": int(result.num_divergences.sum()),
@@ -80,6 +83,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="the fast posteriors, 300 + 300 iterations (also when CI=true)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--eager", action="store_true",
+                        help="run NUTS eagerly (by default its leaves are compiled: jit_compile)")
     parser.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
     quick = is_quick(args.quick)
@@ -89,7 +94,8 @@ def main(argv=None):
     rows = []
     for name in names:
         row, _ = run_posterior(name, args.chains, n_warmup, n_samples, args.seed,
-                               progress=not (quick or args.no_progress))
+                               progress=not (quick or args.no_progress),
+                               jit_compile=not args.eager)
         rows.append(row)
         print(f"{name}: max|z| mean {row['max_abs_z_mean']:.2f}, sd {row['max_abs_z_sd']:.2f} "
               f"({row['worst']}), {row['divergences']} divergent, {row['ess_per_s']:.1f} ESS/s, "

@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ppl.template import creation_count
+
 __all__ = ["Trainer"]
 
 _FORMAT = 1
@@ -107,7 +109,8 @@ class Trainer:
         self.progress = progress
         self.resume = resume
         self.log = collections.deque(maxlen=log_size)
-        self._n_params = None
+        self._params = None  # the parameters the optimizer was made with
+        self._params_listed_at = None
         self._resume_iterator = None
         self._started = False
         self._position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [],
@@ -125,19 +128,26 @@ class Trainer:
         return params
 
     def _ensure_optimizer(self):
+        """Make the optimizer (after the first forward pass), and check on later steps
+        that no parameter appeared since: it would not be trained.
+
+        Listing the parameters walks every module, so it is redone only when some
+        template has created a layer or parameter since (`ppl.template.creation_count`).
+        """
+        created = creation_count()
+        if self._params is not None and created == self._params_listed_at:
+            return
         params = self.parameters()
         if self.optimizer is None:
             if not params:
                 raise RuntimeError("Trainer: the modules have no parameters after the first "
                                    "step; does step_fn call the templates in `modules`?")
             self.optimizer = self._make_optimizer(params)
-            self._n_params = len(params)
-        elif self._n_params is None:
-            self._n_params = len(params)
-        elif len(params) != self._n_params:
+        elif self._params is not None and len(params) != len(self._params):
             raise RuntimeError(f"Trainer: the modules now have {len(params)} parameters, but "
-                               f"the optimizer was made with {self._n_params}; create every "
+                               f"the optimizer was made with {len(self._params)}; create every "
                                f"layer on the first call")
+        self._params, self._params_listed_at = params, created
 
     def _forward(self, step_fn, batch):
         out = step_fn(batch)
@@ -157,31 +167,29 @@ class Trainer:
         node reported by `objective.nonfinite_node()`, before any update.
         """
         cost, objective = self._forward(step_fn, batch)
-        where = f"epoch {self._position['epoch'] + 1}, step {self._position['global_step'] + 1}"
-        if not bool(torch.isfinite(cost)):
-            raise FloatingPointError(f"non-finite cost ({float(cost.detach())}) at {where}: "
+        cost_value = cost.item()  # one sync: the check below, and the value returned
+        if not math.isfinite(cost_value):
+            raise FloatingPointError(f"non-finite cost ({cost_value}) at {self._where()}: "
                                      f"{_describe_node(objective)}; no update was applied")
         self._ensure_optimizer()
         self.optimizer.zero_grad(set_to_none=True)
         cost.backward()
-        bad = self._nonfinite_gradients()
-        if bad:
+        if not _all_finite([p.grad for p in self._params if p.grad is not None]):
+            bad = self._nonfinite_gradients()
             self.optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError(f"non-finite gradient of parameter '{bad[0]}' at {where}: "
-                                     f"{_describe_node(objective)}; no update was applied")
+            raise FloatingPointError(f"non-finite gradient of parameter '{bad[0]}' at "
+                                     f"{self._where()}: {_describe_node(objective)}; no update "
+                                     f"was applied")
         self.optimizer.step()
-        return float(cost.detach()), _bound_of(objective)
+        return cost_value, _bound_of(objective)
+
+    def _where(self):
+        return f"epoch {self._position['epoch'] + 1}, step {self._position['global_step'] + 1}"
 
     def _nonfinite_gradients(self):
-        """Names of the parameters whose gradient holds NaN/inf (usually none).
-
-        Fast path: a gradient's sum is finite unless the gradient holds NaN/inf
-        (or its sum overflows); only then is it checked element by element.
-        A sum is several times cheaper than a full isfinite pass.
-        """
+        """Names of the parameters whose gradient holds NaN/inf (after `_all_finite` said so)."""
         return [name for name, param in self._named_parameters()
-                if param.grad is not None and not bool(torch.isfinite(param.grad.sum()))
-                and not bool(torch.isfinite(param.grad).all())]
+                if param.grad is not None and not _all_finite([param.grad])]
 
     def _named_parameters(self):
         for module_name, module in self.modules.items():
@@ -284,6 +292,25 @@ class Trainer:
             _set_rng_state(state["epoch_rng"])
             self._resume_iterator = _skipped(batches, state["epoch"], state["step_in_epoch"])
         _set_rng_state(state["rng"])
+
+
+def _all_finite(tensors):
+    """Whether no tensor holds NaN/inf, in one fused pass per device and dtype: torch's
+    own check for `torch.amp.GradScaler`, with a scale of 1 (which leaves values as they are).
+    """
+    groups = {}
+    for tensor in tensors:
+        if tensor.is_sparse:
+            if not bool(torch.isfinite(tensor.coalesce().values()).all()):
+                return False
+        else:
+            groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    for (device, _), group in groups.items():
+        found = torch.zeros(1, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones(1, device=device))
+        if found.item():
+            return False
+    return True
 
 
 def _epoch_batches(batches, epoch):

@@ -29,6 +29,7 @@ class BayesianNet:
         self._observed = {**inherited, **(observed or {})}
         self._meta_bn = frame.meta_bn if frame is not None else None
         self.nodes = {}
+        self._stochastic = {}  # the StochasticTensor nodes of `nodes`
         self.factors = {}
         self._tracker = graph_lib.active_tracker()
         self._parents = {}
@@ -57,7 +58,7 @@ class BayesianNet:
         if observation is not None:
             observation = self._check_observation(name, dist, observation, n_samples)
         node = StochasticTensor(self, name, dist, n_samples=n_samples, observation=observation)
-        self.nodes[name] = node
+        self.nodes[name] = self._stochastic[name] = node
         if self._tracker is not None:
             self._parents[name] = self._tracker.sources(list(dist.params.values()))
             self._tracker.mark(node.tensor, {name})
@@ -140,7 +141,7 @@ class BayesianNet:
 
     @property
     def stochastic_nodes(self):
-        return {k: v for k, v in self.nodes.items() if isinstance(v, StochasticTensor)}
+        return dict(self._stochastic)
 
     @property
     def observed(self):
@@ -157,7 +158,7 @@ class BayesianNet:
             if custom is not None:
                 self._log_joint_cache = custom(self)
             else:
-                terms = {name: node.cond_log_p for name, node in self.stochastic_nodes.items()}
+                terms = {name: node.cond_log_p for name, node in self._stochastic.items()}
                 terms.update(self.factors)
                 if not terms:
                     raise ValueError("log_joint of a BayesianNet with no stochastic node "

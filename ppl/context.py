@@ -1,17 +1,15 @@
 """The call context of a template: which observations and parameter owner apply.
 
-A `MetaBayesianNet` pushes a frame while it runs its model function, so a
+A `MetaBayesianNet` runs its model function in a frame (`call_in`), so a
 `BayesianNet()` created inside picks up the observations, and `ppl.module` /
-`ppl.param` find the template that owns the parameters. Guide templates push a
+`ppl.param` find the template that owns the parameters. Guide templates run in a
 frame with no observations.
 """
-import contextlib
 import contextvars
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
     template: object = None     # the `Template` owning parameters, or None
     observed: dict = None       # name -> value, for a model run; None for guides
     meta_bn: object = None      # the `MetaBayesianNet` being observed, or None
@@ -25,10 +23,10 @@ def current():
     return _current.get()
 
 
-@contextlib.contextmanager
-def push(frame):
+def call_in(frame, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` with `frame` the innermost frame while it runs."""
     token = _current.set(frame)
     try:
-        yield frame
+        return fn(*args, **kwargs)
     finally:
         _current.reset(token)

@@ -80,7 +80,7 @@ class StochasticTensor:
     # Tensor-like surface -------------------------------------------------
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        return func(*_unwrap_tree(args), **_unwrap_tree(kwargs or {}))
+        return func(*_unwrap_tree(args), **(_unwrap_tree(kwargs) if kwargs else {}))
 
     def __getattr__(self, item):
         # Only reached for attributes not defined here: forward to the tensor.

@@ -28,7 +28,7 @@ from ppl import context
 from ppl.bayesian_net import BayesianNet
 
 __all__ = ["Template", "MetaBayesianNet", "meta_bayesian_net", "reuse_variables", "module",
-           "param", "as_meta_bn"]
+           "param", "as_meta_bn", "creation_count"]
 
 
 class Template(nn.Module):
@@ -47,6 +47,9 @@ class Template(nn.Module):
         return None if existing is None else (existing.device, existing.dtype)
 
     def get_module(self, name, factory):
+        layer = self.layers._modules.get(name)  # the fast path: every call after the first
+        if layer is not None:
+            return layer
         _check_key(name)
         if name not in self.layers:
             layer = factory()
@@ -57,9 +60,13 @@ class Template(nn.Module):
             if placement is not None:  # follow an earlier `.to(device/dtype)` of the template
                 layer = layer.to(device=placement[0], dtype=placement[1])
             self.layers[name] = layer
+            _count_creation()
         return self.layers[name]
 
     def get_param(self, name, init):
+        param = self.params._parameters.get(name)  # the fast path: every call after the first
+        if param is not None:
+            return param
         _check_key(name)
         if name not in self.params:
             value = init() if callable(init) else init
@@ -70,15 +77,32 @@ class Template(nn.Module):
                 value = value.to(device=placement[0],
                                  dtype=placement[1] if value.is_floating_point() else None)
             self.params[name] = nn.Parameter(value.detach().clone())
+            _count_creation()
         return self.params[name]
 
     def run(self, *args, observed=None, meta_bn=None, **kwargs):
         frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn)
-        with context.push(frame):
-            return self.fn(*args, **kwargs)
+        return context.call_in(frame, self.fn, *args, **kwargs)
 
     def extra_repr(self):
         return f"scope={self.scope!r}"
+
+
+_created = 0  # layers and parameters created by all templates so far
+
+
+def _count_creation():
+    global _created
+    _created += 1
+
+
+def creation_count():
+    """How many layers and parameters templates have created in this process.
+
+    It changes exactly when a template gains one, so a trainer can tell cheaply
+    whether its list of parameters is still complete.
+    """
+    return _created
 
 
 def _check_key(name):
@@ -115,8 +139,7 @@ class MetaBayesianNet:
                                     **self._kwargs)
         else:
             frame = context.Frame(template=None, observed=observed, meta_bn=self)
-            with context.push(frame):
-                bn = self._fn(*self._args, **self._kwargs)
+            bn = context.call_in(frame, self._fn, *self._args, **self._kwargs)
         if not isinstance(bn, BayesianNet):
             raise TypeError(f"the model function {getattr(self._fn, '__name__', self._fn)!r} "
                             f"must return a ppl.BayesianNet, got {type(bn).__name__}")

@@ -4,54 +4,84 @@
 (`hmc.sample(meta_bn, observed, latent)`), also usable with
 `inference.mcmc.run`.
 """
+import functools
+
 import torch
 
-from inference.mcmc.integrators import leapfrog
+from inference.mcmc.compile import shifted
 from inference.mcmc.sampler import HamiltonianSampler
 from inference.mcmc.state import HMCState, TransitionInfo
 
 __all__ = ["hmc_kernel", "HMC"]
 
 
-def _where(mask, new, old):
-    return torch.where(mask.view(mask.shape + (1,) * (new.dim() - 1)), new, old)
+def hmc_step(value_and_grad, velocity_from, vectors, scalars, step, inverse_mass, moving):
+    """One leapfrog step of every chain: a pure function of tensors (it can be compiled).
+
+    vectors [n, 3, D]: position, momentum, grad; scalars [n, 2]: log_prob and
+    whether the chain diverged (0/1); they come back updated. step [n, 1];
+    inverse_mass: the metric's; moving [n] bool: chains still integrating (a
+    chain with fewer leapfrog steps than the others stops early). A chain
+    whose new point has a non-finite density is marked diverging and stays
+    where it was, as do chains that diverged before.
+    """
+    position, momentum, grad = vectors.unbind(1)
+    log_prob, diverging = scalars.unbind(1)
+    half_step = 0.5 * step
+    new_momentum = torch.addcmul(momentum, half_step, grad)
+    new_position = torch.addcmul(position, step, velocity_from(inverse_mass, new_momentum))
+    new_log_prob, new_grad = value_and_grad(new_position)
+    new_momentum = torch.addcmul(new_momentum, half_step, new_grad)
+    failed = moving & ~torch.isfinite(new_log_prob)
+    move = moving & (diverging == 0) & ~failed
+    move_column = move[:, None]
+    vectors = torch.stack((torch.where(move_column, new_position, position),
+                           torch.where(move_column, new_momentum, momentum),
+                           torch.where(move_column, new_grad, grad)), 1)
+    scalars = torch.stack((torch.where(move, new_log_prob, log_prob),
+                           torch.where(failed, 1., diverging)), 1)
+    return vectors, scalars
 
 
-def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_error=1000.):
+def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_error=1000.,
+               step_fn=None):
     """One HMC transition of every chain (lock-step, per-chain step sizes).
 
     step_size: [n_chains]. n_leapfrogs: an int, or a long tensor [n_chains]
     (chains with fewer steps stop early and wait for the others). A chain whose
     trajectory reaches a non-finite density, or whose final energy error
     exceeds `max_energy_error`, is marked diverging and stays where it was.
+    step_fn: `hmc_step` with (value_and_grad, velocity_from) bound, e.g.
+    compiled (see `HMC`); by default the eager one on `potential`.
     Returns (state, TransitionInfo).
     """
+    if step_fn is None:
+        step_fn = functools.partial(hmc_step, potential, type(metric).velocity_from)
     n_chains = state.position.shape[0]
     momentum = metric.sample_momentum()
     orig_energy = -state.log_prob + metric.kinetic_energy(momentum)
-    position, log_prob, grad = state.position, state.log_prob, state.grad
-    diverging = torch.zeros(n_chains, dtype=torch.bool, device=position.device)
     per_chain = isinstance(n_leapfrogs, torch.Tensor)
     n_max = int(n_leapfrogs.max()) if per_chain else int(n_leapfrogs)
     step_column = step_size[:, None]
+    vectors = torch.stack((state.position, momentum, state.grad), 1)
+    scalars = torch.stack((state.log_prob, torch.zeros_like(state.log_prob)), 1)
+    moving = torch.ones(n_chains, dtype=torch.bool, device=state.position.device)
     for i in range(n_max):
-        new = leapfrog(potential, metric, position, momentum, grad, step_column)
-        failed = ~torch.isfinite(new[2])
-        moving = ~(diverging | failed)
         if per_chain:
-            moving = moving & (i < n_leapfrogs)
-        diverging = diverging | failed
-        position, momentum, log_prob, grad = (_where(moving, a, b) for a, b in
-                                              zip(new, (position, momentum, log_prob, grad)))
+            moving = i < n_leapfrogs
+        vectors, scalars = step_fn(vectors, scalars, step_column, metric.inverse_mass, moving)
+    position, momentum, grad = vectors.unbind(1)
+    log_prob, diverging = scalars[:, 0], scalars[:, 1] > 0
     energy = -log_prob + metric.kinetic_energy(momentum)
     log_accept = orig_energy - energy
     diverging = diverging | ~(log_accept >= -max_energy_error)
     accept_prob = torch.where(diverging, torch.zeros_like(log_accept),
                               log_accept.clamp(max=0.).exp())
     accepted = torch.rand_like(accept_prob) < accept_prob
-    new_state = HMCState(_where(accepted, position, state.position),
+    accepted_column = accepted[:, None]
+    new_state = HMCState(torch.where(accepted_column, position, state.position),
                          torch.where(accepted, log_prob, state.log_prob),
-                         _where(accepted, grad, state.grad))
+                         torch.where(accepted_column, grad, state.grad))
     steps = n_leapfrogs if per_chain else torch.full_like(state.log_prob, n_max,
                                                           dtype=torch.long)
     info = TransitionInfo(accept_prob=accept_prob, is_accepted=accepted, diverging=diverging,
@@ -88,17 +118,19 @@ class HMC(HamiltonianSampler):
         from iteration `mass_collect_iters` on; `inference.mcmc.run` uses Stan's
         windowed warm-up instead.
     max_energy_error: energy error above which a transition counts as divergent.
+    jit_compile: compile the leapfrog step (model gradient included) into one
+        native function at the first transition (`inference.mcmc.compile`).
     """
 
     def __init__(self, step_size=1., n_leapfrogs=10, adapt_step_size=None,
                  target_acceptance_rate=0.8, gamma=0.05, t0=100, kappa=0.75, adapt_mass=None,
                  mass_collect_iters=10, mass_decay=0.99, trajectory_length=None, jitter=0.,
-                 max_leapfrogs=1000, max_energy_error=1000.):
+                 max_leapfrogs=1000, max_energy_error=1000., jit_compile=False):
         super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
                          target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,
                          kappa=kappa, adapt_mass=adapt_mass,
                          mass_collect_iters=mass_collect_iters, mass_decay=mass_decay,
-                         max_energy_error=max_energy_error)
+                         max_energy_error=max_energy_error, jit_compile=jit_compile)
         if trajectory_length is None:
             if not isinstance(n_leapfrogs, int) or isinstance(n_leapfrogs, bool) \
                     or n_leapfrogs < 1:
@@ -122,12 +154,18 @@ class HMC(HamiltonianSampler):
             n_leapfrogs = n_leapfrogs.clamp(1, self.max_leapfrogs)
         if self.jitter:
             step_size = step_size * (1. + self.jitter * (2. * torch.rand_like(step_size) - 1.))
+        velocity_from = type(metric).velocity_from
+        step_fn = self._step_function(
+            "leapfrog", potential, metric,
+            lambda value_and_grad: functools.partial(hmc_step, value_and_grad, velocity_from),
+            shifted(0))
         return hmc_kernel(state, potential, step_size, metric, n_leapfrogs,
-                          self.max_energy_error)
+                          self.max_energy_error, step_fn)
 
     def __repr__(self):
         steps = (f"n_leapfrogs={self.n_leapfrogs}" if self.trajectory_length is None
                  else f"trajectory_length={self.trajectory_length}")
+        jit = ", jit_compile=True" if self.jit_compile else ""
         return (f"HMC({steps}, adapt_step_size={self.adapt_step_size}, "
-                f"adapt_mass={self.adapt_mass!r})")
+                f"adapt_mass={self.adapt_mass!r}{jit})")
 

@@ -30,6 +30,11 @@ class DiagonalMetric:
         """M^-1 p: [n_chains, D]."""
         return self.inverse_mass * momentum
 
+    @staticmethod
+    def velocity_from(inverse_mass, momentum):
+        """M^-1 p with M^-1 passed in (for compiled steps, where it is an input)."""
+        return inverse_mass * momentum
+
     def kinetic_energy(self, momentum, velocity=None):
         """p^T M^-1 p / 2 per chain: [n_chains]."""
         if velocity is None:
@@ -54,8 +59,12 @@ class DenseMetric:
                                              upper=True)[..., 0]
 
     def velocity(self, momentum):
+        return self.velocity_from(self.inverse_mass, momentum)
+
+    @staticmethod
+    def velocity_from(inverse_mass, momentum):
         # p^T M^-1 = (M^-1 p)^T, M^-1 symmetric; a row times a matrix is faster than bmm
-        return (momentum[:, None, :] @ self.inverse_mass)[:, 0]
+        return (momentum[:, None, :] @ inverse_mass)[:, 0]
 
     def kinetic_energy(self, momentum, velocity=None):
         if velocity is None:

@@ -19,6 +19,7 @@ from torch.distributions import constraints
 
 from inference.model import LogJoint
 from inference.mcmc.transforms import LatentSpace, transform_to
+from ppl.distributions.base import values_trusted
 from ppl.stochastic_tensor import StochasticTensor
 
 __all__ = ["Potential", "latent_nodes"]
@@ -59,6 +60,8 @@ class Potential:
 
     def __init__(self, meta_bn, observed, latent, supports=None):
         self.log_joint = LogJoint(meta_bn, observed)
+        self._bound = (meta_bn, dict(observed or {}))
+        self.version = 0
         if not isinstance(latent, dict) or not latent:
             raise ValueError(f"`latent` must be a non-empty dict name -> tensor, got {latent!r}")
         supports = dict(supports or {})
@@ -297,6 +300,32 @@ class Potential:
             grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)
         return log_prob, grad
 
+    def traceable(self, x):
+        """`self(x)` without Python branches on values or error recovery: for `compile_step`.
+
+        Non-finite chains are masked with torch.where (log_prob -inf, gradient
+        0); a model that raises is left to the eager `__call__`. The model's
+        support checks are skipped (`values_trusted`): the bijections put the
+        latents in their supports, and a check cannot be traced.
+        """
+        with torch.enable_grad(), values_trusted():
+            x = x.detach().requires_grad_(True)
+            log_prob = self._evaluate(x)
+            grad, = torch.autograd.grad(log_prob, x, torch.ones_like(log_prob))
+        finite = torch.isfinite(log_prob) & torch.isfinite(grad).all(-1)
+        return (torch.where(finite, log_prob.detach(), -math.inf),
+                torch.where(finite[:, None], grad, 0.))
+
     def rebind(self, meta_bn, observed):
-        """Evaluate another model object / other observed values with the same latent layout."""
+        """Evaluate another model object / other observed values with the same latent layout.
+
+        `version` counts the rebinds that changed something (another model
+        object or other observed tensors): compiled steps hold the old ones.
+        """
+        observed = dict(observed or {})
+        if meta_bn is self._bound[0] and observed.keys() == self._bound[1].keys() and all(
+                observed[k] is v for k, v in self._bound[1].items()):
+            return
         self.log_joint = LogJoint(meta_bn, observed)
+        self._bound = (meta_bn, observed)
+        self.version += 1

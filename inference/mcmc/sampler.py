@@ -13,6 +13,7 @@ import torch
 
 from inference.mcmc.adaptation import (DualAveraging, ExponentialMovingVariance,
                                        find_initial_step_size, make_metric)
+from inference.mcmc.compile import CompiledStep
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential
 from inference.mcmc.state import init_state
@@ -67,7 +68,7 @@ class HamiltonianSampler:
     """Shared configuration and the stateful `.sample()` of HMC and NUTS."""
 
     def __init__(self, step_size, adapt_step_size, target_acceptance_rate, gamma, t0, kappa,
-                 adapt_mass, mass_collect_iters, mass_decay, max_energy_error):
+                 adapt_mass, mass_collect_iters, mass_decay, max_energy_error, jit_compile=False):
         _check_positive("step_size", step_size, allow_none=True)
         if not 0. < target_acceptance_rate < 1.:
             raise ValueError(f"`target_acceptance_rate` must be in (0, 1), got "
@@ -88,11 +89,33 @@ class HamiltonianSampler:
         self.mass_collect_iters = int(mass_collect_iters)
         self.mass_decay = mass_decay
         self.max_energy_error = max_energy_error
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"`jit_compile` must be True or False, got {jit_compile!r}")
+        self.jit_compile = jit_compile
         self._online = None
+        self._steps = {}  # (kind, metric type) -> step function, for `_step_function`
+        self._steps_for = None  # the (potential, version) they were made for
 
     def transition(self, state, potential, step_size, metric):
         """One kernel step: (state, TransitionInfo). Implemented by HMC and NUTS."""
         raise NotImplementedError
+
+    def _step_function(self, kind, potential, metric, build, perturb):
+        """The kernel's inner step, `build(value_and_grad)`, on `potential`.
+
+        Eager unless `jit_compile`: then traced and compiled at its first call
+        (`inference.mcmc.compile.CompiledStep`), once per potential and metric
+        type, and kept while the kernel is used with that potential.
+        """
+        if not self.jit_compile:
+            return build(potential)
+        if self._steps_for != (potential, potential.version):
+            self._steps, self._steps_for = {}, (potential, potential.version)
+        key = (kind, type(metric))
+        if key not in self._steps:
+            self._steps[key] = CompiledStep(build(potential.traceable), build(potential),
+                                            perturb, name=f"{type(self).__name__} {kind}")
+        return self._steps[key]
 
     def initial_step_size(self, state, potential, metric):
         """The step size to start from, [n_chains] (heuristic search if none was given)."""

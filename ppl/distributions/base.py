@@ -13,11 +13,14 @@ that does the math in `_build(**params)`; this class converts and validates
 parameters, checks `given`, and adds `group_ndims`, `n_samples`,
 `is_reparameterized`, `use_path_derivative` and `check_numerics`.
 """
+import contextlib
+import contextvars
+
 import torch
 from torch.distributions import constraints
 from torch.utils.weak import WeakIdKeyDictionary
 
-from ppl.stochastic_tensor import unwrap
+from ppl.stochastic_tensor import StochasticTensor, unwrap
 
 __all__ = ["Distribution"]
 
@@ -53,20 +56,41 @@ class Distribution:
     is_continuous = True
     has_density = True
     native_dtype = None  # dtype of torch's samples when not floating point (e.g. int64)
+    # Univariate distributions that sample and score with torch's formulas written out
+    # (Normal, Bernoulli) set their torch class here: the torch object is then built only
+    # when something else needs it (entropy, KL, ...), and `batch_shape` is the broadcast
+    # shape of the parameters.
+    _torch_class = None
+    _numbers = {}  # name -> python number, for the arguments given as numbers
 
     def __init__(self, params, *, dtype=None, group_ndims=0, is_reparameterized=True,
                  use_path_derivative=False, check_numerics=False):
         self.params = self._prepare_params(params)
-        for name, value in self.params.items():
-            if not hasattr(type(self), name):  # properties (e.g. std from logstd) win
-                setattr(self, name, value)
-        self._dist = self._build_checked(self.params)
+        if self._torch_class is None:
+            self._dist = self._build_checked(self.params)
+            self._batch_shape = self._dist.batch_shape
+        else:
+            self._batch_shape = self._broadcast_shape(self.params)
         self._detached = None
         self.dtype = dtype
-        self.is_reparameterized = bool(is_reparameterized) and self._dist.has_rsample
+        self.is_reparameterized = bool(is_reparameterized) and (
+            self._dist.has_rsample if self._torch_class is None else self._torch_class.has_rsample)
         self.use_path_derivative = bool(use_path_derivative)
         self.check_numerics = bool(check_numerics)
         self.group_ndims = self._check_group_ndims(group_ndims)
+
+    def __getattr__(self, name):
+        # Only reached for names not found otherwise: the torch distribution, when built on
+        # demand, and parameters read as attributes (`dist.mean`) where no property of the
+        # class (e.g. `std` from `logstd`) gives them.
+        params = self.__dict__.get("params")
+        if params is not None:
+            if name == "_dist" and self._torch_class is not None:
+                self._dist = self._build_checked(params)
+                return self._dist
+            if name in params:
+                return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- construction ----------------------------------------------------
     @property
@@ -77,45 +101,71 @@ class Distribution:
         return ValueError(f"{self._name}: {message}")
 
     def _prepare_params(self, params):
-        raw = {k: unwrap(v) for k, v in params.items() if v is not None}
-        tensors = [v for v in raw.values() if isinstance(v, torch.Tensor)]
-        floats = [v.dtype for v in tensors if v.is_floating_point()]
-        float_dtype = floats[0] if floats else torch.get_default_dtype()
-        device = tensors[0].device if tensors else None
+        """name -> tensor: numbers converted (to the dtype and device of the tensor
+        arguments), dtypes and `arg_constraints` checked; raises ValueError naming the
+        argument. Runs on every model call, so it is written for speed."""
+        given, numbers, float_dtype, device = {}, {}, None, None
+        for name, value in params.items():
+            if value is None:
+                continue
+            if isinstance(value, StochasticTensor):
+                value = value.tensor
+            if isinstance(value, torch.Tensor):
+                if device is None:
+                    device = value.device
+                if float_dtype is None and value.is_floating_point():
+                    float_dtype = value.dtype
+            given[name] = value
+        if float_dtype is None:
+            float_dtype = torch.get_default_dtype()
         out = {}
-        for name, value in raw.items():
+        for name, value in given.items():
             number = None
+            is_float_arg = name in self.float_args
             if not isinstance(value, torch.Tensor):
                 number = value if isinstance(value, (int, float)) else None
+                if number is not None:
+                    numbers[name] = number
+                dtype = float_dtype if is_float_arg else None
                 try:
-                    value = torch.as_tensor(value, device=device,
-                                            dtype=float_dtype if name in self.float_args else None)
+                    value = (_number_tensor(number, dtype, device) if number is not None
+                             else torch.as_tensor(value, device=device, dtype=dtype))
                 except (TypeError, ValueError, RuntimeError) as err:
                     raise self._error(f"argument `{name}` must be a tensor or number, "
                                       f"got {type(value).__name__} ({err})") from None
-            if name in self.float_args:
+            if is_float_arg and not value.is_floating_point():
                 if value.is_complex() or value.dtype == torch.bool:
                     raise self._error(f"argument `{name}` must be a real floating-point tensor, "
                                       f"got dtype {value.dtype}")
-                if not value.is_floating_point():
-                    raise self._error(f"argument `{name}` must be floating point "
-                                      f"(e.g. {float_dtype}), got dtype {value.dtype}")
+                raise self._error(f"argument `{name}` must be floating point "
+                                  f"(e.g. {float_dtype}), got dtype {value.dtype}")
             constraint = self.arg_constraints.get(name)
-            if constraint is None:
-                ok = True
-            elif number is not None:
-                ok = _holds_scalar(constraint, number, value)
-            else:
-                ok = _holds(constraint, value)
-            if not ok:
-                raise self._error(f"argument `{name}` must be {_describe(constraint)}; "
-                                  f"got a tensor of shape {tuple(value.shape)} violating it")
+            if constraint is not None and constraint is not constraints.real:
+                ok = (_holds_scalar(constraint, number, value) if number is not None
+                      else _holds(constraint, value))
+                if not ok:
+                    raise self._error(f"argument `{name}` must be {_describe(constraint)}; "
+                                      f"got a tensor of shape {tuple(value.shape)} violating it")
             out[name] = value
         try:
             self._check_params(out)
         except RuntimeError as err:  # e.g. comparing parameters of clashing shapes
             raise self._broadcast_error(out, err) from None
+        if numbers:
+            self._numbers = numbers
         return out
+
+    def _broadcast_shape(self, params):
+        """The broadcast shape of the parameters (cheap when they share one shape)."""
+        shapes = [value.shape for value in params.values() if value.dim()]
+        if not shapes:
+            return torch.Size()
+        if all(shape == shapes[0] for shape in shapes):
+            return shapes[0]
+        try:
+            return torch.broadcast_shapes(*shapes)
+        except RuntimeError as err:
+            raise self._broadcast_error(params, err) from None
 
     def _check_params(self, params):
         """Extra cross-parameter checks for subclasses (e.g. minval < maxval)."""
@@ -134,6 +184,8 @@ class Distribution:
         raise NotImplementedError
 
     def _check_group_ndims(self, group_ndims):
+        if type(group_ndims) is int and 0 <= group_ndims <= len(self.batch_shape):
+            return group_ndims  # the common case, checked cheaply
         if not isinstance(group_ndims, int) or isinstance(group_ndims, bool) or group_ndims < 0:
             raise self._error(f"`group_ndims` must be a non-negative int, got {group_ndims!r}")
         if group_ndims > len(self.batch_shape):
@@ -145,12 +197,12 @@ class Distribution:
     @property
     def batch_shape(self):
         """Shape of the independent copies: `torch.Size`."""
-        return self._dist.batch_shape
+        return self._batch_shape
 
     @property
     def value_shape(self):
         """Shape of one draw: `torch.Size`."""
-        return self._dist.event_shape
+        return torch.Size() if self._torch_class is not None else self._dist.event_shape
 
     def get_batch_shape(self):
         return self.batch_shape
@@ -172,13 +224,17 @@ class Distribution:
         else:
             raise self._error(f"`n_samples` must be None or a positive int, got {n_samples!r}")
         if self.is_reparameterized:
-            samples = self._dist.rsample(shape)
+            samples = self._rsample(shape)
         else:
             with torch.no_grad():
                 samples = self._dist.sample(shape)
         if self.dtype is not None and samples.dtype != self.dtype:
             samples = samples.to(self.dtype)
         return samples
+
+    def _rsample(self, shape):
+        """A reparameterized draw of `shape + batch_shape + value_shape` (torch's rsample)."""
+        return self._dist.rsample(shape)
 
     # -- densities -------------------------------------------------------
     def log_prob(self, given):
@@ -193,17 +249,25 @@ class Distribution:
         """`log_prob` of a `given` already checked (or drawn from this distribution)."""
         if not given.is_floating_point():  # integer counts/indices: torch's math wants floats
             given = given.to(self._default_given_dtype())
-        dist = self._dist
-        if self.use_path_derivative:
-            if self._detached is None:
-                self._detached = self._build(**{k: v.detach() for k, v in self.params.items()})
-            dist = self._detached
-        log_p = dist.log_prob(given)
+        log_p = self._log_density(given)
         if self.group_ndims:
             log_p = log_p.sum(dim=tuple(range(-self.group_ndims, 0)))
         if self.check_numerics and not torch.isfinite(log_p).all():
             raise self._error("log_prob produced non-finite values (check_numerics=True)")
         return log_p
+
+    def _log_density(self, given):
+        """Elementwise log-density of a checked floating-point `given` (torch's log_prob)."""
+        return self._scoring_dist().log_prob(given)
+
+    def _scoring_dist(self):
+        """The torch distribution that scores values: with `use_path_derivative`, one
+        built from detached parameters (log q(z) then depends on them only through z)."""
+        if not self.use_path_derivative:
+            return self._dist
+        if self._detached is None:
+            self._detached = self._build(**{k: v.detach() for k, v in self.params.items()})
+        return self._detached
 
     def prob(self, given):
         return torch.exp(self.log_prob(given))
@@ -264,6 +328,42 @@ _SINGLETONS = {id(c): c for c in (
 _checked = WeakIdKeyDictionary()
 # (constraint id, python number) -> whether it holds, for scalar arguments like std=1.
 _checked_scalars = {}
+# (type, python number, dtype, device) -> (tensor, its version): scalar arguments as tensors.
+_number_tensors = {}
+_MAX_CACHED_NUMBERS = 4096  # models with ever-changing constants must not grow memory
+
+
+def _number_tensor(number, dtype, device):
+    """`torch.as_tensor(number, dtype, device)`, remembered: models pass the same
+    constants (std=1.) on every call. A tensor changed in place is made anew."""
+    key = (type(number), number, dtype, device)
+    cached = _number_tensors.get(key)
+    if cached is None or cached[0]._version != cached[1] or cached[0].requires_grad:
+        if len(_number_tensors) >= _MAX_CACHED_NUMBERS:
+            _number_tensors.clear()
+        tensor = torch.as_tensor(number, dtype=dtype, device=device)
+        cached = _number_tensors[key] = (tensor, tensor._version)
+    return cached[0]
+
+
+# True inside `values_trusted()`: support checks are skipped (see there).
+_values_trusted = contextvars.ContextVar("ppl_values_trusted", default=False)
+
+
+@contextlib.contextmanager
+def values_trusted():
+    """Skip the support checks of values and parameters inside this block.
+
+    For tracing a model into a graph (`inference.mcmc.compile`): a check reads
+    tensor values in Python, which a trace cannot follow, and MCMC's latents
+    lie in their supports by construction (bijections). Out-of-support values
+    then give non-finite log-probabilities instead of errors.
+    """
+    token = _values_trusted.set(True)
+    try:
+        yield
+    finally:
+        _values_trusted.reset(token)
 
 
 def _holds(constraint, value, remember=False):
@@ -271,7 +371,7 @@ def _holds(constraint, value, remember=False):
 
     With `remember`, a success is cached for this tensor until it changes in place.
     """
-    if constraint is constraints.real:
+    if constraint is constraints.real or _values_trusted.get():
         return True  # NaN/inf data is reported by check_numerics, not here
     cacheable = remember and id(constraint) in _SINGLETONS
     if cacheable:
@@ -289,9 +389,11 @@ def _holds(constraint, value, remember=False):
 
 def _holds_scalar(constraint, number, as_tensor):
     """`_holds` for a python number, remembered (models pass the same constants each call)."""
-    if id(constraint) not in _SINGLETONS:
+    if id(constraint) not in _SINGLETONS or _values_trusted.get():
         return _holds(constraint, as_tensor)
     key = (id(constraint), number)
     if key not in _checked_scalars:
+        if len(_checked_scalars) >= _MAX_CACHED_NUMBERS:
+            _checked_scalars.clear()
         _checked_scalars[key] = _holds(constraint, as_tensor)
     return _checked_scalars[key]

@@ -154,6 +154,38 @@ def test_nonfinite_gradient_is_caught_before_the_update():
     assert weight.grad is None and float(weight.detach()) == 0.
 
 
+def test_a_layer_created_after_the_first_step_is_an_error():
+    """The optimizer would never train it: the trainer notices the template's new layer."""
+    @ppl.reuse_variables(scope="late")
+    def grows(batch, step):
+        weight = ppl.module("first", lambda: nn.Linear(1, 1))(batch)
+        if step > 0:
+            weight = weight + ppl.module("second", lambda: nn.Linear(1, 1))(batch)
+        return weight.sum()
+
+    trainer = inference.Trainer({"m": grows}, lambda p: torch.optim.SGD(p, lr=0.1),
+                                progress=False)
+    batch = torch.ones(2, 1)
+    trainer.step(lambda b: (grows(b, 0), None), batch)
+    trainer.step(lambda b: (grows(b, 0), None), batch)
+    with pytest.raises(RuntimeError, match="now have 4 parameters.*made with 2"):
+        trainer.step(lambda b: (grows(b, 1), None), batch)
+
+
+def test_nonfinite_gradient_in_one_of_several_dtypes_is_named():
+    module = nn.Module()
+    module.a = nn.Parameter(torch.ones(3))
+    module.b = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    trainer = inference.Trainer({"m": module}, torch.optim.SGD(module.parameters(), lr=0.1),
+                                progress=False)
+    trainer.step(lambda batch: ((module.a.sum() + module.b.sum()).float(), None), None)
+    with pytest.raises(FloatingPointError, match="gradient of parameter 'm.b'"):
+        trainer.step(lambda batch: ((module.a.sum() + torch.sqrt(module.b * 0.).sum()).float(),
+                                    None), None)
+    assert module.b.grad is None and torch.equal(module.b.detach(),
+                                                 torch.full((2,), 1. - 0.1, dtype=torch.float64))
+
+
 def test_progress_bar_shows_the_running_bound(capsys):
     data = _data()
     gen, q_net = _templates()

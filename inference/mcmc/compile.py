@@ -1,0 +1,128 @@
+"""Compile a kernel's inner step (model gradient included) into one fused CPU/GPU function.
+
+Pyro's `jit_compile=True`, for our kernels: the step of a trajectory (a NUTS
+leaf, an HMC leapfrog) is a pure function of tensors. Running it once under
+`make_fx` records every ATen operation it executes, through the `ppl` layer,
+the model and the autograd backward pass alike, as one flat FX graph; Inductor
+then fuses that graph into a few native kernels. Eager PyTorch pays a few
+microseconds of dispatch per operation; a small model's gradient has dozens of
+them, so the compiled step is several times faster (see benchmarks/hmc_blr.py).
+
+What tracing assumes, and how it is checked:
+
+- Python code that reads tensor values (`if x > 0:` in the model) cannot be
+  traced: such a model runs eagerly. Latents come from bijections into their
+  support, so the `ppl` layer skips its support checks of them while tracing
+  (`Potential.traceable`). As a second guard, the compiled function is
+  compared with the eager one at the traced point and at another one, and
+  not used if they disagree.
+- Observed data and the model's parameters become constants of the graph:
+  a kernel recompiles when it is given another `Potential`, or its
+  `Potential` is rebound to other data (`Potential.rebind`).
+- Inductor keeps what it compiled in its on-disk cache
+  (TORCHINDUCTOR_CACHE_DIR): the same model on data of the same shapes
+  compiles in a second or two in later runs.
+- Anything that fails (tracing, Inductor, a missing C++ compiler) falls back
+  to the eager function with a warning that says why, so `jit_compile=True`
+  is never worse than off, apart from the time spent trying.
+"""
+import time
+import warnings
+
+import torch
+
+__all__ = ["CompiledStep", "shifted"]
+
+_READS_VALUES = ("the model reads tensor values in Python (an `if`, float() or .item() on a "
+                 "latent), which a trace cannot follow; write it with torch.where instead")
+
+
+class CompiledStep:
+    """`fn(*tensors) -> tuple of tensors`, compiled from `traceable` at its first call.
+
+    traceable: the same function with no side effects, no randomness (pass
+    random numbers in) and no Python exception handling; fn: the eager
+    version (it may branch and recover from errors), used where compiling
+    failed and for a call the compiled function raises in (e.g. a failed
+    Cholesky, which the eager step turns into a rejected move).
+    perturb: args -> args at another point (same shapes), where the compiled
+    and the eager function must agree as well.
+    After the first call, `reason` is None when compiled (else why not) and
+    `compile_seconds` the time spent tracing, compiling and checking.
+    """
+
+    def __init__(self, traceable, fn, perturb, name="step"):
+        self.traceable, self.fn, self.perturb, self.name = traceable, fn, perturb, name
+        self.compiled = None
+        self.reason = "not compiled yet"
+        self.compile_seconds = 0.
+
+    @property
+    def is_compiled(self):
+        return self.compiled is not None
+
+    def __call__(self, *args):
+        if self.reason == "not compiled yet":
+            self._compile(args)
+        if self.compiled is not None:
+            try:  # compiled code is specialized to contiguous inputs
+                return self.compiled(*(a.contiguous() for a in args))
+            except (RuntimeError, ValueError):
+                pass  # the eager step masks the failing chains
+        return self.fn(*args)
+
+    def _compile(self, args):
+        started = time.perf_counter()
+        args = tuple(a.contiguous() for a in args)
+        tolerance = 1e-3 if args[0].dtype in (torch.float16, torch.bfloat16, torch.float32) \
+            else 1e-8
+        try:
+            from torch._inductor import standalone_compile
+            from torch.fx.experimental.proxy_tensor import make_fx
+            graph = make_fx(self.traceable)(*args)
+            # Shapes as given (the chain count and dimension are fixed in a run);
+            # size checks of the inputs off: they cost microseconds per call.
+            compiled = standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
+                                          options={"config_patches": {"size_asserts": False, "cpp.vec_isa_ok": True}})
+            for point in (args, self.perturb(args)):
+                if not _same(self.fn(*point), tuple(compiled(*point)), tolerance):
+                    raise RuntimeError("the compiled function disagrees with the eager one "
+                                       "away from the point it was traced at: " + _READS_VALUES)
+        except Exception as error:  # anything at all: run eagerly, never fail the run
+            self.reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            if "_local_scalar_dense" in str(error) or "data-dependent" in str(error):
+                self.reason = _READS_VALUES
+            warnings.warn(f"jit_compile: could not compile the {self.name} ({self.reason}); "
+                          f"running it eagerly", RuntimeWarning, stacklevel=4)
+        else:
+            self.compiled, self.reason = compiled, None
+        self.compile_seconds = time.perf_counter() - started
+
+
+def _same(eager, compiled, rtol):
+    """Whether two tuples of tensors agree: floats to `rtol` (relative to their scale)."""
+    if len(eager) != len(compiled):
+        return False
+    for a, b in zip(eager, compiled):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.is_floating_point():
+            finite = torch.isfinite(a)
+            if not torch.equal(finite, torch.isfinite(b)):
+                return False
+            scale = a[finite].abs().max() if finite.any() else a.new_tensor(0.)
+            if not torch.allclose(a[finite], b[finite], rtol=rtol, atol=rtol * (1. + scale)):
+                return False
+        elif not torch.equal(a, b):
+            return False
+    return True
+
+
+def shifted(index, scale=0.05, seed=0):
+    """A `perturb` for `CompiledStep`: args[index] plus N(0, scale^2) noise (own generator)."""
+    def perturb(args):
+        x = args[index]
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return args[:index] + (x + scale * noise,) + args[index + 1:]
+    return perturb

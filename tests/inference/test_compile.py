@@ -1,0 +1,156 @@
+"""jit_compile: compiled NUTS leaves and HMC leapfrogs equal the eager ones; failures fall back."""
+import shutil
+
+import pytest
+import torch
+
+import inference
+import ppl
+from inference.mcmc import Potential, hmc_kernel, identity_metric, init_state, nuts_kernel
+from inference.mcmc.compile import CompiledStep
+from tests.inference._mcmc_targets import assert_moments, conjugate_cases
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                                    reason="Inductor compiles C++: no C++ compiler here")
+
+
+@ppl.meta_bayesian_net()
+def logistic_regression(x):
+    bn = ppl.BayesianNet()
+    beta = bn.normal("beta", torch.zeros(x.shape[1], dtype=x.dtype), std=1., group_ndims=1)
+    bn.bernoulli("y", beta @ x.T, group_ndims=1)
+    return bn
+
+
+def _logistic_potential(n_chains=4, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, 3, generator=g, dtype=dtype)
+    y = torch.bernoulli(torch.sigmoid(x @ torch.tensor([1., -1., .5], dtype=dtype)), generator=g)
+    beta = 0.3 * torch.randn(n_chains, 3, generator=g, dtype=dtype)
+    return Potential(logistic_regression(x), {"y": y}, {"beta": beta}), beta
+
+
+def _setup(n_chains=4):
+    potential, beta = _logistic_potential(n_chains)
+    state = init_state(potential, potential.unconstrain({"beta": beta}))
+    metric = identity_metric(n_chains, 3, dtype=torch.float64)
+    metric.inverse_mass.mul_(torch.linspace(0.5, 1.5, 3, dtype=torch.float64))
+    metric._mass_sqrt = metric.inverse_mass.rsqrt()
+    step_size = torch.linspace(0.2, 0.5, n_chains, dtype=torch.float64)
+    return potential, state, metric, step_size
+
+
+def _run(transition, state, n=3, seed=5):
+    torch.manual_seed(seed)
+    states, infos = [], []
+    for _ in range(n):
+        state, info = transition(state)
+        states.append(state)
+        infos.append(info)
+    return states, infos
+
+
+def _assert_same_transitions(eager, compiled):
+    for (s1, i1), (s2, i2) in zip(zip(*eager), zip(*compiled)):
+        torch.testing.assert_close(s2.position, s1.position, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(s2.log_prob, s1.log_prob, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(s2.grad, s1.grad, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(i2.accept_prob, i1.accept_prob, rtol=1e-9, atol=1e-9)
+        assert torch.equal(i2.n_steps, i1.n_steps)
+        assert torch.equal(i2.tree_depth, i1.tree_depth)
+        assert torch.equal(i2.diverging, i1.diverging)
+
+
+def _only_step(kernel):
+    (step,) = kernel._steps.values()
+    assert isinstance(step, CompiledStep)
+    return step
+
+
+@needs_compiler
+def test_compiled_nuts_leaf_gives_the_eager_transitions():
+    potential, state, metric, step_size = _setup()
+    kernel = inference.NUTS(max_tree_depth=6, jit_compile=True)
+    eager = _run(lambda s: nuts_kernel(s, potential, step_size, metric, 6), state)
+    compiled = _run(lambda s: kernel.transition(s, potential, step_size, metric), state)
+    step = _only_step(kernel)
+    assert step.is_compiled, step.reason
+    _assert_same_transitions(eager, compiled)
+    assert max(int(i.n_steps.max()) for i in compiled[1]) > 3  # real trees were built
+
+
+@needs_compiler
+def test_compiled_hmc_leapfrog_gives_the_eager_transitions():
+    potential, state, metric, step_size = _setup()
+    kernel = inference.HMC(n_leapfrogs=7, jit_compile=True)
+    eager = _run(lambda s: hmc_kernel(s, potential, step_size, metric, 7), state)
+    compiled = _run(lambda s: kernel.transition(s, potential, step_size, metric), state)
+    assert _only_step(kernel).is_compiled
+    _assert_same_transitions(eager, compiled)
+
+
+def test_failed_compilation_warns_and_runs_eagerly(monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+    monkeypatch.setattr(torch._inductor, "standalone_compile", no_compiler)
+    potential, state, metric, step_size = _setup()
+    kernel = inference.NUTS(max_tree_depth=5, jit_compile=True)
+    eager = _run(lambda s: nuts_kernel(s, potential, step_size, metric, 5), state, n=2)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
+        compiled = _run(lambda s: kernel.transition(s, potential, step_size, metric), state, n=2)
+    step = _only_step(kernel)
+    assert not step.is_compiled and "no C++ compiler" in step.reason
+    _assert_same_transitions(eager, compiled)
+
+
+@needs_compiler
+def test_model_reading_latent_values_in_python_is_not_compiled():
+    """A Python number read from a latent cannot be traced: a warning, and it runs eagerly."""
+    def log_joint(values):
+        z = values["z"]
+        scale = 1. + float(z.detach().abs().max())
+        return -0.5 * (z ** 2).sum(-1) / scale
+
+    z = torch.randn(3, 2, dtype=torch.float64)
+    potential = Potential(log_joint, {}, {"z": z})
+    state = init_state(potential, potential.unconstrain({"z": z}))
+    metric = identity_metric(3, 2, dtype=torch.float64)
+    step_size = torch.full((3,), 0.3, dtype=torch.float64)
+    kernel = inference.HMC(n_leapfrogs=4, jit_compile=True)
+    eager = _run(lambda s: hmc_kernel(s, potential, step_size, metric, 4), state, n=2)
+    with pytest.warns(RuntimeWarning, match="reads tensor values in Python"):
+        compiled = _run(lambda s: kernel.transition(s, potential, step_size, metric), state, n=2)
+    assert not _only_step(kernel).is_compiled
+    _assert_same_transitions(eager, compiled)
+
+
+@needs_compiler
+def test_sample_recompiles_for_new_observed_data():
+    """ZhuSuan's `.sample()` loop: same data, one compilation; new data, a new one."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    model = logistic_regression(x)
+    y1 = torch.bernoulli(torch.full((30,), 0.3, dtype=torch.float64), generator=g)
+    y2 = 1. - y1
+    latent = {"beta": torch.zeros(2, 3, dtype=torch.float64)}
+    hmc = inference.HMC(step_size=0.1, n_leapfrogs=3, jit_compile=True)
+    latent, _ = hmc.sample(model, {"y": y1}, latent)
+    first = _only_step(hmc)
+    latent, _ = hmc.sample(model, {"y": y1}, latent)
+    assert _only_step(hmc) is first and first.is_compiled
+    latent, info = hmc.sample(model, {"y": y2}, latent)
+    assert _only_step(hmc) is not first and _only_step(hmc).is_compiled
+    # the log joint it reports is the one of the new data
+    expected = model.observe(y=y2, beta=latent["beta"]).log_joint()
+    torch.testing.assert_close(info.log_prob, expected, rtol=1e-9, atol=1e-9)
+
+
+@needs_compiler
+def test_compiled_nuts_recovers_a_conjugate_posterior():
+    name, model, observed, latent, mean, second = conjugate_cases()[2]  # normal-normal
+    kernel = inference.NUTS(jit_compile=True)
+    result = inference.mcmc.run(kernel, model, observed, n_chains=8, n_warmup=200,
+                                n_samples=250, progress=False, seed=1)
+    assert _only_step(kernel).is_compiled
+    assert_moments(result.samples[latent], mean, second, name=name)
+    assert result.num_divergences.sum() == 0
