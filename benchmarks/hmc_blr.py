@@ -22,7 +22,8 @@ machine-wide parts ready. "ours, warm cache" repeats the 16-chain run with
 the cache the first one left: a second run of the same model. "ours, eager"
 is the 16-chain run without compiling.
 
-Cases (each in a fresh process, one intra-op thread for torch and XLA alike):
+Cases (each in a fresh process pinned to one CPU core, one intra-op thread for
+torch and XLA alike):
 
 - main: 16 chains; ours (`inference.mcmc.run` with `inference.NUTS`, chains
   batched in lock-step; cold, warm and eager), NumPyro
@@ -67,7 +68,14 @@ def breast_cancer():
 
 
 def _limit_threads():
-    """One intra-op thread everywhere (set before torch / jax are imported)."""
+    """One core for each run: pinned to one CPU, one intra-op thread (before imports).
+
+    XLA keeps helper threads (compilation, async dispatch) that the thread
+    flags do not stop; unpinned, NumPyro used up to 1.8 CPU seconds per wall
+    second here, and our compiler subprocesses ran on the second core too.
+    """
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     os.environ["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "

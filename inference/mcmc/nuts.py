@@ -56,14 +56,14 @@ def _checkpoint_slots(leaf):
 
 @functools.lru_cache(maxsize=64)
 def _checkpoint_masks(n_leaves, n_slots, device):
-    """[n_leaves, 2, n_slots] bool: the slot each even leaf writes ([:, 0]) and the
-    slots each odd leaf checks ([:, 1]), as masks so that every leaf runs the
+    """Per leaf, a [2, n_slots] bool mask: the slot an even leaf writes ([0]) and
+    the slots an odd leaf checks ([1]), as masks so that every leaf runs the
     same operations."""
     masks = torch.zeros((n_leaves, 2, n_slots), dtype=torch.bool)
     for leaf in range(n_leaves):
         lo, hi = _checkpoint_slots(leaf)
         masks[leaf, leaf % 2, lo:hi + 1] = True
-    return masks.to(device)
+    return masks.to(device).unbind(0)
 
 
 # A subtree's running state, packed into three tensors so that a compiled leaf
@@ -86,7 +86,8 @@ def nuts_leaf(value_and_grad, velocity_from, max_energy_error, vectors, scalars,
     log_prob, grad, log weight exp(H0 - H)), per chain whether it is still
     building (active), diverged, its leapfrog count and its sum of acceptance
     probabilities; the checkpoints hold the velocity and rho minus the
-    momentum at the first leaf of each aligned block. They come back updated.
+    momentum at the first leaf of each aligned block. They come back updated,
+    with a 0-d bool: whether any chain is still building.
     step [n, 1] (signed), orig_energy H0 [n], inverse_mass: the metric's;
     log_u [n]: log of a uniform draw; masks [2, T]: this leaf's checkpoint
     slots (write, check).
@@ -98,7 +99,7 @@ def nuts_leaf(value_and_grad, velocity_from, max_energy_error, vectors, scalars,
     position, momentum, grad, velocity, rho, proposal_position, proposal_grad = vectors.unbind(1)
     (log_weight, proposal_log_prob, proposal_log_weight, active, diverging, n_steps,
      sum_accept) = scalars.unbind(1)
-    active = active > 0
+    was_active = active > 0
     half_step = 0.5 * step
     new_momentum = torch.addcmul(momentum, half_step, grad)
     new_position = torch.addcmul(position, step, velocity_from(inverse_mass, new_momentum))
@@ -127,18 +128,20 @@ def nuts_leaf(value_and_grad, velocity_from, max_energy_error, vectors, scalars,
                                torch.where(write, rho - new_momentum, checkpoints[1])))
     ckpt_velocity, ckpt_offset = checkpoints
     turned = (_turning(ckpt_velocity, new_velocity, rho - ckpt_offset) & masks[1][:, None]).any(0)
+    active = was_active & finite & ~turned
     vectors = torch.stack((new_position, new_momentum, new_grad, new_velocity, rho,
                            torch.where(take_column, new_position, proposal_position),
                            torch.where(take_column, new_grad, proposal_grad)), 1)
     scalars = torch.stack((new_log_weight,
                            torch.where(take, new_log_prob, proposal_log_prob),
                            torch.where(take, leaf_weight, proposal_log_weight),
-                           (active & finite & ~turned).to(scalars.dtype),
-                           torch.where(active & ~finite, 1., diverging),
-                           n_steps + active.to(scalars.dtype),
-                           sum_accept + torch.where(active, leaf_weight.clamp(max=0.).exp(), 0.)),
+                           active.to(scalars.dtype),
+                           torch.where(was_active & ~finite, 1., diverging),
+                           n_steps + was_active.to(scalars.dtype),
+                           sum_accept + torch.where(was_active, leaf_weight.clamp(max=0.).exp(),
+                                                    0.)),
                           1)
-    return vectors, scalars, checkpoints
+    return vectors, scalars, checkpoints, active.any()
 
 
 def _build_subtree(leaf_step, start, forward, n_leaves, active, orig_energy, step_size,
@@ -164,12 +167,12 @@ def _build_subtree(leaf_step, start, forward, n_leaves, active, orig_energy, ste
     scalars = torch.stack((torch.full_like(orig_energy, -torch.inf), proposal[1], proposal[3],
                            active.to(zeros.dtype), zeros, zeros, zeros), 1)
     for leaf in range(n_leaves):
-        vectors, scalars, checkpoints = leaf_step(vectors, scalars, checkpoints, step,
-                                                  orig_energy, inverse_mass, log_u[leaf],
-                                                  masks[leaf])
+        vectors, scalars, checkpoints, building = leaf_step(
+            vectors, scalars, checkpoints, step, orig_energy, inverse_mass, log_u[leaf],
+            masks[leaf])
         if leaf == 0:
             first = (vectors[:, 1], vectors[:, 3])  # the new leaf's momentum and velocity
-        if not bool(scalars[:, 3].any()):
+        if not bool(building):
             break
     log_weight, log_prob, proposal_weight, still_active, diverging, n_steps, sum_accept = \
         scalars.unbind(1)

@@ -10,6 +10,8 @@
    no divergent transitions (fast posteriors only; all eight run in
    `benchmarks/posteriordb.py`).
 """
+import shutil
+
 import numpy as np
 import pytest
 import scipy.stats as ss
@@ -167,12 +169,23 @@ NUTS_RUNS = ["eight_schools-eight_schools_noncentered", "sblri-blr", "arK-arK",
              "low_dim_gauss_mix-low_dim_gauss_mix"]
 
 
-@pytest.mark.parametrize("name", NUTS_RUNS)
-def test_nuts_matches_the_reference_posterior(name):
+# Two of them also with compiled leaves (jit_compile): constrained and plain latents.
+JIT_RUNS = ["eight_schools-eight_schools_noncentered", "arK-arK"]
+HAS_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
+@pytest.mark.parametrize("name,jit_compile", [(n, False) for n in NUTS_RUNS]
+                         + [(n, True) for n in JIT_RUNS])
+def test_nuts_matches_the_reference_posterior(name, jit_compile):
+    if jit_compile and not HAS_COMPILER:
+        pytest.skip("jit_compile needs a C++ compiler")
     posterior = load(name)
-    result = inference.mcmc.run(inference.NUTS(**posterior.nuts_settings), posterior.model,
-                                posterior.observed, n_chains=4, n_warmup=300, n_samples=300,
-                                progress=False, seed=0)
+    kernel = inference.NUTS(**posterior.nuts_settings, jit_compile=jit_compile)
+    result = inference.mcmc.run(kernel, posterior.model, posterior.observed, n_chains=4,
+                                n_warmup=300, n_samples=300, progress=False, seed=0)
+    if jit_compile:
+        (step,) = kernel._steps.values()
+        assert step.is_compiled, step.reason
     assert int(result.num_divergences.sum()) == 0
     comparison = compare_to_reference(posterior, result.samples)
     # enough effective draws for the MCSEs the z-scores divide by to be reliable
