@@ -33,6 +33,13 @@ import torch
 
 __all__ = ["CompiledStep", "shifted"]
 
+# Shapes are taken as given (the chain count and dimension are fixed in a run). A
+# step is called tens of thousands of times with small tensors, so per-call costs
+# matter: the C++ wrapper calls the kernels without Python, input size checks are
+# off (`__call__` makes the inputs contiguous), and the CPU's vector instructions
+# are trusted without a probe build in a subprocess (seconds per process).
+_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True}
+
 _READS_VALUES = ("the model reads tensor values in Python (an `if`, float() or .item() on a "
                  "latent), which a trace cannot follow; write it with torch.where instead")
 
@@ -56,6 +63,7 @@ class CompiledStep:
         self.compiled = None
         self.reason = "not compiled yet"
         self.compile_seconds = 0.
+        self.n_fallbacks = 0  # calls where the compiled function raised and `fn` ran
 
     @property
     def is_compiled(self):
@@ -68,7 +76,7 @@ class CompiledStep:
             try:  # compiled code is specialized to contiguous inputs
                 return self.compiled(*(a.contiguous() for a in args))
             except (RuntimeError, ValueError):
-                pass  # the eager step masks the failing chains
+                self.n_fallbacks += 1  # the eager step masks the failing chains
         return self.fn(*args)
 
     def _compile(self, args):
@@ -80,10 +88,8 @@ class CompiledStep:
             from torch._inductor import standalone_compile
             from torch.fx.experimental.proxy_tensor import make_fx
             graph = make_fx(self.traceable)(*args)
-            # Shapes as given (the chain count and dimension are fixed in a run);
-            # size checks of the inputs off: they cost microseconds per call.
             compiled = standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
-                                          options={"config_patches": {"size_asserts": False, "cpp.vec_isa_ok": True}})
+                                          options={"config_patches": _INDUCTOR_OPTIONS})
             for point in (args, self.perturb(args)):
                 if not _same(self.fn(*point), tuple(compiled(*point)), tolerance):
                     raise RuntimeError("the compiled function disagrees with the eager one "

@@ -154,3 +154,32 @@ def test_compiled_nuts_recovers_a_conjugate_posterior():
     assert _only_step(kernel).is_compiled
     assert_moments(result.samples[latent], mean, second, name=name)
     assert result.num_divergences.sum() == 0
+
+
+@needs_compiler
+def test_a_model_error_in_a_compiled_step_rejects_the_move():
+    """Cholesky fails where |z| > 1: the compiled step raises, the eager one masks the chain."""
+    def log_joint(values):
+        z = values["z"][:, 0]
+        one = torch.ones_like(z)
+        matrix = torch.stack((torch.stack((one, z), -1), torch.stack((z, one), -1)), -2)
+        chol = torch.linalg.cholesky(matrix)
+        return -torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1) - 4.5 * z ** 2
+
+    z = torch.tensor([[0.1], [0.2], [0.5]], dtype=torch.float64)
+    potential = Potential(log_joint, {}, {"z": z})
+    state = init_state(potential, potential.unconstrain({"z": z}))
+    metric = identity_metric(3, 1, dtype=torch.float64)
+    kernel = inference.HMC(n_leapfrogs=5, jit_compile=True)
+    torch.manual_seed(0)
+    small = torch.full((3,), 0.01, dtype=torch.float64)
+    state, _ = kernel.transition(state, potential, small, metric)  # compiled at a good point
+    step_size = torch.tensor([0.05, 0.3, 0.6], dtype=torch.float64)
+    diverged = torch.zeros(3, dtype=torch.bool)
+    for _ in range(20):
+        state, info = kernel.transition(state, potential, step_size, metric)
+        diverged |= info.diverging
+    step = _only_step(kernel)
+    assert step.is_compiled and step.n_fallbacks > 0
+    assert diverged.any()
+    assert state.position.abs().max() < 1 and torch.isfinite(state.log_prob).all()
