@@ -1,4 +1,4 @@
-"""Compile a kernel's inner step (model gradient included) into one fused CPU/GPU function.
+"""Compile a kernel's inner step (model gradient included) into one native function.
 
 Pyro's `jit_compile=True`, for our kernels: the step of a trajectory (a NUTS
 leaf, an HMC leapfrog) is a pure function of tensors. Running it once under
