@@ -95,14 +95,11 @@ def _score(draws, wall, cpu, n_steps, divergences):
 
 
 # -- the three implementations ---------------------------------------------------------
-def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0,
-             jit_compile=True):
+def ppl_model():
+    """The model in `ppl`: a template taking X [569, 31] (imports torch when called)."""
     import torch
 
-    import inference
     import ppl
-    x, y = (torch.from_numpy(a) for a in breast_cancer())
-    wall, cpu = time.perf_counter(), time.process_time()
 
     @ppl.meta_bayesian_net(scope="logistic_regression")
     def logistic_regression(x):
@@ -110,6 +107,17 @@ def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0,
         beta = bn.normal("beta", torch.zeros(x.shape[1]), std=1., group_ndims=1)
         bn.bernoulli("y", beta @ x.T, group_ndims=1)
         return bn
+    return logistic_regression
+
+
+def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0,
+             jit_compile=True):
+    import torch
+
+    import inference
+    x, y = (torch.from_numpy(a) for a in breast_cancer())
+    wall, cpu = time.perf_counter(), time.process_time()
+    logistic_regression = ppl_model()
 
     kernel = (inference.NUTS(jit_compile=jit_compile) if sampler == "nuts" else
               inference.HMC(trajectory_length=trajectory_length, adapt_step_size=True,
@@ -213,16 +221,9 @@ def _long_worker(n_chains, n_iterations, block, n_adapt):
     import torch
     torch.set_num_threads(1)
     import inference
-    import ppl
     torch.manual_seed(0)
     x, y = (torch.from_numpy(a) for a in breast_cancer())
-
-    @ppl.meta_bayesian_net(scope="logistic_regression")
-    def logistic_regression(x):
-        bn = ppl.BayesianNet()
-        beta = bn.normal("beta", torch.zeros(x.shape[1]), std=1., group_ndims=1)
-        bn.bernoulli("y", beta @ x.T, group_ndims=1)
-        return bn
+    logistic_regression = ppl_model()
 
     model = logistic_regression(x)
     nuts = inference.NUTS(adapt_step_size=True, adapt_mass="diag", jit_compile=True)
