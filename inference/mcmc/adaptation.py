@@ -70,8 +70,10 @@ class DualAveraging:
         self.gamma, self.t0, self.kappa = gamma, t0, kappa
         self.restart(step_size)
 
-    def restart(self, step_size):
-        self.mu = torch.log(10. * step_size)
+    def restart(self, step_size, explore=10.):
+        """Start again from `step_size`; the iterates are pulled towards `explore`
+        times it (Stan's 10: try larger steps first)."""
+        self.mu = torch.log(explore * step_size)
         self.count = 0
         self.error_avg = torch.zeros_like(step_size)
         self.log_step_avg = torch.zeros_like(step_size)
@@ -277,7 +279,12 @@ class WindowedAdaptation:
                 if self.adapt_step_size:
                     step = find_initial_step_size(state, self.potential, self.metric,
                                                   self.step_size)
-                    self.dual_averaging.restart(step)
+                    # Too few iterations left for the average to move far from
+                    # where it starts (t0 of them, about): start at the found step
+                    # itself rather than exploring from ten times it.
+                    left = self.n_warmup - (iteration + 1)
+                    explore = 10. if left >= self.dual_averaging.t0 else 1.
+                    self.dual_averaging.restart(step, explore)
                     self.step_size = step
         if iteration + 1 == self.n_warmup and self.adapt_step_size:
             self.step_size = self.dual_averaging.final_step_size

@@ -129,6 +129,17 @@ def test_warmup_reaches_target_acceptance_and_posterior_scales(kernel):
     assert (ratio.log().abs() < 0.7).all(), ratio
 
 
+@pytest.mark.parametrize("n_warmup", [50, 100])
+def test_short_warmup_of_hmc_ends_with_a_usable_step(n_warmup):
+    """ZhuSuan's t0=100 moves dual averaging slowly: after the last metric update a
+    short final buffer must not leave the step at ten times the heuristic one."""
+    kernel = inference.HMC(trajectory_length=3., adapt_step_size=True, adapt_mass="diag")
+    result = inference.mcmc.run(kernel, _diagonal_gaussian, init={"z": torch.zeros(4, 6)},
+                                n_warmup=n_warmup, n_samples=50, progress=False, seed=0)
+    assert result.num_divergences.sum() == 0
+    assert np.all(result.stats["accept_prob"].mean(1) > 0.4), result.stats["accept_prob"]
+
+
 def test_dense_mass_estimates_the_covariance():
     cov = torch.tensor([[1., 0.9, 0.], [0.9, 1., -0.3], [0., -0.3, 0.5]])
     precision = torch.linalg.inv(cov)
