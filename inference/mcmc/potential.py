@@ -301,7 +301,7 @@ class Potential:
         return log_prob, grad
 
     def traceable(self, x):
-        """`self(x)` without Python branches on values or error recovery: for `compile_step`.
+        """`self(x)` without Python branches on values or error recovery: for `CompiledStep`.
 
         Non-finite chains are masked with torch.where (log_prob -inf, gradient
         0); a model that raises is left to the eager `__call__`. The model's
