@@ -17,14 +17,6 @@ import ppl
 from inference import diagnostics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small per-chain tensors: intra-op threads only add overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _chi_square_pvalue(states, probs, min_expected=5.):
     """p-value of the counts of integer `states` against `probs`; sparse cells pooled."""

@@ -15,14 +15,6 @@ import ppl
 from inference.sgmcmc import minibatch_gradient
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Chains are small vectors: intra-op threads only add overhead (a lot on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # -- the double well: U(x) = -2 x^2 + x^4, gradients with N(0, 2^2) noise ------
 

@@ -8,14 +8,6 @@ from models.bnn_uci import noise_conditional, run_split, weight_conditional
 from models.data.uci import load_uci, uci_n_splits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A 13-50-1 net on 32 rows: intra-op threads only add overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def boston(require_dataset):

@@ -12,15 +12,6 @@ from models.data import BinarizedBatches, load_binary_images
 HIDDEN = (64, 64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These nets are small: one thread avoids thread overhead (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_binary_images("digits", seed=0)

@@ -24,14 +24,6 @@ TRANSFORMS = {
 INVERTIBLE = [name for name in TRANSFORMS if name != "planar"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: intra-op threads only add overhead (8x on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def randomize(module, scale=0.5, seed=0):
     """Random parameters: the zero-initialized output layers would make the identity."""
