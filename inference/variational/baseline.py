@@ -20,12 +20,13 @@ class MovingAverage(nn.Module):
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
 
     def update(self, x, decay):
-        """Fold the mean of `x` in (first update: take it); non-finite values are skipped."""
+        """Fold the mean of `x` in (first update: take it); non-finite values are skipped.
+
+        Written without Python branches on values, so a recorded step
+        (`inference.TracedStep`) replays it exactly.
+        """
         x = x.detach().mean().to(self.value)
-        if not bool(torch.isfinite(x)):
-            return
-        if int(self.n_updates) == 0:
-            self.value.copy_(x)
-        else:
-            self.value.mul_(decay).add_((1. - decay) * x)
-        self.n_updates += 1
+        finite = torch.isfinite(x)
+        average = torch.where(self.n_updates == 0, x, self.value * decay + (1. - decay) * x)
+        self.value.copy_(torch.where(finite, average, self.value))
+        self.n_updates.add_(finite.to(self.n_updates.dtype))

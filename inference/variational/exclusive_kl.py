@@ -149,7 +149,7 @@ class EvidenceLowerBoundObjective(VariationalObjective):
                 baseline_cost = self._reduce(0.5 * (learning_signal - baseline) ** 2)
                 learning_signal = learning_signal - baseline.detach()
             average = self._moving_average(moving_average)
-            value = average.value.to(learning_signal)
+            value = average.value.to(learning_signal, copy=True)  # before this step's update
             average.update(learning_signal, decay)
             learning_signal = learning_signal - value
         elif baseline is not None:

@@ -134,6 +134,24 @@ def test_iw_sgvb_refuses_path_derivative_guides_with_several_samples(normal):
     assert single.sgvb().shape == (2,)
 
 
+def test_reinforce_subtracts_the_average_of_earlier_steps_only(normal):
+    """The baseline of a step must not contain that step's samples (or it is biased):
+    with log q a leaf, d cost / d log q = -(l - b) / k, b the average *before* the step."""
+    k, R, previous = 4, 3, -2.5
+    average = inference.MovingAverage()
+    average.value.fill_(previous)
+    average.n_updates.fill_(7)
+    z = torch.randn(k, R)
+    log_q = torch.randn(k, R, requires_grad=True)
+    lower_bound = inference.elbo(normal.template()(k, R), normal.observed(),
+                                 latent={"z": (z, log_q)}, axis=0)
+    cost = lower_bound.reinforce(moving_average=average, decay=0.8)
+    signal = lower_bound._log_weight().detach()
+    (grad,) = torch.autograd.grad(cost.sum(), log_q)
+    torch.testing.assert_close(grad, -(signal - previous) / k)
+    torch.testing.assert_close(average.value, 0.8 * previous + 0.2 * signal.mean())
+
+
 def test_reinforce_keeps_its_moving_average_in_the_model_template(normal):
     template = normal.template()
     mp, lp = normal.params(10, M, LOGS)
