@@ -11,6 +11,10 @@ ELBO), backward, and an Adam update, on the same binarized batch, for:
   `build_q_net`), `inference.elbo(...).sgvb()`, a torch Adam step;
 - ours + Trainer: the same step through `inference.Trainer.step` (adds its
   NaN guard on the cost and the gradients);
+- ours, traced / ours + Trainer(trace=True): the same, with the step recorded
+  once and replayed (`inference.TracedStep`, as Pyro's JitTrace_ELBO): the
+  model and guide programs no longer run in Python on every step; the
+  operations, autograd and Adam are the same as eager;
 - baseline, plain torch: the same networks, estimator and Adam hand-written
   in PyTorch (`PlainVAE`: log N, log Bernoulli as closed-form expressions);
 - baseline, Pyro: `pyro.infer.SVI` with `Trace_ELBO` and `pyro.optim.Adam`,
@@ -91,14 +95,16 @@ class PlainVAE(nn.Module):
         return torch.logsumexp(torch.cat(parts), 0) - math.log(n_samples)
 
 
-def ppl_step(x, hidden, z_dim, trainer=False):
+def ppl_step(x, hidden, z_dim, trainer=False, trace=False):
     gen, q_net = vae.new_templates()
     step_fn = vae.elbo_step(gen, q_net, z_dim, hidden=hidden)
     if trainer:
         runner = inference.Trainer({"model": gen, "guide": q_net},
                                    lambda params: torch.optim.Adam(params, lr=1e-3),
-                                   progress=False)
+                                   progress=False, trace=trace)
         return lambda: runner.step(step_fn, x)
+    if trace:
+        step_fn = inference.TracedStep(step_fn, {"model": gen, "guide": q_net})
     step_fn(x)  # the templates create their layers on the first call
     optimizer = torch.optim.Adam(list(gen.parameters()) + list(q_net.parameters()), lr=1e-3)
 
@@ -155,10 +161,10 @@ def batch_of(data_name, batch_size, seed=0):
     return torch.from_numpy(data.test[:batch_size])
 
 
-def median_step_seconds(steps, n_steps, repeats, warmup=3):
+def median_step_seconds(steps, n_steps, repeats, warmup=5):
     """name -> (median, min, max) seconds per step over interleaved, rotated repeats."""
     for step in steps.values():
-        for _ in range(warmup):
+        for _ in range(warmup):  # traced steps record on their second or third call
             step()
     names = list(steps)
     times = {name: [] for name in names}
@@ -183,7 +189,9 @@ def measure(net, n_steps, repeats):
     torch.manual_seed(0)
     steps = {"plain torch": plain_step(x, hidden, z_dim),
              "ours": ppl_step(x, hidden, z_dim),
-             "ours + Trainer": ppl_step(x, hidden, z_dim, trainer=True)}
+             "ours + Trainer": ppl_step(x, hidden, z_dim, trainer=True),
+             "ours, traced": ppl_step(x, hidden, z_dim, trace=True),
+             "ours + Trainer(trace=True)": ppl_step(x, hidden, z_dim, trainer=True, trace=True)}
     pyro_error = None
     try:
         steps["pyro"] = pyro_step(x, hidden, z_dim)
@@ -193,7 +201,9 @@ def measure(net, n_steps, repeats):
     result = median_step_seconds(steps, n_steps, repeats)
     rows = []
     for ours, baseline in [("ours", "plain torch"), ("ours + Trainer", "plain torch"),
-                           ("ours", "pyro")]:
+                           ("ours, traced", "plain torch"),
+                           ("ours + Trainer(trace=True)", "plain torch"), ("ours", "pyro"),
+                           ("ours, traced", "pyro")]:
         if baseline not in result:
             rows.append({"case": f"{net}: {ours}", "baseline": baseline, "missing": pyro_error})
             continue

@@ -13,7 +13,8 @@ from inference.variational import (EvidenceLowerBoundObjective,  # noqa: E402
 from inference.importance import is_loglikelihood  # noqa: E402
 from inference.ais import AIS  # noqa: E402
 from inference.trainer import Trainer  # noqa: E402
-__all__ += ["elbo", "importance_weighted_objective", "iw_objective", "klpq",
+from inference.traced import TracedObjective, TracedStep  # noqa: E402
+__all__ += ["TracedStep", "TracedObjective", "elbo", "importance_weighted_objective", "iw_objective", "klpq",
             "VariationalObjective", "EvidenceLowerBoundObjective", "ImportanceWeightedObjective",
             "InclusiveKLObjective", "MovingAverage", "is_loglikelihood", "AIS", "Trainer"]
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from inference.traced import TracedStep
 from ppl.template import creation_count
 
 __all__ = ["Trainer"]
@@ -82,10 +83,13 @@ class Trainer:
     `checkpoint_path` is set). `resume`: continue from `checkpoint_path` when
     it exists. `log` holds one dict (epoch, step, cost, bound) per step taken
     by this trainer, the latest `log_size` of them (memory stays flat on long runs).
+    `trace`: record each step function once per input shape and replay it
+    (`inference.TracedStep`, as Pyro's JitTrace_ELBO): the model and guide
+    programs then no longer run in Python on every step.
     """
 
     def __init__(self, modules, optimizer, checkpoint_path=None, checkpoint_every=None,
-                 progress=True, resume=True, log_size=10_000):
+                 progress=True, resume=True, log_size=10_000, trace=False):
         if not isinstance(modules, dict) or not modules or \
                 not all(isinstance(m, nn.Module) for m in modules.values()):
             raise TypeError("`modules` must be a non-empty dict name -> nn.Module "
@@ -109,6 +113,8 @@ class Trainer:
         self.progress = progress
         self.resume = resume
         self.log = collections.deque(maxlen=log_size)
+        self.trace = bool(trace)
+        self._traced = {}  # step_fn -> its TracedStep
         self._params = None  # the parameters the optimizer was made with
         self._params_listed_at = None
         self._resume_iterator = None
@@ -150,6 +156,13 @@ class Trainer:
         self._params, self._params_listed_at = params, created
 
     def _forward(self, step_fn, batch):
+        if self.trace:
+            traced = self._traced.get(step_fn)
+            if traced is None:
+                if len(self._traced) >= 16:  # a new step function per call: keep memory flat
+                    self._traced.clear()
+                traced = self._traced[step_fn] = TracedStep(step_fn, self.modules)
+            step_fn = traced
         out = step_fn(batch)
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError("step_fn(batch) must return (cost, objective)")

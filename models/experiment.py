@@ -142,6 +142,10 @@ def common_parser(name, description, digits_defaults, mnist_defaults, quick_epoc
                              "barely help and slow down a busy machine; try more for MNIST "
                              "on a many-core machine; 0: torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-trace", action="store_true",
+                        help="run the model and guide programs in Python on every step "
+                             "(default: record the step once per batch shape and replay it, "
+                             "see inference.TracedStep)")
     parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults,
                         quick_epochs=quick_epochs)
     return parser
@@ -193,7 +197,8 @@ def run(args, name, setup):
     print(f"{name} on {data.name}: {len(data.train)} train / {len(test)} test images, "
           f"{len(batches)} batches of {args.batch_size} per epoch, {args.epochs} epochs")
     trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
-                                checkpoint_path=args.checkpoint, progress=not args.no_progress)
+                                checkpoint_path=args.checkpoint, progress=not args.no_progress,
+                                trace=not args.no_trace)
     resuming = args.checkpoint is not None and Path(args.checkpoint).exists()
     history, train_seconds = [], 0.0
     every = max(1, args.epochs // 20)  # print about 20 epochs

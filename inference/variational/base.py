@@ -18,6 +18,7 @@ or name -> (samples, log_prob) as in ZhuSuan's older API.
 import torch
 
 from inference.model import LogJoint
+from inference.variational.tensor_like import TensorLike
 from ppl.bayesian_net import BayesianNet
 from ppl.stochastic_tensor import StochasticTensor, unwrap
 
@@ -76,7 +77,7 @@ def _first_nonfinite(named_tensors):
     return None
 
 
-class VariationalObjective:
+class VariationalObjective(TensorLike):
     """Base class of `elbo`, `importance_weighted_objective` and `klpq` objectives.
 
     `allow_default=True` lets the model sample latents the guide does not
@@ -249,54 +250,5 @@ class VariationalObjective:
             self._cache["value"] = self._objective()
         return self._cache["value"]
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        return func(*_to_tensors(args), **_to_tensors(kwargs or {}))
-
-    def __getattr__(self, item):
-        if item.startswith("_"):
-            raise AttributeError(item)
-        return getattr(self.tensor, item)
-
     def __repr__(self):
         return f"{type(self).__name__}(axis={self._axis}, guide={list(self._guide)})"
-
-    def __float__(self):
-        return float(self.tensor)
-
-    def __len__(self):
-        return len(self.tensor)
-
-    def __getitem__(self, index):
-        return self.tensor[index]
-
-    def __array__(self, dtype=None):
-        array = self.tensor.detach().cpu().numpy()
-        return array if dtype is None else array.astype(dtype)
-
-
-def _to_tensors(obj):
-    if isinstance(obj, VariationalObjective):
-        return obj.tensor
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_tensors(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to_tensors(v) for k, v in obj.items()}
-    return unwrap(obj)
-
-
-def _operator(name):
-    def method(self, other):
-        return getattr(self.tensor, name)(_to_tensors(other))
-    return method
-
-
-for _name in ("add", "sub", "mul", "truediv", "pow", "matmul"):
-    setattr(VariationalObjective, f"__{_name}__", _operator(f"__{_name}__"))
-    setattr(VariationalObjective, f"__r{_name}__", _operator(f"__r{_name}__"))
-for _name in ("lt", "le", "gt", "ge"):
-    setattr(VariationalObjective, f"__{_name}__", _operator(f"__{_name}__"))
-VariationalObjective.__neg__ = lambda self: -self.tensor
-VariationalObjective.__pos__ = lambda self: self.tensor
-VariationalObjective.__abs__ = lambda self: abs(self.tensor)
-del _name

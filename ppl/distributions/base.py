@@ -338,6 +338,8 @@ def _number_tensor(number, dtype, device):
     constants (std=1.) on every call. A tensor changed in place is made anew."""
     key = (type(number), number, dtype, device)
     cached = _number_tensors.get(key)
+    if cached is None and _check_mode.get() is not None:
+        return torch.as_tensor(number, dtype=dtype, device=device)  # tracing: not kept
     if cached is None or cached[0]._version != cached[1] or cached[0].requires_grad:
         if len(_number_tensors) >= _MAX_CACHED_NUMBERS:
             _number_tensors.clear()
@@ -346,8 +348,9 @@ def _number_tensor(number, dtype, device):
     return cached[0]
 
 
-# True inside `values_trusted()`: support checks are skipped (see there).
-_values_trusted = contextvars.ContextVar("ppl_values_trusted", default=False)
+# How support checks run: True inside `values_trusted()` (skipped), a list inside
+# `deferred_checks()` (collected as tensors), else None (checked at once, in Python).
+_check_mode = contextvars.ContextVar("ppl_check_mode", default=None)
 
 
 @contextlib.contextmanager
@@ -359,11 +362,28 @@ def values_trusted():
     lie in their supports by construction (bijections). Out-of-support values
     then give non-finite log-probabilities instead of errors.
     """
-    token = _values_trusted.set(True)
+    token = _check_mode.set(True)
     try:
         yield
     finally:
-        _values_trusted.reset(token)
+        _check_mode.reset(token)
+
+
+@contextlib.contextmanager
+def deferred_checks():
+    """Collect support checks as 0-d bool tensors instead of running them.
+
+    For recording a step as a graph (`inference.TracedStep`): each check
+    becomes part of the graph, one bool per check, which the caller tests
+    after the step (a failure is then explained by re-running it eagerly).
+    Yields the list the checks are appended to.
+    """
+    checks = []
+    token = _check_mode.set(checks)
+    try:
+        yield checks
+    finally:
+        _check_mode.reset(token)
 
 
 def _holds(constraint, value, remember=False):
@@ -371,8 +391,14 @@ def _holds(constraint, value, remember=False):
 
     With `remember`, a success is cached for this tensor until it changes in place.
     """
-    if constraint is constraints.real or _values_trusted.get():
+    if constraint is constraints.real:
         return True  # NaN/inf data is reported by check_numerics, not here
+    mode = _check_mode.get()
+    if mode is True:
+        return True
+    if mode is not None:
+        mode.append(constraint.check(value).all())
+        return True
     cacheable = remember and id(constraint) in _SINGLETONS
     if cacheable:
         key = (value._version, id(constraint))
@@ -389,10 +415,12 @@ def _holds(constraint, value, remember=False):
 
 def _holds_scalar(constraint, number, as_tensor):
     """`_holds` for a python number, remembered (models pass the same constants each call)."""
-    if id(constraint) not in _SINGLETONS or _values_trusted.get():
-        return _holds(constraint, as_tensor)
     key = (id(constraint), number)
+    if id(constraint) not in _SINGLETONS:
+        return _holds(constraint, as_tensor)
     if key not in _checked_scalars:
+        if _check_mode.get() is not None:  # tracing: `as_tensor` may hold no values
+            return _holds(constraint, as_tensor)
         if len(_checked_scalars) >= _MAX_CACHED_NUMBERS:
             _checked_scalars.clear()
         _checked_scalars[key] = _holds(constraint, as_tensor)

@@ -1,0 +1,213 @@
+"""`TracedStep` and `Trainer(trace=True)`: a replayed step is the eager step, exactly."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import inference
+import ppl
+
+X_DIM, Z_DIM, N = 6, 2, 5
+
+
+def _templates():
+    offset = torch.linspace(-0.2, 0.2, X_DIM)  # a tensor the step closes over: a constant
+
+    @ppl.meta_bayesian_net(scope="gen")
+    def gen(n, n_particles=1):
+        bn = ppl.BayesianNet()
+        z = bn.normal("z", torch.zeros(n, Z_DIM), std=1., group_ndims=1, n_samples=n_particles)
+        logits = ppl.module("out", lambda: nn.Linear(Z_DIM, X_DIM))(z) + offset
+        bn.bernoulli("x", logits, group_ndims=1)
+        return bn
+
+    @ppl.reuse_variables(scope="q")
+    def guide(x, n_particles=1, reparameterized=True):
+        bn = ppl.BayesianNet()
+        h = ppl.module("h", lambda: nn.Linear(X_DIM, 2 * Z_DIM))(x)
+        bn.normal("z", h[..., :Z_DIM], logstd=h[..., Z_DIM:], group_ndims=1,
+                  n_samples=n_particles, is_reparameterized=reparameterized)
+        return bn
+
+    return gen, guide
+
+
+def _sgvb_step(gen, guide):
+    def step(x):
+        lower_bound = inference.elbo(gen(x.shape[0], 3), {"x": x}, variational=guide(x, 3),
+                                     axis=0)
+        return lower_bound.sgvb().mean(), lower_bound
+    return step
+
+
+def _reinforce_step(gen, guide):
+    def step(x):
+        lower_bound = inference.elbo(gen(x.shape[0], 3), {"x": x},
+                                     variational=guide(x, 3, reparameterized=False), axis=0)
+        return lower_bound.reinforce().mean(), lower_bound
+    return step
+
+
+def _data(seed=0, n=N):
+    return torch.bernoulli(torch.full((n, X_DIM), 0.3), generator=torch.Generator().manual_seed(seed))
+
+
+def _train(make_step, traced, n_steps=6, batches=None):
+    torch.manual_seed(0)
+    gen, guide = _templates()
+    step = make_step(gen, guide)
+    if traced:
+        step = inference.TracedStep(step, {"model": gen, "guide": guide})
+    optimizer = None
+    costs = []
+    for i in range(n_steps):
+        x = batches[i] if batches is not None else _data(i)
+        cost, bound = step(x)
+        if optimizer is None:
+            optimizer = torch.optim.Adam(list(gen.parameters()) + list(guide.parameters()), 0.05)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+        costs.append((cost.item(), torch.mean(bound).item()))
+    params = [p.detach().clone() for p in list(gen.parameters()) + list(guide.parameters())]
+    return costs, params, step, gen
+
+
+@pytest.mark.parametrize("make_step", [_sgvb_step, _reinforce_step])
+def test_replayed_training_equals_eager_training(make_step):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager may happen
+        traced_costs, traced_params, traced, traced_gen = _train(make_step, traced=True)
+    eager_costs, eager_params, _, eager_gen = _train(make_step, traced=False)
+    assert traced.n_traced == 1 and traced.n_eager == 3  # eager, eager (layers made), record
+    torch.testing.assert_close(traced_costs, eager_costs, rtol=1e-6, atol=1e-6)
+    for a, b in zip(traced_params, eager_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # REINFORCE's moving average lives in the model template and is updated by the replay
+    torch.testing.assert_close(traced_gen.state_dict(), eager_gen.state_dict())
+
+
+def test_each_input_shape_gets_its_own_recording():
+    batches = [_data(i, n=N if i % 2 else 3) for i in range(8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        traced_costs, _, traced, _ = _train(_sgvb_step, True, n_steps=8, batches=batches)
+    eager_costs, _, _, _ = _train(_sgvb_step, False, n_steps=8, batches=batches)
+    assert traced.n_traced == 2
+    torch.testing.assert_close(traced_costs, eager_costs, rtol=1e-6, atol=1e-6)
+
+
+def _recorded(make_step=_reinforce_step):
+    gen, guide = _templates()
+    step = inference.TracedStep(make_step(gen, guide), {"model": gen, "guide": guide})
+    for i in range(3):
+        step(_data(i))
+    assert step.n_traced == 1
+    return step, gen
+
+
+def test_a_bad_observation_in_a_replay_raises_the_eager_error_and_changes_nothing():
+    step, gen = _recorded()
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    bad = _data(5)
+    bad[1, 2] = 0.5
+    with pytest.raises(ValueError, match=r"node 'x'.*outside the support"):
+        step(bad)
+    for key, value in gen.state_dict().items():  # the moving average was not updated
+        torch.testing.assert_close(value, before[key])
+
+
+def test_the_replay_names_the_node_of_a_nonfinite_bound():
+    step, _ = _recorded(_sgvb_step)
+    x = _data(7)
+    with torch.no_grad():
+        step._holder.parts["guide"].layers["h"].bias[Z_DIM] = float("inf")  # logstd of z
+    cost, bound = step(x)
+    assert isinstance(bound, inference.TracedObjective)
+    assert not torch.isfinite(cost)
+    assert bound.nonfinite_node() == "z"
+
+
+def test_trainer_with_trace_reports_the_node_and_trains_as_without():
+    def run(trace):
+        torch.manual_seed(0)
+        gen, guide = _templates()
+        trainer = inference.Trainer({"model": gen, "guide": guide},
+                                    lambda params: torch.optim.Adam(params, lr=0.05),
+                                    progress=False, trace=trace)
+        history = trainer.fit(_sgvb_step(gen, guide), [_data(i) for i in range(4)], n_epochs=3)
+        return history, trainer, guide
+
+    traced_history, trainer, guide = run(True)
+    eager_history, _, _ = run(False)
+    torch.testing.assert_close(traced_history, eager_history, rtol=1e-6, atol=1e-6)
+    traced = next(iter(trainer._traced.values()))
+    assert traced.n_traced == 1
+    with torch.no_grad():
+        guide.layers["h"].weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="node 'z'"):
+        trainer.fit(_sgvb_step(*[trainer.modules["model"], guide]), [_data(0)], n_epochs=4)
+
+
+def test_a_no_grad_block_stays_without_gradient_in_the_replay():
+    gen, guide = _templates()
+    frozen = nn.Linear(X_DIM, X_DIM)
+
+    def step(x):
+        with torch.no_grad():
+            x_features = torch.sigmoid(frozen(x)).round()
+        lower_bound = inference.elbo(gen(x.shape[0]), {"x": x_features},
+                                     variational=guide(x), axis=0)
+        return lower_bound.sgvb().mean(), lower_bound
+
+    traced = inference.TracedStep(step, {"model": gen, "guide": guide, "frozen": frozen})
+    for i in range(4):
+        cost, _ = traced(_data(i))
+        cost.backward()
+    assert traced.n_traced == 1
+    assert frozen.weight.grad is None and guide.layers["h"].weight.grad is not None
+
+
+def test_a_step_that_reads_values_in_python_runs_eagerly_with_a_warning():
+    gen, guide = _templates()
+    sgvb = _sgvb_step(gen, guide)
+
+    def step(x):
+        cost, bound = sgvb(x)
+        return (cost * 2 if float(x.sum()) > 10 else cost), bound
+
+    traced = inference.TracedStep(step, {"model": gen, "guide": guide})
+    with pytest.warns(RuntimeWarning, match="reads tensor values in Python"):
+        for i in range(3):
+            traced(_data(i))
+    assert traced.n_traced == 0
+    torch.manual_seed(3)
+    cost, _ = traced(_data(9))
+    torch.manual_seed(3)
+    assert cost.item() == step(_data(9))[0].item()
+
+
+def test_a_parameter_outside_the_modules_is_refused():
+    gen, guide = _templates()
+    scale = nn.Parameter(torch.tensor(2.))
+    sgvb = _sgvb_step(gen, guide)
+
+    def step(x):
+        cost, bound = sgvb(x)
+        return cost * scale, bound
+
+    traced = inference.TracedStep(step, {"model": gen, "guide": guide})
+    with pytest.warns(RuntimeWarning, match="not a parameter of `modules`"):
+        for i in range(3):
+            traced(_data(i))
+    cost, _ = traced(_data(4))
+    cost.backward()
+    assert traced.n_traced == 0 and scale.grad is not None
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="step_fn"):
+        inference.TracedStep(3, {})
+    with pytest.raises(TypeError, match="modules"):
+        inference.TracedStep(lambda x: x, [nn.Linear(1, 1)])
