@@ -254,13 +254,13 @@ def main(argv=None):
     for net, n_steps in zip(NETS, (2, 10) if quick else (10, 50)):
         rows += measure(net, n_steps, repeats)
 
-    print(f"\n{'case':48s} {'baseline':>12s} {'base ms':>9s} {'ours ms':>9s} {'ratio':>6s} "
+    print(f"\n{'case':54s} {'baseline':>12s} {'base ms':>9s} {'ours ms':>9s} {'ratio':>6s} "
           f"{'ratio of minima':>16s}")
     for row in rows:
         if "missing" in row:
-            print(f"{row['case']:48s} {row['baseline']:>12s} {row['missing']}")
+            print(f"{row['case']:54s} {row['baseline']:>12s} {row['missing']}")
             continue
-        print(f"{row['case']:48s} {row['baseline']:>12s} {1e3 * row['baseline_s']:9.2f} "
+        print(f"{row['case']:54s} {row['baseline']:>12s} {1e3 * row['baseline_s']:9.2f} "
               f"{1e3 * row['ours_s']:9.2f} {row['ratio']:6.2f} {row['ratio_of_minima']:16.2f}")
     return write_report(NAME, __doc__, argv, rows, args.out, quick)
 
