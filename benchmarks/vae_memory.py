@@ -9,7 +9,8 @@ fresh process (so their memory does not mix) and records its RSS, read from
 /proc/self/statm (psutil elsewhere), every 50 steps:
 
 - ours: `models.vae` templates and `inference.elbo(...).sgvb()` trained by
-  `inference.Trainer.fit` (the path `python -m models.vae` takes);
+  `inference.Trainer.fit`; ours, traced: the same with `trace=True` (the
+  path `python -m models.vae` takes: recorded steps, replayed);
 - baseline: the same network hand-written in PyTorch (`PlainVAE`), plain
   Adam loop.
 
@@ -38,6 +39,7 @@ from benchmarks.vae_step import PlainVAE
 
 NAME = "vae_memory"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
+KINDS = ("plain", "ours", "ours, traced")
 HIDDEN, Z_DIM, BATCH, EVERY = (500, 500), 40, 64, 50
 
 
@@ -59,7 +61,7 @@ def rss_bytes(collect=False):
 
 
 def worker(kind, n_steps, threads, collect):
-    """Train `kind` ("ours" or "plain") for `n_steps`; returns [(step, rss bytes)], seconds."""
+    """Train `kind` (one of KINDS) for `n_steps`; returns [(step, rss bytes)], seconds."""
     import inference
     from models import vae
     from models.data import BinarizedBatches, load_binary_images
@@ -70,20 +72,22 @@ def worker(kind, n_steps, threads, collect):
     n_epochs = -(-n_steps // len(batches))
     samples = []
     started = time.perf_counter()
-    if kind == "ours":
+    if kind in ("ours", "ours, traced"):
         gen, q_net = vae.new_templates()
-        elbo_step = vae.elbo_step(gen, q_net, Z_DIM, hidden=HIDDEN)
         count = [0]
 
-        def step(x):
-            count[0] += 1
-            if count[0] % EVERY == 0:
-                samples.append((count[0], rss_bytes(collect)))
-            return elbo_step(x)
+        def measured(iterator):  # RSS every EVERY steps, read as the next batch is asked for
+            for x in iterator:
+                yield x
+                count[0] += 1
+                if count[0] % EVERY == 0:
+                    samples.append((count[0], rss_bytes(collect)))
         trainer = inference.Trainer({"model": gen, "guide": q_net},
                                     lambda params: torch.optim.Adam(params, lr=1e-3),
-                                    progress=False)
-        trainer.fit(step, lambda epoch: _take(batches(epoch), n_steps - epoch * len(batches)),
+                                    progress=False, trace=kind == "ours, traced")
+        trainer.fit(vae.elbo_step(gen, q_net, Z_DIM, hidden=HIDDEN),
+                    lambda epoch: measured(_take(batches(epoch),
+                                                 n_steps - epoch * len(batches))),
                     n_epochs=n_epochs)
     else:
         model = PlainVAE(data.x_dim, Z_DIM, HIDDEN)
@@ -131,20 +135,22 @@ def main(argv=None):
     rows = []
     for collect in (False, True):
         results = {}
-        for kind in ("plain", "ours"):
+        for kind in KINDS:
             with context.Pool(1) as pool:
                 samples, seconds = pool.apply(worker, (kind, n_steps, args.threads, collect))
             results[kind] = {**summarize(samples, n_steps), "seconds": seconds}
-        ours, plain = results["ours"], results["plain"]
+        plain = results["plain"]
         what = "live RSS (after gc.collect + malloc_trim)" if collect else "RSS"
-        rows.append({"case": f"{what} over {n_steps} VAE steps (64-500-500, z=40, "
-                             f"batch {BATCH})",
-                     "baseline": "plain torch", "baseline_kb": plain["last_kb"],
-                     "ours_kb": ours["last_kb"], "ratio": ours["last_kb"] / plain["last_kb"],
-                     "ours": ours, "plain": plain})
+        for kind in KINDS[1:]:
+            ours = results[kind]
+            rows.append({"case": f"{what} over {n_steps} VAE steps (64-500-500, z=40, "
+                                 f"batch {BATCH}): {kind}",
+                         "baseline": "plain torch", "baseline_kb": plain["last_kb"],
+                         "ours_kb": ours["last_kb"], "ratio": ours["last_kb"] / plain["last_kb"],
+                         "ours": ours, "plain": plain})
         print(f"\n{what:44s} {'at 10% (KB)':>12s} {'at end (KB)':>12s} {'growth (KB)':>12s} "
               f"{'slope (KB/1000 steps)':>22s}")
-        for kind in ("plain", "ours"):
+        for kind in KINDS:
             r = results[kind]
             print(f"{kind:44s} {r['first_kb']:12.0f} {r['last_kb']:12.0f} {r['growth_kb']:12.0f} "
                   f"{r['slope_kb_per_1000_steps']:22.1f}")
