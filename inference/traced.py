@@ -31,10 +31,17 @@ How a call goes:
   or uses parameters that are not in `modules`, cannot be replayed: it runs
   eagerly, with one warning that says why.
 
-What it assumes: the modules' parameters and buffers stay the same tensor
-objects (optimizers, `load_state_dict` and `.to()` update them in place), and
-other tensors the step reads without taking them as input (constants, data
-closed over) keep their values.
+What it assumes, as any tracing JIT (Pyro's included):
+
+- Python values the step computes are fixed at recording: a coefficient
+  annealed in Python inside `step_fn` (`beta = min(1, t / 1000)`) would stay
+  at its recorded value; pass such values in as tensor arguments.
+- Python side effects of `step_fn` (appending to a list, a counter) happen
+  only on the eager calls; replays run torch operations only.
+- The modules' parameters and buffers stay the same tensor objects
+  (optimizers, `load_state_dict` and `.to()` update them in place), and other
+  tensors the step reads without taking them as input (constants, data
+  closed over) keep their values.
 """
 import warnings
 
