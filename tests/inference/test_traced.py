@@ -211,3 +211,42 @@ def test_bad_arguments():
         inference.TracedStep(3, {})
     with pytest.raises(TypeError, match="modules"):
         inference.TracedStep(lambda x: x, [nn.Linear(1, 1)])
+
+
+def test_tensor_arguments_vary_between_replays():
+    """A KL-annealing weight passed as a tensor is an input of the recording, not a constant;
+    arguments in nested containers are found too."""
+    gen, guide = _templates()
+
+    def step(batch):
+        x, beta = batch["x"], batch["beta"]
+        lower_bound = inference.elbo(gen(x.shape[0]), {"x": x}, variational=guide(x), axis=0)
+        log_w = lower_bound._log_weight()
+        return -(beta * log_w).mean(), lower_bound
+
+    traced = inference.TracedStep(step, {"model": gen, "guide": guide})
+    step({"x": _data(0), "beta": torch.tensor(1.)})  # the templates make their layers
+    for i in range(6):
+        batch = {"x": _data(i), "beta": torch.tensor(0.1 * (i + 1))}
+        torch.manual_seed(i)
+        cost, _ = traced(batch)
+        torch.manual_seed(i)
+        expected, _ = step(batch)
+        assert cost.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert traced.n_traced == 1
+
+
+def test_trainer_with_trace_resumes_from_a_checkpoint(tmp_path):
+    def run(n_epochs, path):
+        torch.manual_seed(0)
+        gen, guide = _templates()
+        trainer = inference.Trainer({"model": gen, "guide": guide},
+                                    lambda params: torch.optim.Adam(params, lr=0.05),
+                                    progress=False, trace=True, checkpoint_path=path)
+        return trainer.fit(_sgvb_step(gen, guide), lambda epoch: [_data(10 * epoch + i)
+                                                                  for i in range(3)], n_epochs)
+
+    straight = run(4, None)
+    run(2, tmp_path / "run.pt")
+    resumed = run(4, tmp_path / "run.pt")
+    torch.testing.assert_close(resumed, straight, rtol=1e-6, atol=1e-6)
