@@ -377,18 +377,15 @@ def _mutated_inputs(graph, n_state):
 def _refuse_trainable_constants(graph):
     """A tensor requiring grad that is not an input was captured by value: its gradient
     would be lost. (Parameters outside `modules`.)"""
-    for name, value in list(graph.named_buffers()) + list(graph.named_parameters()):
-        if value.requires_grad:
+    constants = dict(graph.named_buffers())
+    constants.update(graph.named_parameters())
+    constants.update((node.target, getattr(graph, node.target, None))
+                     for node in graph.graph.nodes if node.op == "get_attr")
+    for name, value in constants.items():
+        if isinstance(value, torch.Tensor) and value.requires_grad:
             raise RuntimeError(f"the step uses a tensor that requires grad and is not a "
                                f"parameter of `modules` (recorded as constant {name!r}); "
                                f"add its module to `modules`")
-    for node in graph.graph.nodes:
-        if node.op == "get_attr":
-            value = getattr(graph, node.target, None)
-            if isinstance(value, torch.Tensor) and value.requires_grad:
-                raise RuntimeError(f"the step uses a tensor that requires grad and is not a "
-                                   f"parameter of `modules` (recorded as constant "
-                                   f"{node.target!r}); add its module to `modules`")
 
 
 def _agree(replayed, eager):
