@@ -20,7 +20,7 @@ import torch
 from inference.mcmc.integrators import leapfrog
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
 
-__all__ = ["find_initial_step_size", "DualAveraging", "WelfordCovariance",
+__all__ = ["find_initial_step_size", "dual_averaging_update", "DualAveraging", "WelfordCovariance",
            "ExponentialMovingVariance", "window_schedule", "WindowedAdaptation", "make_metric"]
 
 
@@ -58,11 +58,31 @@ def find_initial_step_size(state, potential, metric, step_size, max_doublings=60
     return step_size
 
 
+def dual_averaging_update(mu, count, error_avg, log_step_avg, accept_prob, target, gamma, t0,
+                          kappa):
+    """One step of dual averaging per chain (pure: compiled NUTS steps run it too).
+
+    mu, count, error_avg, log_step_avg, accept_prob: [n_chains] (count as a
+    float, each chain's number of updates so far). Returns the new (count,
+    error_avg, log_step_avg, step_size).
+    """
+    accept_prob = torch.nan_to_num(accept_prob, nan=0.).clamp(0., 1.)
+    count = count + 1.
+    eta = 1. / (count + t0)
+    error_avg = (1. - eta) * error_avg + eta * (target - accept_prob)
+    log_step = mu - count.sqrt() / gamma * error_avg
+    weight = count.pow(-kappa)
+    log_step_avg = weight * log_step + (1. - weight) * log_step_avg
+    return count, error_avg, log_step_avg, log_step.exp()
+
+
 class DualAveraging:
     """Per-chain dual averaging of the log step size (Hoffman & Gelman 2014, Alg. 5).
 
     After `restart(step_size)`, each `update(accept_prob)` returns the next step
     size [n_chains]; `final_step_size` is the averaged one used after warm-up.
+    Each chain counts its own updates (`count`, [n_chains]): NUTS chains run
+    their transitions unsynchronized (`inference.mcmc.nuts`).
     """
 
     def __init__(self, step_size, target_acceptance_rate=0.8, gamma=0.05, t0=10, kappa=0.75):
@@ -74,25 +94,24 @@ class DualAveraging:
         """Start again from `step_size`; the iterates are pulled towards `explore`
         times it (Stan's 10: try larger steps first)."""
         self.mu = torch.log(explore * step_size)
-        self.count = 0
+        self.count = torch.zeros_like(step_size)
         self.error_avg = torch.zeros_like(step_size)
         self.log_step_avg = torch.zeros_like(step_size)
         self.step_size = step_size
 
+    @property
+    def settings(self):
+        """(target, gamma, t0, kappa) for `dual_averaging_update`."""
+        return self.target, self.gamma, self.t0, self.kappa
+
     def update(self, accept_prob):
-        accept_prob = torch.nan_to_num(accept_prob, nan=0.).clamp(0., 1.)
-        self.count += 1
-        eta = 1. / (self.count + self.t0)
-        self.error_avg = (1. - eta) * self.error_avg + eta * (self.target - accept_prob)
-        log_step = self.mu - math.sqrt(self.count) / self.gamma * self.error_avg
-        weight = self.count ** -self.kappa
-        self.log_step_avg = weight * log_step + (1. - weight) * self.log_step_avg
-        self.step_size = log_step.exp()
+        self.count, self.error_avg, self.log_step_avg, self.step_size = dual_averaging_update(
+            self.mu, self.count, self.error_avg, self.log_step_avg, accept_prob, *self.settings)
         return self.step_size
 
     @property
     def final_step_size(self):
-        return self.log_step_avg.exp() if self.count else self.step_size
+        return torch.where(self.count > 0, self.log_step_avg.exp(), self.step_size)
 
     def state_dict(self):
         return {"mu": self.mu, "count": self.count, "error_avg": self.error_avg,
@@ -218,9 +237,12 @@ class WindowedAdaptation:
         adapt = WindowedAdaptation(n_warmup, adapt_step_size=True, adapt_mass="diag")
         step_size = find_initial_step_size(state, potential, metric, step_size)
         step_size, metric = adapt.start(state, potential, metric, step_size)
-        for i in range(n_warmup):
-            state, info = kernel(state, potential, step_size, metric)
-            step_size, metric = adapt.update(i, state, info)
+        start = 0
+        for end in adapt.boundaries():
+            # end - start transitions, each followed by adapt.dual_averaging.update
+            state, positions, ... = sampler.iterate(..., end - start, adapt.dual_averaging)
+            step_size, metric = adapt.update(start, positions, state)
+            start = end
         # after the last update: the averaged step size and the final metric
     """
 
@@ -260,32 +282,51 @@ class WindowedAdaptation:
             self.dual_averaging.load_state_dict(state["dual_averaging"])
         return self.step_size, self.metric
 
+    def boundaries(self):
+        """Iterations after which the chains must meet (a new metric for all): window ends
+        and the end of warm-up. Between them the kernel adapts the step sizes itself."""
+        return sorted({end for _, end in self.windows} | {self.n_warmup})
+
     def _window_at(self, iteration):
         for start, end in self.windows:
             if start <= iteration < end:
                 return start, end
         return None
 
-    def update(self, iteration, state, info):
-        """Adapt after warm-up iteration `iteration` (0-based); returns (step_size, metric)."""
+    def update(self, start, positions, state):
+        """Adapt after warm-up iterations start, start + 1, ... (no boundary inside).
+
+        positions: [k, n_chains, D], the chains' points after each of the k
+        iterations; state: the last ones. The kernel has updated the step sizes
+        (`self.dual_averaging`) on the way. Returns (step_size, metric).
+        """
         if self.adapt_step_size:
-            self.step_size = self.dual_averaging.update(info.accept_prob)
-        window = self._window_at(iteration)
-        if window is not None:
-            self.estimator.update(state.position)
+            self.step_size = self.dual_averaging.step_size
+        end = start + len(positions)
+        for iteration, position in enumerate(positions, start):
+            window = self._window_at(iteration)
+            if window is None:
+                continue
+            self.estimator.update(position)
             if iteration + 1 == window[1]:
-                self.metric = make_metric(self.estimator.covariance())
-                self.estimator.reset()
-                if self.adapt_step_size:
-                    step = find_initial_step_size(state, self.potential, self.metric,
-                                                  self.step_size)
-                    # Too few iterations left for the average to move far from
-                    # where it starts (t0 of them, about): start at the found step
-                    # itself rather than exploring from ten times it.
-                    left = self.n_warmup - (iteration + 1)
-                    explore = 10. if left >= self.dual_averaging.t0 else 1.
-                    self.dual_averaging.restart(step, explore)
-                    self.step_size = step
-        if iteration + 1 == self.n_warmup and self.adapt_step_size:
+                if iteration + 1 != end:
+                    raise ValueError(f"warm-up segment {start}..{end} crosses the end of an "
+                                     f"adaptation window ({window[1]})")
+                self._new_metric(state, iteration)
+        if end == self.n_warmup and self.adapt_step_size:
             self.step_size = self.dual_averaging.final_step_size
         return self.step_size, self.metric
+
+    def _new_metric(self, state, iteration):
+        """End of a slow window: the metric from its draws, and a new step size search."""
+        self.metric = make_metric(self.estimator.covariance())
+        self.estimator.reset()
+        if self.adapt_step_size:
+            step = find_initial_step_size(state, self.potential, self.metric, self.step_size)
+            # Too few iterations left for the average to move far from where it
+            # starts (t0 of them, about): start at the found step itself rather
+            # than exploring from ten times it.
+            left = self.n_warmup - (iteration + 1)
+            explore = 10. if left >= self.dual_averaging.t0 else 1.
+            self.dual_averaging.restart(step, explore)
+            self.step_size = step

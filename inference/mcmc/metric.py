@@ -22,9 +22,19 @@ class DiagonalMetric:
         self.inverse_mass = inverse_mass
         self._mass_sqrt = inverse_mass.rsqrt()
 
+    @property
+    def momentum_factor(self):
+        """M^1/2 [n_chains, D]: `momentum_from(z, momentum_factor)` turns z ~ N(0, I) into p."""
+        return self._mass_sqrt
+
+    @staticmethod
+    def momentum_from(noise, momentum_factor):
+        """p ~ N(0, M) from standard normal `noise` [n_chains, D] (pure: for compiled steps)."""
+        return noise * momentum_factor
+
     def sample_momentum(self):
         """p ~ N(0, M): [n_chains, D]."""
-        return torch.randn_like(self.inverse_mass) * self._mass_sqrt
+        return self.momentum_from(torch.randn_like(self.inverse_mass), self._mass_sqrt)
 
     def velocity(self, momentum):
         """M^-1 p: [n_chains, D]."""
@@ -49,14 +59,23 @@ class DenseMetric:
 
     def __init__(self, inverse_mass):
         self.inverse_mass = inverse_mass
-        # With M^-1 = L L^T, p = L^-T z has covariance (L L^T)^-1 = M.
         self._inverse_chol = torch.linalg.cholesky(inverse_mass)
+
+    @property
+    def momentum_factor(self):
+        """L with M^-1 = L L^T [n_chains, D, D] (see `momentum_from`)."""
+        return self._inverse_chol
+
+    @staticmethod
+    def momentum_from(noise, momentum_factor):
+        """p = L^-T z has covariance (L L^T)^-1 = M; noise z [n_chains, D]."""
+        return torch.linalg.solve_triangular(momentum_factor.mT, noise[..., None],
+                                             upper=True)[..., 0]
 
     def sample_momentum(self):
         z = torch.randn(self.inverse_mass.shape[:-1], dtype=self.inverse_mass.dtype,
                         device=self.inverse_mass.device)
-        return torch.linalg.solve_triangular(self._inverse_chol.mT, z[..., None],
-                                             upper=True)[..., 0]
+        return self.momentum_from(z, self._inverse_chol)
 
     def velocity(self, momentum):
         return self.velocity_from(self.inverse_mass, momentum)

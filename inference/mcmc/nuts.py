@@ -1,37 +1,64 @@
 """The No-U-Turn sampler: multinomial NUTS (Hoffman & Gelman 2014; Betancourt 2017; Stan).
 
-All chains build their trajectories in lock-step. The tree is doubled `depth =
-0, 1, 2, ...` times, each doubling adding a subtree of 2^depth leapfrog steps
-at one end (per-chain random direction). The step-index pattern is the same
-for every chain, so one leapfrog call (one gradient of the summed log
-densities) advances them all; a chain whose tree has terminated (U-turn,
-divergence) is masked: its proposal, weights and statistics stop changing,
-and the batch goes on until every chain is done or `max_tree_depth` is
-reached.
+Chains are a batch dimension, and every chain follows its own trajectory: a
+call of `nuts_step` moves every chain one leapfrog step (one gradient of the
+summed log densities) along its own tree, and a chain whose transition has
+ended starts its next one at the next call (program-counter batching, as in
+Radul et al. 2020). No chain waits for the longest tree of the batch: with
+trees built in lock-step, each transition costs the deepest chain's steps,
+about twice the mean on the logistic regression of benchmarks/hmc_blr.py.
+`run_transitions` calls the step until every chain has made the transitions
+asked for; a chain that is through waits, its state unchanged.
 
-Within a subtree the leaves are sampled multinomially (each with weight
-exp(-H)); a new subtree replaces the current proposal with probability
-min(1, W_subtree / W_tree) (Stan's biased progressive sampling). The U-turn
-criterion is the generalized one (Betancourt 2017): a (sub)trajectory with
-momentum sum rho and end velocities v-, v+ stops when rho . v- <= 0 or
-rho . v+ <= 0. It is checked for every aligned block of every subtree as the
-leaves are built (checkpoints as in NumPyro's iterative NUTS), for the whole
-tree after each doubling, and across the two halves of the merged tree (Stan's
-extra checks).
+Within a transition the tree is doubled `depth = 0, 1, ...` times, each
+doubling adding a subtree of 2^depth leapfrog steps at one end (random
+direction). Within a subtree the leaves are sampled multinomially (each with
+weight exp(-H)); a completed subtree replaces the current proposal with
+probability min(1, W_subtree / W_tree) (Stan's biased progressive sampling).
+The U-turn criterion is the generalized one (Betancourt 2017): a
+(sub)trajectory with momentum sum rho and end velocities v-, v+ stops when
+rho . v- <= 0 or rho . v+ <= 0. It is checked for every aligned block of
+every subtree as the leaves are built (checkpoints as in NumPyro's iterative
+NUTS), for the whole tree after each doubling, and across the two halves of
+the merged tree (Stan's extra checks).
+
+During warm-up each chain's step size is adapted (dual averaging) at the end
+of each of its transitions, inside the step, so that the chains need to meet
+only where the mass matrix changes (`inference.mcmc.run`).
 """
 import functools
 from collections import namedtuple
 
 import torch
 
+from inference.mcmc.adaptation import dual_averaging_update
 from inference.mcmc.compile import shifted
 from inference.mcmc.sampler import HamiltonianSampler
 from inference.mcmc.state import HMCState, TransitionInfo
 
-__all__ = ["nuts_kernel", "NUTS"]
+__all__ = ["nuts_step", "init_chains", "run_transitions", "nuts_kernel", "NUTS"]
 
-_Subtree = namedtuple("_Subtree", "end proposal log_weight rho stopped diverging n_steps "
-                                  "sum_accept first")
+# The chains' state, packed into three tensors so that a compiled step has few
+# inputs and outputs: vectors [n, 22, D], scalars [n, len(SCALARS)] (flags and
+# counts as whole floats) and the U-turn checkpoints [2, T, n, D].
+# Vectors: the chain's point (position, grad) [0:2]; the tree's left and right
+# ends and the end the current subtree extends, each (position, momentum,
+# grad, velocity) [2:6], [6:10], [10:14]; the tree's proposal and the
+# subtree's (position, grad) [14:16], [16:18]; the momentum sums of the tree
+# and of the subtree, and the subtree's first leaf's momentum and velocity
+# [18:22].
+N_VECTORS = 22
+SCALARS = ("log_prob", "step_size", "iteration", "leaf", "forward", "orig_energy",
+           "log_weight", "proposal_log_prob", "proposal_log_weight", "subtree_log_weight",
+           "subtree_proposal_log_prob", "subtree_proposal_log_weight", "diverging", "n_steps",
+           "sum_accept", "tree_depth", "accept_prob", "used_step_size",
+           "mu", "count", "error_avg", "log_step_avg")
+SLOT = {name: i for i, name in enumerate(SCALARS)}
+# What a finished transition reports (the runner's statistics), read from the scalars.
+STATS = ("accept_prob", "used_step_size", "diverging", "tree_depth", "n_steps",
+         "orig_energy", "proposal_log_weight")
+
+Settings = namedtuple("Settings", "max_tree_depth max_energy_error target gamma t0 kappa")
 
 
 def _turning(v_a, v_b, rho):
@@ -40,7 +67,7 @@ def _turning(v_a, v_b, rho):
 
 
 def _checkpoint_slots(leaf):
-    """Checkpoint slots (lo, hi) at leaf `leaf` of a subtree; the same for all chains.
+    """Checkpoint slots (lo, hi) at leaf `leaf` of a subtree.
 
     An even leaf starts aligned blocks; its momentum and the running momentum
     sum go to slot popcount(leaf >> 1) (= hi). An odd leaf ends the blocks of
@@ -54,203 +81,282 @@ def _checkpoint_slots(leaf):
     return hi - trailing_ones + 1, hi
 
 
-@functools.lru_cache(maxsize=64)
-def _checkpoint_masks(n_leaves, n_slots, device):
-    """Per leaf, a [2, n_slots] bool mask: the slot an even leaf writes ([0]) and
-    the slots an odd leaf checks ([1]), as masks so that every leaf runs the
-    same operations."""
-    masks = torch.zeros((n_leaves, 2, n_slots), dtype=torch.bool)
-    for leaf in range(n_leaves):
-        lo, hi = _checkpoint_slots(leaf)
-        masks[leaf, leaf % 2, lo:hi + 1] = True
-    return masks.to(device).unbind(0)
+@functools.lru_cache(maxsize=16)
+def leaf_table(max_tree_depth, dtype=torch.float32, device="cpu"):
+    """Where the j-th leapfrog step of a transition sits in the tree: [2^max_tree_depth - 1, 3 + 2T].
 
-
-# A subtree's running state, packed into three tensors so that a compiled leaf
-# has few inputs and outputs (each costs a check and an allocation per call):
-# vectors [n, 7, D] and scalars [n, 7] (flags and counts as 0/1 and whole
-# floats) in the orders below, and the U-turn checkpoints [2, T, n, D].
-VECTORS = ("position", "momentum", "grad", "velocity", "rho", "proposal_position",
-           "proposal_grad")
-SCALARS = ("log_weight", "proposal_log_prob", "proposal_log_weight", "active", "diverging",
-           "n_steps", "sum_accept")
-
-
-def nuts_leaf(value_and_grad, velocity_from, max_energy_error, vectors, scalars, checkpoints,
-              step, orig_energy, inverse_mass, log_u, masks):
-    """One leaf of a subtree for every chain: a pure function of tensors (it can be compiled).
-
-    vectors, scalars, checkpoints: the subtree's state (see VECTORS,
-    SCALARS): the end being extended (position, momentum, grad, velocity),
-    its momentum sum rho and log weight, its multinomial proposal (position,
-    log_prob, grad, log weight exp(H0 - H)), per chain whether it is still
-    building (active), diverged, its leapfrog count and its sum of acceptance
-    probabilities; the checkpoints hold the velocity and rho minus the
-    momentum at the first leaf of each aligned block. They come back updated,
-    with a 0-d bool: whether any chain is still building.
-    step [n, 1] (signed), orig_energy H0 [n], inverse_mass: the metric's;
-    log_u [n]: log of a uniform draw; masks [2, T]: this leaf's checkpoint
-    slots (write, check).
-
-    A diverging leaf (energy error above `max_energy_error`, or non-finite) is
-    undone, so that no chain carries non-finite values; chains that are not
-    active keep integrating (the batch moves anyway) but their statistics stay.
+    Row j: (depth of its subtree, whether it is the subtree's first leaf,
+    whether its last), then the checkpoint slots it writes (an even leaf) and
+    those it checks (an odd leaf), as 0/1 masks over the T = max_tree_depth slots.
     """
-    position, momentum, grad, velocity, rho, proposal_position, proposal_grad = vectors.unbind(1)
-    (log_weight, proposal_log_prob, proposal_log_weight, active, diverging, n_steps,
-     sum_accept) = scalars.unbind(1)
-    was_active = active > 0
+    rows = []
+    for depth in range(max_tree_depth):
+        for leaf in range(2 ** depth):
+            lo, hi = _checkpoint_slots(leaf)
+            write, check = [0.] * max_tree_depth, [0.] * max_tree_depth
+            for slot in range(lo, hi + 1):
+                (check if leaf % 2 else write)[slot] = 1.
+            rows.append([depth, leaf == 0, leaf == 2 ** depth - 1] + write + check)
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def _select(condition, new, old):
+    """torch.where with a per-chain condition [n] broadcast over old's trailing axes."""
+    return torch.where(condition.reshape(condition.shape + (1,) * (old.dim() - 1)), new, old)
+
+
+def nuts_step(value_and_grad, metric_type, settings, vectors, scalars, checkpoints,
+              inverse_mass, momentum_factor, noise, uniform, table, target, adapting):
+    """One leapfrog step of every chain's own tree: a pure function of tensors (it can be compiled).
+
+    value_and_grad: x [n, D] -> (log_prob [n], grad [n, D]); metric_type:
+    the metric's class (its static `velocity_from`, `momentum_from`);
+    settings: `Settings`. vectors, scalars, checkpoints: the chains (see
+    `init_chains`); inverse_mass, momentum_factor: the metric's. noise [n, D]:
+    standard normal (the momentum of a transition starting here); uniform
+    [n, 3]: uniform(0, 1) draws (leaf sampling, direction of a new subtree,
+    acceptance of a completed one); table: `leaf_table`; target: 0-d, the
+    iteration count at which a chain stops; adapting: 0-d bool, whether an
+    ended transition updates the chain's step size by dual averaging.
+
+    Returns the chains' new (vectors, scalars, checkpoints) and a 0-d bool:
+    whether every chain has reached `target`. A chain ends a transition when
+    its tree turns, a leaf diverges (energy error above `max_energy_error`,
+    or not finite: that leaf is dropped, so that no chain carries non-finite
+    values) or the tree reaches `max_tree_depth`; it then moves to its
+    proposal and counts an iteration.
+    """
+    velocity_from = metric_type.velocity_from
+    s = dict(zip(SCALARS, scalars.unbind(1)))
+    point, left, right, end = vectors[:, 0:2], vectors[:, 2:6], vectors[:, 6:10], vectors[:, 10:14]
+    proposal, subtree_proposal = vectors[:, 14:16], vectors[:, 16:18]
+    rho, subtree_rho, first_momentum, first_velocity = vectors[:, 18:22].unbind(1)
+    running = s["iteration"] < target
+
+    # A chain at leaf 0 starts a transition at its point, with a new momentum.
+    starting = s["leaf"] == 0
+    fresh_momentum = metric_type.momentum_from(noise, momentum_factor)
+    fresh_velocity = velocity_from(inverse_mass, fresh_momentum)
+    origin = torch.stack((point[:, 0], fresh_momentum, point[:, 1], fresh_velocity), 1)
+    left, right = _select(starting, origin, left), _select(starting, origin, right)
+    proposal = _select(starting, point, proposal)
+    rho = _select(starting, fresh_momentum, rho)
+    zero = torch.zeros_like(s["log_prob"])
+    kinetic = 0.5 * torch.linalg.vecdot(fresh_momentum, fresh_velocity)
+    restart = {"orig_energy": kinetic - s["log_prob"],
+               "log_weight": zero, "proposal_log_prob": s["log_prob"],
+               "proposal_log_weight": zero, "diverging": zero, "n_steps": zero,
+               "sum_accept": zero}
+    for name, value in restart.items():
+        s[name] = torch.where(starting, value, s[name])
+
+    # Where this step sits in the tree; the first leaf of a subtree picks its direction.
+    row = table[s["leaf"].long()]
+    depth, first, last = row[:, 0], row[:, 1] > 0, row[:, 2] > 0
+    n_slots = (row.shape[1] - 3) // 2
+    write = (row[:, 3:3 + n_slots].T > 0)[..., None]  # [T, n, 1]
+    check = row[:, 3 + n_slots:].T > 0  # [T, n]
+    forward = torch.where(first, uniform[:, 1] < 0.5, s["forward"] > 0)
+    end = _select(first, _select(forward, right, left), end)
+    s["subtree_log_weight"] = torch.where(first, -torch.inf, s["subtree_log_weight"])
+    subtree_rho = _select(first, torch.zeros_like(subtree_rho), subtree_rho)
+
+    # The leapfrog step from the end, and the leaf's multinomial weight exp(H0 - H).
+    position, momentum, grad, velocity = end.unbind(1)
+    step = torch.where(forward, s["step_size"], -s["step_size"])[:, None]
     half_step = 0.5 * step
     new_momentum = torch.addcmul(momentum, half_step, grad)
     new_position = torch.addcmul(position, step, velocity_from(inverse_mass, new_momentum))
     new_log_prob, new_grad = value_and_grad(new_position)
     new_momentum = torch.addcmul(new_momentum, half_step, new_grad)
     new_velocity = velocity_from(inverse_mass, new_momentum)
-    # log weight exp(-H) relative to the start: H0 - H = log_prob - K + H0
-    leaf_weight = torch.add(new_log_prob + orig_energy,
+    leaf_weight = torch.add(new_log_prob + s["orig_energy"],
                             torch.linalg.vecdot(new_momentum, new_velocity), alpha=-0.5)
-    finite = leaf_weight >= -max_energy_error  # False for NaN too
+    finite = leaf_weight >= -settings.max_energy_error  # False for NaN too
     leaf_weight = torch.where(finite, leaf_weight, -torch.inf)
-    keep = finite[:, None]
-    new_position = torch.where(keep, new_position, position)
-    new_momentum = torch.where(keep, new_momentum, momentum)
-    new_grad = torch.where(keep, new_grad, grad)
-    new_velocity = torch.where(keep, new_velocity, velocity)
-    # Multinomial sampling within the subtree, one leaf at a time.
-    new_log_weight = torch.logaddexp(log_weight, leaf_weight)
-    take = log_u < leaf_weight - new_log_weight
-    take_column = take[:, None]
-    rho = rho + new_momentum
-    # U-turn checks of the aligned blocks ending here; a block starting at leaf
-    # a has momentum sum rho - (rho_a - p_a), with rho_a - p_a stored at a.
-    write = masks[0][:, None, None]
+    leaf = torch.stack((new_position, new_momentum, new_grad, new_velocity), 1)
+    end = _select(finite, leaf, end)
+    new_momentum, new_velocity = end[:, 1], end[:, 3]
+    subtree_log_weight = torch.logaddexp(s["subtree_log_weight"], leaf_weight)
+    take = uniform[:, 0].log() < leaf_weight - subtree_log_weight
+    subtree_proposal = _select(take, end[:, 0::2], subtree_proposal)
+    for name, value in (("subtree_proposal_log_prob", new_log_prob),
+                        ("subtree_proposal_log_weight", leaf_weight)):
+        s[name] = torch.where(take, value, s[name])
+    s["subtree_log_weight"] = subtree_log_weight
+    subtree_rho = subtree_rho + new_momentum
+    first_momentum = _select(first, new_momentum, first_momentum)
+    first_velocity = _select(first, new_velocity, first_velocity)
+    s["diverging"] = torch.where(finite, s["diverging"], 1.)
+    s["n_steps"] = s["n_steps"] + 1.
+    s["sum_accept"] = s["sum_accept"] + leaf_weight.clamp(max=0.).exp()
+    s["tree_depth"] = depth + 1.
+
+    # U-turns of the aligned blocks ending here; a block starting at leaf a has
+    # momentum sum rho - (rho_a - p_a), with rho_a - p_a stored at a.
     checkpoints = torch.stack((torch.where(write, new_velocity, checkpoints[0]),
-                               torch.where(write, rho - new_momentum, checkpoints[1])))
-    ckpt_velocity, ckpt_offset = checkpoints
-    turned = (_turning(ckpt_velocity, new_velocity, rho - ckpt_offset) & masks[1][:, None]).any(0)
-    active = was_active & finite & ~turned
-    vectors = torch.stack((new_position, new_momentum, new_grad, new_velocity, rho,
-                           torch.where(take_column, new_position, proposal_position),
-                           torch.where(take_column, new_grad, proposal_grad)), 1)
-    scalars = torch.stack((new_log_weight,
-                           torch.where(take, new_log_prob, proposal_log_prob),
-                           torch.where(take, leaf_weight, proposal_log_weight),
-                           active.to(scalars.dtype),
-                           torch.where(was_active & ~finite, 1., diverging),
-                           n_steps + was_active.to(scalars.dtype),
-                           sum_accept + torch.where(was_active, leaf_weight.clamp(max=0.).exp(),
-                                                    0.)),
-                          1)
-    return vectors, scalars, checkpoints, active.any()
+                               torch.where(write, subtree_rho - new_momentum, checkpoints[1])))
+    turned_inside = (_turning(checkpoints[0], new_velocity, subtree_rho - checkpoints[1])
+                     & check).any(0)
+    stopped = ~finite | turned_inside
+
+    # A completed subtree joins the tree: biased progressive sampling, then the
+    # U-turn of the merged tree and across its halves (Stan's extra checks):
+    # (whole tree), (old tree + first new leaf), (start point + new subtree).
+    merging = last & ~stopped
+    take = merging & (uniform[:, 2].log() < subtree_log_weight - s["log_weight"])
+    proposal = _select(take, subtree_proposal, proposal)
+    for name in ("proposal_log_prob", "proposal_log_weight"):
+        s[name] = torch.where(take, s["subtree_" + name], s[name])
+    far_velocity = torch.where(forward[:, None], left[:, 3], right[:, 3])
+    start = _select(forward, right, left)
+    turned = _turning(
+        torch.stack((far_velocity, far_velocity, start[:, 3])),
+        torch.stack((new_velocity, first_velocity, new_velocity)),
+        torch.stack((rho + subtree_rho, rho + first_momentum, subtree_rho + start[:, 1]))).any(0)
+    s["log_weight"] = torch.where(merging, torch.logaddexp(s["log_weight"], subtree_log_weight),
+                                  s["log_weight"])
+    rho = _select(merging, rho + subtree_rho, rho)
+    right = _select(merging & forward, end, right)
+    left = _select(merging & ~forward, end, left)
+
+    # A chain whose tree is complete moves to its proposal (and adapts its step size).
+    through = stopped | (last & (turned | (depth >= settings.max_tree_depth - 1)))
+    point = _select(through, proposal, point)
+    s["log_prob"] = torch.where(through, s["proposal_log_prob"], s["log_prob"])
+    s["accept_prob"] = torch.where(through, s["sum_accept"] / s["n_steps"], s["accept_prob"])
+    s["used_step_size"] = torch.where(through, s["step_size"], s["used_step_size"])
+    adapted = dual_averaging_update(s["mu"], s["count"], s["error_avg"], s["log_step_avg"],
+                                    s["accept_prob"], *settings[2:])
+    adapt = through & adapting
+    for name, value in zip(("count", "error_avg", "log_step_avg", "step_size"), adapted):
+        s[name] = torch.where(adapt, value, s[name])
+    s["iteration"] = s["iteration"] + through.to(zero.dtype)
+    s["leaf"] = torch.where(through, 0., s["leaf"] + 1.)
+    s["forward"] = forward.to(zero.dtype)
+
+    # Chains already through with their transitions keep their state.
+    new_vectors = torch.cat((point, left, right, end, proposal, subtree_proposal,
+                             torch.stack((rho, subtree_rho, first_momentum, first_velocity), 1)),
+                            1)
+    vectors = _select(running, new_vectors, vectors)
+    scalars = _select(running, torch.stack([s[name] for name in SCALARS], 1), scalars)
+    return vectors, scalars, checkpoints, (scalars[:, SLOT["iteration"]] >= target).all()
 
 
-def _build_subtree(leaf_step, start, forward, n_leaves, active, orig_energy, step_size,
-                   inverse_mass, proposal, checkpoints):
-    """Add `n_leaves` leapfrog steps after `start` for the `active` chains.
+def init_chains(state, step_size, max_tree_depth, dual_averaging=None):
+    """The packed chains for `nuts_step`, at `state` (HMCState [n, D]) with step sizes [n].
 
-    start: the end being extended, (position, momentum, grad, velocity) packed
-    as [n_chains, 4, D]; the subtree's end comes back packed the same way.
-    proposal: (position, log_prob, grad, log_weight) for chains that take no leaf.
-    leaf_step: `nuts_leaf` with its first three arguments bound (or compiled).
-    Chains that are not active (done before, or halted within this subtree)
-    keep integrating, but nothing they compute is used: their subtree counts
-    as invalid.
+    dual_averaging: a `DualAveraging` whose state the chains carry (and
+    update, when the step is told to adapt), or None.
     """
-    n_chains = start.shape[0]
-    step = torch.where(forward, step_size, -step_size)[:, None]
-    log_u = torch.rand((n_leaves, n_chains), dtype=orig_energy.dtype,
-                       device=start.device).log_().unbind(0)
-    masks = _checkpoint_masks(n_leaves, checkpoints.shape[1], start.device)
-    zeros = torch.zeros_like(orig_energy)
-    vectors = torch.cat((start, torch.zeros_like(start[:, :1]), proposal[0][:, None],
-                         proposal[2][:, None]), 1)
-    scalars = torch.stack((torch.full_like(orig_energy, -torch.inf), proposal[1], proposal[3],
-                           active.to(zeros.dtype), zeros, zeros, zeros), 1)
-    for leaf in range(n_leaves):
-        vectors, scalars, checkpoints, building = leaf_step(
-            vectors, scalars, checkpoints, step, orig_energy, inverse_mass, log_u[leaf],
-            masks[leaf])
-        if leaf == 0:
-            first = (vectors[:, 1], vectors[:, 3])  # the new leaf's momentum and velocity
-        if not bool(building):
-            break
-    log_weight, log_prob, proposal_weight, still_active, diverging, n_steps, sum_accept = \
-        scalars.unbind(1)
-    return _Subtree(vectors[:, :4], (vectors[:, 5], log_prob, vectors[:, 6], proposal_weight),
-                    log_weight, vectors[:, 4], active & ~(still_active > 0), diverging > 0,
-                    n_steps.long(), sum_accept, first)
+    position = state.position
+    n, dim = position.shape
+    vectors = position.new_zeros((n, N_VECTORS, dim))
+    vectors[:, 0], vectors[:, 1] = position, state.grad
+    scalars = position.new_zeros((n, len(SCALARS)))
+    scalars[:, SLOT["log_prob"]] = state.log_prob
+    scalars[:, SLOT["step_size"]] = scalars[:, SLOT["used_step_size"]] = step_size
+    if dual_averaging is not None:
+        for name in ("mu", "count", "error_avg", "log_step_avg", "step_size"):
+            scalars[:, SLOT[name]] = getattr(dual_averaging, name)
+    checkpoints = position.new_zeros((2, max_tree_depth, n, dim))
+    return vectors, scalars, checkpoints
+
+
+def chains_state(chains):
+    """The chains' points as an HMCState, and their current step sizes [n]."""
+    vectors, scalars, _ = chains
+    state = HMCState(vectors[:, 0].clone(), scalars[:, SLOT["log_prob"]].clone(),
+                     vectors[:, 1].clone())
+    return state, scalars[:, SLOT["step_size"]].clone()
+
+
+def run_transitions(step, chains, metric, table, n_iterations, adapting=False, progress=None,
+                    block=16):
+    """Call `step` (`nuts_step` with its first three arguments bound) until every chain
+    has made `n_iterations` transitions.
+
+    Random numbers are drawn `block` calls at a time. progress: called with
+    the number of transitions that every chain has newly completed.
+    Returns the chains, the points after each transition [n_iterations, n, D]
+    and the transitions' statistics [n_iterations, n, len(STATS)].
+    """
+    vectors, scalars, checkpoints = chains
+    n, dim = vectors.shape[0], vectors.shape[2]
+    target = scalars.new_tensor(float(n_iterations))
+    adapting = torch.tensor(bool(adapting), device=scalars.device)
+    inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
+    positions = vectors.new_empty((n_iterations, n, dim))
+    stats = scalars.new_empty((n_iterations, n, len(STATS)))
+    stat_slots = [SLOT[name] for name in STATS]
+    iterations = scalars[:, SLOT["iteration"]]
+    done, reported = False, 0
+    while not done:
+        noise = torch.randn((block, n, dim), dtype=vectors.dtype, device=vectors.device)
+        uniform = torch.rand((block, n, 3), dtype=vectors.dtype, device=vectors.device)
+        points, states = [], []
+        for call in range(block):
+            vectors, scalars, checkpoints, all_through = step(
+                vectors, scalars, checkpoints, inverse_mass, factor, noise[call], uniform[call],
+                table, target, adapting)
+            points.append(vectors[:, 0])
+            states.append(scalars)
+            if bool(all_through):
+                done = True
+                break
+        # Store what the chains that ended a transition in this block reported.
+        states = torch.stack(states)
+        counts = states[:, :, SLOT["iteration"]]
+        ended = counts > torch.cat((iterations[None], counts[:-1]))
+        calls, which = ended.nonzero(as_tuple=True)
+        index = counts[calls, which].long() - 1
+        positions[index, which] = torch.stack(points)[calls, which]
+        stats[index, which] = states[calls, which][:, stat_slots]
+        iterations = counts[-1]
+        if progress is not None:
+            through = int(iterations.min())
+            if through > reported:
+                progress(through - reported)
+                reported = through
+    return (vectors, scalars, checkpoints), positions, stats
+
+
+def _stats_dict(stats):
+    """The runner's statistics from `run_transitions`' [k, n, len(STATS)]: name -> [k, n]."""
+    s = dict(zip(STATS, stats.unbind(-1)))
+    return {"accept_prob": s["accept_prob"], "step_size": s["used_step_size"],
+            "diverging": s["diverging"] > 0, "tree_depth": s["tree_depth"].long(),
+            "n_steps": s["n_steps"].long(),
+            "energy": s["orig_energy"] - s["proposal_log_weight"],
+            "orig_energy": s["orig_energy"]}
 
 
 def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_energy_error=1000.,
-                leaf_step=None):
-    """One NUTS transition of every chain (lock-step, masked).
+                step=None):
+    """One NUTS transition of every chain: (state, TransitionInfo).
 
     state: HMCState ([n_chains, D]); step_size: [n_chains]; metric: a metric
-    from `inference.mcmc.metric`. leaf_step: `nuts_leaf` with (value_and_grad,
-    velocity_from, max_energy_error) bound, e.g. compiled (see `NUTS`); by
-    default the eager one on `potential`. Returns (state, TransitionInfo);
-    accept_prob is Stan's mean acceptance statistic over the trajectory.
+    from `inference.mcmc.metric`. step: `nuts_step` with its first three
+    arguments bound, e.g. compiled (see `NUTS`); by default the eager one on
+    `potential`. accept_prob is Stan's mean acceptance statistic over the
+    trajectory.
     """
-    if leaf_step is None:
-        leaf_step = functools.partial(nuts_leaf, potential, type(metric).velocity_from,
-                                      max_energy_error)
-    position = state.position
-    n_chains, dim = position.shape
-    momentum = metric.sample_momentum()
-    velocity = metric.velocity(momentum)
-    orig_energy = 0.5 * torch.linalg.vecdot(momentum, velocity) - state.log_prob
-    # The trajectory's ends, each (position, momentum, grad, velocity) packed: [n, 4, D].
-    left = right = torch.stack((position, momentum, state.grad, velocity), 1)
-    # The proposal: (position, log_prob, grad, log weight exp(H0 - H)).
-    proposal = (position, state.log_prob, state.grad, torch.zeros_like(orig_energy))
-    log_weight = torch.zeros_like(orig_energy)
-    rho = momentum
-    done = torch.zeros(n_chains, dtype=torch.bool, device=position.device)
-    diverging = torch.zeros_like(done)
-    tree_depth = torch.zeros(n_chains, dtype=torch.long, device=position.device)
-    n_steps = torch.zeros_like(tree_depth)
-    sum_accept = torch.zeros_like(orig_energy)
-    checkpoints = position.new_zeros((2, max(max_tree_depth, 1), n_chains, dim))
-    for depth in range(max_tree_depth):
-        forward = torch.rand(n_chains, device=position.device) < 0.5
-        start = torch.where(forward[:, None, None], right, left)
-        far_velocity = torch.where(forward[:, None], left[:, 3], right[:, 3])  # the fixed end
-        sub = _build_subtree(leaf_step, start, forward, 2 ** depth, ~done, orig_energy,
-                             step_size, metric.inverse_mass, proposal, checkpoints)
-        n_steps += sub.n_steps
-        sum_accept += sub.sum_accept
-        diverging = diverging | sub.diverging
-        tree_depth = torch.where(done, tree_depth, depth + 1)
-        valid = ~(done | sub.stopped)
-        # Biased progressive sampling: prefer the new subtree.
-        log_u = torch.rand_like(log_weight).log_()
-        take = valid & (log_u < sub.log_weight - log_weight)
-        take_column = take[:, None]
-        proposal = (torch.where(take_column, sub.proposal[0], proposal[0]),
-                    torch.where(take, sub.proposal[1], proposal[1]),
-                    torch.where(take_column, sub.proposal[2], proposal[2]),
-                    torch.where(take, sub.proposal[3], proposal[3]))
-        # U-turn of the merged tree, and across its two halves (Stan's extra checks):
-        # (whole tree), (old tree + first new leaf), (start point + new subtree).
-        start_momentum, start_velocity = start[:, 1], start[:, 3]
-        end_velocity = sub.end[:, 3]
-        turned = _turning(
-            torch.stack((far_velocity, far_velocity, start_velocity)),
-            torch.stack((end_velocity, sub.first[1], end_velocity)),
-            torch.stack((rho + sub.rho, rho + sub.first[0], sub.rho + start_momentum))).any(0)
-        log_weight = torch.where(valid, torch.logaddexp(log_weight, sub.log_weight), log_weight)
-        rho = torch.where(valid[:, None], rho + sub.rho, rho)
-        right = torch.where((valid & forward)[:, None, None], sub.end, right)
-        left = torch.where((valid & ~forward)[:, None, None], sub.end, left)
-        done = done | sub.stopped | turned
-        if bool(done.all()):
-            break
-    new_position, new_log_prob, new_grad, new_weight = proposal
-    moved = (new_position != position).any(-1)
-    info = TransitionInfo(accept_prob=sum_accept / n_steps.clamp(min=1), is_accepted=moved,
-                          diverging=diverging, energy=orig_energy - new_weight,
-                          orig_energy=orig_energy, n_steps=n_steps, tree_depth=tree_depth)
-    return HMCState(new_position, new_log_prob, new_grad), info
+    if step is None:
+        no_adaptation = (0.8, 0.05, 10, 0.75)  # dual averaging's settings, unused here
+        step = functools.partial(nuts_step, potential, type(metric),
+                                 Settings(max_tree_depth, max_energy_error, *no_adaptation))
+    table = leaf_table(max_tree_depth, state.position.dtype, state.position.device)
+    chains = init_chains(state, step_size, max_tree_depth)
+    chains, positions, stats = run_transitions(step, chains, metric, table, 1, block=8)
+    new_state, _ = chains_state(chains)
+    s = _stats_dict(stats[0])
+    info = TransitionInfo(accept_prob=s["accept_prob"],
+                          is_accepted=(new_state.position != state.position).any(-1),
+                          diverging=s["diverging"], energy=s["energy"],
+                          orig_energy=s["orig_energy"], n_steps=s["n_steps"],
+                          tree_depth=s["tree_depth"])
+    return new_state, info
 
 
 class NUTS(HamiltonianSampler):
@@ -261,11 +367,11 @@ class NUTS(HamiltonianSampler):
     adapt_step_size, target_acceptance_rate, gamma, t0, kappa: dual averaging
         (Stan's defaults: gamma=0.05, t0=10, kappa=0.75).
     adapt_mass: 'diag' (default), 'dense', or None.
-    jit_compile: compile each leaf (leapfrog, model gradient and tree
-        bookkeeping) into one native function at the first transition
-        (`inference.mcmc.compile`): seconds of compilation, then several times
-        faster on small and medium models. Falls back to eager, with a
-        warning, where the model cannot be traced.
+    jit_compile: compile the step (leapfrog, model gradient, tree bookkeeping
+        and step size adaptation) into one native function at the first
+        transition (`inference.mcmc.compile`): seconds of compilation, then
+        several times faster on small and medium models. Falls back to eager,
+        with a warning, where the model cannot be traced.
     """
 
     def __init__(self, step_size=None, max_tree_depth=10, adapt_step_size=True,
@@ -283,16 +389,36 @@ class NUTS(HamiltonianSampler):
                              f"{max_tree_depth!r}")
         self.max_tree_depth = max_tree_depth
 
-    def transition(self, state, potential, step_size, metric):
-        velocity_from = type(metric).velocity_from
+    def _step(self, potential, metric):
+        settings = Settings(self.max_tree_depth, self.max_energy_error,
+                            self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
 
         def build(value_and_grad):
-            return functools.partial(nuts_leaf, value_and_grad, velocity_from,
-                                     self.max_energy_error)
+            return functools.partial(nuts_step, value_and_grad, type(metric), settings)
 
-        leaf_step = self._step_function("leaf", potential, metric, build, shifted(0))
+        return self._step_function("step", potential, metric, build, shifted(0))
+
+    def transition(self, state, potential, step_size, metric):
         return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
-                           self.max_energy_error, leaf_step)
+                           self.max_energy_error, self._step(potential, metric))
+
+    def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
+                progress=None):
+        """`n_iterations` transitions of every chain, each chain at its own pace (see the
+        module docstring); with `dual_averaging`, each chain adapts its step size after
+        each of its transitions. Returns (state, positions [k, n, D], stats, step_size)."""
+        position = state.position
+        table = leaf_table(self.max_tree_depth, position.dtype, position.device)
+        chains = init_chains(state, step_size, self.max_tree_depth, dual_averaging)
+        chains, positions, stats = run_transitions(
+            self._step(potential, metric), chains, metric, table, n_iterations,
+            adapting=dual_averaging is not None, progress=progress)
+        state, step_size = chains_state(chains)
+        if dual_averaging is not None:
+            scalars = chains[1]
+            for name in ("count", "error_avg", "log_step_avg", "step_size"):
+                setattr(dual_averaging, name, scalars[:, SLOT[name]].clone())
+        return state, positions, _stats_dict(stats), step_size
 
     def __repr__(self):
         return (f"NUTS(max_tree_depth={self.max_tree_depth}, adapt_step_size="

@@ -132,25 +132,37 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
         start, state, step_size, metric = _resume(checkpoint, config, adaptation, draws, record)
     bar = tqdm(total=n_total, initial=start, disable=not progress,
                desc="warmup" if start < n_warmup else "sample", dynamic_ncols=True)
-    for it in range(start, n_total):
-        warming = it < n_warmup
-        state, info = kernel.transition(state, potential, step_size, metric)
+    # The kernel runs the chains from one meeting point to the next (each chain at
+    # its own pace in between): where the metric changes, at the end of warm-up,
+    # at checkpoints and at the end.
+    meetings = set(adaptation.boundaries()) | {n_total}
+    if checkpoint is not None:
+        meetings |= set(range(checkpoint_every, n_total, checkpoint_every))
+    for end in sorted(m for m in meetings if m > start):
+        warming = start < n_warmup
+        dual_averaging = adaptation.dual_averaging if warming and kernel.adapt_step_size \
+            else None
+        state, positions, stats, new_step_size = kernel.iterate(
+            state, potential, step_size, metric, end - start, dual_averaging, bar.update)
         if warming:
-            record.add(True, info, step_size)
-            step_size, metric = adaptation.update(it, state, info)
-        elif (it - n_warmup + 1) % thin == 0:
-            record.add(False, info, step_size)
-            draws[(it - n_warmup + 1) // thin - 1] = state.position
-        if it + 1 == n_warmup:
+            record.add(True, stats)
+            step_size, metric = adaptation.update(start, positions, state)
+        else:
+            kept = [i for i in range(end - start) if (start + i - n_warmup + 1) % thin == 0]
+            if kept:
+                record.add(False, {k: v[kept] for k, v in stats.items()})
+                first = (start + kept[0] - n_warmup + 1) // thin - 1
+                draws[first:first + len(kept)] = positions[kept]
+        if end == n_warmup:
             bar.set_description("sample")
-        if progress and (it % 50 == 49 or it + 1 == n_total):
+        if progress:
             bar.set_postfix(step_size=f"{float(step_size.mean()):.3g}",
-                            accept=f"{float(info.accept_prob.mean()):.2f}",
+                            accept=f"{float(stats['accept_prob'][-1].mean()):.2f}",
                             divergences=int(record.divergences), refresh=False)
-        bar.update(1)
-        if checkpoint is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == n_total):
-            _save(checkpoint, config, it + 1, state, step_size, metric, adaptation, draws,
+        if checkpoint is not None and (end % checkpoint_every == 0 or end == n_total):
+            _save(checkpoint, config, end, state, step_size, metric, adaptation, draws,
                   record, n_warmup, thin)
+        start = end
     bar.close()
     samples = potential.space.constrain(draws)  # each (draw, chain, ...)
     samples = {k: v.movedim(0, 1).contiguous() for k, v in samples.items()}
@@ -167,14 +179,13 @@ class _Record:
         self.lists = {True: {k: [] for k in _STATS}, False: {k: [] for k in _STATS}}
         self.divergences = 0
 
-    def add(self, warming, info, step_size):
+    def add(self, warming, stats):
+        """stats: name -> [k, n_chains] for k iterations."""
         store = self.lists[warming]
-        for name, value in [("accept_prob", info.accept_prob), ("step_size", step_size),
-                            ("diverging", info.diverging), ("tree_depth", info.tree_depth),
-                            ("n_steps", info.n_steps), ("energy", info.energy)]:
-            store[name].append(value)
+        for name in _STATS:
+            store[name].extend(stats[name].unbind(0))
         if not warming:
-            self.divergences = self.divergences + info.diverging.sum()
+            self.divergences = self.divergences + stats["diverging"].sum()
 
     def tensors(self, warming):
         """name -> (n_chains, n_iterations) tensor (absent when there is none)."""

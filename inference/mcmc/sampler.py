@@ -20,6 +20,9 @@ from inference.mcmc.state import init_state
 
 __all__ = ["HamiltonianSampler", "HMCInfo"]
 
+# Per-transition statistics `iterate` returns (those of `TransitionInfo`, and the step size).
+_RECORDED = ("accept_prob", "step_size", "diverging", "tree_depth", "n_steps", "energy")
+
 
 @dataclass
 class HMCInfo:
@@ -99,6 +102,28 @@ class HamiltonianSampler:
     def transition(self, state, potential, step_size, metric):
         """One kernel step: (state, TransitionInfo). Implemented by HMC and NUTS."""
         raise NotImplementedError
+
+    def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
+                progress=None):
+        """`n_iterations` transitions of every chain (what `inference.mcmc.run` calls).
+
+        dual_averaging: a `DualAveraging` updated after each transition (warm-up),
+        or None. progress: called with the number of transitions just made.
+        Returns (state, positions [k, n, D] after each transition, statistics
+        name -> [k, n], step_size [n] after the last update).
+        """
+        positions, stats = [], {name: [] for name in _RECORDED}
+        for _ in range(n_iterations):
+            state, info = self.transition(state, potential, step_size, metric)
+            positions.append(state.position)
+            for name in _RECORDED:
+                stats[name].append(step_size if name == "step_size" else getattr(info, name))
+            if dual_averaging is not None:
+                step_size = dual_averaging.update(info.accept_prob)
+            if progress is not None:
+                progress(1)
+        return (state, torch.stack(positions), {k: torch.stack(v) for k, v in stats.items()},
+                step_size)
 
     def _step_function(self, kind, potential, metric, build, perturb):
         """The kernel's inner step, `build(value_and_grad)`, on `potential`.

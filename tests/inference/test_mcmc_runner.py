@@ -179,22 +179,25 @@ def test_lkj_cholesky_factor_through_corr_cholesky_support():
 def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
     path = tmp_path / "run.pt"
     args = dict(init={"z": torch.zeros(3, 2)}, n_warmup=30, n_samples=20, thin=2,
-                progress=False, seed=4)
-    full = inference.mcmc.run(inference.NUTS(), _std_normal, **args)
-    # An interrupted run: the kernel fails after 35 transitions (in the sampling phase).
+                progress=False, seed=4, checkpoint_every=10)
+    # Chains meet at checkpoints, so the uninterrupted run checkpoints alike (elsewhere).
+    full = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=tmp_path / "full.pt",
+                              **args)
+    # An interrupted run: the kernel fails in the sampling phase. It runs the chains
+    # between meeting points: 10, 20 (checkpoints), 27 (a window's end), 30, 40, ...
     kernel = inference.NUTS()
     calls = []
-    original = kernel.transition
+    original = kernel.iterate
 
     def failing(*a):
         calls.append(1)
-        if len(calls) > 35:
+        if len(calls) > 4:
             raise KeyboardInterrupt
         return original(*a)
 
-    kernel.transition = failing
+    kernel.iterate = failing
     with pytest.raises(KeyboardInterrupt):
-        inference.mcmc.run(kernel, _std_normal, checkpoint=path, checkpoint_every=10, **args)
+        inference.mcmc.run(kernel, _std_normal, checkpoint=path, **args)
     saved = torch.load(path, weights_only=True)
     assert saved["iteration"] == 30 and len(saved["draws"]) == 0
     resumed = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=path, **args)
