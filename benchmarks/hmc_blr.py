@@ -29,7 +29,7 @@ Cases (each in a fresh process pinned to one CPU core, one intra-op thread for
 torch and XLA alike):
 
 - main: 16 chains; ours (`inference.mcmc.run` with `inference.NUTS`, chains
-  batched in lock-step; the three cache states above, and eager), NumPyro
+  batched, each on its own tree; the three cache states above, and eager), NumPyro
   (`chain_method="vectorized"`), Pyro (its MCMC with NUTS; chains run one
   after another in one process, since multiprocess chains need as many free
   cores as chains; `--pyro-chains` of them).

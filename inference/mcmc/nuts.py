@@ -36,7 +36,8 @@ from inference.mcmc.compile import shifted
 from inference.mcmc.sampler import HamiltonianSampler
 from inference.mcmc.state import HMCState, TransitionInfo
 
-__all__ = ["nuts_step", "init_chains", "run_transitions", "nuts_kernel", "NUTS"]
+__all__ = ["nuts_step", "step_begin", "step_end", "init_chains", "run_transitions",
+           "nuts_kernel", "NUTS"]
 
 # The chains' state, packed into three tensors so that a compiled step has few
 # inputs and outputs: vectors [n, 22, D], scalars [n, len(SCALARS)] (flags and
@@ -83,11 +84,11 @@ def _checkpoint_slots(leaf):
 
 @functools.lru_cache(maxsize=16)
 def leaf_table(max_tree_depth, dtype=torch.float32, device="cpu"):
-    """Where the j-th leapfrog step of a transition sits in the tree: [2^max_tree_depth - 1, 3 + 2T].
+    """Where the j-th leapfrog step of a transition sits in its tree: [2^T - 1, 3 + 2T].
 
     Row j: (depth of its subtree, whether it is the subtree's first leaf,
     whether its last), then the checkpoint slots it writes (an even leaf) and
-    those it checks (an odd leaf), as 0/1 masks over the T = max_tree_depth slots.
+    those it checks (an odd leaf), as 0/1 masks over T = max_tree_depth slots.
     """
     rows = []
     for depth in range(max_tree_depth):
@@ -103,6 +104,165 @@ def leaf_table(max_tree_depth, dtype=torch.float32, device="cpu"):
 def _select(condition, new, old):
     """torch.where with a per-chain condition [n] broadcast over old's trailing axes."""
     return torch.where(condition.reshape(condition.shape + (1,) * (old.dim() - 1)), new, old)
+
+
+def _unpack(vectors, scalars):
+    """Named views of the packed chains (see N_VECTORS, SCALARS)."""
+    v = {"point": vectors[:, 0:2], "left": vectors[:, 2:6], "right": vectors[:, 6:10],
+         "end": vectors[:, 10:14], "proposal": vectors[:, 14:16],
+         "subtree_proposal": vectors[:, 16:18]}
+    v.update(zip(("rho", "subtree_rho", "first_momentum", "first_velocity"),
+                 vectors[:, 18:22].unbind(1)))
+    return v, dict(zip(SCALARS, scalars.unbind(1)))
+
+
+def _pack(v, s):
+    vectors = torch.cat((v["point"], v["left"], v["right"], v["end"], v["proposal"],
+                         v["subtree_proposal"],
+                         torch.stack((v["rho"], v["subtree_rho"], v["first_momentum"],
+                                      v["first_velocity"]), 1)), 1)
+    return vectors, torch.stack([s[name] for name in SCALARS], 1)
+
+
+def _place(s, table, max_tree_depth):
+    """Where each chain's next leaf sits in its tree: depth [n], first, last [n] bool, the
+    checkpoint slots it writes [T, n, 1] and checks [T, n] (bool)."""
+    row = table[s["leaf"].long()]
+    slots = 3 + max_tree_depth
+    return (row[:, 0], row[:, 1] > 0, row[:, 2] > 0, (row[:, 3:slots].T > 0)[..., None],
+            row[:, slots:].T > 0)
+
+
+def step_begin(metric_type, settings, vectors, scalars, inverse_mass, momentum_factor, noise,
+               uniform, table, target):
+    """The part of `nuts_step` before the model's gradient (pure).
+
+    A chain at leaf 0 starts a transition at its point with a new momentum; a
+    chain at the first leaf of a subtree picks its direction and starts from
+    that end. Returns (vectors, scalars, position, momentum): the chains and
+    the leapfrog step's new position [n, D] and half-step momentum [n, D].
+    """
+    velocity_from = metric_type.velocity_from
+    v, s = _unpack(vectors, scalars)
+    running = s["iteration"] < target
+    starting = running & (s["leaf"] == 0)
+    fresh_momentum = metric_type.momentum_from(noise, momentum_factor)
+    fresh_velocity = velocity_from(inverse_mass, fresh_momentum)
+    point = v["point"]
+    origin = torch.stack((point[:, 0], fresh_momentum, point[:, 1], fresh_velocity), 1)
+    for name, value in (("left", origin), ("right", origin), ("proposal", point),
+                        ("rho", fresh_momentum)):
+        v[name] = _select(starting, value, v[name])
+    zero = torch.zeros_like(s["log_prob"])
+    kinetic = 0.5 * torch.linalg.vecdot(fresh_momentum, fresh_velocity)
+    restart = {"orig_energy": kinetic - s["log_prob"], "log_weight": zero,
+               "proposal_log_prob": s["log_prob"], "proposal_log_weight": zero,
+               "diverging": zero, "n_steps": zero, "sum_accept": zero}
+    for name, value in restart.items():
+        s[name] = torch.where(starting, value, s[name])
+
+    _, first, _, _, _ = _place(s, table, settings.max_tree_depth)
+    first = first & running
+    forward = torch.where(first, uniform[:, 1] < 0.5, s["forward"] > 0)
+    s["forward"] = forward.to(zero.dtype)
+    v["end"] = _select(first, _select(forward, v["right"], v["left"]), v["end"])
+    s["subtree_log_weight"] = torch.where(first, -torch.inf, s["subtree_log_weight"])
+    v["subtree_rho"] = _select(first, torch.zeros_like(v["subtree_rho"]), v["subtree_rho"])
+
+    position, momentum, grad, _ = v["end"].unbind(1)
+    step = torch.where(forward, s["step_size"], -s["step_size"])[:, None]
+    momentum = torch.addcmul(momentum, 0.5 * step, grad)
+    position = torch.addcmul(position, step, velocity_from(inverse_mass, momentum))
+    return (*_pack(v, s), position, momentum)
+
+
+def step_end(metric_type, settings, vectors, scalars, checkpoints, position, momentum, log_prob,
+             grad, inverse_mass, uniform, table, target, adapting):
+    """The part of `nuts_step` after the model's gradient (pure).
+
+    position, momentum: from `step_begin`; log_prob [n], grad [n, D]: the
+    model's at position. Returns what `nuts_step` returns.
+    """
+    v, s = _unpack(vectors, scalars)
+    running = s["iteration"] < target
+    depth, first, last, write, check = _place(s, table, settings.max_tree_depth)
+    forward = s["forward"] > 0
+    step = torch.where(forward, s["step_size"], -s["step_size"])[:, None]
+
+    # The leaf: the second half step, and its multinomial weight exp(H0 - H).
+    momentum = torch.addcmul(momentum, 0.5 * step, grad)
+    velocity = metric_type.velocity_from(inverse_mass, momentum)
+    leaf_weight = torch.add(log_prob + s["orig_energy"],
+                            torch.linalg.vecdot(momentum, velocity), alpha=-0.5)
+    finite = leaf_weight >= -settings.max_energy_error  # False for NaN too
+    leaf_weight = torch.where(finite, leaf_weight, -torch.inf)
+    end = _select(finite, torch.stack((position, momentum, grad, velocity), 1), v["end"])
+    momentum, velocity = end[:, 1], end[:, 3]
+    subtree_log_weight = torch.logaddexp(s["subtree_log_weight"], leaf_weight)
+    take = uniform[:, 0].log() < leaf_weight - subtree_log_weight
+    v["subtree_proposal"] = _select(take, end[:, 0::2], v["subtree_proposal"])
+    for name, value in (("subtree_proposal_log_prob", log_prob),
+                        ("subtree_proposal_log_weight", leaf_weight)):
+        s[name] = torch.where(take, value, s[name])
+    s["subtree_log_weight"] = subtree_log_weight
+    subtree_rho = v["subtree_rho"] + momentum
+    v["first_momentum"] = _select(first, momentum, v["first_momentum"])
+    v["first_velocity"] = _select(first, velocity, v["first_velocity"])
+    s["diverging"] = torch.where(finite, s["diverging"], 1.)
+    s["n_steps"] = s["n_steps"] + 1.
+    s["sum_accept"] = s["sum_accept"] + leaf_weight.clamp(max=0.).exp()
+    s["tree_depth"] = depth + 1.
+
+    # U-turns of the aligned blocks ending here; a block starting at leaf a has
+    # momentum sum rho - (rho_a - p_a), with rho_a - p_a stored at a.
+    checkpoints = torch.stack((torch.where(write, velocity, checkpoints[0]),
+                               torch.where(write, subtree_rho - momentum, checkpoints[1])))
+    turned_inside = (_turning(checkpoints[0], velocity, subtree_rho - checkpoints[1])
+                     & check).any(0)
+    stopped = ~finite | turned_inside
+
+    # A completed subtree joins the tree: biased progressive sampling, then the
+    # U-turn of the merged tree and across its halves (Stan's extra checks):
+    # (whole tree), (old tree + first new leaf), (start point + new subtree).
+    merging = last & ~stopped
+    take = merging & (uniform[:, 2].log() < subtree_log_weight - s["log_weight"])
+    v["proposal"] = _select(take, v["subtree_proposal"], v["proposal"])
+    for name in ("proposal_log_prob", "proposal_log_weight"):
+        s[name] = torch.where(take, s["subtree_" + name], s[name])
+    left, right, rho = v["left"], v["right"], v["rho"]
+    far_velocity = torch.where(forward[:, None], left[:, 3], right[:, 3])
+    start = _select(forward, right, left)
+    turned = _turning(
+        torch.stack((far_velocity, far_velocity, start[:, 3])),
+        torch.stack((velocity, v["first_velocity"], velocity)),
+        torch.stack((rho + subtree_rho, rho + v["first_momentum"], subtree_rho + start[:, 1]))
+    ).any(0)
+    s["log_weight"] = torch.where(merging, torch.logaddexp(s["log_weight"], subtree_log_weight),
+                                  s["log_weight"])
+    v["rho"] = _select(merging, rho + subtree_rho, rho)
+    v["right"] = _select(merging & forward, end, right)
+    v["left"] = _select(merging & ~forward, end, left)
+    v["end"], v["subtree_rho"] = end, subtree_rho
+
+    # A chain whose tree is complete moves to its proposal (and adapts its step size).
+    through = stopped | (last & (turned | (depth >= settings.max_tree_depth - 1)))
+    v["point"] = _select(through, v["proposal"], v["point"])
+    s["log_prob"] = torch.where(through, s["proposal_log_prob"], s["log_prob"])
+    s["accept_prob"] = torch.where(through, s["sum_accept"] / s["n_steps"], s["accept_prob"])
+    s["used_step_size"] = torch.where(through, s["step_size"], s["used_step_size"])
+    adapted = dual_averaging_update(s["mu"], s["count"], s["error_avg"], s["log_step_avg"],
+                                    s["accept_prob"], *settings[2:])
+    adapt = through & adapting
+    for name, value in zip(("count", "error_avg", "log_step_avg", "step_size"), adapted):
+        s[name] = torch.where(adapt, value, s[name])
+    s["iteration"] = s["iteration"] + through.to(log_prob.dtype)
+    s["leaf"] = torch.where(through, 0., s["leaf"] + 1.)
+
+    # Chains already through with their transitions keep their state.
+    new_vectors, new_scalars = _pack(v, s)
+    vectors = _select(running, new_vectors, vectors)
+    scalars = _select(running, new_scalars, scalars)
+    return vectors, scalars, checkpoints, (scalars[:, SLOT["iteration"]] >= target).all()
 
 
 def nuts_step(value_and_grad, metric_type, settings, vectors, scalars, checkpoints,
@@ -126,122 +286,12 @@ def nuts_step(value_and_grad, metric_type, settings, vectors, scalars, checkpoin
     values) or the tree reaches `max_tree_depth`; it then moves to its
     proposal and counts an iteration.
     """
-    velocity_from = metric_type.velocity_from
-    s = dict(zip(SCALARS, scalars.unbind(1)))
-    point, left, right, end = vectors[:, 0:2], vectors[:, 2:6], vectors[:, 6:10], vectors[:, 10:14]
-    proposal, subtree_proposal = vectors[:, 14:16], vectors[:, 16:18]
-    rho, subtree_rho, first_momentum, first_velocity = vectors[:, 18:22].unbind(1)
-    running = s["iteration"] < target
-
-    # A chain at leaf 0 starts a transition at its point, with a new momentum.
-    starting = s["leaf"] == 0
-    fresh_momentum = metric_type.momentum_from(noise, momentum_factor)
-    fresh_velocity = velocity_from(inverse_mass, fresh_momentum)
-    origin = torch.stack((point[:, 0], fresh_momentum, point[:, 1], fresh_velocity), 1)
-    left, right = _select(starting, origin, left), _select(starting, origin, right)
-    proposal = _select(starting, point, proposal)
-    rho = _select(starting, fresh_momentum, rho)
-    zero = torch.zeros_like(s["log_prob"])
-    kinetic = 0.5 * torch.linalg.vecdot(fresh_momentum, fresh_velocity)
-    restart = {"orig_energy": kinetic - s["log_prob"],
-               "log_weight": zero, "proposal_log_prob": s["log_prob"],
-               "proposal_log_weight": zero, "diverging": zero, "n_steps": zero,
-               "sum_accept": zero}
-    for name, value in restart.items():
-        s[name] = torch.where(starting, value, s[name])
-
-    # Where this step sits in the tree; the first leaf of a subtree picks its direction.
-    row = table[s["leaf"].long()]
-    depth, first, last = row[:, 0], row[:, 1] > 0, row[:, 2] > 0
-    n_slots = (row.shape[1] - 3) // 2
-    write = (row[:, 3:3 + n_slots].T > 0)[..., None]  # [T, n, 1]
-    check = row[:, 3 + n_slots:].T > 0  # [T, n]
-    forward = torch.where(first, uniform[:, 1] < 0.5, s["forward"] > 0)
-    end = _select(first, _select(forward, right, left), end)
-    s["subtree_log_weight"] = torch.where(first, -torch.inf, s["subtree_log_weight"])
-    subtree_rho = _select(first, torch.zeros_like(subtree_rho), subtree_rho)
-
-    # The leapfrog step from the end, and the leaf's multinomial weight exp(H0 - H).
-    position, momentum, grad, velocity = end.unbind(1)
-    step = torch.where(forward, s["step_size"], -s["step_size"])[:, None]
-    half_step = 0.5 * step
-    new_momentum = torch.addcmul(momentum, half_step, grad)
-    new_position = torch.addcmul(position, step, velocity_from(inverse_mass, new_momentum))
-    new_log_prob, new_grad = value_and_grad(new_position)
-    new_momentum = torch.addcmul(new_momentum, half_step, new_grad)
-    new_velocity = velocity_from(inverse_mass, new_momentum)
-    leaf_weight = torch.add(new_log_prob + s["orig_energy"],
-                            torch.linalg.vecdot(new_momentum, new_velocity), alpha=-0.5)
-    finite = leaf_weight >= -settings.max_energy_error  # False for NaN too
-    leaf_weight = torch.where(finite, leaf_weight, -torch.inf)
-    leaf = torch.stack((new_position, new_momentum, new_grad, new_velocity), 1)
-    end = _select(finite, leaf, end)
-    new_momentum, new_velocity = end[:, 1], end[:, 3]
-    subtree_log_weight = torch.logaddexp(s["subtree_log_weight"], leaf_weight)
-    take = uniform[:, 0].log() < leaf_weight - subtree_log_weight
-    subtree_proposal = _select(take, end[:, 0::2], subtree_proposal)
-    for name, value in (("subtree_proposal_log_prob", new_log_prob),
-                        ("subtree_proposal_log_weight", leaf_weight)):
-        s[name] = torch.where(take, value, s[name])
-    s["subtree_log_weight"] = subtree_log_weight
-    subtree_rho = subtree_rho + new_momentum
-    first_momentum = _select(first, new_momentum, first_momentum)
-    first_velocity = _select(first, new_velocity, first_velocity)
-    s["diverging"] = torch.where(finite, s["diverging"], 1.)
-    s["n_steps"] = s["n_steps"] + 1.
-    s["sum_accept"] = s["sum_accept"] + leaf_weight.clamp(max=0.).exp()
-    s["tree_depth"] = depth + 1.
-
-    # U-turns of the aligned blocks ending here; a block starting at leaf a has
-    # momentum sum rho - (rho_a - p_a), with rho_a - p_a stored at a.
-    checkpoints = torch.stack((torch.where(write, new_velocity, checkpoints[0]),
-                               torch.where(write, subtree_rho - new_momentum, checkpoints[1])))
-    turned_inside = (_turning(checkpoints[0], new_velocity, subtree_rho - checkpoints[1])
-                     & check).any(0)
-    stopped = ~finite | turned_inside
-
-    # A completed subtree joins the tree: biased progressive sampling, then the
-    # U-turn of the merged tree and across its halves (Stan's extra checks):
-    # (whole tree), (old tree + first new leaf), (start point + new subtree).
-    merging = last & ~stopped
-    take = merging & (uniform[:, 2].log() < subtree_log_weight - s["log_weight"])
-    proposal = _select(take, subtree_proposal, proposal)
-    for name in ("proposal_log_prob", "proposal_log_weight"):
-        s[name] = torch.where(take, s["subtree_" + name], s[name])
-    far_velocity = torch.where(forward[:, None], left[:, 3], right[:, 3])
-    start = _select(forward, right, left)
-    turned = _turning(
-        torch.stack((far_velocity, far_velocity, start[:, 3])),
-        torch.stack((new_velocity, first_velocity, new_velocity)),
-        torch.stack((rho + subtree_rho, rho + first_momentum, subtree_rho + start[:, 1]))).any(0)
-    s["log_weight"] = torch.where(merging, torch.logaddexp(s["log_weight"], subtree_log_weight),
-                                  s["log_weight"])
-    rho = _select(merging, rho + subtree_rho, rho)
-    right = _select(merging & forward, end, right)
-    left = _select(merging & ~forward, end, left)
-
-    # A chain whose tree is complete moves to its proposal (and adapts its step size).
-    through = stopped | (last & (turned | (depth >= settings.max_tree_depth - 1)))
-    point = _select(through, proposal, point)
-    s["log_prob"] = torch.where(through, s["proposal_log_prob"], s["log_prob"])
-    s["accept_prob"] = torch.where(through, s["sum_accept"] / s["n_steps"], s["accept_prob"])
-    s["used_step_size"] = torch.where(through, s["step_size"], s["used_step_size"])
-    adapted = dual_averaging_update(s["mu"], s["count"], s["error_avg"], s["log_step_avg"],
-                                    s["accept_prob"], *settings[2:])
-    adapt = through & adapting
-    for name, value in zip(("count", "error_avg", "log_step_avg", "step_size"), adapted):
-        s[name] = torch.where(adapt, value, s[name])
-    s["iteration"] = s["iteration"] + through.to(zero.dtype)
-    s["leaf"] = torch.where(through, 0., s["leaf"] + 1.)
-    s["forward"] = forward.to(zero.dtype)
-
-    # Chains already through with their transitions keep their state.
-    new_vectors = torch.cat((point, left, right, end, proposal, subtree_proposal,
-                             torch.stack((rho, subtree_rho, first_momentum, first_velocity), 1)),
-                            1)
-    vectors = _select(running, new_vectors, vectors)
-    scalars = _select(running, torch.stack([s[name] for name in SCALARS], 1), scalars)
-    return vectors, scalars, checkpoints, (scalars[:, SLOT["iteration"]] >= target).all()
+    vectors, scalars, position, momentum = step_begin(
+        metric_type, settings, vectors, scalars, inverse_mass, momentum_factor, noise, uniform,
+        table, target)
+    log_prob, grad = value_and_grad(position)
+    return step_end(metric_type, settings, vectors, scalars, checkpoints, position, momentum,
+                    log_prob, grad, inverse_mass, uniform, table, target, adapting)
 
 
 def init_chains(state, step_size, max_tree_depth, dual_averaging=None):
@@ -390,6 +440,7 @@ class NUTS(HamiltonianSampler):
         self.max_tree_depth = max_tree_depth
 
     def _step(self, potential, metric):
+        """`nuts_step` on `potential` (compiled as one function with `jit_compile`)."""
         settings = Settings(self.max_tree_depth, self.max_energy_error,
                             self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
 

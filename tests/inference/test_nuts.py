@@ -7,7 +7,8 @@ import torch
 
 import inference
 import ppl
-from inference.mcmc import HMCState, identity_metric, nuts_kernel, Potential
+from inference.mcmc import (DiagonalMetric, DualAveraging, HMCState, identity_metric, nuts_kernel,
+                            Potential)
 from inference.mcmc.nuts import _checkpoint_slots
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
 
@@ -146,3 +147,56 @@ def test_zhusuan_sample_interface_adapts_then_samples():
     assert info.acceptance_rate.shape == (8,) and info.log_prob.shape == (8,)
     assert (info.updated_step_size > 0).all()
     assert_moments(torch.stack(draws, 1), mean, second, name="online NUTS")
+
+
+def _anisotropic_chains():
+    """5 chains on N(0, diag(1, 1/25)) with very different step sizes (tree depths)."""
+    def log_joint(v):
+        return -0.5 * (v["z"] ** 2 * torch.tensor([1., 25.])).sum(-1)
+
+    potential = Potential(log_joint, None, {"z": torch.zeros(5, 2)})
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0))
+    step = torch.tensor([0.01, 0.05, 0.1, 0.3, 0.39])
+    return potential, HMCState(x, *potential(x)), step
+
+
+def test_chains_run_their_transitions_unsynchronized():
+    """One step call advances every chain by one leapfrog of its own tree: the calls needed
+    for k transitions are the largest per-chain total of leapfrogs (a chain never waits
+    for another), not the sum over transitions of the batch's longest tree."""
+    from inference.mcmc.nuts import (STATS, Settings, init_chains, leaf_table, nuts_step,
+                                     run_transitions)
+    potential, state, step_size = _anisotropic_chains()
+    calls = []
+
+    def step(*args):
+        calls.append(1)
+        return nuts_step(potential, DiagonalMetric, Settings(10, 1000., 0.8, 0.05, 10, 0.75),
+                         *args)
+
+    torch.manual_seed(1)
+    chains = init_chains(state, step_size, 10)
+    _, positions, stats = run_transitions(step, chains, identity_metric(5, 2), leaf_table(10), 20)
+    n_steps = stats[..., STATS.index("n_steps")]  # [transition, chain]
+    assert len(calls) == int(n_steps.sum(0).max())
+    assert len(calls) < int(n_steps.max(1).values.sum())  # what lock-step trees would take
+    assert positions.shape == (20, 5, 2) and torch.isfinite(positions).all()
+
+
+def test_dual_averaging_inside_the_step_matches_the_eager_updates():
+    """Each chain updates its step size after each of its transitions, as `DualAveraging`
+    does with the acceptance statistics of those transitions."""
+    potential, state, step_size = _anisotropic_chains()
+    kernel = inference.NUTS()
+    dual = DualAveraging(step_size, target_acceptance_rate=0.8)
+    torch.manual_seed(2)
+    _, _, stats, final = kernel.iterate(state, potential, step_size, identity_metric(5, 2), 30,
+                                        dual)
+    replay = DualAveraging(step_size, target_acceptance_rate=0.8)
+    used = [step_size]
+    for accept_prob in stats["accept_prob"]:
+        used.append(replay.update(accept_prob))
+    assert torch.allclose(stats["step_size"], torch.stack(used[:-1]), rtol=1e-5)
+    assert torch.allclose(final, replay.step_size, rtol=1e-5)
+    assert torch.allclose(dual.final_step_size, replay.final_step_size, rtol=1e-5)
+    assert torch.equal(dual.count, torch.full((5,), 30.))
