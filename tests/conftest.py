@@ -1,4 +1,7 @@
 """Shared test set-up: a headless matplotlib, a fixed seed per test, the data folder."""
+import os
+import tempfile
+
 import matplotlib
 import pytest
 import torch
@@ -9,6 +12,10 @@ matplotlib.use("Agg")  # tests draw graphs and plots without a display
 # One intra-op thread: the suite's tensors are small, and on a busy 2-core machine two
 # threads made small ops up to 100x slower (thread hand-off dominates the math).
 torch.set_num_threads(1)
+
+# Steps compiled once per machine (inference.mcmc.shared_compile) go to a fresh folder for
+# the session, not the user's cache: the suite compiles them itself (notebooks inherit it).
+os.environ.setdefault("PPL_CACHE_DIR", tempfile.mkdtemp(prefix="ppl_cache_"))
 
 
 @pytest.fixture(autouse=True)

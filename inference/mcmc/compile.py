@@ -38,7 +38,7 @@ __all__ = ["CompiledStep", "shifted"]
 # matter: the C++ wrapper calls the kernels without Python, input size checks are
 # off (`__call__` makes the inputs contiguous), and the CPU's vector instructions
 # are trusted without a probe build in a subprocess (seconds per process).
-_INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True}
+INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True}
 
 _READS_VALUES = ("the model reads tensor values in Python (an `if`, float() or .item() on a "
                  "latent), which a trace cannot follow; write it with torch.where instead")
@@ -85,11 +85,7 @@ class CompiledStep:
         tolerance = 1e-3 if args[0].dtype in (torch.float16, torch.bfloat16, torch.float32) \
             else 1e-8
         try:
-            from torch._inductor import standalone_compile
-            from torch.fx.experimental.proxy_tensor import make_fx
-            graph = make_fx(self.traceable)(*args)
-            compiled = standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
-                                          options={"config_patches": _INDUCTOR_OPTIONS})
+            compiled = self._build(args)
             for point in (args, self.perturb(args)):
                 if not _same(self.fn(*point), tuple(compiled(*point)), tolerance):
                     raise RuntimeError("the compiled function disagrees with the eager one "
@@ -103,6 +99,14 @@ class CompiledStep:
         else:
             self.compiled, self.reason = compiled, None
         self.compile_seconds = time.perf_counter() - started
+
+    def _build(self, args):
+        """The compiled function, specialized to the shapes of `args`."""
+        from torch._inductor import standalone_compile
+        from torch.fx.experimental.proxy_tensor import make_fx
+        graph = make_fx(self.traceable)(*args)
+        return standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
+                                  options={"config_patches": INDUCTOR_OPTIONS})
 
 
 def _same(eager, compiled, rtol):

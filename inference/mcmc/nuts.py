@@ -27,17 +27,20 @@ of each of its transitions, inside the step, so that the chains need to meet
 only where the mass matrix changes (`inference.mcmc.run`).
 """
 import functools
+import sys
 from collections import namedtuple
 
 import torch
 
+from inference.mcmc import adaptation
 from inference.mcmc.adaptation import dual_averaging_update
 from inference.mcmc.compile import shifted
+from inference.mcmc.shared_compile import SharedCompiledStep
 from inference.mcmc.sampler import HamiltonianSampler
 from inference.mcmc.state import HMCState, TransitionInfo
 
-__all__ = ["nuts_step", "step_begin", "step_end", "init_chains", "run_transitions",
-           "nuts_kernel", "NUTS"]
+__all__ = ["nuts_step", "step_begin", "step_end", "step_end_begin", "NUTSStep", "eager_step",
+           "init_chains", "run_transitions", "nuts_kernel", "NUTS"]
 
 # The chains' state, packed into three tensors so that a compiled step has few
 # inputs and outputs: vectors [n, 22, D], scalars [n, len(SCALARS)] (flags and
@@ -267,7 +270,11 @@ def step_end(metric_type, settings, vectors, scalars, checkpoints, position, mom
 
 def nuts_step(value_and_grad, metric_type, settings, vectors, scalars, checkpoints,
               inverse_mass, momentum_factor, noise, uniform, table, target, adapting):
-    """One leapfrog step of every chain's own tree: a pure function of tensors (it can be compiled).
+    """One leapfrog step of every chain's own tree: a pure function of tensors.
+
+    The definition of a step; `run_transitions` runs the same pieces
+    pipelined (`step_begin` once, then the gradient and `step_end_begin` in
+    turn), so that the model-independent part is one function.
 
     value_and_grad: x [n, D] -> (log_prob [n], grad [n, D]); metric_type:
     the metric's class (its static `velocity_from`, `momentum_from`);
@@ -292,6 +299,53 @@ def nuts_step(value_and_grad, metric_type, settings, vectors, scalars, checkpoin
     log_prob, grad = value_and_grad(position)
     return step_end(metric_type, settings, vectors, scalars, checkpoints, position, momentum,
                     log_prob, grad, inverse_mass, uniform, table, target, adapting)
+
+
+def step_end_begin(metric_type, settings, vectors, scalars, checkpoints, position, momentum,
+                   log_prob, grad, inverse_mass, momentum_factor, uniform, next_noise,
+                   next_uniform, table, target, adapting):
+    """`step_end` of this leapfrog step, then `step_begin` of the next (pure).
+
+    What `run_transitions` calls between two gradients: the model-independent
+    part of a step, compiled once per machine (`NUTS(jit_compile=True)`).
+    next_noise [n, D], next_uniform [n, 3]: the next step's random numbers.
+    Returns (vectors, scalars, checkpoints, all_through, position, momentum,
+    ended): ended is the scalars after `step_end` (what an ended transition
+    reports, before the next one starts).
+    """
+    vectors, ended, checkpoints, all_through = step_end(
+        metric_type, settings, vectors, scalars, checkpoints, position, momentum, log_prob, grad,
+        inverse_mass, uniform, table, target, adapting)
+    vectors, scalars, position, momentum = step_begin(
+        metric_type, settings, vectors, ended, inverse_mass, momentum_factor, next_noise,
+        next_uniform, table, target)
+    return vectors, scalars, checkpoints, all_through, position, momentum, ended
+
+
+def _end_begin_given_settings(metric_type, max_tree_depth, *args):
+    """`step_end_begin` with the settings other than max_tree_depth in a tensor, the last
+    argument ([5]: max_energy_error, target, gamma, t0, kappa), so that one compiled
+    function serves every target acceptance rate."""
+    *args, values = args
+    return step_end_begin(metric_type, Settings(max_tree_depth, *values.unbind()), *args)
+
+
+# The pieces `run_transitions` calls: begin (once), then value_and_grad and end_begin in turn.
+NUTSStep = namedtuple("NUTSStep", "begin value_and_grad end_begin")
+
+
+def eager_step(value_and_grad, metric_type, settings):
+    """The NUTSStep of `step_begin`, `value_and_grad` and `step_end_begin`, uncompiled."""
+    return NUTSStep(functools.partial(step_begin, metric_type, settings), value_and_grad,
+                    functools.partial(step_end_begin, metric_type, settings))
+
+
+def end_begin_layout(metric_type):
+    """Which axes of `step_end_begin`'s arguments are the chains (n) and the dimension (D)."""
+    chains_by_dim, metric = ("n", "D"), ("n", "D", "D") if metric_type.dense else ("n", "D")
+    return (("n", None, "D"), ("n", None), (None, None, "n", "D"), chains_by_dim, chains_by_dim,
+            ("n",), chains_by_dim, metric, metric, ("n", None), chains_by_dim, ("n", None),
+            (None, None), (), ())
 
 
 def init_chains(state, step_size, max_tree_depth, dual_averaging=None):
@@ -322,13 +376,21 @@ def chains_state(chains):
     return state, scalars[:, SLOT["step_size"]].clone()
 
 
+def _random_numbers(n, dim, dtype, device, block):
+    """(noise [n, D], uniform [n, 3]) for one step after another, drawn `block` steps at a time."""
+    while True:
+        noise = torch.randn((block, n, dim), dtype=dtype, device=device)
+        uniform = torch.rand((block, n, 3), dtype=dtype, device=device)
+        yield from zip(noise, uniform)
+
+
 def run_transitions(step, chains, metric, table, n_iterations, adapting=False, progress=None,
                     block=16):
-    """Call `step` (`nuts_step` with its first three arguments bound) until every chain
-    has made `n_iterations` transitions.
+    """Run `step` (a `NUTSStep`) until every chain has made `n_iterations` transitions.
 
-    Random numbers are drawn `block` calls at a time. progress: called with
-    the number of transitions that every chain has newly completed.
+    Random numbers are drawn and the chains' ended transitions stored
+    `block` steps at a time. progress: called with the number of
+    transitions that every chain has newly completed.
     Returns the chains, the points after each transition [n_iterations, n, D]
     and the transitions' statistics [n_iterations, n, len(STATS)].
     """
@@ -341,17 +403,23 @@ def run_transitions(step, chains, metric, table, n_iterations, adapting=False, p
     stats = scalars.new_empty((n_iterations, n, len(STATS)))
     stat_slots = [SLOT[name] for name in STATS]
     iterations = scalars[:, SLOT["iteration"]]
+    draws = _random_numbers(n, dim, vectors.dtype, vectors.device, block)
+    noise, uniform = next(draws)
+    vectors, scalars, position, momentum = step.begin(
+        vectors, scalars, inverse_mass, factor, noise, uniform, table, target)
     done, reported = False, 0
     while not done:
-        noise = torch.randn((block, n, dim), dtype=vectors.dtype, device=vectors.device)
-        uniform = torch.rand((block, n, 3), dtype=vectors.dtype, device=vectors.device)
         points, states = [], []
-        for call in range(block):
-            vectors, scalars, checkpoints, all_through = step(
-                vectors, scalars, checkpoints, inverse_mass, factor, noise[call], uniform[call],
-                table, target, adapting)
+        for _ in range(block):
+            log_prob, grad = step.value_and_grad(position)
+            next_noise, next_uniform = next(draws)
+            vectors, scalars, checkpoints, all_through, position, momentum, ended = \
+                step.end_begin(vectors, scalars, checkpoints, position, momentum, log_prob, grad,
+                               inverse_mass, factor, uniform, next_noise, next_uniform, table,
+                               target, adapting)
+            uniform = next_uniform
             points.append(vectors[:, 0])
-            states.append(scalars)
+            states.append(ended)
             if bool(all_through):
                 done = True
                 break
@@ -387,15 +455,14 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     """One NUTS transition of every chain: (state, TransitionInfo).
 
     state: HMCState ([n_chains, D]); step_size: [n_chains]; metric: a metric
-    from `inference.mcmc.metric`. step: `nuts_step` with its first three
-    arguments bound, e.g. compiled (see `NUTS`); by default the eager one on
-    `potential`. accept_prob is Stan's mean acceptance statistic over the
-    trajectory.
+    from `inference.mcmc.metric`. step: a `NUTSStep`, e.g. compiled (see
+    `NUTS`); by default the eager one on `potential`. accept_prob is Stan's
+    mean acceptance statistic over the trajectory.
     """
     if step is None:
         no_adaptation = (0.8, 0.05, 10, 0.75)  # dual averaging's settings, unused here
-        step = functools.partial(nuts_step, potential, type(metric),
-                                 Settings(max_tree_depth, max_energy_error, *no_adaptation))
+        step = eager_step(potential, type(metric),
+                          Settings(max_tree_depth, max_energy_error, *no_adaptation))
     table = leaf_table(max_tree_depth, state.position.dtype, state.position.device)
     chains = init_chains(state, step_size, max_tree_depth)
     chains, positions, stats = run_transitions(step, chains, metric, table, 1, block=8)
@@ -417,11 +484,14 @@ class NUTS(HamiltonianSampler):
     adapt_step_size, target_acceptance_rate, gamma, t0, kappa: dual averaging
         (Stan's defaults: gamma=0.05, t0=10, kappa=0.75).
     adapt_mass: 'diag' (default), 'dense', or None.
-    jit_compile: compile the step (leapfrog, model gradient, tree bookkeeping
-        and step size adaptation) into one native function at the first
-        transition (`inference.mcmc.compile`): seconds of compilation, then
-        several times faster on small and medium models. Falls back to eager,
-        with a warning, where the model cannot be traced.
+    jit_compile: compile the step into native code at the first transition:
+        the model's gradient for this model (`inference.mcmc.compile`:
+        seconds), the tree bookkeeping and step size adaptation once per
+        machine and metric type, for every model, chain count and dimension
+        (`inference.mcmc.shared_compile`: tens of seconds the first time, then
+        loaded from disk). Several times faster than eager on small and medium
+        models. Falls back to eager, with a warning, where the model cannot be
+        traced.
     """
 
     def __init__(self, step_size=None, max_tree_depth=10, adapt_step_size=True,
@@ -438,16 +508,36 @@ class NUTS(HamiltonianSampler):
             raise ValueError(f"NUTS: `max_tree_depth` must be a positive int, got "
                              f"{max_tree_depth!r}")
         self.max_tree_depth = max_tree_depth
+        self._shared = {}  # (metric type, max_tree_depth) -> SharedCompiledStep
 
     def _step(self, potential, metric):
-        """`nuts_step` on `potential` (compiled as one function with `jit_compile`)."""
+        """The `NUTSStep` on `potential`. With `jit_compile`, the model's gradient is
+        compiled for this model and `step_end_begin` once per machine, for every model
+        (`inference.mcmc.shared_compile`); `step_begin` runs once per call of
+        `run_transitions` and stays eager."""
+        metric_type = type(metric)
         settings = Settings(self.max_tree_depth, self.max_energy_error,
                             self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
-
-        def build(value_and_grad):
-            return functools.partial(nuts_step, value_and_grad, type(metric), settings)
-
-        return self._step_function("step", potential, metric, build, shifted(0))
+        if not self.jit_compile:
+            return eager_step(potential, metric_type, settings)
+        gradient = self._step_function("gradient", potential, metric,
+                                       lambda value_and_grad: lambda x: value_and_grad(x),
+                                       shifted(0))
+        key = (metric_type, self.max_tree_depth)
+        if key not in self._shared:
+            self._shared[key] = SharedCompiledStep(
+                functools.partial(_end_begin_given_settings, metric_type, self.max_tree_depth),
+                key=f"nuts.step_end_begin {metric_type.__qualname__} "
+                    f"max_tree_depth={self.max_tree_depth}",
+                layout=end_begin_layout(metric_type) + ((None,),),
+                modules=(sys.modules[__name__], sys.modules[metric_type.__module__],
+                         adaptation),
+                perturb=shifted(0), name="NUTS tree step")
+        shared = self._shared[key]
+        dtype, device = metric.inverse_mass.dtype, metric.inverse_mass.device
+        values = torch.tensor(settings[1:], dtype=dtype, device=device)
+        return NUTSStep(functools.partial(step_begin, metric_type, settings), gradient,
+                        lambda *args: shared(*args, values))
 
     def transition(self, state, potential, step_size, metric):
         return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,

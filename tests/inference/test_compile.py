@@ -1,4 +1,4 @@
-"""jit_compile: compiled NUTS leaves and HMC leapfrogs equal the eager ones; failures fall back."""
+"""jit_compile: compiled NUTS steps and HMC leapfrogs equal the eager ones; failures fall back."""
 import shutil
 
 import pytest
@@ -81,6 +81,9 @@ def test_compiled_step_gives_the_eager_transitions(name):
     compiled = _run(lambda s: kernel.transition(s, potential, step_size, metric), state)
     step = _only_step(kernel)
     assert step.is_compiled, step.reason
+    if name == "nuts":  # the tree step, compiled once for every model (shared_compile)
+        (shared,) = kernel._shared.values()
+        assert shared.is_compiled and shared.n_fallbacks == 0, shared.reason
     _assert_same_transitions(eager, compiled)
     assert max(int(i.n_steps.max()) for i in compiled[1]) > 3  # real trajectories were built
 

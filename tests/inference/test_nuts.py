@@ -164,16 +164,16 @@ def test_chains_run_their_transitions_unsynchronized():
     """One step call advances every chain by one leapfrog of its own tree: the calls needed
     for k transitions are the largest per-chain total of leapfrogs (a chain never waits
     for another), not the sum over transitions of the batch's longest tree."""
-    from inference.mcmc.nuts import (STATS, Settings, init_chains, leaf_table, nuts_step,
-                                     run_transitions)
+    from inference.mcmc.nuts import STATS, Settings, eager_step, init_chains, leaf_table, \
+        run_transitions
     potential, state, step_size = _anisotropic_chains()
     calls = []
 
-    def step(*args):
+    def value_and_grad(x):
         calls.append(1)
-        return nuts_step(potential, DiagonalMetric, Settings(10, 1000., 0.8, 0.05, 10, 0.75),
-                         *args)
+        return potential(x)
 
+    step = eager_step(value_and_grad, DiagonalMetric, Settings(10, 1000., 0.8, 0.05, 10, 0.75))
     torch.manual_seed(1)
     chains = init_chains(state, step_size, 10)
     _, positions, stats = run_transitions(step, chains, identity_metric(5, 2), leaf_table(10), 20)

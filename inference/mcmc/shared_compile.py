@@ -1,0 +1,135 @@
+"""Compile a model-independent step once per machine, for every chain count and dimension.
+
+NUTS spends most of its step outside the model: the tree bookkeeping (leaf
+weights, multinomial sampling, U-turn checks, subtree merges, step size
+adaptation) is the same function for every model, given the metric type,
+the dtype and the sampler's settings. `SharedCompiledStep` compiles such a
+function once and keeps it on disk, so that a new model compiles only its
+own gradient (`inference.mcmc.compile.CompiledStep`), seconds instead of the
+tens of seconds the bookkeeping takes Inductor.
+
+How:
+
+- The function is traced with the chain count `n` and the dimension `D`
+  symbolic and every other size fixed (`layout` names, for each argument,
+  which axes are `n` and which `D`). The trace runs at canonical sizes
+  (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
+  so that the trace never mistakes a fixed size for `n` or `D`.
+- Inductor compiles it into a cache directory of its own under
+  `PPL_CACHE_DIR` (default `~/.cache/ppl`), named by a hash of everything
+  the code depends on (the function's key, dtype, device, the source of the
+  modules it is built from, the torch version and the CPU's vector
+  instructions). Later processes load it from there in milliseconds
+  (`torch._inductor.CompiledArtifact.load`).
+- As with `CompiledStep`, the first call in each process compares the
+  compiled function with the eager one at the given point and at a
+  perturbed one; anything that fails falls back to the eager function with
+  a warning.
+"""
+import hashlib
+import os
+import shutil
+import tempfile
+
+import torch
+
+from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep
+
+__all__ = ["SharedCompiledStep", "CANONICAL", "cache_root"]
+
+CANONICAL = {"n": 38, "D": 34}
+
+
+def cache_root():
+    """Where shared compiled steps live: $PPL_CACHE_DIR, else ~/.cache/ppl (XDG_CACHE_HOME)."""
+    if os.environ.get("PPL_CACHE_DIR"):
+        return os.environ["PPL_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ppl")
+
+
+class SharedCompiledStep(CompiledStep):
+    """`fn(*tensors)`, compiled once per machine for any `n` and `D` (see the module docstring).
+
+    fn: a pure function of tensors (also the eager fallback); key: a string
+    naming it and the constants it closes over (metric type, settings);
+    layout: for each argument, a tuple with one entry per axis: "n", "D" or
+    None (a fixed size); modules: the modules whose source defines `fn`
+    (a change to them compiles anew); perturb: as in `CompiledStep`.
+    """
+
+    def __init__(self, fn, key, layout, modules, perturb, name="step"):
+        super().__init__(fn, fn, perturb, name=name)
+        self.key, self.layout, self.modules = key, layout, modules
+        self.loaded_from_disk = False
+
+    def _build(self, args):
+        if len(args) != len(self.layout):
+            raise ValueError(f"{self.name}: {len(args)} arguments for a layout of "
+                             f"{len(self.layout)}")
+        from torch._inductor import CompiledArtifact
+        directory = os.path.join(cache_root(), "compiled", self._digest(args))
+        if os.path.isdir(directory):
+            try:
+                compiled = CompiledArtifact.load(path=directory, format="unpacked")
+            except Exception:  # stale or half-written: compile anew
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                self.loaded_from_disk = True
+                return compiled
+        return self._compile_into(directory, args)
+
+    def _compile_into(self, directory, args):
+        """Trace at the canonical sizes, compile with Inductor's cache in a new directory,
+        and move it to `directory` (atomically: concurrent processes may race)."""
+        from torch._inductor import standalone_compile
+        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+        from torch.fx.experimental.proxy_tensor import make_fx
+        fake_args = _canonical_fakes(args, self.layout)
+        graph = make_fx(self.traceable, tracing_mode="symbolic")(*fake_args)
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        building = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(directory))
+        try:
+            with temporary_cache_dir(building):
+                compiled = standalone_compile(graph, fake_args, dynamic_shapes="from_graph",
+                                              options={"config_patches": INDUCTOR_OPTIONS})
+            os.rename(building, directory)
+        except OSError:  # another process got there first: keep theirs
+            shutil.rmtree(building, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        return compiled
+
+    def _digest(self, args):
+        """The cache directory's name: a hash of everything the compiled code depends on."""
+        sources = hashlib.sha256()
+        for module in self.modules:
+            with open(module.__file__, "rb") as file:
+                sources.update(file.read())
+        dtypes = ",".join(str(a.dtype) for a in args)
+        fixed = ",".join(str([size if role is None else role for size, role in
+                              zip(a.shape, roles)]) for a, roles in zip(args, self.layout))
+        parts = (self.key, dtypes, fixed, args[0].device.type, torch.__version__,
+                 torch.backends.cpu.get_cpu_capability(), repr(sorted(INDUCTOR_OPTIONS.items())),
+                 repr(sorted(CANONICAL.items())), sources.hexdigest())
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _canonical_fakes(args, layout):
+    """Fake tensors shaped like `args` with the `n` / `D` axes symbolic at canonical sizes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv,
+                                                       StatelessSymbolicContext)
+    mode = FakeTensorMode(shape_env=ShapeEnv())
+    fakes = []
+    for arg, roles in zip(args, layout):
+        if len(roles) != arg.dim():
+            raise ValueError(f"layout {roles} does not fit an argument of shape "
+                             f"{tuple(arg.shape)}")
+        shape = [size if role is None else CANONICAL[role] for size, role in zip(arg.shape, roles)]
+        example = torch.empty(shape, dtype=arg.dtype, device=arg.device)
+        dims = [DimDynamic.STATIC if role is None else DimDynamic.DUCK for role in roles]
+        fakes.append(mode.from_tensor(example,
+                                      symbolic_context=StatelessSymbolicContext(dims)))
+    return fakes

@@ -1,0 +1,119 @@
+"""inference.mcmc.shared_compile: NUTS's tree step, compiled once, serves every chain count,
+dimension and model, and later kernels load it from disk."""
+import functools
+import os
+
+import pytest
+import torch
+
+from inference.mcmc import adaptation, nuts
+from inference.mcmc.compile import shifted
+from inference.mcmc.metric import DenseMetric, DiagonalMetric
+from inference.mcmc.shared_compile import CANONICAL, SharedCompiledStep, cache_root
+from inference.mcmc.state import HMCState
+from tests.inference.test_compile import needs_compiler
+
+DEPTH = 10
+
+
+def _shared(metric_type):
+    return SharedCompiledStep(
+        functools.partial(nuts._end_begin_given_settings, metric_type, DEPTH),
+        key=f"test step_end_begin {metric_type.__qualname__} {DEPTH}",
+        layout=nuts.end_begin_layout(metric_type) + ((None,),),
+        modules=(nuts, adaptation), perturb=shifted(0), name="test tree step")
+
+
+def _arguments(metric_type, n, dim, seed, dtype=torch.float64):
+    """`step_end_begin`'s arguments mid-trajectory: chains that have made a few steps."""
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(shape, generator=g, dtype=dtype)
+
+    def rand(*shape):
+        return torch.rand(shape, generator=g, dtype=dtype)
+
+    state = HMCState(randn(n, dim), randn(n), randn(n, dim))
+    vectors, scalars, checkpoints = nuts.init_chains(state, 0.1 + rand(n), DEPTH)
+    if metric_type.dense:
+        root = randn(n, dim, dim) / dim ** 0.5
+        inverse_mass = root @ root.mT + torch.eye(dim, dtype=dtype)
+        metric = DenseMetric(inverse_mass)
+    else:
+        metric = DiagonalMetric(0.5 + rand(n, dim))
+    table = nuts.leaf_table(DEPTH, dtype)
+    target = torch.tensor(3., dtype=dtype)
+    values = torch.tensor([1000., 0.8, 0.05, 10., 0.75], dtype=dtype)
+    inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
+    vectors, scalars, position, momentum = nuts.step_begin(
+        metric_type, nuts.Settings(DEPTH, *values.tolist()), vectors, scalars, inverse_mass,
+        factor, randn(n, dim), rand(n, 3), table, target)
+    # chains at different leaves of their trees, some at the first leaf of a subtree
+    scalars[:, nuts.SLOT["leaf"]] = torch.randint(0, 7, (n,), generator=g).to(dtype)
+    return (vectors, scalars, checkpoints + randn(*checkpoints.shape), position, momentum,
+            -randn(n).abs(), randn(n, dim), inverse_mass, factor, rand(n, 3), randn(n, dim),
+            rand(n, 3), table, target, torch.tensor(True), values)
+
+
+def _assert_same(compiled, eager):
+    assert len(compiled) == len(eager)
+    for c, e in zip(compiled, eager):
+        assert c.shape == e.shape and c.dtype == e.dtype
+        torch.testing.assert_close(c, e, rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+@needs_compiler
+@pytest.mark.parametrize("metric_type", [DiagonalMetric, DenseMetric])
+def test_one_compilation_serves_every_chain_count_and_dimension(metric_type):
+    """Compiled once (at canonical sizes), the step equals the eager one at other sizes:
+    one chain, one dimension, chains = dimension, and sizes equal to fixed sizes of the
+    state (22 vectors, 3 uniforms, the depth), where a trace could confuse them."""
+    step = _shared(metric_type)
+    eager = functools.partial(nuts._end_begin_given_settings, metric_type, DEPTH)
+    sizes = [(5, 4), (1, 1), (1, 6), (7, 1), (6, 6), (22, 3), (3, 22), (DEPTH, 2),
+             (CANONICAL["n"], CANONICAL["D"]), (CANONICAL["D"], CANONICAL["n"])]
+    for seed, (n, dim) in enumerate(sizes):
+        args = _arguments(metric_type, n, dim, seed)
+        _assert_same(step(*args), eager(*args))
+        assert step.is_compiled, step.reason
+    assert step.n_fallbacks == 0
+
+
+@needs_compiler
+def test_a_later_kernel_loads_the_step_from_disk(monkeypatch):
+    first = _shared(DiagonalMetric)
+    args = _arguments(DiagonalMetric, 4, 3, seed=0)
+    first(*args)
+    assert first.is_compiled, first.reason
+    folders = os.listdir(os.path.join(cache_root(), "compiled"))
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again instead of loading")
+    monkeypatch.setattr(torch._inductor, "standalone_compile", no_compiler)
+    later = _shared(DiagonalMetric)
+    other = _arguments(DiagonalMetric, 9, 5, seed=1)
+    _assert_same(later(*other), nuts._end_begin_given_settings(DiagonalMetric, DEPTH, *other))
+    assert later.is_compiled and later.loaded_from_disk
+    assert os.listdir(os.path.join(cache_root(), "compiled")) == folders
+
+
+def test_the_cache_folder_depends_on_the_key_and_dtype(tmp_path, monkeypatch):
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
+    assert cache_root() == str(tmp_path)
+    step = _shared(DiagonalMetric)
+    args64 = _arguments(DiagonalMetric, 2, 3, seed=0)
+    args32 = tuple(a.float() if a.is_floating_point() else a for a in args64)
+    other = SharedCompiledStep(step.fn, key="another", layout=step.layout,
+                               modules=step.modules, perturb=step.perturb)
+    digests = {step._digest(args64), step._digest(args32), other._digest(args64)}
+    assert len(digests) == 3
+    # the chain count and dimension are not part of it
+    assert step._digest(_arguments(DiagonalMetric, 7, 5, seed=1)) == step._digest(args64)
+
+
+def test_a_layout_that_does_not_fit_is_refused():
+    step = _shared(DiagonalMetric)
+    args = _arguments(DiagonalMetric, 2, 3, seed=0)
+    with pytest.raises(ValueError, match="arguments for a layout of"):
+        step._build(args[:-1])
