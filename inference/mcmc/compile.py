@@ -70,13 +70,15 @@ class CompiledStep:
         return self.compiled is not None
 
     def __call__(self, *args):
-        if self.reason == "not compiled yet":
-            self._compile(args)
-        if self.compiled is not None:
-            try:  # compiled code is specialized to contiguous inputs
-                return self.compiled(*(a.contiguous() for a in args))
-            except (RuntimeError, ValueError):
-                self.n_fallbacks += 1  # the eager step masks the failing chains
+        if self.compiled is None:
+            if self.reason == "not compiled yet":
+                self._compile(args)
+            if self.compiled is None:
+                return self.fn(*args)
+        try:  # compiled code is specialized to contiguous inputs
+            return self.compiled(*[a.contiguous() for a in args])
+        except (RuntimeError, ValueError):
+            self.n_fallbacks += 1  # the eager step masks the failing chains
         return self.fn(*args)
 
     def _compile(self, args):

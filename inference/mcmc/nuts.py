@@ -385,12 +385,14 @@ def _random_numbers(n, dim, dtype, device, block):
 
 
 def run_transitions(step, chains, metric, table, n_iterations, adapting=False, progress=None,
-                    block=16):
+                    block=None):
     """Run `step` (a `NUTSStep`) until every chain has made `n_iterations` transitions.
 
     Random numbers are drawn and the chains' ended transitions stored
-    `block` steps at a time. progress: called with the number of
-    transitions that every chain has newly completed.
+    `block` steps at a time (default: up to 64, fewer when the chains' points
+    are large, so that a block's points stay within about 8 MB at float32).
+    progress: called with the number of transitions that every chain has
+    newly completed.
     Returns the chains, the points after each transition [n_iterations, n, D]
     and the transitions' statistics [n_iterations, n, len(STATS)].
     """
@@ -403,6 +405,8 @@ def run_transitions(step, chains, metric, table, n_iterations, adapting=False, p
     stats = scalars.new_empty((n_iterations, n, len(STATS)))
     stat_slots = [SLOT[name] for name in STATS]
     iterations = scalars[:, SLOT["iteration"]]
+    if block is None:
+        block = max(4, min(64, 2 ** 21 // (n * dim)))
     draws = _random_numbers(n, dim, vectors.dtype, vectors.device, block)
     noise, uniform = next(draws)
     vectors, scalars, position, momentum = step.begin(

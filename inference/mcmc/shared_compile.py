@@ -87,13 +87,17 @@ class SharedCompiledStep(CompiledStep):
         from torch.fx.experimental.proxy_tensor import make_fx
         fake_args = _canonical_fakes(args, self.layout)
         graph = make_fx(self.traceable, tracing_mode="symbolic")(*fake_args)
-        os.makedirs(os.path.dirname(directory), exist_ok=True)
-        building = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(directory))
+        try:
+            os.makedirs(os.path.dirname(directory), exist_ok=True)
+            building = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(directory))
+        except OSError:  # the cache folder cannot be written: compile for this process only
+            building, directory = tempfile.mkdtemp(prefix="ppl-step-"), None
         try:
             with temporary_cache_dir(building):
                 compiled = standalone_compile(graph, fake_args, dynamic_shapes="from_graph",
                                               options={"config_patches": INDUCTOR_OPTIONS})
-            os.rename(building, directory)
+            if directory is not None:
+                os.rename(building, directory)
         except OSError:  # another process got there first: keep theirs
             shutil.rmtree(building, ignore_errors=True)
         except BaseException:
