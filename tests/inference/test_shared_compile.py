@@ -117,3 +117,24 @@ def test_a_layout_that_does_not_fit_is_refused():
     args = _arguments(DiagonalMetric, 2, 3, seed=0)
     with pytest.raises(ValueError, match="arguments for a layout of"):
         step._build(args[:-1])
+
+
+def test_an_unwritable_cache_folder_compiles_for_this_process_only(tmp_path, monkeypatch):
+    """PPL_CACHE_DIR that cannot be created (here: a file stands in its way) must not stop
+    the compilation: the step is built in a temporary folder and nothing is kept."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("PPL_CACHE_DIR", str(blocker))
+    seen = {}
+
+    def graph_as_compiled(graph, example_inputs, **kwargs):  # Inductor's part is tested above
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+        seen["cache_dir"] = cache_dir()
+        return graph
+    monkeypatch.setattr(torch._inductor, "standalone_compile", graph_as_compiled)
+    step = _shared(DiagonalMetric)
+    args = _arguments(DiagonalMetric, 3, 2, seed=0)
+    _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, DEPTH, *args))
+    assert step.is_compiled and not step.loaded_from_disk, step.reason
+    assert not seen["cache_dir"].startswith(str(blocker))
+    assert os.path.isfile(blocker)
