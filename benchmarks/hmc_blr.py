@@ -4,6 +4,7 @@
     python -m benchmarks.hmc_blr --quick         # small version (also when CI=true)
     python -m benchmarks.hmc_blr --parts main    # only the 16-chain comparison
     python -m benchmarks.hmc_blr --parts main --seeds 3   # ... and medians over 3 seeds
+    python -m benchmarks.hmc_blr --parts many             # 1024 and 4096 chains
 
 Model: scikit-learn's breast cancer data (569 x 30, standardized, plus a bias
 column), beta ~ N(0, 1) [31], y ~ Bernoulli(logits = X beta), float32. Every
@@ -48,6 +49,10 @@ torch and XLA alike):
   (`inference.HMC(jitter=0.25)`), which breaks that periodicity. Ours
   compile as "ours, new model" does (the model's leapfrog step, on a machine
   that compiled before), whatever other parts ran first.
+- many: thousands of chains, NUTS, with shorter runs (`--many-iterations`
+  warm-up and as many kept draws): ours and NumPyro with 1024 chains, ours
+  with 4096. A run lasts as long as its slowest chain, so with many chains
+  the wall time per draw grows with the spread of the chains' tree sizes.
 - long: ours, 16 chains, 10,000 NUTS iterations through ZhuSuan's
   step-at-a-time `NUTS.sample` (adapting for the first 500), compiled:
   seconds per iteration and resident memory (RSS) per block of 500
@@ -236,8 +241,15 @@ def fresh_inductor_cache():
     return env
 
 
+def build_machine_parts():
+    """Compile what the machine compiles once (NUTS's tree step, Inductor's probes) in an
+    untimed process, as "ours, first compile" does in the main part; the runs after it
+    then time what they compile for their own model and shapes."""
+    measure("ours", 2, n_warmup=5, n_samples=5, quiet=True)
+
+
 def measure(library, n_chains, sampler="nuts", n_warmup=N_WARMUP, n_samples=N_SAMPLES,
-            trajectory_length=3.0, env=None, seed=0):
+            trajectory_length=3.0, env=None, seed=0, quiet=False):
     """Run one case in a fresh process (with `env` added to its environment); returns its row."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
@@ -246,6 +258,8 @@ def measure(library, n_chains, sampler="nuts", n_warmup=N_WARMUP, n_samples=N_SA
     row = {"library": library, "sampler": sampler, "n_chains": n_chains, "seed": seed,
            "n_warmup": n_warmup, "n_samples": n_samples,
            **({"trajectory_length": trajectory_length} if sampler == "hmc" else {}), **row}
+    if quiet:
+        return row
     print(f"  {library:20s} {sampler:4s} {n_chains:4d} chains, seed {seed}: "
           f"{row['wall_s']:8.1f} s wall "
           f"{row['cpu_s']:8.1f} s cpu, min ESS {row['min_ess_bulk']:7.0f}, "
@@ -309,9 +323,12 @@ def _ratio_rows(runs):
             continue
         for ours in runs:
             if (ours["library"].startswith("ours") and ours["sampler"] == base["sampler"]
-                    and ours["n_chains"] == base["n_chains"] and ours["seed"] == base["seed"]):
+                    and ours["n_chains"] == base["n_chains"] and ours["seed"] == base["seed"]
+                    and ours["n_warmup"] == base["n_warmup"]):
                 seed = f", seed {base['seed']}" if base["seed"] else ""
-                rows.append({"case": f"{base['sampler']}, {base['n_chains']} chains{seed}",
+                length = ("" if (base["n_warmup"], base["n_samples"]) == (N_WARMUP, N_SAMPLES)
+                          else f", {base['n_warmup']} + {base['n_samples']} iterations")
+                rows.append({"case": f"{base['sampler']}, {base['n_chains']} chains{seed}{length}",
                              "ours": ours["library"],
                              "baseline": base["library"],
                              "baseline_ess_per_s": base["ess_per_s"],
@@ -359,14 +376,16 @@ def _median_rows(runs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["main", "chains", "hmc", "long"],
-                        choices=["main", "chains", "hmc", "long"])
+    parser.add_argument("--parts", nargs="+", default=["main", "chains", "hmc", "many", "long"],
+                        choices=["main", "chains", "hmc", "many", "long"])
     parser.add_argument("--pyro-chains", type=int, default=1)
     parser.add_argument("--seeds", type=int, default=1,
                         help="main part: also run ours (new model, cached) and NumPyro with "
                              "seeds 1..N-1, and report median ESS/s over seeds")
     parser.add_argument("--trajectory-length", type=float, default=3.0)
     parser.add_argument("--long-iterations", type=int, default=10_000)
+    parser.add_argument("--many-iterations", type=int, default=200,
+                        help="warm-up iterations (and kept draws) of the 'many' part")
     parser.add_argument("--quick", action="store_true", help="tiny runs (also when CI=true)")
     parser.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
     args = parser.parse_args(argv)
@@ -378,6 +397,8 @@ def main(argv=None):
     os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="hmc_blr_")
     os.environ["PPL_CACHE_DIR"] = os.path.join(os.environ["TMPDIR"], "ppl_cache")
     load_before = os.getloadavg()
+    if "main" not in args.parts:
+        build_machine_parts()
     if "main" in args.parts:
         print("16 chains, NUTS:")
         for library, env in [("ours, first compile", {}), ("ours, cached", {}),
@@ -402,6 +423,13 @@ def main(argv=None):
             env = fresh_inductor_cache() if library.startswith("ours") else {}
             runs.append(measure(library, 16, "hmc", n_warmup, n_samples,
                                 args.trajectory_length, env=env))
+    if "many" in args.parts:
+        n_many = 50 if quick else args.many_iterations
+        cases = [(64, ("ours",))] if quick else [(1024, ("ours", "numpyro")), (4096, ("ours",))]
+        print(f"many chains, NUTS, {n_many} warm-up + {n_many} draws:")
+        for n_chains, libraries in cases:
+            for library in libraries:
+                runs.append(measure(library, n_chains, n_warmup=n_many, n_samples=n_many))
     if "long" in args.parts:
         n_iterations = 1000 if quick else args.long_iterations
         print(f"long run: ours, NUTS, 16 chains, {n_iterations} iterations")

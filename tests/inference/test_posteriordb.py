@@ -7,7 +7,7 @@
    to a constant (the differences across draws agree to 1e-8).
 2. NUTS: posterior means and standard deviations of every parameter agree
    with the reference draws within 5 combined Monte Carlo standard errors, with
-   no divergent transitions (fast posteriors only; all eight run in
+   no divergent transitions (the five fast posteriors; all eight run in
    `benchmarks/posteriordb.py`).
 """
 import shutil
@@ -169,8 +169,9 @@ NUTS_RUNS = ["eight_schools-eight_schools_noncentered", "sblri-blr", "arK-arK",
              "low_dim_gauss_mix-low_dim_gauss_mix"]
 
 
-# Two of them also with compiled leaves (jit_compile): constrained and plain latents.
-JIT_RUNS = ["eight_schools-eight_schools_noncentered", "arK-arK"]
+# Two of them also with compiled leaves (jit_compile): constrained and plain latents;
+# kidiq (a few seconds compiled, slow eager) only compiled.
+JIT_RUNS = ["eight_schools-eight_schools_noncentered", "arK-arK", "kidiq-kidscore_momiq"]
 HAS_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
 
 
