@@ -24,9 +24,11 @@ folders, and times ours three ways at 16 chains: "ours, first compile" starts
 from nothing (it builds the tree step and the precompiled C++ headers
 Inductor makes once per machine), "ours, cached" runs the same model again
 (its gradient comes from Inductor's cache), and "ours, new model" starts with
-a new Inductor cache that holds only an unrelated function compiled in an
-untimed process (the CPU probe builds every Inductor cache makes once): the
-cost of a model never compiled before, on a machine that compiled before. The other cases ("ours") compile their own gradient
+a new Inductor cache after the machine's setup step, `python -m
+inference.mcmc.precompile`, run untimed (it compiles a small unrelated model,
+which builds the CPU probes and precompiled header every Inductor cache
+makes once): the first run of a model never compiled before, on a machine
+set up for compiled NUTS. The other cases ("ours") compile their own gradient
 (the shapes differ) with the machine-wide parts built. "ours, eager" is the
 16-chain run without compiling.
 
@@ -215,29 +217,27 @@ def _worker(library, env, *args):
     return RUNNERS[library](*args)
 
 
-def _unrelated_compile_worker(env):
-    """Compile a function unrelated to the model: fills an Inductor cache with what every
-    compilation on the machine shares (the CPU probe builds), but with none of the model."""
+def _setup_worker(env):
+    """`python -m inference.mcmc.precompile` (diagonal metric, float32), as a user runs it
+    at setup: it loads the tree step from PPL_CACHE_DIR and compiles a small unrelated
+    model's gradient, which builds what every Inductor cache makes once (CPU probes,
+    precompiled header), but nothing of the model timed after it."""
     _limit_threads()
     os.environ.update(env)
     import torch
 
-    from inference.mcmc.compile import CompiledStep
+    from inference.mcmc.precompile import precompile
     torch.set_num_threads(1)
-
-    def affine(x):
-        return (2. * x + 1.,)
-    step = CompiledStep(affine, affine, lambda args: args, name="unrelated function")
-    step(torch.zeros(3))
-    assert step.is_compiled, step.reason
+    (row,) = precompile(metrics=("diag",))
+    assert row["status"] in ("compiled", "loaded"), row["status"]
 
 
 def fresh_inductor_cache():
-    """A new, empty Inductor cache folder, as on a machine that never compiled this model
-    but compiled something before: the shared probes are built in an untimed process."""
+    """A new Inductor cache folder, as on a machine set up with `python -m
+    inference.mcmc.precompile` that never compiled this model (the setup runs untimed)."""
     env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp()}
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        pool.apply(_unrelated_compile_worker, (env,))
+        pool.apply(_setup_worker, (env,))
     return env
 
 

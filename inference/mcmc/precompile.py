@@ -1,0 +1,77 @@
+"""Build once per machine what compiled NUTS shares between models.
+
+    python -m inference.mcmc.precompile                  # float32; diagonal and dense metrics
+    python -m inference.mcmc.precompile --dtype float64 --metric diag
+
+`NUTS(jit_compile=True)` compiles two things: the model's gradient (per
+model, seconds) and the tree step (`inference.mcmc.shared_compile`: the same
+for every model, chain count and dimension, kept under $PPL_CACHE_DIR). The
+first compiled run on a machine also pays the tree step and Inductor's own
+machine-wide builds (its CPU probes and precompiled header): about 20-25 s
+on the 2-core machine of benchmarks/hmc_blr.py, against a few seconds for a
+new model afterwards. Run this once at setup (a Docker image, a CI install
+step) so that no sampling run pays it.
+
+It runs a few compiled NUTS iterations on a small standard normal for each
+dtype and metric, which builds (or loads, if already built) the tree step
+for that dtype and metric; they then serve every model.
+"""
+import argparse
+import time
+
+import torch
+
+from inference.mcmc.nuts import NUTS
+from inference.mcmc.runner import run
+
+__all__ = ["precompile"]
+
+METRICS = ("diag", "dense")
+
+
+def precompile(dtypes=(torch.float32,), metrics=METRICS, max_tree_depth=10):
+    """Build NUTS's shared tree step for every dtype and metric ('diag', 'dense').
+
+    Returns one dict per (dtype, metric): dtype, metric, seconds, and status:
+    'compiled' (built now), 'loaded' (it was on disk) or 'eager: <why>' (it
+    could not be compiled here; NUTS then runs eager).
+    """
+    rows = []
+    for dtype in dtypes:
+        for metric in metrics:
+            if metric not in METRICS:
+                raise ValueError(f"precompile: `metrics` must be among {METRICS}, got "
+                                 f"{metric!r}")
+            kernel = NUTS(jit_compile=True, adapt_mass=metric, max_tree_depth=max_tree_depth)
+            started = time.perf_counter()
+            run(kernel, _standard_normal, init={"x": torch.zeros(2, 3, dtype=dtype)},
+                n_warmup=5, n_samples=5, progress=False, seed=0)
+            (shared,) = kernel._shared.values()
+            status = ("loaded" if shared.loaded_from_disk else "compiled") \
+                if shared.is_compiled else f"eager: {shared.reason}"
+            rows.append({"dtype": str(dtype).removeprefix("torch."), "metric": metric,
+                         "seconds": time.perf_counter() - started, "status": status})
+    return rows
+
+
+def _standard_normal(values):
+    return -0.5 * values["x"].square().sum(-1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dtype", nargs="+", default=["float32"],
+                        choices=["float32", "float64"])
+    parser.add_argument("--metric", nargs="+", default=list(METRICS), choices=METRICS)
+    parser.add_argument("--max-tree-depth", type=int, default=10)
+    args = parser.parse_args(argv)
+    rows = precompile([getattr(torch, name) for name in args.dtype], args.metric,
+                      args.max_tree_depth)
+    for row in rows:
+        print(f"NUTS tree step, {row['dtype']}, {row['metric']} metric: {row['status']} "
+              f"({row['seconds']:.1f} s)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

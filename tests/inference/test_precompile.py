@@ -1,0 +1,30 @@
+"""inference.mcmc.precompile: the setup step builds the tree step that later runs load."""
+import pytest
+import torch
+
+import inference
+from inference.mcmc.precompile import main, precompile
+from tests.inference.test_compile import needs_compiler
+
+
+@needs_compiler
+def test_a_later_run_on_another_model_loads_the_precompiled_tree_step(capsys):
+    (row,) = main(["--dtype", "float64", "--metric", "diag"])
+    assert row["dtype"] == "float64" and row["metric"] == "diag"
+    assert row["status"] in ("compiled", "loaded"), row["status"]
+    assert "NUTS tree step, float64, diag metric" in capsys.readouterr().out
+    # Another model, dimension and chain count: its run compiles only its own gradient.
+    kernel = inference.NUTS(jit_compile=True)
+    scale = torch.arange(1., 6., dtype=torch.float64)
+    result = inference.mcmc.run(kernel, lambda v: -0.5 * (v["z"] / scale).square().sum(-1),
+                                init={"z": torch.zeros(3, 5, dtype=torch.float64)},
+                                n_warmup=5, n_samples=5, progress=False, seed=1)
+    (shared,) = kernel._shared.values()
+    assert shared.is_compiled and shared.loaded_from_disk
+    assert result.samples["z"].shape == (3, 5, 5)
+    assert precompile([torch.float64], ["diag"])[0]["status"] == "loaded"
+
+
+def test_an_unknown_metric_is_refused():
+    with pytest.raises(ValueError, match="`metrics` must be among"):
+        precompile(metrics=["full"])
