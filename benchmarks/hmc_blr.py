@@ -242,14 +242,15 @@ def fresh_inductor_cache():
 
 
 def build_machine_parts():
-    """Compile what the machine compiles once (NUTS's tree step, Inductor's probes) in an
-    untimed process, as "ours, first compile" does in the main part; the runs after it
-    then time what they compile for their own model and shapes."""
-    measure("ours", 2, n_warmup=5, n_samples=5, quiet=True)
+    """Run the machine's setup step (`_setup_worker`) untimed, which builds what "ours, first
+    compile" builds in the main part; the runs after it then time what they compile for
+    their own model and shapes."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pool.apply(_setup_worker, ({},))
 
 
 def measure(library, n_chains, sampler="nuts", n_warmup=N_WARMUP, n_samples=N_SAMPLES,
-            trajectory_length=3.0, env=None, seed=0, quiet=False):
+            trajectory_length=3.0, env=None, seed=0):
     """Run one case in a fresh process (with `env` added to its environment); returns its row."""
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
@@ -258,8 +259,6 @@ def measure(library, n_chains, sampler="nuts", n_warmup=N_WARMUP, n_samples=N_SA
     row = {"library": library, "sampler": sampler, "n_chains": n_chains, "seed": seed,
            "n_warmup": n_warmup, "n_samples": n_samples,
            **({"trajectory_length": trajectory_length} if sampler == "hmc" else {}), **row}
-    if quiet:
-        return row
     print(f"  {library:20s} {sampler:4s} {n_chains:4d} chains, seed {seed}: "
           f"{row['wall_s']:8.1f} s wall "
           f"{row['cpu_s']:8.1f} s cpu, min ESS {row['min_ess_bulk']:7.0f}, "
