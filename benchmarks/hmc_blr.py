@@ -16,21 +16,23 @@ compilation (ours: `jit_compile=True`, Inductor; NumPyro: XLA; Pyro: its
 `jit_compile`), warm-up and sampling.
 
 Compilation caches: JAX compiles afresh in every process. Ours compiles two
-things: the model's gradient, per model (Inductor keeps it in its on-disk
-cache, under the temporary directory), and NUTS's tree step, once per machine
-for every model, chain count and dimension (`inference.mcmc.shared_compile`,
-kept under PPL_CACHE_DIR). This benchmark points both at fresh, empty
-folders, and times ours three ways at 16 chains: "ours, first compile" starts
-from nothing (it builds the tree step and the precompiled C++ headers
-Inductor makes once per machine), "ours, cached" runs the same model again
-(its gradient comes from Inductor's cache), and "ours, new model" starts with
-a new Inductor cache after the machine's setup step, `python -m
-inference.mcmc.precompile`, run untimed (it compiles a small unrelated model,
-which builds the CPU probes and precompiled header every Inductor cache
-makes once): the first run of a model never compiled before, on a machine
-set up for compiled NUTS. The other cases ("ours") compile their own gradient
-(the shapes differ) with the machine-wide parts built. "ours, eager" is the
-16-chain run without compiling.
+things: the model's gradient, per model, and NUTS's tree step, once per
+machine for every model, chain count and dimension
+(`inference.mcmc.shared_compile`); both are kept under PPL_CACHE_DIR, with
+Inductor's cache and precompiled C++ header (`inference.mcmc.cache`), not
+under the temporary directory that a reboot empties. This benchmark points
+PPL_CACHE_DIR at a fresh, empty folder, and times ours three ways at 16
+chains: "ours, first compile" starts from nothing (it builds the tree step
+and the precompiled header Inductor makes once per cache), "ours, cached"
+runs the same model again (its gradient comes from the cache), and "ours,
+new model" starts with a new Inductor cache (TORCHINDUCTOR_CACHE_DIR) after
+the machine's setup step, `python -m inference.mcmc.precompile`, run untimed
+(it compiles a small unrelated model, which builds the precompiled header),
+and with a new, empty temporary directory (as after a reboot): the first
+run of a model never compiled before, on a machine set up for compiled
+NUTS. The other cases ("ours") compile their own gradient (the shapes
+differ) with the machine-wide parts built. "ours, eager" is the 16-chain
+run without compiling.
 
 Cases (each in a fresh process pinned to one CPU core, one intra-op thread for
 torch and XLA alike):
@@ -212,6 +214,7 @@ RUNNERS = {"ours": run_ours, "ours, first compile": run_ours, "ours, new model":
 def _worker(library, env, *args):
     _limit_threads()
     os.environ.update(env)
+    tempfile.tempdir = None  # env may name another TMPDIR
     import torch
     torch.set_num_threads(1)
     return RUNNERS[library](*args)
@@ -234,11 +237,12 @@ def _setup_worker(env):
 
 def fresh_inductor_cache():
     """A new Inductor cache folder, as on a machine set up with `python -m
-    inference.mcmc.precompile` that never compiled this model (the setup runs untimed)."""
+    inference.mcmc.precompile` that never compiled this model (the setup runs untimed),
+    and then rebooted: the timed run gets a new, empty temporary directory."""
     env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp()}
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pool.apply(_setup_worker, (env,))
-    return env
+    return {**env, "TMPDIR": tempfile.mkdtemp()}
 
 
 def build_machine_parts():
@@ -391,9 +395,11 @@ def main(argv=None):
     quick = is_quick(args.quick)
     n_warmup, n_samples = (150, 100) if quick else (N_WARMUP, N_SAMPLES)
     runs, long = [], None
-    # Inductor keeps its caches under the temporary directory: a fresh one for this run,
-    # inherited by every worker, makes the first compilation start from nothing.
+    # Fresh caches for this run, inherited by every worker: PPL_CACHE_DIR (ours) inside a
+    # fresh temporary directory (where Inductor's default would be), so that the first
+    # compilation starts from nothing; the folders made below go inside it too.
     os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="hmc_blr_")
+    tempfile.tempdir = None
     os.environ["PPL_CACHE_DIR"] = os.path.join(os.environ["TMPDIR"], "ppl_cache")
     load_before = os.getloadavg()
     if "main" not in args.parts:

@@ -19,9 +19,9 @@ What tracing assumes, and how it is checked:
 - Observed data and the model's parameters become constants of the graph:
   a kernel recompiles when it is given another `Potential`, or its
   `Potential` is rebound to other data (`Potential.rebind`).
-- Inductor keeps what it compiled in its on-disk cache
-  (TORCHINDUCTOR_CACHE_DIR): the same model on data of the same shapes
-  compiles in a second or two in later runs.
+- Inductor keeps what it compiled in its on-disk cache, under
+  $PPL_CACHE_DIR (`inference.mcmc.cache`): the same model on data of the
+  same shapes compiles in a second or two in later runs, after a reboot too.
 - Anything that fails (tracing, Inductor, a missing C++ compiler) falls back
   to the eager function with a warning that says why, so `jit_compile=True`
   is never worse than off, apart from the time spent trying.
@@ -30,6 +30,8 @@ import time
 import warnings
 
 import torch
+
+from inference.mcmc.cache import inductor_cache
 
 __all__ = ["CompiledStep", "shifted"]
 
@@ -107,8 +109,9 @@ class CompiledStep:
         from torch._inductor import standalone_compile
         from torch.fx.experimental.proxy_tensor import make_fx
         graph = make_fx(self.traceable)(*args)
-        return standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
-                                  options={"config_patches": INDUCTOR_OPTIONS})
+        with inductor_cache():
+            return standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
+                                      options={"config_patches": INDUCTOR_OPTIONS})
 
 
 def _same(eager, compiled, rtol):

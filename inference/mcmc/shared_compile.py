@@ -16,7 +16,7 @@ How:
   (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
   so that the trace never mistakes a fixed size for `n` or `D`.
 - Inductor compiles it into a cache directory of its own under
-  `PPL_CACHE_DIR` (default `~/.cache/ppl`), named by a hash of everything
+  `PPL_CACHE_DIR` (default `~/.cache/ppl`, see `inference.mcmc.cache`), named by a hash of everything
   the code depends on (the function's key, dtype, device, the source of the
   modules it is built from, the torch version and the CPU's vector
   instructions). Later processes load it from there in milliseconds
@@ -33,19 +33,12 @@ import tempfile
 
 import torch
 
+from inference.mcmc.cache import cache_root, inductor_cache
 from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep
 
-__all__ = ["SharedCompiledStep", "CANONICAL", "cache_root"]
+__all__ = ["SharedCompiledStep", "CANONICAL"]
 
 CANONICAL = {"n": 38, "D": 34}
-
-
-def cache_root():
-    """Where shared compiled steps live: $PPL_CACHE_DIR, else ~/.cache/ppl (XDG_CACHE_HOME)."""
-    if os.environ.get("PPL_CACHE_DIR"):
-        return os.environ["PPL_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ppl")
 
 
 class SharedCompiledStep(CompiledStep):
@@ -71,7 +64,8 @@ class SharedCompiledStep(CompiledStep):
         directory = os.path.join(cache_root(), "compiled", self._digest(args))
         if os.path.isdir(directory):
             try:
-                compiled = CompiledArtifact.load(path=directory, format="unpacked")
+                with inductor_cache():
+                    compiled = CompiledArtifact.load(path=directory, format="unpacked")
             except Exception:  # stale or half-written: compile anew
                 shutil.rmtree(directory, ignore_errors=True)
             else:
@@ -83,7 +77,6 @@ class SharedCompiledStep(CompiledStep):
         """Trace at the canonical sizes, compile with Inductor's cache in a new directory,
         and move it to `directory` (atomically: concurrent processes may race)."""
         from torch._inductor import standalone_compile
-        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
         from torch.fx.experimental.proxy_tensor import make_fx
         fake_args = _canonical_fakes(args, self.layout)
         graph = make_fx(self.traceable, tracing_mode="symbolic")(*fake_args)
@@ -93,7 +86,7 @@ class SharedCompiledStep(CompiledStep):
         except OSError:  # the cache folder cannot be written: compile for this process only
             building, directory = tempfile.mkdtemp(prefix="ppl-step-"), None
         try:
-            with temporary_cache_dir(building):
+            with inductor_cache(building):
                 compiled = standalone_compile(graph, fake_args, dynamic_shapes="from_graph",
                                               options={"config_patches": INDUCTOR_OPTIONS})
             if directory is not None:

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from inference.mcmc import adaptation, nuts
+from inference.mcmc.cache import cache_root
 from inference.mcmc.compile import shifted
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
-from inference.mcmc.shared_compile import CANONICAL, SharedCompiledStep, cache_root
+from inference.mcmc.shared_compile import CANONICAL, SharedCompiledStep
 from inference.mcmc.state import HMCState
 from tests.inference.test_compile import needs_compiler
 
