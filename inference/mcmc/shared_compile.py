@@ -16,11 +16,11 @@ How:
   (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
   so that the trace never mistakes a fixed size for `n` or `D`.
 - Inductor compiles it into a cache directory of its own under
-  `PPL_CACHE_DIR` (default `~/.cache/ppl`, see `inference.mcmc.cache`), named by a hash of everything
-  the code depends on (the function's key, dtype, device, the source of the
-  modules it is built from, the torch version and the CPU's vector
-  instructions). Later processes load it from there in milliseconds
-  (`torch._inductor.CompiledArtifact.load`).
+  `PPL_CACHE_DIR` (default `~/.cache/ppl`, see `inference.mcmc.cache`),
+  named by a hash of everything the code depends on (the function's key,
+  dtype, device, the source of the modules it is built from, the torch
+  version and the CPU's vector instructions). Later processes load it from
+  there in milliseconds (`torch._inductor.CompiledArtifact.load`).
 - As with `CompiledStep`, the first call in each process compares the
   compiled function with the eager one at the given point and at a
   perturbed one; anything that fails falls back to the eager function with

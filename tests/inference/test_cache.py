@@ -1,4 +1,4 @@
-"""Compiled steps keep Inductor's cache under PPL_CACHE_DIR (not /tmp), unless the user chose one."""
+"""Our compiles keep Inductor's cache under PPL_CACHE_DIR (not /tmp), unless a user chose one."""
 import os
 
 import torch
