@@ -4,6 +4,8 @@
     python -m benchmarks.posteriordb --posteriors sblri-blr arK-arK
     python -m benchmarks.posteriordb --quick                  # fast ones, fewer draws (CI=true)
     python -m benchmarks.posteriordb --eager                  # without compiling
+    python -m benchmarks.posteriordb --numpyro                # and NumPyro's NUTS beside ours
+                                                             # (results/posteriordb_numpyro.json)
 
 For every posterior in `models.posteriordb` (the ppl translations of the
 Stan programs), `inference.mcmc.run` with `inference.NUTS` draws 4 chains of
@@ -18,15 +20,36 @@ correct sampler gives |z| of a few at most; `max |z|` is over all parameters.
 Divergent transitions after warm-up are counted (Stan reported none for any of
 these). ESS/s is the minimum bulk ESS over the parameters per second of wall
 time (model setup, warm-up and sampling).
+
+With `--numpyro`, NumPyro's NUTS runs every posterior too, as a second
+baseline (`benchmarks.numpyro_posteriordb`: NumPyro models written from the
+same Stan programs, whose log densities equal ours up to a constant): the
+same chains, iterations and seed, float64, chains vectorized
+(`chain_method="vectorized"`), the same target acceptance rate, maximum tree
+depth and mass matrix (dense for diamonds), scored by the same z-scores and
+ESS; its wall time includes XLA's compilation as ours includes Inductor's.
+Both then run each posterior in a fresh process pinned to one CPU core with
+one thread (`benchmarks.hmc_blr._limit_threads`). Ours starts from a fresh,
+empty PPL_CACHE_DIR on which the machine's setup step
+(`inference.mcmc.precompile`, float64, both metrics) ran untimed: every
+posterior is a model compiled for the first time, on a machine set up for
+compiled NUTS (`hmc_blr`'s "ours, new model"). A ratio row per posterior
+gives ours' ESS/s over NumPyro's (above 1: ours is better), and the same per
+CPU second (compiler subprocesses are not in either's CPU seconds).
 """
 import argparse
+import multiprocessing
 import os
+import shutil
+import tempfile
 import time
+from importlib import metadata
 
 import torch
 
 import inference
 from benchmarks._report import RESULTS, is_quick, write_report
+from benchmarks.hmc_blr import _limit_threads
 from models.posteriordb import POSTERIOR_NAMES, compare_to_reference, load
 
 NAME = "posteriordb"
@@ -69,6 +92,78 @@ def run_posterior(name, n_chains=4, n_warmup=1000, n_samples=1000, seed=0, progr
     return row, result
 
 
+def _pinned(function, *args):
+    """`function(*args)` in this fresh process: one core, one thread (set before JAX starts)."""
+    _limit_threads()
+    torch.set_num_threads(1)
+    return function(*args)
+
+
+def _in_fresh_process(function, *args):
+    """`function(*args)` in a fresh process pinned to one core; its result."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_pinned, (function,) + args)
+
+
+def _ours_row(name, n_chains, n_warmup, n_samples, seed):
+    row, _ = run_posterior(name, n_chains, n_warmup, n_samples, seed)
+    return {"posterior": name, "library": "ours", **row}
+
+
+def _numpyro_row(name, n_chains, n_warmup, n_samples, seed):
+    from benchmarks.numpyro_posteriordb import run_numpyro_posterior
+    return run_numpyro_posterior(name, n_chains, n_warmup, n_samples, seed)
+
+
+def _setup_machine():
+    """The machine's setup step for compiled NUTS in float64 (untimed)."""
+    from inference.mcmc.precompile import precompile
+    return precompile(dtypes=(torch.float64,))
+
+
+def compare_with_numpyro(names, n_chains, n_warmup, n_samples, seed):
+    """Rows of ours and NumPyro's for every posterior, each in a fresh pinned process, ours
+    on a fresh PPL_CACHE_DIR after the setup step; and the ratio rows."""
+    previous = os.environ.get("PPL_CACHE_DIR")
+    os.environ["PPL_CACHE_DIR"] = tempfile.mkdtemp(prefix="posteriordb_cache_")
+    try:
+        _in_fresh_process(_setup_machine)
+        rows, ratios = [], []
+        for name in names:
+            ours = _in_fresh_process(_ours_row, name, n_chains, n_warmup, n_samples, seed)
+            _print_row(ours)
+            numpyro = _in_fresh_process(_numpyro_row, name, n_chains, n_warmup, n_samples, seed)
+            _print_row(numpyro)
+            rows += [ours, numpyro]
+            ratios.append(ratio_row(ours, numpyro))
+    finally:
+        shutil.rmtree(os.environ.pop("PPL_CACHE_DIR"), ignore_errors=True)
+        if previous is not None:
+            os.environ["PPL_CACHE_DIR"] = previous
+    return rows, ratios
+
+
+def ratio_row(ours, numpyro):
+    """Ours' ESS per second (wall and CPU) over NumPyro's, for one posterior."""
+    return {"posterior": ours["posterior"], "ours_ess_per_s": ours["ess_per_s"],
+            "numpyro_ess_per_s": numpyro["ess_per_s"],
+            "ratio": ours["ess_per_s"] / numpyro["ess_per_s"],
+            "ratio_per_cpu_s": (ours["min_ess_bulk"] / ours["cpu_s"])
+            / (numpyro["min_ess_bulk"] / numpyro["cpu_s"])}
+
+
+def _versions():
+    """Versions of NumPyro and JAX, read without importing them."""
+    return {package: metadata.version(package) for package in ("numpyro", "jax", "jaxlib")}
+
+
+def _print_row(row):
+    library = f"[{row['library']}] " if "library" in row else ""
+    print(f"{row['posterior']}: {library}max|z| mean {row['max_abs_z_mean']:.2f}, "
+          f"sd {row['max_abs_z_sd']:.2f} ({row['worst']}), {row['divergences']} divergent, "
+          f"{row['ess_per_s']:.1f} ESS/s, {row['wall_s']:.0f} s", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--posteriors", nargs="+", default=list(POSTERIOR_NAMES),
@@ -83,29 +178,48 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--eager", action="store_true",
                         help="run NUTS eagerly (by default its leaves are compiled: jit_compile)")
-    parser.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
+    parser.add_argument("--numpyro", action="store_true",
+                        help="also run NumPyro's NUTS on every posterior (one core, fresh "
+                             "process) and report ours' ESS/s over its")
+    parser.add_argument("--out", default=None,
+                        help="the JSON report (default: results/posteriordb.json, or "
+                             "results/posteriordb_numpyro.json with --numpyro)")
     args = parser.parse_args(argv)
+    out = args.out or str(RESULTS / (f"{NAME}_numpyro.json" if args.numpyro else f"{NAME}.json"))
+    if args.numpyro and (args.eager or args.threads != 1):
+        parser.error("--numpyro compares compiled NUTS on one core: drop --eager / --threads")
     quick = is_quick(args.quick)
     names = [n for n in args.posteriors if n in FAST] if quick else args.posteriors
     n_warmup, n_samples = (300, 300) if quick else (args.warmup, args.samples)
     torch.set_num_threads(args.threads)
-    rows = []
-    for name in names:
-        row, _ = run_posterior(name, args.chains, n_warmup, n_samples, args.seed,
-                               progress=not (quick or args.no_progress),
-                               jit_compile=not args.eager)
-        rows.append(row)
-        print(f"{name}: max|z| mean {row['max_abs_z_mean']:.2f}, sd {row['max_abs_z_sd']:.2f} "
-              f"({row['worst']}), {row['divergences']} divergent, {row['ess_per_s']:.1f} ESS/s, "
-              f"{row['wall_s']:.0f} s", flush=True)
-    print(f"\n{'posterior':42s} {'max|z| mean':>11s} {'max|z| sd':>9s} {'div':>4s} "
+    if args.numpyro:
+        rows, ratios = compare_with_numpyro(names, args.chains, n_warmup, n_samples, args.seed)
+    else:
+        rows, ratios = [], []
+        for name in names:
+            row, _ = run_posterior(name, args.chains, n_warmup, n_samples, args.seed,
+                                   progress=not (quick or args.no_progress),
+                                   jit_compile=not args.eager)
+            rows.append(row)
+            _print_row(row)
+    library = f"{'library':8s} " if args.numpyro else ""
+    print(f"\n{'posterior':42s} {library}{'max|z| mean':>11s} {'max|z| sd':>9s} {'div':>4s} "
           f"{'min ESS':>8s} {'ESS/s':>8s} {'wall s':>8s} {'leapfrogs':>9s}")
     for r in rows:
-        print(f"{r['posterior']:42s} {r['max_abs_z_mean']:11.2f} {r['max_abs_z_sd']:9.2f} "
-              f"{r['divergences']:4d} {r['min_ess_bulk']:8.0f} {r['ess_per_s']:8.1f} "
-              f"{r['wall_s']:8.1f} {r['mean_leapfrogs']:9.1f}")
-    report = write_report(NAME, __doc__, argv, rows, args.out, quick, threads=args.threads,
-                          load_average=os.getloadavg())
+        library = f"{r['library']:8s} " if args.numpyro else ""
+        print(f"{r['posterior']:42s} {library}{r['max_abs_z_mean']:11.2f} "
+              f"{r['max_abs_z_sd']:9.2f} {r['divergences']:4d} {r['min_ess_bulk']:8.0f} "
+              f"{r['ess_per_s']:8.1f} {r['wall_s']:8.1f} {r['mean_leapfrogs']:9.1f}")
+    sections = {}
+    if args.numpyro:
+        print(f"\n{'posterior':42s} {'ours ESS/s':>10s} {'NumPyro ESS/s':>13s} {'ratio':>7s} "
+              f"{'per cpu s':>9s}")
+        for r in ratios:
+            print(f"{r['posterior']:42s} {r['ours_ess_per_s']:10.1f} "
+                  f"{r['numpyro_ess_per_s']:13.1f} {r['ratio']:7.2f} {r['ratio_per_cpu_s']:9.2f}")
+        sections = {"libraries": _versions(), "ratios": ratios}
+    report = write_report(NAME, __doc__, argv, rows, out, quick, threads=args.threads,
+                          load_average=os.getloadavg(), **sections)
     return report
 
 

@@ -20,20 +20,21 @@ POSTERIOR = "garch-garch11"
 
 
 def volatility(y, sigma1, mu, alpha0, alpha1, beta1):
-    """sigma `[..., T]` of the recursion, in closed form.
+    """sigma `[..., T]` of the recursion, in closed form, in O(T).
 
     With a[1] = sigma1^2 and a[t] = alpha0 + alpha1 (y[t-1] - mu)^2, the
     recursion s[t] = a[t] + beta1 s[t-1] for s = sigma^2 unrolls to
-    s[t] = sum_{j <= t} beta1^(t-j) a[j]: one matrix product instead of a loop.
+    s[t] = sum_{j <= t} beta1^(t-j) a[j] = beta1^t sum_{j <= t} beta1^(-j) a[j]:
+    a cumulative sum, taken in log space (`logcumsumexp`) since beta1^(-j)
+    overflows for small beta1. Every term is positive, so nothing cancels.
     """
-    n = len(y)
     innovations = alpha0[..., None] + alpha1[..., None] * (y[:-1] - mu[..., None]) ** 2
     first = (y.new_tensor(sigma1) ** 2).expand(innovations.shape[:-1] + (1,))
     a = torch.cat([first, innovations], -1)
-    steps = torch.arange(n)
-    lag = (steps[:, None] - steps[None, :]).clamp(min=0).to(y.dtype)   # t - j
-    decay = torch.pow(beta1[..., None, None], lag) * (steps[:, None] >= steps[None, :])
-    return torch.sqrt((decay @ a[..., None]).squeeze(-1))
+    steps = torch.arange(len(y), dtype=y.dtype)
+    log_beta = torch.log(beta1)[..., None]
+    log_s = steps * log_beta + torch.logcumsumexp(a.log() - steps * log_beta, -1)
+    return torch.exp(0.5 * log_s)
 
 
 @ppl.meta_bayesian_net(scope="garch11")

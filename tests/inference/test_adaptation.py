@@ -21,6 +21,7 @@ def test_window_schedule_matches_stan():
 
 
 def test_welford_matches_numpy_and_regularizes_like_stan():
+    """Stan's shrinkage n/(n+5) S + 5/(n+5) 1e-3 I, for diagonal and dense S alike."""
     rng = np.random.default_rng(0)
     draws = rng.standard_normal((30, 4, 3)) @ np.array([[1., 0.5, 0.], [0., 2., 0.], [0, 0, .1]])
     diag, dense = WelfordCovariance(), WelfordCovariance(dense=True)
@@ -34,8 +35,15 @@ def test_welford_matches_numpy_and_regularizes_like_stan():
         assert np.allclose(dense.covariance(regularize=False)[chain], cov)
         w = 5 / (n + 5)
         assert np.allclose(diag.covariance()[chain], (1 - w) * np.diag(cov) + w * 1e-3)
-        assert np.allclose(dense.covariance()[chain],
-                           (1 - w) * cov + w * (np.diag(np.diag(cov)) + 1e-3 * np.eye(3)))
+        assert np.allclose(dense.covariance()[chain], (1 - w) * cov + w * 1e-3 * np.eye(3))
+    # no more draws than dimensions: a singular dense estimate gives way to its diagonal
+    few = WelfordCovariance(dense=True)
+    for x in torch.as_tensor(draws[:3]):
+        few.update(x)
+    w = 5 / (3 + 5)
+    for chain in range(4):
+        variances = np.var(draws[:3, chain], axis=0, ddof=1)
+        assert np.allclose(few.covariance()[chain], np.diag((1 - w) * variances + w * 1e-3))
     with pytest.raises(ValueError, match="at least 2"):
         WelfordCovariance().update(torch.zeros(2, 3)).covariance()
 
