@@ -31,7 +31,7 @@ def volatility(y, sigma1, mu, alpha0, alpha1, beta1):
     innovations = alpha0[..., None] + alpha1[..., None] * (y[:-1] - mu[..., None]) ** 2
     first = (y.new_tensor(sigma1) ** 2).expand(innovations.shape[:-1] + (1,))
     a = torch.cat([first, innovations], -1)
-    steps = torch.arange(len(y), dtype=y.dtype)
+    steps = torch.arange(len(y), dtype=y.dtype, device=y.device)
     log_beta = torch.log(beta1)[..., None]
     log_s = steps * log_beta + torch.logcumsumexp(a.log() - steps * log_beta, -1)
     return torch.exp(0.5 * log_s)
