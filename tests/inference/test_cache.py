@@ -56,3 +56,9 @@ def test_a_compiled_step_fills_the_cache_under_ppl_cache_dir(monkeypatch, tmp_pa
     written = [f for _, _, files in os.walk(tmp_path / "inductor") for f in files]
     assert any(f.endswith(".so") for f in written), written
     assert any(f.endswith(".gch") for f in written), written  # the precompiled header
+    # ... of the wrapper's and the kernels' headers together, so neither is parsed per model
+    headers = tmp_path / "inductor" / "precompiled_headers"
+    combined = headers / "ppl_cpp_wrapper_and_kernels.h"
+    assert "cpp_prefix.h" in combined.read_text()
+    precompiled = [p for p in headers.glob("*.h") if p.with_suffix(".h.gch").exists()]
+    assert [p.read_text() for p in precompiled] == [f"#include <{combined}>\n"]
