@@ -19,6 +19,7 @@ headers together, which takes a new model's C++ compile from about 1.9 s to
 """
 import contextlib
 import os
+import pathlib
 
 __all__ = ["cache_root", "inductor_cache_dir", "inductor_cache"]
 
@@ -108,17 +109,17 @@ def _kernel_header_precompiled_with_the_wrapper(directory):
         wrapper, kernels = (get(device) for get in headers)
         if not device.startswith("cpu") or kernels is None:
             return original.__func__(cls, device)
-        combined = os.path.join(directory, "ppl_cpp_wrapper_and_kernels.h")
+        combined = pathlib.Path(directory, "ppl_cpp_wrapper_and_kernels.h")
         text = f"#include <{wrapper}>\n#include <{kernels}>\n"
         try:
-            if not os.path.isfile(combined) or open(combined).read() != text:
-                os.makedirs(directory, exist_ok=True)
-                with open(combined + f".{os.getpid()}", "w") as file:
-                    file.write(text)
-                os.replace(combined + f".{os.getpid()}", combined)
+            if not combined.is_file() or combined.read_text() != text:
+                combined.parent.mkdir(parents=True, exist_ok=True)
+                partial = combined.with_name(f"{combined.name}.{os.getpid()}")
+                partial.write_text(text)
+                partial.replace(combined)  # atomic: processes may race
         except OSError:
             return original.__func__(cls, device)
-        return combined
+        return str(combined)
 
     wrapper_cache._get_uncompiled_header = classmethod(both_headers)
     try:
