@@ -60,11 +60,11 @@ class SharedCompiledStep(CompiledStep):
         if len(args) != len(self.layout):
             raise ValueError(f"{self.name}: {len(args)} arguments for a layout of "
                              f"{len(self.layout)}")
-        from torch._inductor import CompiledArtifact
+        from torch._inductor import CompiledArtifact, config
         directory = os.path.join(cache_root(), "compiled", self._digest(args))
         if os.path.isdir(directory):
-            try:
-                with inductor_cache():
+            try:  # under the options it was compiled with (no CPU probe in a subprocess)
+                with inductor_cache(), config.patch(INDUCTOR_OPTIONS):
                     compiled = CompiledArtifact.load(path=directory, format="unpacked")
             except Exception:  # stale or half-written: compile anew
                 shutil.rmtree(directory, ignore_errors=True)

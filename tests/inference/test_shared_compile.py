@@ -2,6 +2,8 @@
 dimension and model, and later kernels load it from disk."""
 import functools
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -139,3 +141,30 @@ def test_an_unwritable_cache_folder_compiles_for_this_process_only(tmp_path, mon
     assert step.is_compiled and not step.loaded_from_disk, step.reason
     assert not seen["cache_dir"].startswith(str(blocker))
     assert os.path.isfile(blocker)
+
+
+_LOAD_IN_A_NEW_PROCESS = """
+from torch._inductor import cpu_vec_isa
+probes = []
+cpu_vec_isa.VecISA._probe_load = lambda self, path: probes.append(path) or True
+from inference.mcmc.metric import DiagonalMetric
+from tests.inference.test_shared_compile import _arguments, _shared
+step = _shared(DiagonalMetric)
+step(*_arguments(DiagonalMetric, 5, 2, seed=1))
+assert step.loaded_from_disk, step.reason
+print(len(probes))
+"""
+
+
+@needs_compiler
+def test_loading_in_a_new_process_runs_no_cpu_probe():
+    """A load uses the options of the compile, which trust the CPU's vector instructions:
+    Inductor's default probes them by loading a library in a subprocess (0.3 s here)."""
+    step = _shared(DiagonalMetric)
+    step(*_arguments(DiagonalMetric, 4, 3, seed=0))
+    assert step.is_compiled, step.reason
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, "-c", _LOAD_IN_A_NEW_PROCESS], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "0", done.stdout
