@@ -31,9 +31,9 @@ the machine's setup step, `python -m inference.mcmc.precompile`, run untimed
 (it compiles a small unrelated model, which builds the precompiled header),
 and with a new, empty temporary directory (as after a reboot): the first
 run of a model never compiled before, on a machine installed as the
-README says (its install's build step included). The other cases ("ours") compile their own gradient (the shapes
-differ) with the machine-wide parts built. "ours, eager" is the 16-chain
-run without compiling.
+README says (its install's build step included). The other cases ("ours")
+compile their own gradient (the shapes differ) with the machine-wide parts
+built. "ours, eager" is the 16-chain run without compiling.
 
 Cases (each in a fresh process pinned to one CPU core, one intra-op thread for
 torch and XLA alike):
