@@ -17,7 +17,7 @@ compilation (ours: `jit_compile=True`, Inductor; NumPyro: XLA; Pyro: its
 
 Compilation caches: JAX compiles afresh in every process. Ours compiles two
 things: the model's gradient, per model, and NUTS's tree step, once per
-machine for every model, chain count and dimension
+machine for every model, chain count, dimension and tree depth
 (`inference.mcmc.shared_compile`); both are kept under PPL_CACHE_DIR, with
 Inductor's cache and precompiled C++ header (`inference.mcmc.cache`), not
 under the temporary directory that a reboot empties. This benchmark points

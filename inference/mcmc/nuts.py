@@ -62,7 +62,7 @@ SLOT = {name: i for i, name in enumerate(SCALARS)}
 STATS = ("accept_prob", "used_step_size", "diverging", "tree_depth", "n_steps",
          "orig_energy", "proposal_log_weight")
 
-Settings = namedtuple("Settings", "max_tree_depth max_energy_error target gamma t0 kappa")
+Settings = namedtuple("Settings", "max_energy_error target gamma t0 kappa")
 
 
 def _turning(v_a, v_b, rho):
@@ -86,22 +86,24 @@ def _checkpoint_slots(leaf):
 
 
 @functools.lru_cache(maxsize=16)
-def leaf_table(max_tree_depth, dtype=torch.float32, device="cpu"):
-    """Where the j-th leapfrog step of a transition sits in its tree: [2^T - 1, 3 + 2T].
+def leaf_table(max_tree_depth, device="cpu"):
+    """Where the j-th leapfrog step of a transition sits in its tree: int64 [2^T - 1, 6].
 
-    Row j: (depth of its subtree, whether it is the subtree's first leaf,
-    whether its last), then the checkpoint slots it writes (an even leaf) and
-    those it checks (an odd leaf), as 0/1 masks over T = max_tree_depth slots.
+    Row j: the depth of its subtree, whether it is the subtree's first leaf,
+    whether its last, whether the subtree is the deepest allowed (depth
+    T - 1, T = max_tree_depth), then the checkpoint slots it writes (an even
+    leaf) and those it checks (an odd leaf), as bit masks over the T slots.
+    The depth enters the step only through this table and the checkpoints'
+    [2, T, n, D], so that one compiled step serves every `max_tree_depth`.
     """
     rows = []
     for depth in range(max_tree_depth):
         for leaf in range(2 ** depth):
             lo, hi = _checkpoint_slots(leaf)
-            write, check = [0.] * max_tree_depth, [0.] * max_tree_depth
-            for slot in range(lo, hi + 1):
-                (check if leaf % 2 else write)[slot] = 1.
-            rows.append([depth, leaf == 0, leaf == 2 ** depth - 1] + write + check)
-    return torch.tensor(rows, dtype=dtype, device=device)
+            slots = sum(1 << slot for slot in range(lo, hi + 1))
+            rows.append([depth, leaf == 0, leaf == 2 ** depth - 1, depth == max_tree_depth - 1,
+                         0 if leaf % 2 else slots, slots if leaf % 2 else 0])
+    return torch.tensor(rows, dtype=torch.int64, device=device)
 
 
 def _select(condition, new, old):
@@ -127,13 +129,19 @@ def _pack(v, s):
     return vectors, torch.stack([s[name] for name in SCALARS], 1)
 
 
-def _place(s, table, max_tree_depth):
-    """Where each chain's next leaf sits in its tree: depth [n], first, last [n] bool, the
-    checkpoint slots it writes [T, n, 1] and checks [T, n] (bool)."""
+def _place(s, table):
+    """Where each chain's next leaf sits in its tree (see `leaf_table`): depth [n] (float),
+    first, last, deepest [n] (bool), and the bit masks of the checkpoint slots it writes and
+    checks [n] (int64)."""
     row = table[s["leaf"].long()]
-    slots = 3 + max_tree_depth
-    return (row[:, 0], row[:, 1] > 0, row[:, 2] > 0, (row[:, 3:slots].T > 0)[..., None],
-            row[:, slots:].T > 0)
+    return (row[:, 0].to(s["leaf"].dtype), row[:, 1] > 0, row[:, 2] > 0, row[:, 3] > 0,
+            row[:, 4], row[:, 5])
+
+
+def _slot_mask(bits, n_slots):
+    """Bit masks [n] as booleans [n_slots, n]: whether each chain's mask has slot k."""
+    slots = torch.arange(n_slots, device=bits.device)[:, None]
+    return (bits[None] >> slots) & 1 > 0
 
 
 def step_begin(metric_type, settings, vectors, scalars, inverse_mass, momentum_factor, noise,
@@ -164,7 +172,7 @@ def step_begin(metric_type, settings, vectors, scalars, inverse_mass, momentum_f
     for name, value in restart.items():
         s[name] = torch.where(starting, value, s[name])
 
-    _, first, _, _, _ = _place(s, table, settings.max_tree_depth)
+    _, first, _, _, _, _ = _place(s, table)
     first = first & running
     forward = torch.where(first, uniform[:, 1] < 0.5, s["forward"] > 0)
     s["forward"] = forward.to(zero.dtype)
@@ -188,7 +196,9 @@ def step_end(metric_type, settings, vectors, scalars, checkpoints, position, mom
     """
     v, s = _unpack(vectors, scalars)
     running = s["iteration"] < target
-    depth, first, last, write, check = _place(s, table, settings.max_tree_depth)
+    depth, first, last, deepest, write_bits, check_bits = _place(s, table)
+    write = _slot_mask(write_bits, checkpoints.shape[1])[..., None]
+    check = _slot_mask(check_bits, checkpoints.shape[1])
     forward = s["forward"] > 0
     step = torch.where(forward, s["step_size"], -s["step_size"])[:, None]
 
@@ -248,13 +258,13 @@ def step_end(metric_type, settings, vectors, scalars, checkpoints, position, mom
     v["end"], v["subtree_rho"] = end, subtree_rho
 
     # A chain whose tree is complete moves to its proposal (and adapts its step size).
-    through = stopped | (last & (turned | (depth >= settings.max_tree_depth - 1)))
+    through = stopped | (last & (turned | deepest))
     v["point"] = _select(through, v["proposal"], v["point"])
     s["log_prob"] = torch.where(through, s["proposal_log_prob"], s["log_prob"])
     s["accept_prob"] = torch.where(through, s["sum_accept"] / s["n_steps"], s["accept_prob"])
     s["used_step_size"] = torch.where(through, s["step_size"], s["used_step_size"])
     adapted = dual_averaging_update(s["mu"], s["count"], s["error_avg"], s["log_step_avg"],
-                                    s["accept_prob"], *settings[2:])
+                                    s["accept_prob"], *settings[1:])
     adapt = through & adapting
     for name, value in zip(("count", "error_avg", "log_step_avg", "step_size"), adapted):
         s[name] = torch.where(adapt, value, s[name])
@@ -322,12 +332,12 @@ def step_end_begin(metric_type, settings, vectors, scalars, checkpoints, positio
     return vectors, scalars, checkpoints, all_through, position, momentum, ended
 
 
-def _end_begin_given_settings(metric_type, max_tree_depth, *args):
-    """`step_end_begin` with the settings other than max_tree_depth in a tensor, the last
-    argument ([5]: max_energy_error, target, gamma, t0, kappa), so that one compiled
-    function serves every target acceptance rate."""
+def _end_begin_given_settings(metric_type, *args):
+    """`step_end_begin` with the settings in a tensor, the last argument ([5]:
+    max_energy_error, target, gamma, t0, kappa), so that one compiled function serves
+    every target acceptance rate (and, through `leaf_table`, every maximum tree depth)."""
     *args, values = args
-    return step_end_begin(metric_type, Settings(max_tree_depth, *values.unbind()), *args)
+    return step_end_begin(metric_type, Settings(*values.unbind()), *args)
 
 
 # The pieces `run_transitions` calls: begin (once), then value_and_grad and end_begin in turn.
@@ -341,11 +351,12 @@ def eager_step(value_and_grad, metric_type, settings):
 
 
 def end_begin_layout(metric_type):
-    """Which axes of `step_end_begin`'s arguments are the chains (n) and the dimension (D)."""
+    """Which axes of `step_end_begin`'s arguments are the chains (n), the dimension (D), the
+    checkpoint slots (T = max_tree_depth) and the rows of the leaf table (L = 2^T - 1)."""
     chains_by_dim, metric = ("n", "D"), ("n", "D", "D") if metric_type.dense else ("n", "D")
-    return (("n", None, "D"), ("n", None), (None, None, "n", "D"), chains_by_dim, chains_by_dim,
+    return (("n", None, "D"), ("n", None), (None, "T", "n", "D"), chains_by_dim, chains_by_dim,
             ("n",), chains_by_dim, metric, metric, ("n", None), chains_by_dim, ("n", None),
-            (None, None), (), ())
+            ("L", None), (), ())
 
 
 def init_chains(state, step_size, max_tree_depth, dual_averaging=None):
@@ -466,8 +477,8 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     if step is None:
         no_adaptation = (0.8, 0.05, 10, 0.75)  # dual averaging's settings, unused here
         step = eager_step(potential, type(metric),
-                          Settings(max_tree_depth, max_energy_error, *no_adaptation))
-    table = leaf_table(max_tree_depth, state.position.dtype, state.position.device)
+                          Settings(max_energy_error, *no_adaptation))
+    table = leaf_table(max_tree_depth, state.position.device)
     chains = init_chains(state, step_size, max_tree_depth)
     chains, positions, stats = run_transitions(step, chains, metric, table, 1, block=8)
     new_state, _ = chains_state(chains)
@@ -491,9 +502,9 @@ class NUTS(HamiltonianSampler):
     jit_compile: compile the step into native code at the first transition:
         the model's gradient for this model (`inference.mcmc.compile`:
         seconds), the tree bookkeeping and step size adaptation once per
-        machine and metric type, for every model, chain count and dimension
-        (`inference.mcmc.shared_compile`: tens of seconds the first time, then
-        loaded from disk). Several times faster than eager on small and medium
+        machine and metric type, for every model, chain count, dimension and
+        max_tree_depth (`inference.mcmc.shared_compile`: tens of seconds the
+        first time, then loaded from disk). Several times faster than eager on small and medium
         models. Falls back to eager, with a warning, where the model cannot be
         traced.
     """
@@ -512,7 +523,7 @@ class NUTS(HamiltonianSampler):
             raise ValueError(f"NUTS: `max_tree_depth` must be a positive int, got "
                              f"{max_tree_depth!r}")
         self.max_tree_depth = max_tree_depth
-        self._shared = {}  # (metric type, max_tree_depth) -> SharedCompiledStep
+        self._shared = {}  # metric type -> SharedCompiledStep
 
     def _step(self, potential, metric):
         """The `NUTSStep` on `potential`. With `jit_compile`, the model's gradient is
@@ -520,26 +531,24 @@ class NUTS(HamiltonianSampler):
         (`inference.mcmc.shared_compile`); `step_begin` runs once per call of
         `run_transitions` and stays eager."""
         metric_type = type(metric)
-        settings = Settings(self.max_tree_depth, self.max_energy_error,
+        settings = Settings(self.max_energy_error,
                             self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
         if not self.jit_compile:
             return eager_step(potential, metric_type, settings)
         gradient = self._step_function("gradient", potential, metric,
                                        lambda value_and_grad: lambda x: value_and_grad(x),
                                        shifted(0))
-        key = (metric_type, self.max_tree_depth)
-        if key not in self._shared:
-            self._shared[key] = SharedCompiledStep(
-                functools.partial(_end_begin_given_settings, metric_type, self.max_tree_depth),
-                key=f"nuts.step_end_begin {metric_type.__qualname__} "
-                    f"max_tree_depth={self.max_tree_depth}",
+        if metric_type not in self._shared:
+            self._shared[metric_type] = SharedCompiledStep(
+                functools.partial(_end_begin_given_settings, metric_type),
+                key=f"nuts.step_end_begin {metric_type.__qualname__}",
                 layout=end_begin_layout(metric_type) + ((None,),),
                 modules=(sys.modules[__name__], sys.modules[metric_type.__module__],
                          adaptation),
                 perturb=shifted(0), name="NUTS tree step")
-        shared = self._shared[key]
+        shared = self._shared[metric_type]
         dtype, device = metric.inverse_mass.dtype, metric.inverse_mass.device
-        values = torch.tensor(settings[1:], dtype=dtype, device=device)
+        values = torch.tensor(settings, dtype=dtype, device=device)
         return NUTSStep(functools.partial(step_begin, metric_type, settings), gradient,
                         lambda *args: shared(*args, values))
 
@@ -553,7 +562,7 @@ class NUTS(HamiltonianSampler):
         module docstring); with `dual_averaging`, each chain adapts its step size after
         each of its transitions. Returns (state, positions [k, n, D], stats, step_size)."""
         position = state.position
-        table = leaf_table(self.max_tree_depth, position.dtype, position.device)
+        table = leaf_table(self.max_tree_depth, position.device)
         chains = init_chains(state, step_size, self.max_tree_depth, dual_averaging)
         chains, positions, stats = run_transitions(
             self._step(potential, metric), chains, metric, table, n_iterations,

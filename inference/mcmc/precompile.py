@@ -5,16 +5,17 @@
 
 `NUTS(jit_compile=True)` compiles two things: the model's gradient (per
 model, seconds) and the tree step (`inference.mcmc.shared_compile`: the same
-for every model, chain count and dimension, kept under $PPL_CACHE_DIR). The
-first compiled run on a machine also pays the tree step and Inductor's own
-machine-wide builds (its CPU probes and precompiled header): about 20-25 s
-on the 2-core machine of benchmarks/hmc_blr.py, against a few seconds for a
-new model afterwards. Run this once at setup (a Docker image, a CI install
-step) so that no sampling run pays it.
+for every model, chain count, dimension and tree depth, kept under
+$PPL_CACHE_DIR). The first compiled run on a machine also pays the tree step
+and Inductor's own machine-wide builds (its CPU probes and precompiled
+header): about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
+against a few seconds for a new model afterwards. Run this once at setup (a
+Docker image, a CI install step) so that no sampling run pays it.
 
 It runs a few compiled NUTS iterations on a small standard normal for each
 dtype and metric, which builds (or loads, if already built) the tree step
-for that dtype and metric; they then serve every model.
+for that dtype and metric; they then serve every model, chain count,
+dimension and maximum tree depth.
 """
 import argparse
 import time
@@ -29,7 +30,7 @@ __all__ = ["precompile"]
 METRICS = ("diag", "dense")
 
 
-def precompile(dtypes=(torch.float32,), metrics=METRICS, max_tree_depth=10):
+def precompile(dtypes=(torch.float32,), metrics=METRICS):
     """Build NUTS's shared tree step for every dtype and metric ('diag', 'dense').
 
     Returns one dict per (dtype, metric): dtype, metric, seconds, and status:
@@ -42,7 +43,7 @@ def precompile(dtypes=(torch.float32,), metrics=METRICS, max_tree_depth=10):
             if metric not in METRICS:
                 raise ValueError(f"precompile: `metrics` must be among {METRICS}, got "
                                  f"{metric!r}")
-            kernel = NUTS(jit_compile=True, adapt_mass=metric, max_tree_depth=max_tree_depth)
+            kernel = NUTS(jit_compile=True, adapt_mass=metric)
             started = time.perf_counter()
             run(kernel, _standard_normal, init={"x": torch.zeros(2, 3, dtype=dtype)},
                 n_warmup=5, n_samples=5, progress=False, seed=0)
@@ -63,10 +64,8 @@ def main(argv=None):
     parser.add_argument("--dtype", nargs="+", default=["float32"],
                         choices=["float32", "float64"])
     parser.add_argument("--metric", nargs="+", default=list(METRICS), choices=METRICS)
-    parser.add_argument("--max-tree-depth", type=int, default=10)
     args = parser.parse_args(argv)
-    rows = precompile([getattr(torch, name) for name in args.dtype], args.metric,
-                      args.max_tree_depth)
+    rows = precompile([getattr(torch, name) for name in args.dtype], args.metric)
     for row in rows:
         print(f"NUTS tree step, {row['dtype']}, {row['metric']} metric: {row['status']} "
               f"({row['seconds']:.1f} s)")

@@ -1,4 +1,4 @@
-"""Compile a model-independent step once per machine, for every chain count and dimension.
+"""Compile a model-independent step once per machine, for every size it is symbolic in.
 
 NUTS spends most of its step outside the model: the tree bookkeeping (leaf
 weights, multinomial sampling, U-turn checks, subtree merges, step size
@@ -10,11 +10,12 @@ tens of seconds the bookkeeping takes Inductor.
 
 How:
 
-- The function is traced with the chain count `n` and the dimension `D`
-  symbolic and every other size fixed (`layout` names, for each argument,
-  which axes are `n` and which `D`). The trace runs at canonical sizes
+- The function is traced with some sizes symbolic (for NUTS: the chain
+  count `n`, the dimension `D`, the maximum tree depth `T` and the rows of
+  its leaf table `L`) and every other size fixed (`layout` names, for each
+  argument, the role of each axis). The trace runs at canonical sizes
   (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
-  so that the trace never mistakes a fixed size for `n` or `D`.
+  so that the trace never mistakes a fixed size for a symbolic one.
 - Inductor compiles it into a cache directory of its own under
   `PPL_CACHE_DIR` (default `~/.cache/ppl`, see `inference.mcmc.cache`),
   named by a hash of everything the code depends on (the function's key,
@@ -38,16 +39,18 @@ from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep
 
 __all__ = ["SharedCompiledStep", "CANONICAL"]
 
-CANONICAL = {"n": 38, "D": 34}
+CANONICAL = {"n": 38, "D": 34, "T": 14, "L": 46}
 
 
 class SharedCompiledStep(CompiledStep):
-    """`fn(*tensors)`, compiled once per machine for any `n` and `D` (see the module docstring).
+    """`fn(*tensors)`, compiled once per machine for any sizes named in `layout` (see the
+    module docstring).
 
     fn: a pure function of tensors (also the eager fallback); key: a string
     naming it and the constants it closes over (metric type, settings);
-    layout: for each argument, a tuple with one entry per axis: "n", "D" or
-    None (a fixed size); modules: the modules whose source defines `fn`
+    layout: for each argument, a tuple with one entry per axis: a key of
+    `CANONICAL` (a symbolic size; axes with the same key have the same size)
+    or None (a fixed size); modules: the modules whose source defines `fn`
     (a change to them compiles anew); perturb: as in `CompiledStep`.
     """
 

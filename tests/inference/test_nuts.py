@@ -176,7 +176,7 @@ def test_chains_run_their_transitions_unsynchronized():
         calls.append(1)
         return potential(x)
 
-    step = eager_step(value_and_grad, DiagonalMetric, Settings(10, 1000., 0.8, 0.05, 10, 0.75))
+    step = eager_step(value_and_grad, DiagonalMetric, Settings(1000., 0.8, 0.05, 10, 0.75))
     torch.manual_seed(1)
     chains = init_chains(state, step_size, 10)
     _, positions, stats = run_transitions(step, chains, identity_metric(5, 2), leaf_table(10), 20)

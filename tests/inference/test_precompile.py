@@ -13,8 +13,9 @@ def test_a_later_run_on_another_model_loads_the_precompiled_tree_step(capsys):
     assert row["dtype"] == "float64" and row["metric"] == "diag"
     assert row["status"] in ("compiled", "loaded"), row["status"]
     assert "NUTS tree step, float64, diag metric" in capsys.readouterr().out
-    # Another model, dimension and chain count: its run compiles only its own gradient.
-    kernel = inference.NUTS(jit_compile=True)
+    # Another model, dimension, chain count and maximum tree depth: its run compiles only
+    # its own gradient.
+    kernel = inference.NUTS(jit_compile=True, max_tree_depth=6)
     scale = torch.arange(1., 6., dtype=torch.float64)
     result = inference.mcmc.run(kernel, lambda v: -0.5 * (v["z"] / scale).square().sum(-1),
                                 init={"z": torch.zeros(3, 5, dtype=torch.float64)},

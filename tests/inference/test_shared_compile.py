@@ -1,5 +1,5 @@
 """inference.mcmc.shared_compile: NUTS's tree step, compiled once, serves every chain count,
-dimension and model, and later kernels load it from disk."""
+dimension, maximum tree depth and model, and later kernels load it from disk."""
 import functools
 import os
 import subprocess
@@ -21,13 +21,13 @@ DEPTH = 10
 
 def _shared(metric_type):
     return SharedCompiledStep(
-        functools.partial(nuts._end_begin_given_settings, metric_type, DEPTH),
-        key=f"test step_end_begin {metric_type.__qualname__} {DEPTH}",
+        functools.partial(nuts._end_begin_given_settings, metric_type),
+        key=f"test step_end_begin {metric_type.__qualname__}",
         layout=nuts.end_begin_layout(metric_type) + ((None,),),
         modules=(nuts, adaptation), perturb=shifted(0), name="test tree step")
 
 
-def _arguments(metric_type, n, dim, seed, dtype=torch.float64):
+def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
     """`step_end_begin`'s arguments mid-trajectory: chains that have made a few steps."""
     g = torch.Generator().manual_seed(seed)
 
@@ -38,22 +38,23 @@ def _arguments(metric_type, n, dim, seed, dtype=torch.float64):
         return torch.rand(shape, generator=g, dtype=dtype)
 
     state = HMCState(randn(n, dim), randn(n), randn(n, dim))
-    vectors, scalars, checkpoints = nuts.init_chains(state, 0.1 + rand(n), DEPTH)
+    vectors, scalars, checkpoints = nuts.init_chains(state, 0.1 + rand(n), depth)
     if metric_type.dense:
         root = randn(n, dim, dim) / dim ** 0.5
         inverse_mass = root @ root.mT + torch.eye(dim, dtype=dtype)
         metric = DenseMetric(inverse_mass)
     else:
         metric = DiagonalMetric(0.5 + rand(n, dim))
-    table = nuts.leaf_table(DEPTH, dtype)
+    table = nuts.leaf_table(depth)
     target = torch.tensor(3., dtype=dtype)
     values = torch.tensor([1000., 0.8, 0.05, 10., 0.75], dtype=dtype)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
     vectors, scalars, position, momentum = nuts.step_begin(
-        metric_type, nuts.Settings(DEPTH, *values.tolist()), vectors, scalars, inverse_mass,
+        metric_type, nuts.Settings(*values.tolist()), vectors, scalars, inverse_mass,
         factor, randn(n, dim), rand(n, 3), table, target)
-    # chains at different leaves of their trees, some at the first leaf of a subtree
-    scalars[:, nuts.SLOT["leaf"]] = torch.randint(0, 7, (n,), generator=g).to(dtype)
+    # chains at different leaves of their trees, some at the first or last leaf of a subtree
+    leaves = torch.randint(0, min(7, 2 ** depth - 1), (n,), generator=g)
+    scalars[:, nuts.SLOT["leaf"]] = leaves.to(dtype)
     return (vectors, scalars, checkpoints + randn(*checkpoints.shape), position, momentum,
             -randn(n).abs(), randn(n, dim), inverse_mass, factor, rand(n, 3), randn(n, dim),
             rand(n, 3), table, target, torch.tensor(True), values)
@@ -73,12 +74,25 @@ def test_one_compilation_serves_every_chain_count_and_dimension(metric_type):
     one chain, one dimension, chains = dimension, and sizes equal to fixed sizes of the
     state (22 vectors, 3 uniforms, the depth), where a trace could confuse them."""
     step = _shared(metric_type)
-    eager = functools.partial(nuts._end_begin_given_settings, metric_type, DEPTH)
+    eager = functools.partial(nuts._end_begin_given_settings, metric_type)
     sizes = [(5, 4), (1, 1), (1, 6), (7, 1), (6, 6), (22, 3), (3, 22), (DEPTH, 2),
              (CANONICAL["n"], CANONICAL["D"]), (CANONICAL["D"], CANONICAL["n"])]
     for seed, (n, dim) in enumerate(sizes):
         args = _arguments(metric_type, n, dim, seed)
         _assert_same(step(*args), eager(*args))
+        assert step.is_compiled, step.reason
+    assert step.n_fallbacks == 0
+
+
+@needs_compiler
+def test_one_compilation_serves_every_maximum_tree_depth():
+    """The depth sizes the checkpoints [2, T, n, D] and the leaf table [2^T - 1, 6]: both are
+    symbolic, so depth 1 (one slot, one leaf), depths equal to fixed sizes of the state and a
+    deep tree give the eager step's results from the same compiled code."""
+    step = _shared(DiagonalMetric)
+    for seed, depth in enumerate([1, 2, 3, 5, 6, DEPTH, CANONICAL["T"], 15]):
+        args = _arguments(DiagonalMetric, 4, 3, seed, depth=depth)
+        _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, *args))
         assert step.is_compiled, step.reason
     assert step.n_fallbacks == 0
 
@@ -96,7 +110,7 @@ def test_a_later_kernel_loads_the_step_from_disk(monkeypatch):
     monkeypatch.setattr(torch._inductor, "standalone_compile", no_compiler)
     later = _shared(DiagonalMetric)
     other = _arguments(DiagonalMetric, 9, 5, seed=1)
-    _assert_same(later(*other), nuts._end_begin_given_settings(DiagonalMetric, DEPTH, *other))
+    _assert_same(later(*other), nuts._end_begin_given_settings(DiagonalMetric, *other))
     assert later.is_compiled and later.loaded_from_disk
     assert os.listdir(os.path.join(cache_root(), "compiled")) == folders
 
@@ -137,7 +151,7 @@ def test_an_unwritable_cache_folder_compiles_for_this_process_only(tmp_path, mon
     monkeypatch.setattr(torch._inductor, "standalone_compile", graph_as_compiled)
     step = _shared(DiagonalMetric)
     args = _arguments(DiagonalMetric, 3, 2, seed=0)
-    _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, DEPTH, *args))
+    _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, *args))
     assert step.is_compiled and not step.loaded_from_disk, step.reason
     assert not seen["cache_dir"].startswith(str(blocker))
     assert os.path.isfile(blocker)
