@@ -92,18 +92,30 @@ def leaf_table(max_tree_depth, device="cpu"):
     Row j: the depth of its subtree, whether it is the subtree's first leaf,
     whether its last, whether the subtree is the deepest allowed (depth
     T - 1, T = max_tree_depth), then the checkpoint slots it writes (an even
-    leaf) and those it checks (an odd leaf), as bit masks over the T slots.
+    leaf) and those it checks (an odd leaf), as bit masks over the T slots
+    (`_checkpoint_slots`, vectorized over all leaves).
     The depth enters the step only through this table and the checkpoints'
     [2, T, n, D], so that one compiled step serves every `max_tree_depth`.
     """
-    rows = []
-    for depth in range(max_tree_depth):
-        for leaf in range(2 ** depth):
-            lo, hi = _checkpoint_slots(leaf)
-            slots = sum(1 << slot for slot in range(lo, hi + 1))
-            rows.append([depth, leaf == 0, leaf == 2 ** depth - 1, depth == max_tree_depth - 1,
-                         0 if leaf % 2 else slots, slots if leaf % 2 else 0])
-    return torch.tensor(rows, dtype=torch.int64, device=device)
+    def popcount(x):
+        return sum((x >> bit) & 1 for bit in range(max_tree_depth))
+
+    def bit(k):
+        return torch.bitwise_left_shift(torch.ones_like(k), k)
+
+    j = torch.arange(2 ** max_tree_depth - 1, device=device)
+    depth = torch.zeros_like(j)
+    for k in range(1, max_tree_depth):
+        depth += j + 1 >= 2 ** k
+    leaf = j + 1 - bit(depth)
+    odd = (leaf & 1) > 0
+    hi = popcount(leaf >> 1)
+    lo = torch.where(odd, hi - popcount(leaf ^ (leaf + 1)) + 2, hi)
+    slots = (bit(hi + 1) - 1) ^ (bit(lo) - 1)  # bits lo..hi
+    zero = torch.zeros_like(slots)
+    return torch.stack((depth, leaf == 0, leaf == bit(depth) - 1, depth == max_tree_depth - 1,
+                        torch.where(odd, zero, slots), torch.where(odd, slots, zero)),
+                       1).long()
 
 
 def _select(condition, new, old):

@@ -9,7 +9,7 @@ import inference
 import ppl
 from inference.mcmc import (DiagonalMetric, DualAveraging, HMCState, identity_metric, nuts_kernel,
                             Potential)
-from inference.mcmc.nuts import _checkpoint_slots
+from inference.mcmc.nuts import _checkpoint_slots, leaf_table
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
 
 CONJUGATE = conjugate_cases()
@@ -52,6 +52,23 @@ def test_stationary_start_stays_stationary_without_adaptation():
     assert_moments(result.samples["z"], np.zeros(3), scales.numpy() ** 2, name="stationary")
     # trajectories must be long enough to cross the wide direction: depth > 5 on average
     assert result.stats["tree_depth"].mean() > 5
+
+
+@pytest.mark.parametrize("max_tree_depth", [1, 2, 3, 7, 12])
+def test_leaf_table_rows_follow_the_tree(max_tree_depth):
+    """The vectorized table against its definition, leaf by leaf: depth, first, last,
+    deepest, then the checkpoint slots written (even leaf) or checked (odd), as bits."""
+    expected = []
+    for depth in range(max_tree_depth):
+        for leaf in range(2 ** depth):
+            lo, hi = _checkpoint_slots(leaf)
+            slots = sum(1 << slot for slot in range(lo, hi + 1))
+            expected.append([depth, leaf == 0, leaf == 2 ** depth - 1,
+                             depth == max_tree_depth - 1, 0 if leaf % 2 else slots,
+                             slots if leaf % 2 else 0])
+    table = leaf_table(max_tree_depth)
+    assert table.dtype == torch.int64
+    assert table.tolist() == expected
 
 
 def test_checkpoint_slots_cover_every_aligned_block():
@@ -167,8 +184,7 @@ def test_chains_run_their_transitions_unsynchronized():
     """One step call advances every chain by one leapfrog of its own tree: the calls needed
     for k transitions are the largest per-chain total of leapfrogs (a chain never waits
     for another), not the sum over transitions of the batch's longest tree."""
-    from inference.mcmc.nuts import STATS, Settings, eager_step, init_chains, leaf_table, \
-        run_transitions
+    from inference.mcmc.nuts import STATS, Settings, eager_step, init_chains, run_transitions
     potential, state, step_size = _anisotropic_chains()
     calls = []
 
