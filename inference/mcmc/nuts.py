@@ -516,9 +516,9 @@ class NUTS(HamiltonianSampler):
         seconds), the tree bookkeeping and step size adaptation once per
         machine and metric type, for every model, chain count, dimension and
         max_tree_depth (`inference.mcmc.shared_compile`: tens of seconds the
-        first time, then loaded from disk). Several times faster than eager on small and medium
-        models. Falls back to eager, with a warning, where the model cannot be
-        traced.
+        first time, then loaded from disk). Several times faster than eager on
+        small and medium models. Falls back to eager, with a warning, where the
+        model cannot be traced.
     """
 
     def __init__(self, step_size=None, max_tree_depth=10, adapt_step_size=True,
