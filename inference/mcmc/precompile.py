@@ -19,11 +19,13 @@ dimension and maximum tree depth.
 """
 import argparse
 import time
+import warnings
 
 import torch
 
 from inference.mcmc.nuts import NUTS
 from inference.mcmc.runner import run
+from inference.mcmc.shared_compile import FirstCompileWarning
 
 __all__ = ["precompile"]
 
@@ -45,8 +47,10 @@ def precompile(dtypes=(torch.float32,), metrics=METRICS):
                                  f"{metric!r}")
             kernel = NUTS(jit_compile=True, adapt_mass=metric)
             started = time.perf_counter()
-            run(kernel, _standard_normal, init={"x": torch.zeros(2, 3, dtype=dtype)},
-                n_warmup=5, n_samples=5, progress=False, seed=0)
+            with warnings.catch_warnings():  # building it is the point here
+                warnings.simplefilter("ignore", FirstCompileWarning)
+                run(kernel, _standard_normal, init={"x": torch.zeros(2, 3, dtype=dtype)},
+                    n_warmup=5, n_samples=5, progress=False, seed=0)
             (shared,) = kernel._shared.values()
             status = ("loaded" if shared.loaded_from_disk else "compiled") \
                 if shared.is_compiled else f"eager: {shared.reason}"

@@ -26,20 +26,28 @@ How:
   compiled function with the eager one at the given point and at a
   perturbed one; anything that fails falls back to the eager function with
   a warning.
+- A sampling run that has to build the step (the machine skipped the
+  install's build step, `python -m inference.mcmc.precompile`) says so with
+  a `FirstCompileWarning`, since it pauses for tens of seconds.
 """
 import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 
 import torch
 
 from inference.mcmc.cache import cache_root, inductor_cache
 from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep
 
-__all__ = ["SharedCompiledStep", "CANONICAL"]
+__all__ = ["SharedCompiledStep", "FirstCompileWarning", "CANONICAL"]
 
 CANONICAL = {"n": 38, "D": 34, "T": 14, "L": 46}
+
+
+class FirstCompileWarning(UserWarning):
+    """A step shared by every model is being built now (once per machine, tens of seconds)."""
 
 
 class SharedCompiledStep(CompiledStep):
@@ -74,6 +82,9 @@ class SharedCompiledStep(CompiledStep):
             else:
                 self.loaded_from_disk = True
                 return compiled
+        warnings.warn(f"jit_compile: building the {self.name}, shared by every model, once for "
+                      f"this machine (20-30 s); `python -m inference.mcmc.precompile` builds it "
+                      f"at install instead", FirstCompileWarning)
         return self._compile_into(directory, args)
 
     def _compile_into(self, directory, args):

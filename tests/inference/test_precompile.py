@@ -1,15 +1,20 @@
 """inference.mcmc.precompile: the setup step builds the tree step that later runs load."""
+import warnings
+
 import pytest
 import torch
 
 import inference
 from inference.mcmc.precompile import main, precompile
+from inference.mcmc.shared_compile import FirstCompileWarning
 from tests.inference.test_compile import needs_compiler
 
 
 @needs_compiler
 def test_a_later_run_on_another_model_loads_the_precompiled_tree_step(capsys):
-    (row,) = main(["--dtype", "float64", "--metric", "diag"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FirstCompileWarning)  # building is its job: no warning
+        (row,) = main(["--dtype", "float64", "--metric", "diag"])
     assert row["dtype"] == "float64" and row["metric"] == "diag"
     assert row["status"] in ("compiled", "loaded"), row["status"]
     assert "NUTS tree step, float64, diag metric" in capsys.readouterr().out

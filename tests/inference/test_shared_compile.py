@@ -4,6 +4,7 @@ import functools
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from inference.mcmc import adaptation, nuts
 from inference.mcmc.cache import cache_root
 from inference.mcmc.compile import shifted
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
-from inference.mcmc.shared_compile import CANONICAL, SharedCompiledStep
+from inference.mcmc.shared_compile import CANONICAL, FirstCompileWarning, SharedCompiledStep
 from inference.mcmc.state import HMCState
 from tests.inference.test_compile import needs_compiler
 
@@ -110,9 +111,23 @@ def test_a_later_kernel_loads_the_step_from_disk(monkeypatch):
     monkeypatch.setattr(torch._inductor, "standalone_compile", no_compiler)
     later = _shared(DiagonalMetric)
     other = _arguments(DiagonalMetric, 9, 5, seed=1)
-    _assert_same(later(*other), nuts._end_begin_given_settings(DiagonalMetric, *other))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FirstCompileWarning)  # a load is silent
+        _assert_same(later(*other), nuts._end_begin_given_settings(DiagonalMetric, *other))
     assert later.is_compiled and later.loaded_from_disk
     assert os.listdir(os.path.join(cache_root(), "compiled")) == folders
+
+
+def test_building_the_step_in_a_run_says_so_and_names_the_setup_step(tmp_path, monkeypatch):
+    """A run on a machine where the install's build step was skipped pauses for tens of
+    seconds: the warning says why and how to avoid it."""
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch._inductor, "standalone_compile",
+                        lambda graph, example_inputs, **kwargs: graph)
+    step = _shared(DiagonalMetric)
+    with pytest.warns(FirstCompileWarning, match="test tree step.*inference.mcmc.precompile"):
+        step(*_arguments(DiagonalMetric, 3, 2, seed=0))
+    assert step.is_compiled, step.reason
 
 
 def test_the_cache_folder_depends_on_the_key_and_dtype(tmp_path, monkeypatch):
@@ -158,22 +173,28 @@ def test_an_unwritable_cache_folder_compiles_for_this_process_only(tmp_path, mon
 
 
 _LOAD_IN_A_NEW_PROCESS = """
-from torch._inductor import cpu_vec_isa
-probes = []
-cpu_vec_isa.VecISA._probe_load = lambda self, path: probes.append(path) or True
+import subprocess, sys
+children = []
+spawn = subprocess.run
+def counted(args, *rest, **kwargs):
+    if args and args[0] == sys.executable:
+        children.append(args)
+    return spawn(args, *rest, **kwargs)
+subprocess.run = counted
 from inference.mcmc.metric import DiagonalMetric
 from tests.inference.test_shared_compile import _arguments, _shared
 step = _shared(DiagonalMetric)
 step(*_arguments(DiagonalMetric, 5, 2, seed=1))
 assert step.loaded_from_disk, step.reason
-print(len(probes))
+print(len(children))
 """
 
 
 @needs_compiler
 def test_loading_in_a_new_process_runs_no_cpu_probe():
-    """A load uses the options of the compile, which trust the CPU's vector instructions:
-    Inductor's default probes them by loading a library in a subprocess (0.3 s here)."""
+    """A load trusts the CPU's vector instructions: Inductor's default probes them by loading
+    a library in a new Python process (on an AVX-512 CPU with BF16 and VNNI, three such
+    probes, 0.5 s here), even for a step compiled before."""
     step = _shared(DiagonalMetric)
     step(*_arguments(DiagonalMetric, 4, 3, seed=0))
     assert step.is_compiled, step.reason
