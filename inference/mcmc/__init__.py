@@ -2,6 +2,8 @@
 
 - `HMC`, `NUTS`: samplers with ZhuSuan's names (`.sample(meta_bn, observed, latent)`).
 - `run`: warm-up and draws with progress bar, storage, `summary()` and `to_arviz()`.
+- `FirstCompileWarning`: a compiled run is building NUTS's tree step (once per machine;
+  `python -m inference.mcmc.precompile` builds it at install).
 - Building blocks (BlackJAX style: kernel = state in, state out):
   `hmc_kernel`, `nuts_kernel` (kernels), `Potential` (log density + gradient
   over flat unconstrained positions), `LatentSpace` / `transform_to`
@@ -18,6 +20,7 @@ from inference.mcmc.nuts import NUTS, nuts_kernel
 from inference.mcmc.potential import Potential, latent_nodes
 from inference.mcmc.runner import MCMCResult, Summary, run
 from inference.mcmc.sampler import HamiltonianSampler, HMCInfo
+from inference.mcmc.shared_compile import FirstCompileWarning
 from inference.mcmc.state import HMCState, TransitionInfo, init_state
 from inference.mcmc.transforms import LatentSpace, LowerCholeskyTransform, transform_to
 
@@ -26,4 +29,4 @@ __all__ = ["HMC", "NUTS", "run", "MCMCResult", "Summary", "HMCInfo", "Hamiltonia
            "transform_to", "LowerCholeskyTransform", "HMCState", "TransitionInfo", "init_state",
            "DiagonalMetric", "DenseMetric", "identity_metric", "DualAveraging",
            "WelfordCovariance", "ExponentialMovingVariance", "WindowedAdaptation",
-           "find_initial_step_size", "window_schedule"]
+           "find_initial_step_size", "window_schedule", "FirstCompileWarning"]

@@ -557,7 +557,9 @@ class NUTS(HamiltonianSampler):
                 layout=end_begin_layout(metric_type) + ((None,),),
                 modules=(sys.modules[__name__], sys.modules[metric_type.__module__],
                          adaptation),
-                perturb=shifted(0), name="NUTS tree step")
+                perturb=shifted(0), name="NUTS tree step",
+                setup="python -m inference.mcmc.precompile --dtype {dtype} --metric "
+                      + ("dense" if metric_type.dense else "diag"))
         shared = self._shared[metric_type]
         dtype, device = metric.inverse_mass.dtype, metric.inverse_mass.device
         values = torch.tensor(settings, dtype=dtype, device=device)

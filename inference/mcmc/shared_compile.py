@@ -59,12 +59,15 @@ class SharedCompiledStep(CompiledStep):
     layout: for each argument, a tuple with one entry per axis: a key of
     `CANONICAL` (a symbolic size; axes with the same key have the same size)
     or None (a fixed size); modules: the modules whose source defines `fn`
-    (a change to them compiles anew); perturb: as in `CompiledStep`.
+    (a change to them compiles anew); perturb: as in `CompiledStep`; setup: the
+    command that builds it ahead of any run, named in the `FirstCompileWarning`
+    ("{dtype}" in it becomes the arguments' dtype, e.g. float64).
     """
 
-    def __init__(self, fn, key, layout, modules, perturb, name="step"):
+    def __init__(self, fn, key, layout, modules, perturb, name="step",
+                 setup="python -m inference.mcmc.precompile"):
         super().__init__(fn, fn, perturb, name=name)
-        self.key, self.layout, self.modules = key, layout, modules
+        self.key, self.layout, self.modules, self.setup = key, layout, modules, setup
         self.loaded_from_disk = False
 
     def _build(self, args):
@@ -82,9 +85,10 @@ class SharedCompiledStep(CompiledStep):
             else:
                 self.loaded_from_disk = True
                 return compiled
-        warnings.warn(f"jit_compile: building the {self.name}, shared by every model, once for "
-                      f"this machine (20-30 s); `python -m inference.mcmc.precompile` builds it "
-                      f"at install instead", FirstCompileWarning)
+        dtype = str(args[0].dtype).removeprefix("torch.")
+        warnings.warn(f"jit_compile: building the {self.name} ({dtype}), shared by every model, "
+                      f"once for this machine (20-30 s); `{self.setup.format(dtype=dtype)}` "
+                      f"builds it at install instead", FirstCompileWarning)
         return self._compile_into(directory, args)
 
     def _compile_into(self, directory, args):

@@ -34,3 +34,18 @@ def test_a_later_run_on_another_model_loads_the_precompiled_tree_step(capsys):
 def test_an_unknown_metric_is_refused():
     with pytest.raises(ValueError, match="`metrics` must be among"):
         precompile(metrics=["full"])
+
+
+def test_a_run_that_builds_the_tree_step_names_the_command_for_its_dtype_and_metric(
+        tmp_path, monkeypatch):
+    """Where the build step was skipped (an empty cache), the run's warning gives the exact
+    command that would have built this step: its dtype and metric."""
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch._inductor, "standalone_compile",  # Inductor is tested elsewhere
+                        lambda graph, example_inputs, **kwargs: graph)
+    kernel = inference.NUTS(jit_compile=True, adapt_mass="dense")
+    with pytest.warns(FirstCompileWarning, match="NUTS tree step \\(float64\\).*"
+                      "`python -m inference.mcmc.precompile --dtype float64 --metric dense`"):
+        inference.mcmc.run(kernel, lambda v: -0.5 * v["z"].square().sum(-1),
+                           init={"z": torch.zeros(2, 3, dtype=torch.float64)},
+                           n_warmup=3, n_samples=2, progress=False, seed=0)

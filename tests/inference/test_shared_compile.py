@@ -125,7 +125,8 @@ def test_building_the_step_in_a_run_says_so_and_names_the_setup_step(tmp_path, m
     monkeypatch.setattr(torch._inductor, "standalone_compile",
                         lambda graph, example_inputs, **kwargs: graph)
     step = _shared(DiagonalMetric)
-    with pytest.warns(FirstCompileWarning, match="test tree step.*inference.mcmc.precompile"):
+    with pytest.warns(FirstCompileWarning, match=r"test tree step \(float64\).*"
+                                                 r"`python -m inference.mcmc.precompile`"):
         step(*_arguments(DiagonalMetric, 3, 2, seed=0))
     assert step.is_compiled, step.reason
 
