@@ -27,11 +27,11 @@ def commit():
         return None
 
 
-def write_report(name, doc, argv, rows, out, quick, threads=None, **sections):
+def write_report(name, doc, argv, rows, out, quick, threads=None, device="cpu", **sections):
     """Write {benchmark, description, command, environment, rows, **sections} as JSON."""
     report = {"benchmark": name, "description": doc.split("\n")[0],
               "command": f"python -m benchmarks.{name} " + " ".join(argv or []),
-              "environment": {"torch": torch.__version__, "device": "cpu",
+              "environment": {"torch": torch.__version__, "device": device,
                               "threads": threads or torch.get_num_threads(),
                               "commit": commit(), "quick": quick},
               **sections, "rows": rows}

@@ -122,7 +122,8 @@ def _score(draws, wall, cpu, n_steps, divergences):
 
 # -- the three implementations ---------------------------------------------------------
 def ppl_model():
-    """The model in `ppl`: a template taking X [569, 31] (imports torch when called)."""
+    """The model in `ppl`: a template taking X [569, 31] on any device (imports torch when
+    called)."""
     import torch
 
     import ppl
@@ -130,7 +131,8 @@ def ppl_model():
     @ppl.meta_bayesian_net(scope="logistic_regression")
     def logistic_regression(x):
         bn = ppl.BayesianNet()
-        beta = bn.normal("beta", torch.zeros(x.shape[1]), std=1., group_ndims=1)
+        beta = bn.normal("beta", torch.zeros(x.shape[1], device=x.device), std=1.,
+                         group_ndims=1)
         bn.bernoulli("y", beta @ x.T, group_ndims=1)
         return bn
     return logistic_regression

@@ -81,8 +81,15 @@ class Template(nn.Module):
         return self.params[name]
 
     def run(self, *args, observed=None, meta_bn=None, **kwargs):
+        """Call the function in this template's frame; once the template was moved to a
+        device (`.to("cuda")`), tensors the function creates (`torch.zeros(n, z_dim)` for a
+        prior) are created there, as its layers are."""
         frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn)
-        return context.call_in(frame, self.fn, *args, **kwargs)
+        placement = self._placement()
+        if placement is None or placement[0].type == "cpu":
+            return context.call_in(frame, self.fn, *args, **kwargs)
+        with placement[0]:
+            return context.call_in(frame, self.fn, *args, **kwargs)
 
     def extra_repr(self):
         return f"scope={self.scope!r}"

@@ -13,7 +13,7 @@ def assert_moments(draws, mean, second_moment, n_mcse=5., name="draws"):
     shape for the full matrix of second moments. The MCSEs come from our ESS
     estimates of each statistic.
     """
-    draws = torch.as_tensor(draws).double().numpy()
+    draws = torch.as_tensor(draws).double().cpu().numpy()
     mean = np.asarray(mean, dtype=float)
     flat = draws.reshape(draws.shape[:2] + (-1,))
     err = (flat.mean((0, 1)) - mean.reshape(-1)) / np.atleast_1d(diagnostics.mcse_mean(flat))
@@ -31,20 +31,21 @@ def assert_moments(draws, mean, second_moment, n_mcse=5., name="draws"):
         f"{name}: second moments off by {np.abs(err).max():.1f} MCSE"
 
 
-def correlated_gaussian(dim=50, seed=1):
-    """A plain log joint N(mu, cov) with variances from 0.1 to 10 along random axes."""
+def correlated_gaussian(dim=50, seed=1, device="cpu"):
+    """A plain log joint N(mu, cov) with variances from 0.1 to 10 along random axes, for
+    positions on `device` (the moments come back as numpy arrays)."""
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
     cov = (q * torch.logspace(-1, 1, dim, dtype=torch.float64)) @ q.T
-    precision = torch.linalg.inv(cov).float()
-    mu = torch.randn(dim, generator=g)
+    precision = torch.linalg.inv(cov).float().to(device)
+    mu = torch.randn(dim, generator=g).to(device)
 
     def log_joint(values):
         z = values["z"] - mu
         return -0.5 * ((z @ precision) * z).sum(-1)
 
-    second = cov.numpy() + np.outer(mu.numpy(), mu.numpy())
-    return log_joint, mu.numpy(), second
+    mean = mu.cpu().numpy()
+    return log_joint, mean, cov.numpy() + np.outer(mean, mean)
 
 
 @ppl.meta_bayesian_net()

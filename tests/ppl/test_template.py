@@ -166,6 +166,20 @@ def test_template_moves_to_float64():
                                          "params.shift")}
 
 
+def test_a_template_moved_to_a_device_creates_its_tensors_there():
+    """After `.to(device)`, the function's own tensors (the prior's `torch.zeros(n, z_dim)`)
+    are made on the device too, as in ZhuSuan's VAE written without a device argument. The
+    meta device stands in for CUDA here: without this, `torch.zeros` stays on the CPU and
+    the first layer refuses the mix of devices."""
+    gen, _ = make_vae()
+    gen(X_DIM, Z_DIM, 2).observe()
+    gen.to("meta")
+    bn = gen(X_DIM, Z_DIM, 2).observe()
+    assert bn["z"].tensor.device.type == "meta"
+    assert bn.log_joint().device.type == "meta" and bn.log_joint().shape == (1, 2)
+    assert torch.zeros(1).device.type == "cpu"  # outside the template's call: unchanged
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_template_moves_to_cuda():
     gen, _ = make_vae()
