@@ -26,6 +26,10 @@ How:
   compiled function with the eager one at the given point and at a
   perturbed one; anything that fails falls back to the eager function with
   a warning.
+- CPU only for now: on CUDA, Inductor's C++ wrapper embeds the kernels'
+  absolute cubin paths, inside the build folder that is then renamed, so
+  the step fails at its first call and NUTS runs the eager step (see
+  tests/inference/test_cuda.py).
 - A sampling run that has to build the step (the machine skipped the
   install's build step, `python -m inference.mcmc.precompile`) says so with
   a `FirstCompileWarning`, since it pauses for tens of seconds.
