@@ -139,11 +139,13 @@ def ppl_model():
 
 
 def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0,
-             jit_compile=True, jitter=0.):
+             jit_compile=True, jitter=0., device="cpu"):
     import torch
 
     import inference
-    x, y = (torch.from_numpy(a) for a in breast_cancer())
+    x, y = (torch.from_numpy(a).to(device) for a in breast_cancer())
+    if device != "cpu":
+        torch.cuda.synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
     logistic_regression = ppl_model()
 
@@ -153,9 +155,14 @@ def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0,
     result = inference.mcmc.run(kernel, logistic_regression(x), {"y": y}, n_chains=n_chains,
                                 n_warmup=n_warmup, n_samples=n_samples, progress=False,
                                 seed=seed)
-    draws = result.samples["beta"].numpy()
+    draws = result.samples["beta"].cpu().numpy()  # on a GPU: waits for it
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return _score(draws, wall, cpu, result.stats["n_steps"], result.num_divergences.sum())
+    row = _score(draws, wall, cpu, result.stats["n_steps"], result.num_divergences.sum())
+    if jit_compile and sampler == "nuts":
+        (shared,) = kernel._shared.values()
+        row["tree_step"] = "loaded" if shared.loaded_from_disk else \
+            ("compiled" if shared.is_compiled else f"eager: {shared.reason}")
+    return row
 
 
 def run_numpyro(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):

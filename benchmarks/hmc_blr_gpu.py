@@ -25,57 +25,20 @@ import multiprocessing
 import os
 import time
 
-import numpy as np
-
+from benchmarks import hmc_blr
 from benchmarks._report import RESULTS, is_quick, write_report
-from benchmarks.hmc_blr import _score, breast_cancer, ppl_model
 
 NAME = "hmc_blr_gpu"
 
 
 def run_ours(n_chains, n_iterations, seed, jit_compile):
-    import torch
-
-    import inference
-    x, y = (torch.from_numpy(a).cuda() for a in breast_cancer())
-    torch.cuda.synchronize()
-    wall, cpu = time.perf_counter(), time.process_time()
-    kernel = inference.NUTS(jit_compile=jit_compile)
-    result = inference.mcmc.run(kernel, ppl_model()(x), {"y": y}, n_chains=n_chains,
-                                n_warmup=n_iterations, n_samples=n_iterations,
-                                progress=False, seed=seed)
-    draws = result.samples["beta"].cpu().numpy()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    row = _score(draws, wall, cpu, np.asarray(result.stats["n_steps"]),
-                 int(result.num_divergences.sum()))
-    if jit_compile:
-        (shared,) = kernel._shared.values()
-        row["tree_step"] = "loaded" if shared.loaded_from_disk else \
-            ("compiled" if shared.is_compiled else f"eager: {shared.reason}")
-    return row
+    return hmc_blr.run_ours(n_chains, "nuts", n_iterations, n_iterations, None, seed,
+                            jit_compile=jit_compile, device="cuda")
 
 
 def run_numpyro(n_chains, n_iterations, seed):
     import jax
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as dist
-    from numpyro.infer import MCMC, NUTS
-    x, y = breast_cancer()
-    wall, cpu = time.perf_counter(), time.process_time()
-
-    def logistic_regression(x, y):
-        beta = numpyro.sample("beta", dist.Normal(jnp.zeros(x.shape[1]), 1.).to_event(1))
-        numpyro.sample("y", dist.Bernoulli(logits=x @ beta), obs=y)
-
-    mcmc = MCMC(NUTS(logistic_regression), num_warmup=n_iterations, num_samples=n_iterations,
-                num_chains=n_chains, chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(seed), x, y, extra_fields=("diverging", "num_steps"))
-    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["beta"])
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    extra = mcmc.get_extra_fields()
-    row = _score(draws, wall, cpu, np.asarray(extra["num_steps"]),
-                 np.asarray(extra["diverging"]).sum())
+    row = hmc_blr.run_numpyro(n_chains, "nuts", n_iterations, n_iterations, None, seed)
     row["jax_backend"] = jax.default_backend()
     return row
 
