@@ -160,8 +160,7 @@ def run_ours(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0,
     row = _score(draws, wall, cpu, result.stats["n_steps"], result.num_divergences.sum())
     if jit_compile and sampler == "nuts":
         (shared,) = kernel._shared.values()
-        row["tree_step"] = "loaded" if shared.loaded_from_disk else \
-            ("compiled" if shared.is_compiled else f"eager: {shared.reason}")
+        row["tree_step"] = shared.status
     return row
 
 

@@ -52,10 +52,8 @@ def precompile(dtypes=(torch.float32,), metrics=METRICS):
                 run(kernel, _standard_normal, init={"x": torch.zeros(2, 3, dtype=dtype)},
                     n_warmup=5, n_samples=5, progress=False, seed=0)
             (shared,) = kernel._shared.values()
-            status = ("loaded" if shared.loaded_from_disk else "compiled") \
-                if shared.is_compiled else f"eager: {shared.reason}"
             rows.append({"dtype": str(dtype).removeprefix("torch."), "metric": metric,
-                         "seconds": time.perf_counter() - started, "status": status})
+                         "seconds": time.perf_counter() - started, "status": shared.status})
     return rows
 
 

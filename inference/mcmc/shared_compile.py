@@ -74,6 +74,13 @@ class SharedCompiledStep(CompiledStep):
         self.key, self.layout, self.modules, self.setup = key, layout, modules, setup
         self.loaded_from_disk = False
 
+    @property
+    def status(self):
+        """'loaded' (from disk), 'compiled' (built in this process) or 'eager: <why>'."""
+        if not self.is_compiled:
+            return f"eager: {self.reason}"
+        return "loaded" if self.loaded_from_disk else "compiled"
+
     def _build(self, args):
         if len(args) != len(self.layout):
             raise ValueError(f"{self.name}: {len(args)} arguments for a layout of "
