@@ -98,20 +98,30 @@ def load(path):
             from error
 
 
+_held = {}  # absolute lock path -> (pid, depth) of the locks this process holds
+
+
 @contextlib.contextmanager
 def writer_lock(path):
     """Hold an exclusive lock on `path + ".lock"` while the block runs.
 
-    A second process (or a second lock in this one) on the same path raises
-    CheckpointInUseError at once. The lock file is left in place: removing it
-    would let two processes hold locks on different files of the same name.
+    Another process locking the same path raises CheckpointInUseError at
+    once. Within one process the lock is re-entrant (a run may hold it around
+    several `Trainer.fit` calls, each of which takes it too). The lock file is
+    left in place: removing it would let two processes lock different files of
+    the same name.
     """
     path = os.fspath(path)
-    if fcntl is None:
-        yield
+    lock_path = os.path.abspath(path + ".lock")
+    pid, depth = _held.get(lock_path, (None, 0))
+    if fcntl is None or (pid == os.getpid() and depth):
+        _held[lock_path] = (os.getpid(), depth + 1)
+        try:
+            yield
+        finally:
+            _held[lock_path] = (os.getpid(), depth)
         return
-    lock_path = path + ".lock"
-    os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -120,9 +130,11 @@ def writer_lock(path):
             raise CheckpointInUseError(
                 f"the checkpoint {path} is in use by another run (locked: {lock_path}); wait "
                 f"for it to finish or pass another checkpoint path") from None
+        _held[lock_path] = (os.getpid(), 1)
         try:
             yield
         finally:
+            del _held[lock_path]
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -54,15 +54,31 @@ def test_load_refuses_pickled_code(tmp_path):
         checkpoint.load(path)
 
 
-def test_second_writer_in_one_process_is_refused(tmp_path):
+def test_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
     path = tmp_path / "run.pt"
     with checkpoint.writer_lock(path):
-        with pytest.raises(CheckpointInUseError, match="in use") as error:
-            with checkpoint.writer_lock(path):
-                pass
-        assert str(path) in str(error.value)
-    with checkpoint.writer_lock(path):  # released: free again
-        pass
+        with checkpoint.writer_lock(path):
+            checkpoint.save(path, {"step": 1})
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=_try_lock, args=(str(path), results))
+        child.start()
+        child.join(timeout=60)
+        message = results.get(timeout=5)
+        assert "in use by another run" in message and str(path) in message
+    child = context.Process(target=_try_lock, args=(str(path), results))
+    child.start()
+    child.join(timeout=60)
+    assert results.get(timeout=5) == "locked"
+
+
+def _try_lock(path, results):
+    """In a forked child: it inherits the parent's bookkeeping, not its lock."""
+    try:
+        with checkpoint.writer_lock(path):
+            results.put("locked")
+    except CheckpointInUseError as error:
+        results.put(str(error))
 
 
 def _race(path, start, tried, results, index):
