@@ -10,13 +10,15 @@ from inference.variational import (EvidenceLowerBoundObjective,  # noqa: E402
                                    ImportanceWeightedObjective, InclusiveKLObjective,
                                    MovingAverage, VariationalObjective, elbo,
                                    importance_weighted_objective, iw_objective, klpq)
+from inference.utils import log_mean_exp, log_sum_exp  # noqa: E402
 from inference.importance import is_loglikelihood  # noqa: E402
 from inference.ais import AIS  # noqa: E402
 from inference.trainer import Trainer  # noqa: E402
 from inference.traced import TracedObjective, TracedStep  # noqa: E402
 __all__ += ["TracedStep", "TracedObjective", "elbo", "importance_weighted_objective", "iw_objective", "klpq",
             "VariationalObjective", "EvidenceLowerBoundObjective", "ImportanceWeightedObjective",
-            "InclusiveKLObjective", "MovingAverage", "is_loglikelihood", "AIS", "Trainer"]
+            "InclusiveKLObjective", "MovingAverage", "is_loglikelihood", "AIS", "Trainer",
+            "log_mean_exp", "log_sum_exp"]
 
 from inference import diagnostics, mcmc  # noqa: E402
 from inference.mcmc import HMC, NUTS  # noqa: E402

@@ -13,7 +13,9 @@ turn log w into a value (`tensor`) and into surrogate costs.
 
 The guide is given either as `variational`, a `BayesianNet` (its latent
 stochastic nodes are used), or as `latent`, a dict name -> `StochasticTensor`
-or name -> (samples, log_prob) as in ZhuSuan's older API.
+or name -> (samples, log_prob) as in ZhuSuan's older API. The arguments come
+in ZhuSuan's order, `(meta_bn, observed, latent=None, axis=None,
+variational=None)`: the guide network goes by keyword.
 """
 import torch
 
@@ -35,19 +37,28 @@ class _GuideNode:
         self.dist = dist
 
 
-def _guide_nodes(variational, latent):
+def _guide_nodes(variational, latent, guide_arg="variational"):
+    """name -> _GuideNode from the guide network or the `latent` dict.
+
+    `guide_arg`: the argument name the caller gave the network under
+    (`variational`, or `proposal` for `is_loglikelihood`), used in errors.
+    """
+    if isinstance(latent, BayesianNet):
+        raise TypeError(f"`latent` (the third positional argument, as in ZhuSuan) is a dict "
+                        f"name -> (samples, log_prob); this is a ppl.BayesianNet: pass the "
+                        f"guide network by keyword, `{guide_arg}=...`")
     if (variational is None) == (latent is None):
-        raise ValueError("give the guide either as `variational` (a ppl.BayesianNet) or as "
-                         "`latent` (a dict name -> StochasticTensor or (samples, log_prob)), "
-                         "not both and not neither")
+        raise ValueError(f"give the guide either as `{guide_arg}` (a ppl.BayesianNet) or as "
+                         f"`latent` (a dict name -> StochasticTensor or (samples, log_prob)), "
+                         f"not both and not neither")
     if variational is not None:
         if not isinstance(variational, BayesianNet):
-            raise TypeError(f"`variational` must be the guide's ppl.BayesianNet, got "
+            raise TypeError(f"`{guide_arg}` must be the guide's ppl.BayesianNet, got "
                             f"{type(variational).__name__}")
         latent = {name: node for name, node in variational.stochastic_nodes.items()
                   if not node.is_observed()}
         if not latent:
-            raise ValueError("the guide (`variational`) has no latent stochastic node")
+            raise ValueError(f"the guide (`{guide_arg}`) has no latent stochastic node")
     if not isinstance(latent, dict) or not latent:
         raise TypeError("`latent` must be a non-empty dict name -> StochasticTensor or "
                         "(samples, log_prob)")
@@ -83,11 +94,12 @@ class VariationalObjective(TensorLike):
     `allow_default=True` lets the model sample latents the guide does not
     give (from their conditional priors); those then count as part of the
     proposal (used by `is_loglikelihood`). Otherwise an unmatched latent is an
-    error: a variational objective needs q for every latent.
+    error: a variational objective needs q for every latent. `guide_arg`: the
+    name the guide network was given under, for error messages.
     """
 
-    def __init__(self, meta_bn, observed, variational=None, latent=None, axis=None,
-                 allow_default=False):
+    def __init__(self, meta_bn, observed, latent=None, axis=None, variational=None, *,
+                 allow_default=False, guide_arg="variational"):
         self._observed = {name: unwrap(value) for name, value in (observed or {}).items()}
         self._model = LogJoint(meta_bn, self._observed)
         self._axis = _check_axis(axis)
@@ -95,7 +107,7 @@ class VariationalObjective(TensorLike):
         if allow_default and variational is None and latent is None:
             self._guide = {}
         else:
-            self._guide = _guide_nodes(variational, latent)
+            self._guide = _guide_nodes(variational, latent, guide_arg)
         observed_guide = [name for name in self._guide if name in self._observed]
         if observed_guide:
             raise ValueError(f"guide node '{observed_guide[0]}' is observed in the model; "

@@ -34,9 +34,9 @@ _TEMPLATE_BASELINE = "reinforce_moving_mean"
 class EvidenceLowerBoundObjective(VariationalObjective):
     """The ELBO of a model and a guide (see `elbo`); behaves like the tensor of its value."""
 
-    def __init__(self, meta_bn, observed, variational=None, latent=None, axis=None,
+    def __init__(self, meta_bn, observed, latent=None, axis=None, variational=None, *,
                  analytic_kl=False):
-        super().__init__(meta_bn, observed, variational=variational, latent=latent, axis=axis)
+        super().__init__(meta_bn, observed, latent, axis, variational)
         self._analytic = self._analytic_nodes(analytic_kl)
 
     def _analytic_nodes(self, analytic_kl):
@@ -178,16 +178,17 @@ class EvidenceLowerBoundObjective(VariationalObjective):
         return average
 
 
-def elbo(meta_bn, observed, variational=None, latent=None, axis=None, analytic_kl=False):
+def elbo(meta_bn, observed, latent=None, axis=None, variational=None, *, analytic_kl=False):
     """The evidence lower bound of `meta_bn` with `observed`, q given by the guide.
 
-    `meta_bn`: a MetaBayesianNet, an nn.Module building a BayesianNet, or a
-    callable log_joint(values) -> tensor. `variational`: the guide's
-    BayesianNet, matched to the model's latent nodes by name (or `latent`, a
-    dict name -> StochasticTensor / (samples, log_prob)). `axis`: the
-    particle axis averaged over (None: no averaging). `analytic_kl`: True,
-    or a list of guide node names, to use closed-form KL terms (see module
-    docs). Returns an `EvidenceLowerBoundObjective`.
+    ZhuSuan's signature. `meta_bn`: a MetaBayesianNet, an nn.Module building
+    a BayesianNet, or a callable log_joint(values) -> tensor. `latent`: a dict
+    name -> (samples, log_prob) or StochasticTensor; or instead `variational`,
+    the guide's BayesianNet, matched to the model's latent nodes by name.
+    `axis`: the particle axis averaged over (None: no averaging).
+    `analytic_kl` (keyword only): True, or a list of guide node names, to use
+    closed-form KL terms (see module docs). Returns an
+    `EvidenceLowerBoundObjective`.
     """
-    return EvidenceLowerBoundObjective(meta_bn, observed, variational=variational,
-                                       latent=latent, axis=axis, analytic_kl=analytic_kl)
+    return EvidenceLowerBoundObjective(meta_bn, observed, latent, axis, variational,
+                                       analytic_kl=analytic_kl)

@@ -44,11 +44,10 @@ class InclusiveKLObjective(VariationalObjective):
         return self.importance()
 
 
-def klpq(meta_bn, observed, variational=None, latent=None, axis=None):
+def klpq(meta_bn, observed, latent=None, axis=None, variational=None):
     """The inclusive KL objective KL(p(z|x) || q(z)); arguments as in `inference.elbo`.
 
     Returns an `InclusiveKLObjective`: no value, `.importance()` (alias `.rws()`)
     gives the surrogate cost for q's parameters (not the model's).
     """
-    return InclusiveKLObjective(meta_bn, observed, variational=variational, latent=latent,
-                                axis=axis)
+    return InclusiveKLObjective(meta_bn, observed, latent, axis, variational)

@@ -8,19 +8,12 @@ The value is log (1/k) sum_j w_j over the k samples on `axis`, w_j =
 p(x, z_j) / q(z_j): a lower bound of log p(x) that tightens as k grows, and
 equals the ELBO's estimate when k = 1.
 """
-import math
-
 import torch
 
+from inference.utils import log_mean_exp
 from inference.variational.base import VariationalObjective
 
-__all__ = ["importance_weighted_objective", "iw_objective", "ImportanceWeightedObjective",
-           "log_mean_exp"]
-
-
-def log_mean_exp(x, dim, keepdim=False):
-    """log mean exp(x) along `dim`, computed stably."""
-    return torch.logsumexp(x, dim=dim, keepdim=keepdim) - math.log(x.shape[dim])
+__all__ = ["importance_weighted_objective", "iw_objective", "ImportanceWeightedObjective"]
 
 
 class ImportanceWeightedObjective(VariationalObjective):
@@ -71,20 +64,19 @@ class ImportanceWeightedObjective(VariationalObjective):
         # Row j: the log weights with entry j replaced by the mean of the others.
         replaced = torch.where(eye, others_mean.unsqueeze(-1), x.unsqueeze(-2))  # [..., k, k]
         control = log_mean_exp(replaced, -1)                       # [..., k]
-        signal = log_mean_exp(x, -1, keepdim=True) - control       # L - L_{-j}
+        signal = log_mean_exp(x, -1, keepdims=True) - control      # L - L_{-j}
         log_q = self._log_q_term().expand_as(log_w).movedim(self._axis, -1)
         return -(signal * log_q).sum(-1) - self.tensor
 
 
-def importance_weighted_objective(meta_bn, observed, variational=None, latent=None, axis=None):
+def importance_weighted_objective(meta_bn, observed, latent=None, axis=None, variational=None):
     """The importance weighted bound of `meta_bn` with `observed`, the guide as proposal.
 
     Arguments as in `inference.elbo`; `axis` is the axis of the k importance
     samples (None: k = 1, the bound is log w itself). Returns an
     `ImportanceWeightedObjective` (tensor-like; `.sgvb()`, `.vimco()`).
     """
-    return ImportanceWeightedObjective(meta_bn, observed, variational=variational,
-                                       latent=latent, axis=axis)
+    return ImportanceWeightedObjective(meta_bn, observed, latent, axis, variational)
 
 
 iw_objective = importance_weighted_objective

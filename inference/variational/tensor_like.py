@@ -36,7 +36,7 @@ class TensorLike:
         return abs(self.tensor)
 
     def __float__(self):
-        return float(self.tensor)
+        return float(self.tensor.detach())  # a number has no gradient: no requires-grad warning
 
     def __len__(self):
         return len(self.tensor)

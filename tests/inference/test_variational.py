@@ -309,3 +309,66 @@ def test_other_bad_arguments():
             bn.cauchy("z", torch.zeros(2), 1., n_samples=3)
             return bn
         inference.elbo(cauchy(), {}, variational=_guide("z"), axis=0, analytic_kl=["z"])
+
+
+# -- ZhuSuan's signatures ---------------------------------------------------------------
+@pytest.mark.parametrize("make", [inference.elbo, inference.importance_weighted_objective,
+                                  inference.iw_objective, inference.klpq])
+def test_arguments_in_zhusuan_order(make):
+    """ZhuSuan: (meta_bn, observed, latent=None, axis=None, variational=None)."""
+    z = torch.randn(3, 2)
+    log_q = torch.distributions.Normal(0., 1.).log_prob(z)
+    by_position = make(_two_latents(), {"x": torch.zeros(2), "w": torch.zeros(2)},
+                       {"z": (z, log_q)}, 0)
+    assert by_position._axis == 0 and list(by_position.latent_values) == ["z"]
+    assert by_position.latent_values["z"] is z
+    keyword = make(_two_latents(), {"x": torch.zeros(2), "w": torch.zeros(2)}, None, 0,
+                   _guide("z"))
+    assert keyword._axis == 0 and list(keyword.latent_values) == ["z"]
+
+
+def test_a_guide_network_given_as_latent_names_the_keyword():
+    for make, keyword in [(inference.elbo, "variational"), (inference.klpq, "variational"),
+                          (inference.iw_objective, "variational"),
+                          (inference.is_loglikelihood, "proposal")]:
+        with pytest.raises(TypeError, match=f"pass the guide network by keyword, `{keyword}="):
+            make(_two_latents(), {"x": torch.zeros(2)}, _guide("z", "w"), 0)
+
+
+def test_is_loglikelihood_errors_name_proposal():
+    observed = {"x": torch.zeros(2)}
+    with pytest.raises(TypeError, match="`proposal` must be"):
+        inference.is_loglikelihood(_two_latents(), observed, axis=0, proposal={"z": 1.})
+    with pytest.raises(ValueError, match="`proposal`"):
+        inference.is_loglikelihood(_two_latents(), observed, {"z": (torch.zeros(3, 2),
+                                                                    torch.zeros(3, 2))},
+                                   proposal=_guide("z"), axis=0)
+
+
+def test_analytic_kl_is_keyword_only():
+    with pytest.raises(TypeError):
+        inference.elbo(_two_latents(), {"x": torch.zeros(2)}, None, 0, _guide("z", "w"), True)
+
+
+def test_float_of_an_objective_gives_no_requires_grad_warning(recwarn):
+    """float(lower_bound) (a 0-d objective), as ZhuSuan's examples print it."""
+    loc = torch.zeros(2, requires_grad=True)
+    z = loc + torch.randn(3, 2)
+    log_q = torch.distributions.Normal(loc, 1.).log_prob(z).sum(-1)
+    lower_bound = inference.elbo(lambda values: -values["z"].pow(2).sum(-1), {},
+                                 {"z": (z, log_q)}, axis=0)
+    assert lower_bound.tensor.dim() == 0 and lower_bound.tensor.requires_grad
+    assert math.isfinite(float(lower_bound))
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]
+
+
+def test_log_mean_exp_and_log_sum_exp_follow_zhusuan():
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(inference.log_sum_exp(x), x.exp().sum().log())
+    torch.testing.assert_close(inference.log_mean_exp(x, 1), x.exp().mean(1).log())
+    torch.testing.assert_close(inference.log_mean_exp(x, [0, 2], keepdims=True),
+                               x.exp().mean((0, 2), keepdim=True).log())
+    torch.testing.assert_close(inference.log_sum_exp(x, axis=-1, keepdims=True),
+                               x.exp().sum(-1, keepdim=True).log())
+    big = torch.tensor([1000., 1000.])
+    assert float(inference.log_mean_exp(big)) == pytest.approx(1000.)
