@@ -1,5 +1,13 @@
 """What every stochastic-gradient MCMC sampler shares: the minibatch gradient and `.sample`.
 
+ZhuSuan's call, `sample_op, info = sgmcmc.sample(meta_bn, observed, latent)`,
+becomes `samples, info = ...`: one step is taken at once, the new samples are
+returned and written into the caller's `latent` tensors (as ZhuSuan assigns
+its Variables; see `inference.write_back`), and `info` is ZhuSuan's
+`SGMCMCInfo` namedtuple: `info.q` the new samples, `info.mean_k` (SGHMC,
+SGNHT) and `info.alpha` (SGNHT), each a dict per latent; plus our
+`info.log_joint` (the minibatch estimate, summed over chains).
+
 Data-size scaling is explicit. A minibatch of B out of N data points gives an
 unbiased estimate of the full-data log joint only when the minibatch
 log-likelihood is multiplied by N / B. Say which nodes hold the minibatch:
@@ -12,11 +20,14 @@ observed hyperparameters) is left unscaled. A plain `log_joint(values)`
 callable, or a model with a custom `meta_bn.log_joint`, does its own scaling
 (ZhuSuan's way: `log_pw + N * log_py_xw.mean(-1)`); pass no `data_scale` then.
 """
+import collections
 import dataclasses
+import functools
 
 import torch
 
 from inference.model import LogJoint
+from inference.write_back import hand_out, write_back
 
 __all__ = ["SGMCMC", "minibatch_gradient"]
 
@@ -85,13 +96,23 @@ def minibatch_gradient(meta_bn, observed, data_scale=None):
     return gradient
 
 
+@functools.lru_cache(maxsize=None)
+def _info_type(fields):
+    return collections.namedtuple("SGMCMCInfo", fields)
+
+
+def sgmcmc_info(info):
+    """A kernel's info dict as ZhuSuan's `SGMCMCInfo` namedtuple (fields in the dict's order)."""
+    return _info_type(tuple(info))(**info)
+
+
 class SGMCMC:
     """Base class: holds the sampler state between `.sample` calls (ZhuSuan's variables).
 
     Subclasses define `init(position) -> state` and
     `kernel(state, gradient) -> (state, info)`, thin wrappers of their module's
     pure functions; the state is a dataclass with a `position` dict and a
-    `step` count.
+    `step` count, the info a dict with `q` (the new position) first.
     """
 
     def __init__(self):
@@ -113,14 +134,16 @@ class SGMCMC:
                                 f"moves continuous nodes), got "
                                 f"{getattr(value, 'dtype', type(value).__name__)}")
 
-    def sample(self, meta_bn, observed, latent, data_scale=None):
+    def sample(self, meta_bn, observed, latent, *, data_scale=None):
         """One step on one minibatch from `latent`; returns (samples, info).
 
         - `meta_bn`: a MetaBayesianNet, an nn.Module building a BayesianNet,
           or a callable `log_joint(values) -> tensor`.
         - `observed`: dict name -> tensor, the minibatch (and anything fixed).
         - `latent`: dict name -> float tensor, the chains' current position
-          (leading chain axes allowed); pass the returned samples back in:
+          (leading chain axes allowed). As in ZhuSuan, the caller's tensors
+          are overwritten with the new samples (`inference.write_back`), or
+          pass the returned samples back in:
 
               for x_batch, y_batch in batches:
                   latent, info = sgmcmc.sample(model, {"x": x_batch, "y": y_batch}, latent,
@@ -128,11 +151,12 @@ class SGMCMC:
 
           The momentum, thermostat or preconditioner carry over between calls
           (as ZhuSuan's variables do) while the latent names and shapes stay.
-        - `data_scale`: dict node name -> N / B (see the module docstring).
+        - `data_scale` (keyword only): dict node name -> N / B (see the module
+          docstring).
 
-        `samples` are new tensors (the inputs are left untouched); `info` holds
-        `log_joint` (the minibatch estimate, summed over chains) and
-        algorithm-specific entries.
+        `samples` are new tensors, never overwritten by a later call; `info`
+        is ZhuSuan's `SGMCMCInfo` (`q`, the samples, and the algorithm's
+        statistics, each a dict per latent) plus `log_joint`.
         """
         self._check_latent(latent)
         position = {k: v.detach() for k, v in latent.items()}
@@ -148,4 +172,6 @@ class SGMCMC:
             self.state = dataclasses.replace(self.state, position=position)
         gradient = minibatch_gradient(meta_bn, observed, data_scale)
         self.state, info = self.kernel(self.state, gradient)
-        return dict(self.state.position), info
+        samples = hand_out(self.state.position)
+        write_back(latent, samples)
+        return samples, sgmcmc_info({**info, "q": samples})

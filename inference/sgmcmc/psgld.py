@@ -30,7 +30,7 @@ def psgld_init(position):
 
 
 def psgld_kernel(state, gradient, learning_rate, decay=0.9, epsilon=1e-3, add_noise=True):
-    """One pSGLD step: (state, info); info['preconditioner'] is the mean G per node."""
+    """One pSGLD step: (state, info); info: q, log_joint, preconditioner (mean G per node)."""
     log_joint, grads = gradient(state.position)
     new_q, new_v, mean_g = {}, {}, {}
     for name, q in state.position.items():
@@ -42,20 +42,20 @@ def psgld_kernel(state, gradient, learning_rate, decay=0.9, epsilon=1e-3, add_no
             q = q + (learning_rate * g).sqrt() * torch.randn_like(q)
         new_q[name], new_v[name], mean_g[name] = q, v, g.mean()
     new = PSGLDState(position=new_q, square_avg=new_v, step=state.step + 1)
-    return new, {"log_joint": log_joint, "preconditioner": mean_g}
+    return new, {"q": new_q, "log_joint": log_joint, "preconditioner": mean_g}
 
 
 class PSGLD(SGMCMC):
-    """pSGLD with ZhuSuan's interface.
+    """pSGLD, `PSGLD(learning_rate, preconditioner, preconditioner_hparams)` as in ZhuSuan.
 
-    `preconditioner`: only 'rms'. `decay`, `epsilon`: the RMSprop running
-    average's decay and the preconditioner's damping; ZhuSuan's
-    `preconditioner_hparams` (anything with `decay` and `epsilon` fields, or a
-    dict) overrides them.
+    `preconditioner`: only 'rms'. ZhuSuan's `preconditioner_hparams`
+    (anything with `decay` and `epsilon` fields, or a dict) sets the RMSprop
+    running average's decay and the preconditioner's damping, which can also
+    be given as `decay`, `epsilon` (keyword only, as is `add_noise`).
     """
 
-    def __init__(self, learning_rate=0.1, add_noise=True, preconditioner="rms", decay=0.9,
-                 epsilon=1e-3, preconditioner_hparams=None):
+    def __init__(self, learning_rate=0.1, preconditioner="rms", preconditioner_hparams=None, *,
+                 decay=0.9, epsilon=1e-3, add_noise=True):
         super().__init__()
         if preconditioner != "rms":
             raise ValueError(f"`preconditioner` must be 'rms', got {preconditioner!r}")

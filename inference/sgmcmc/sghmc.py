@@ -39,7 +39,8 @@ def sghmc_init(position, learning_rate):
 
 def sghmc_kernel(state, gradient, learning_rate, friction=0.25, variance_estimate=0.,
                  n_iter_resample_v=20, second_order=True):
-    """One SGHMC step: (state, info); info['mean_k'] is mean(v**2) per node (~ learning_rate)."""
+    """One SGHMC step: (state, info); info: q, mean_k = mean(v**2) per node (~ learning_rate),
+    log_joint."""
     momentum = state.momentum
     if n_iter_resample_v and state.step % n_iter_resample_v == 0:
         momentum = {k: learning_rate ** 0.5 * torch.randn_like(v) for k, v in momentum.items()}
@@ -57,7 +58,8 @@ def sghmc_kernel(state, gradient, learning_rate, friction=0.25, variance_estimat
         new_v = {k: (1 - friction) * v + learning_rate * grads[k] + noise_std * torch.randn_like(v)
                  for k, v in momentum.items()}
         new_q = {k: q + new_v[k] for k, q in state.position.items()}
-    info = {"log_joint": log_joint, "mean_k": {k: (v ** 2).mean() for k, v in new_v.items()}}
+    info = {"q": new_q, "mean_k": {k: (v ** 2).mean() for k, v in new_v.items()},
+            "log_joint": log_joint}
     return SGHMCState(position=new_q, momentum=new_v, step=state.step + 1), info
 
 

@@ -25,7 +25,7 @@ def sgld_init(position):
 
 
 def sgld_kernel(state, gradient, learning_rate, add_noise=True):
-    """One SGLD step: (state, info) from `state` and `gradient(position)`."""
+    """One SGLD step: (state, info) from `state` and `gradient(position)`; info: q, log_joint."""
     log_joint, grads = gradient(state.position)
     new = {}
     for name, q in state.position.items():
@@ -33,16 +33,17 @@ def sgld_kernel(state, gradient, learning_rate, add_noise=True):
         if add_noise:
             q = q + learning_rate ** 0.5 * torch.randn_like(q)
         new[name] = q
-    return SGLDState(position=new, step=state.step + 1), {"log_joint": log_joint}
+    return SGLDState(position=new, step=state.step + 1), {"q": new, "log_joint": log_joint}
 
 
 class SGLD(SGMCMC):
     """SGLD with ZhuSuan's interface: `SGLD(learning_rate).sample(meta_bn, observed, latent)`.
 
-    `add_noise=False` gives stochastic gradient ascent on the log joint.
+    `add_noise=False` (keyword only) gives stochastic gradient ascent on the
+    log joint.
     """
 
-    def __init__(self, learning_rate=0.1, add_noise=True):
+    def __init__(self, learning_rate=0.1, *, add_noise=True):
         super().__init__()
         if not learning_rate > 0:
             raise ValueError(f"`learning_rate` must be positive, got {learning_rate!r}")

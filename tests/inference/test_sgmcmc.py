@@ -4,6 +4,7 @@ Statistical checks use many independent chains (a batch axis) and keep only
 each chain's final state, so the draws are independent and their number is
 exactly the effective sample size the thresholds are derived for.
 """
+import collections
 import math
 
 import numpy as np
@@ -162,7 +163,7 @@ def test_minibatch_posterior_of_a_normal_mean(make):
 
 # -- state between calls, errors ----------------------------------------------
 
-def test_momentum_carries_over_between_calls_and_inputs_are_untouched():
+def test_momentum_carries_over_between_calls():
     """Noise-free first-order SGHMC on log p = -x^2 / 2: v <- v - lr x, x <- x + v."""
     sampler = inference.SGHMC(learning_rate=0.01, friction=0., n_iter_resample_v=None,
                               second_order=False)
@@ -171,14 +172,94 @@ def test_momentum_carries_over_between_calls_and_inputs_are_untouched():
         return -0.5 * (values["x"] ** 2).sum()
 
     start = torch.linspace(-1., 1., 4, dtype=torch.float64)
-    latent = {"x": start.clone()}
-    samples, info = sampler.sample(standard_normal, {}, latent)
-    torch.testing.assert_close(latent["x"], start)
+    samples, info = sampler.sample(standard_normal, {}, {"x": start.clone()})
     v = sampler.state.momentum["x"]
     samples, _ = sampler.sample(standard_normal, {}, samples)
     torch.testing.assert_close(sampler.state.momentum["x"], v - 0.01 * (start + v))
     torch.testing.assert_close(samples["x"], start + v + sampler.state.momentum["x"])
-    assert sampler.state.step == 2 and set(info) == {"log_joint", "mean_k"}
+    assert sampler.state.step == 2 and info._fields == ("q", "mean_k", "log_joint")
+
+
+def _standard_normal(values):
+    return -0.5 * (values["x"] ** 2).sum()
+
+
+def test_latent_tensors_are_updated_in_place_as_zhusuan_variables():
+    """ZhuSuan: `sample_op, info = sgmcmc.sample(...)` assigns the new samples to the
+    latent Variables. The caller's tensors (an nn.Parameter too) hold info.q after each
+    call; returned samples are fresh and never overwritten by a later call."""
+    sampler = inference.SGLD(learning_rate=0.1)
+    x = torch.zeros(5, dtype=torch.float64)
+    kept = []
+    for _ in range(3):
+        _, info = sampler.sample(_standard_normal, {}, {"x": x})
+        assert torch.equal(x, info.q["x"]) and info.q["x"] is not x
+        kept.append(info.q["x"])
+    assert not torch.equal(kept[0], kept[1]) and not torch.equal(kept[1], kept[2])
+
+    latent, functional = {"x": torch.zeros(5, dtype=torch.float64)}, []
+    for _ in range(3):
+        latent, _ = sampler.sample(_standard_normal, {}, latent)
+        functional.append(latent["x"])
+    assert not torch.equal(functional[0], functional[1])
+    assert len({id(t) for t in functional}) == 3
+
+    weights = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    before = weights.detach().clone()
+    _, info = inference.SGHMC(0.01).sample(_standard_normal, {}, {"x": weights})
+    assert torch.equal(weights.detach(), info.q["x"]) and not torch.equal(weights, before)
+    assert weights.requires_grad and weights.is_leaf
+
+    expanded = torch.zeros(1, dtype=torch.float64).expand(5)
+    _, info = sampler.sample(_standard_normal, {}, {"x": expanded})
+    assert torch.equal(expanded, torch.zeros(5, dtype=torch.float64))  # not writable: left
+
+
+@pytest.mark.parametrize("make, fields", [
+    (lambda: inference.SGLD(0.1), ("q", "log_joint")),
+    (lambda: inference.PSGLD(0.1, "rms", None), ("q", "log_joint", "preconditioner")),
+    (lambda: inference.SGHMC(0.01, 0.25, 0., 20, True), ("q", "mean_k", "log_joint")),
+    (lambda: inference.SGNHT(0.01, 0., 1., None, True, True),
+     ("q", "mean_k", "alpha", "log_joint")),
+])
+def test_info_is_zhusuans_namedtuple_of_dicts_per_latent(make, fields):
+    latent = {"x": torch.zeros(3, 2), "y": torch.zeros(3)}
+
+    def log_joint(values):
+        return -0.5 * (values["x"] ** 2).sum(-1) - 0.5 * values["y"] ** 2
+    samples, info = make().sample(log_joint, {}, latent)
+    assert type(info).__name__ == "SGMCMCInfo" and info._fields == fields
+    assert info.q is samples and set(info.q) == {"x", "y"}
+    for field in fields[1:]:
+        if field != "log_joint":
+            assert set(getattr(info, field)) == {"x", "y"}
+
+
+def test_psgld_takes_zhusuans_positional_arguments():
+    hparams = collections.namedtuple("RMSHParams", "decay epsilon")(decay=0.5, epsilon=0.1)
+    sampler = inference.PSGLD(0.1, "rms", hparams)
+    assert (sampler.decay, sampler.epsilon, sampler.add_noise) == (0.5, 0.1, True)
+    with pytest.raises(TypeError):
+        inference.SGLD(0.1, False)  # add_noise is keyword only
+
+
+def test_sgnht_scalar_thermostat_per_latent():
+    """use_vector_alpha=False (ZhuSuan's mixture example): one thermostat per latent, driven
+    by the mean of v**2 over all its elements; True: one per element."""
+    x = torch.zeros(1000, dtype=torch.float64)
+    scalar = inference.SGNHT(learning_rate=0.2, variance_extra=0.1, tune_rate=0.01,
+                             second_order=False, use_vector_alpha=False)
+    _, info = scalar.sample(_standard_normal, {}, {"x": x})
+    assert info.alpha["x"].shape == () and info.mean_k["x"].shape == ()
+    v = scalar.state.momentum["x"]
+    torch.testing.assert_close(info.mean_k["x"], (v ** 2).mean())
+    torch.testing.assert_close(info.alpha["x"], torch.tensor(0.1 + 0.01 * (float(
+        (v ** 2).mean()) - 0.2), dtype=torch.float64))
+    vector = inference.SGNHT(learning_rate=0.2, variance_extra=0.1, use_vector_alpha=True)
+    _, info = vector.sample(_standard_normal, {}, {"x": torch.zeros(7, 2)})
+    assert info.alpha["x"].shape == (7, 2) and info.mean_k["x"].shape == (7, 2)
+    with pytest.raises(ValueError, match="use_vector_alpha"):
+        inference.SGNHT(0.1, use_vector_alpha="yes")
 
 
 def test_non_finite_gradient_names_the_node():
