@@ -17,6 +17,7 @@ from inference.mcmc.compile import CompiledStep
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential
 from inference.mcmc.state import init_state
+from inference.write_back import hand_out, write_back
 
 __all__ = ["HamiltonianSampler", "HMCInfo"]
 
@@ -156,13 +157,15 @@ class HamiltonianSampler:
         self._online = None
 
     # -- ZhuSuan's interface -----------------------------------------------
-    def sample(self, meta_bn, observed, latent, supports=None):
+    def sample(self, meta_bn, observed, latent, *, supports=None):
         """Advance every chain by one transition from `latent` (constrained, chain axes first).
 
         Returns (samples, info): samples is a dict name -> new value (same shapes
-        as `latent`), info an `HMCInfo`. Adaptation runs while `adapt_step_size`
-        (and `adapt_mass`) are true: set them false after burn-in, as ZhuSuan
-        users feed False to its placeholders.
+        as `latent`; also `info.samples`), info an `HMCInfo`. As ZhuSuan assigns
+        its latent Variables, the samples are also written into the caller's
+        `latent` tensors (`inference.write_back`). Adaptation runs while
+        `adapt_step_size` (and `adapt_mass`) are true: set them false after
+        burn-in, as ZhuSuan users feed False to its placeholders.
         """
         online = self._online
         layout = tuple((k, tuple(v.shape), v.dtype) for k, v in latent.items()) \
@@ -172,7 +175,10 @@ class HamiltonianSampler:
                                                   layout)
         else:
             online.potential.rebind(meta_bn, observed)
-        return online.step(self, latent)
+        samples, info = online.step(self, latent)
+        info.samples = hand_out(samples)
+        write_back(latent, info.samples)
+        return info.samples, info
 
 
 class _OnlineChains:
