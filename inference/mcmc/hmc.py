@@ -92,31 +92,43 @@ def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_erro
 
 
 class HMC(HamiltonianSampler):
-    """Hamiltonian Monte Carlo (ZhuSuan's `zs.HMC` names), chains batched.
+    """Hamiltonian Monte Carlo with ZhuSuan's `zs.HMC` signature, chains batched.
 
         hmc = inference.HMC(step_size=0.1, n_leapfrogs=10, adapt_step_size=True)
+        x = torch.zeros(n_chains, n_x)
         for it in range(n_iters):
             hmc.adapt_step_size = it < n_warmup      # ZhuSuan feeds this placeholder
-            latent, info = hmc.sample(model, observed, latent)
+            _, info = hmc.sample(model, observed, {"x": x})   # x holds the new sample
+            kept.append(info.samples["x"])
 
+    `.sample` returns (samples, info) and writes the samples into the
+    caller's latent tensors, as ZhuSuan assigns its Variables
+    (`inference.write_back`; `latent, info = hmc.sample(model, observed,
+    latent)` works too). info: ZhuSuan's `HMCInfo` fields (samples,
+    acceptance_rate, updated_step_size, orig_hamiltonian, hamiltonian,
+    orig_log_prob, log_prob) and more (see `inference.mcmc.sampler.HMCInfo`).
     Every chain (the leading axes of the latents, i.e. the shape of the log
     joint) has its own step size, momentum, acceptance and adaptation.
 
+    ZhuSuan's arguments, in its order:
+
     step_size: initial step size (the start of the heuristic search when adapting).
-    n_leapfrogs: leapfrog steps per transition; or give `trajectory_length` and
-        each chain takes ceil(trajectory_length / its step size) steps (at most
-        `max_leapfrogs`).
-    jitter: each transition multiplies every chain's step size by a uniform
-        factor in [1 - jitter, 1 + jitter] (the number of steps is set from the
-        unjittered one), so the trajectory length varies: with a fixed length,
-        HMC can return to where it started on near-Gaussian targets (Neal 2011,
-        sec. 5.4.5). 0 (the default) keeps ZhuSuan's behaviour.
+    n_leapfrogs: leapfrog steps per transition.
     adapt_step_size: None/False (off) or True: dual averaging (Hoffman & Gelman
         2014) towards `target_acceptance_rate` with `gamma`, `t0`, `kappa`.
     adapt_mass: None/False, True or 'diag', or 'dense'. In `.sample()`, the mass
         follows ZhuSuan: an exponential moving variance (decay `mass_decay`) used
         from iteration `mass_collect_iters` on; `inference.mcmc.run` uses Stan's
         windowed warm-up instead.
+
+    Keyword only (this library's):
+    trajectory_length: instead of `n_leapfrogs`, each chain takes
+        ceil(trajectory_length / its step size) steps (at most `max_leapfrogs`).
+    jitter: each transition multiplies every chain's step size by a uniform
+        factor in [1 - jitter, 1 + jitter] (the number of steps is set from the
+        unjittered one), so the trajectory length varies: with a fixed length,
+        HMC can return to where it started on near-Gaussian targets (Neal 2011,
+        sec. 5.4.5). 0 (the default) keeps ZhuSuan's behaviour.
     max_energy_error: energy error above which a transition counts as divergent.
     jit_compile: compile the leapfrog step (model gradient included) into one
         native function at the first transition (`inference.mcmc.compile`).
@@ -124,7 +136,7 @@ class HMC(HamiltonianSampler):
 
     def __init__(self, step_size=1., n_leapfrogs=10, adapt_step_size=None,
                  target_acceptance_rate=0.8, gamma=0.05, t0=100, kappa=0.75, adapt_mass=None,
-                 mass_collect_iters=10, mass_decay=0.99, trajectory_length=None, jitter=0.,
+                 mass_collect_iters=10, mass_decay=0.99, *, trajectory_length=None, jitter=0.,
                  max_leapfrogs=1000, max_energy_error=1000., jit_compile=False):
         super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
                          target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,

@@ -109,3 +109,43 @@ def test_zhusuan_interface_validates_arguments():
     hmc = inference.HMC()
     with pytest.raises(ValueError, match="latent 'q' is not a node"):
         hmc.sample(CONJUGATE[0][1], CONJUGATE[0][2], {"q": torch.ones(2)})
+
+
+def test_zhusuan_style_loop_updates_the_latent_tensor_in_place():
+    """ZhuSuan's toy example: `sample_op, info = hmc.sample(model, {}, {'x': x})` assigns
+    the new sample to the Variable x. Here x (a plain tensor) holds info.samples['x']
+    after each call; the draws kept from info.samples are distinct tensors."""
+    _, model, observed, latent, mean, second = CONJUGATE[2]
+    hmc = inference.HMC(1e-1, 3, True, 0.8)  # step_size, n_leapfrogs, adapt, target
+    x = torch.zeros(10, 3)
+    draws = []
+    for it in range(600):
+        hmc.adapt_step_size = it < 200
+        _, info = hmc.sample(model, observed, {latent: x})
+        assert torch.equal(x, info.samples[latent]) and info.samples[latent] is not x
+        if it >= 200:
+            draws.append(info.samples[latent])
+    assert_moments(torch.stack(draws, 1), mean, second, name="in-place HMC")
+    for field in ("samples", "acceptance_rate", "updated_step_size", "orig_hamiltonian",
+                  "hamiltonian", "orig_log_prob", "log_prob"):
+        assert hasattr(info, field)
+
+
+def test_returned_samples_and_non_leaf_latents_are_not_overwritten():
+    _, model, observed, latent, _, _ = CONJUGATE[2]
+    hmc = inference.HMC(step_size=0.1, n_leapfrogs=3)
+    first, _ = hmc.sample(model, observed, {latent: torch.zeros(4, 3)})
+    kept = first[latent].clone()
+    second, _ = hmc.sample(model, observed, first)
+    assert torch.equal(first[latent], kept) and not torch.equal(second[latent], kept)
+    base = torch.zeros(4, 3, requires_grad=True)
+    computed = base * 1.
+    hmc.sample(model, observed, {latent: computed})
+    assert torch.equal(computed.detach(), torch.zeros(4, 3))
+
+
+def test_library_arguments_are_keyword_only():
+    with pytest.raises(TypeError):
+        inference.HMC(0.1, 10, None, 0.8, 0.05, 100, 0.75, None, 10, 0.99, 1.5)
+    with pytest.raises(TypeError):
+        inference.HMC().sample(CONJUGATE[2][1], CONJUGATE[2][2], {"x": torch.zeros(2)}, None)
