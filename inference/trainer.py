@@ -13,17 +13,31 @@ called after the first forward pass.
 
 A checkpoint holds every module's state_dict (buffers included, e.g. the
 moving average of `reinforce()`), the optimizer's, the torch/numpy/python RNG
-states, the epoch, the step and the history; it is written atomically and
-read back with `torch.load(..., weights_only=True)`. `fit` resumes from it
-when it exists: a resumed run replays exactly what the uninterrupted run
-would have done, provided `batches` yields the same batches for the same
-epoch and RNG state (a callable `epoch -> iterable` is called anew each
-epoch) and all state lives in `modules`.
+states, the epoch, the step, the history and a fingerprint of what it was
+made for; `inference.checkpoint` writes it atomically and reads it back with
+`weights_only=True`. `fit` resumes from it when it exists: a resumed run
+replays exactly what the uninterrupted run would have done, provided
+`batches` yields the same batches for the same epoch and RNG state (a
+callable `epoch -> iterable` is called anew each epoch) and all state lives
+in `modules`.
+
+On resume:
+- the fingerprint (each module's parameter and buffer names, shapes and
+  dtypes, the optimizer's class, the batches' dtypes and shapes past the
+  batch axis, and the caller's `fingerprint=` parts, e.g. the training data)
+  must match, else `CheckpointMismatchError` names every part that differs;
+- the optimizer's hyperparameters as the caller set them now (say a smaller
+  learning rate after a NaN stop) win over the checkpoint's, with a warning
+  naming each one changed.
+While `fit` runs it holds `checkpoint.writer_lock`: a second process on the
+same path gets `CheckpointInUseError`. A checkpoint is never written with
+NaN/inf parameters or buffers.
 """
 import collections
+import contextlib
 import math
-import os
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +45,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from inference import checkpoint
 from inference.traced import TracedStep
 from ppl.template import creation_count
 
 __all__ = ["Trainer"]
 
-_FORMAT = 1
+_FORMAT = 2
 
 
 def _rng_state():
@@ -68,10 +83,30 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _bound_of(objective):
+def _values(cost, objective):
+    """(cost, mean objective or None) as floats, read from the device in one sync."""
     if objective is None:
-        return None
-    return float(torch.mean(objective).detach())
+        return cost.item(), None
+    both = torch.stack([cost.detach().double(), torch.mean(objective).detach().double()])
+    cost_value, bound = both.tolist()
+    return cost_value, bound
+
+
+def _batch_spec(batch):
+    """The dtype and the shape past the batch axis of each array in `batch` (plain values)."""
+    if hasattr(batch, "shape") and hasattr(batch, "dtype"):
+        return {"dtype": str(batch.dtype), "shape": ["n", *map(int, batch.shape[1:])]}
+    if isinstance(batch, (list, tuple)):
+        return [_batch_spec(item) for item in batch]
+    if isinstance(batch, dict):
+        return {str(key): _batch_spec(value) for key, value in batch.items()}
+    return type(batch).__name__
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    return a == b
 
 
 class Trainer:
@@ -86,10 +121,14 @@ class Trainer:
     `trace`: record each step function once per input shape and replay it
     (`inference.TracedStep`, as Pyro's JitTrace_ELBO): the model and guide
     programs then no longer run in Python on every step.
+    `fingerprint`: more parts (name -> tensor, number, string, or dict/list of
+    them) recorded in the checkpoint and checked on resume, e.g. the training
+    data (hashed) and the settings that shape the model.
     """
 
     def __init__(self, modules, optimizer, checkpoint_path=None, checkpoint_every=None,
-                 progress=True, resume=True, log_size=10_000, trace=False):
+                 progress=True, resume=True, log_size=10_000, trace=False, *,
+                 fingerprint=None):
         if not isinstance(modules, dict) or not modules or \
                 not all(isinstance(m, nn.Module) for m in modules.values()):
             raise TypeError("`modules` must be a non-empty dict name -> nn.Module "
@@ -108,6 +147,11 @@ class Trainer:
         else:
             raise TypeError(f"`optimizer` must be a torch optimizer or a factory "
                             f"params -> optimizer, got {type(optimizer).__name__}")
+        if fingerprint is not None and not isinstance(fingerprint, dict):
+            raise TypeError(f"`fingerprint` must be a dict name -> value, got "
+                            f"{type(fingerprint).__name__}")
+        self._extra_fingerprint = checkpoint.fingerprint(**(fingerprint or {}))
+        self._batch_spec = None  # of the first batch seen: recorded in the fingerprint
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.checkpoint_every = checkpoint_every
         self.progress = progress
@@ -176,14 +220,17 @@ class Trainer:
     def step(self, step_fn, batch):
         """One optimizer step on `batch`; returns (cost, bound) as floats (bound may be None).
 
-        A non-finite cost or gradient raises FloatingPointError, naming the
-        node reported by `objective.nonfinite_node()`, before any update.
+        A non-finite cost, objective or gradient raises FloatingPointError,
+        naming the node reported by `objective.nonfinite_node()`, before any update.
         """
+        if self._batch_spec is None:
+            self._batch_spec = _batch_spec(batch)
         cost, objective = self._forward(step_fn, batch)
-        cost_value = cost.item()  # one sync: the check below, and the value returned
-        if not math.isfinite(cost_value):
-            raise FloatingPointError(f"non-finite cost ({cost_value}) at {self._where()}: "
-                                     f"{_describe_node(objective)}; no update was applied")
+        cost_value, bound = _values(cost, objective)
+        for what, value in (("cost", cost_value), ("objective", bound)):
+            if value is not None and not math.isfinite(value):
+                raise FloatingPointError(f"non-finite {what} ({value}) at {self._where()}: "
+                                         f"{_describe_node(objective)}; no update was applied")
         self._ensure_optimizer()
         self.optimizer.zero_grad(set_to_none=True)
         cost.backward()
@@ -194,7 +241,7 @@ class Trainer:
                                      f"{self._where()}: {_describe_node(objective)}; no update "
                                      f"was applied")
         self.optimizer.step()
-        return cost_value, _bound_of(objective)
+        return cost_value, bound
 
     def _where(self):
         return f"epoch {self._position['epoch'] + 1}, step {self._position['global_step'] + 1}"
@@ -216,8 +263,16 @@ class Trainer:
         The first call resumes from `checkpoint_path` when it exists (and
         `resume`); later calls continue from where this trainer stopped. Returns
         the history: the mean bound of each epoch (the mean cost when
-        step_fn reports no objective).
+        step_fn reports no objective). An epoch without batches is an error.
         """
+        with self._lock():
+            return self._fit(step_fn, batches, n_epochs)
+
+    def _lock(self, path=None):
+        path = path or self.checkpoint_path
+        return contextlib.nullcontext() if path is None else checkpoint.writer_lock(path)
+
+    def _fit(self, step_fn, batches, n_epochs):
         if self.resume and not self._started and self.checkpoint_path is not None \
                 and self.checkpoint_path.exists():
             self._load(step_fn, batches)
@@ -250,6 +305,11 @@ class Trainer:
                 if self.checkpoint_every and position["global_step"] % self.checkpoint_every == 0:
                     self.save_checkpoint()
             bar.close()
+            if position["step_in_epoch"] == 0:
+                raise ValueError(f"Trainer.fit: epoch {epoch + 1} gave no batches: is the data "
+                                 f"loader empty (fewer rows than one batch with "
+                                 f"drop_last=True, or an exhausted iterator: pass a list or a "
+                                 f"callable epoch -> batches)?")
             count = position["bound_count"]
             position["history"].append(position["bound_sum"] / count if count else math.nan)
             position.update(epoch=epoch + 1, step_in_epoch=0, bound_sum=0., bound_count=0)
@@ -259,11 +319,16 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------
     def save_checkpoint(self, path=None):
-        """Write the training state to `path` (default `checkpoint_path`), atomically."""
+        """Write the training state to `path` (default `checkpoint_path`), atomically.
+
+        Raises FloatingPointError, writing nothing, when a parameter or buffer
+        holds NaN/inf (an update overflowed): the last good checkpoint is kept.
+        """
         path = Path(path or self.checkpoint_path)
+        self._check_finite(path)
         position = self._position
         state = {
-            "format": _FORMAT,
+            "format": _FORMAT, "fingerprint": self._fingerprint(),
             "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "rng": _rng_state(),
@@ -272,30 +337,64 @@ class Trainer:
             "global_step": position["global_step"], "history": list(position["history"]),
             "bound_sum": position["bound_sum"], "bound_count": position["bound_count"],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with self._lock(path):
+            checkpoint.save(path, state)
+
+    def _check_finite(self, path):
+        for module_name, module in self.modules.items():
+            parameters = {name for name, _ in module.named_parameters()}
+            for name, tensor in module.state_dict().items():
+                if (tensor.is_floating_point() or tensor.is_complex()) \
+                        and not bool(torch.isfinite(tensor).all()):
+                    kind = "parameter" if name in parameters else "buffer"
+                    raise FloatingPointError(
+                        f"{kind} '{module_name}.{name}' holds NaN/inf after step "
+                        f"{self._position['global_step']} (an update overflowed): the checkpoint "
+                        f"{path} was not written and keeps the last good state; lower the "
+                        f"learning rate and resume from it")
+
+    def _fingerprint(self):
+        """What this trainer's checkpoints are made for (plain values, see `checkpoint`)."""
+        modules = {name: {key: {"shape": list(value.shape), "dtype": str(value.dtype)}
+                          for key, value in module.state_dict().items()}
+                   for name, module in self.modules.items()}
+        optimizer = None if self.optimizer is None else type(self.optimizer)
+        return {"modules": modules, **checkpoint.fingerprint(optimizer=optimizer),
+                "batch": self._batch_spec, **self._extra_fingerprint}
 
     def _load(self, step_fn, batches):
-        state = torch.load(self.checkpoint_path, weights_only=True)
-        if state.get("format") != _FORMAT or set(state["modules"]) != set(self.modules):
-            raise ValueError(f"checkpoint {self.checkpoint_path} does not fit this trainer "
-                             f"(modules {sorted(state.get('modules', {}))} vs "
-                             f"{sorted(self.modules)})")
-        missing = any(set(saved) - set(self.modules[name].state_dict())
-                      for name, saved in state["modules"].items())
+        path = self.checkpoint_path
+        state = checkpoint.load(path)
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise checkpoint.CheckpointMismatchError(
+                f"the checkpoint {path} has format {found!r}, this Trainer reads format "
+                f"{_FORMAT}; to start fresh, delete {path} or pass another checkpoint path")
+        saved = state["fingerprint"]
+        # Peek at the epoch's first batch (the RNG state is restored below).
+        first = next(iter(_epoch_batches(batches, state["epoch"])), None)
+        self._batch_spec = _batch_spec(first) if saved["batch"] is not None else None
+        current = self._fingerprint()
+        missing = any(name not in self.modules or set(keys) - set(self.modules[name].state_dict())
+                      for name, keys in state["modules"].items())
         if missing or (self.optimizer is None and state["optimizer"] is not None):
             # Templates make their layers on the first call: run one forward pass (its
-            # effects on parameters, buffers and RNG are overwritten below).
-            with torch.no_grad():
-                self._forward(step_fn, next(iter(_epoch_batches(batches, state["epoch"]))))
-            if state["optimizer"] is not None:
-                self._ensure_optimizer()
+            # effects on parameters, buffers and RNG are overwritten below), once the
+            # data fits (another model could not compare before it).
+            later = ("modules", "optimizer")
+            checkpoint.check_fingerprint(path, {k: v for k, v in saved.items() if k not in later},
+                                         {k: v for k, v in current.items() if k not in later})
+            if set(state["modules"]) == set(self.modules):
+                with torch.no_grad():
+                    self._forward(step_fn, first)
+                if state["optimizer"] is not None:
+                    self._ensure_optimizer()
+            current = self._fingerprint()
+        checkpoint.check_fingerprint(path, saved, current)
         for name, module in self.modules.items():
             module.load_state_dict(state["modules"][name])
         if state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_optimizer(state["optimizer"])
         self._position = {key: state[key] for key in ("epoch", "step_in_epoch", "global_step",
                                                       "history", "bound_sum", "bound_count",
                                                       "epoch_rng")}
@@ -305,6 +404,24 @@ class Trainer:
             _set_rng_state(state["epoch_rng"])
             self._resume_iterator = _skipped(batches, state["epoch"], state["step_in_epoch"])
         _set_rng_state(state["rng"])
+
+    def _load_optimizer(self, saved):
+        """Load the optimizer's state, keeping the hyperparameters the caller set now
+        (lr, betas, ...) where they differ from the checkpoint's, and say so."""
+        groups = self.optimizer.param_groups
+        now = [{key: value for key, value in group.items() if key != "params"}
+               for group in groups]
+        self.optimizer.load_state_dict(saved)
+        changed = []
+        for index, (group, settings) in enumerate(zip(self.optimizer.param_groups, now)):
+            for key, value in settings.items():
+                if key in group and not _same(group[key], value):
+                    where = f"group {index} " if len(groups) > 1 else ""
+                    changed.append(f"{where}{key} {value!r} (the checkpoint had {group[key]!r})")
+                    group[key] = value
+        if changed:
+            warnings.warn(f"resuming from {self.checkpoint_path} with the optimizer settings "
+                          f"given now: {', '.join(changed)}", stacklevel=5)
 
 
 def _all_finite(tensors):

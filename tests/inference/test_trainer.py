@@ -1,5 +1,8 @@
 """`Trainer`: exact resume from checkpoints, the NaN guard, progress and history."""
+import errno
 import math
+import multiprocessing
+import warnings
 
 import pytest
 import torch
@@ -7,6 +10,8 @@ from torch import nn
 
 import inference
 import ppl
+from inference import checkpoint
+from inference.checkpoint import CheckpointError, CheckpointInUseError, CheckpointMismatchError
 
 N_DATA, BATCH, EPOCHS, K = 24, 6, 3, 2
 
@@ -208,3 +213,191 @@ def test_bad_arguments():
         trainer.step(lambda batch: torch.zeros(()), None)
     with pytest.raises(ValueError, match="cost must be a scalar"):
         trainer.step(lambda batch: (torch.zeros(3), None), None)
+
+
+# -- checkpoints: fingerprints, resumed options, one writer, full disk, overflow -----------
+def _fit_to_checkpoint(path, data, epochs=1, **kwargs):
+    gen, q_net = _templates()
+    trainer = _trainer(gen, q_net, checkpoint_path=path, **kwargs)
+    return trainer.fit(_step_fn(gen, q_net), _batches(data), epochs)
+
+
+def test_resume_on_batches_of_another_shape_names_the_batch(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    _fit_to_checkpoint(path, _data())
+    gen, q_net = _templates()
+    wider = torch.randn(N_DATA, 3, dtype=torch.float64)
+    with pytest.raises(CheckpointMismatchError) as error:
+        _trainer(gen, q_net, checkpoint_path=path).fit(_step_fn(gen, q_net),
+                                                        _batches(wider), 2)
+    message = str(error.value)
+    assert "batch.dtype: 'torch.float32' in the checkpoint, now 'torch.float64'" in message
+    assert "batch.shape: ['n', 2] in the checkpoint, now ['n', 3]" in message
+    assert f"delete {path}" in message
+
+
+def test_resume_with_another_model_or_optimizer_names_what_differs(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    _fit_to_checkpoint(path, _data())
+
+    @ppl.meta_bayesian_net(scope="gen")
+    def gen(n, k):  # as _templates' but without the decoder's bias
+        bn = ppl.BayesianNet()
+        z = bn.normal("z", torch.zeros(n, 1), std=1., group_ndims=1, n_samples=k)
+        loc = ppl.module("decoder", lambda: nn.Linear(1, 2, bias=False))(z)
+        bn.normal("x", loc, logstd=ppl.param("logstd", torch.zeros(2)), group_ndims=1)
+        return bn
+    _, q_net = _templates()
+
+    def step(x):
+        lower_bound = inference.elbo(gen(len(x), K), {"x": x},
+                                     variational=q_net(x, K), axis=0)
+        return -lower_bound.tensor.mean(), lower_bound
+    trainer = inference.Trainer({"model": gen, "guide": q_net},
+                                lambda params: torch.optim.SGD(params, lr=0.05),
+                                checkpoint_path=path, progress=False)
+    with pytest.raises(CheckpointMismatchError) as error:
+        trainer.fit(step, _batches(_data()), 2)
+    message = str(error.value)
+    assert "modules.model.layers.decoder.bias: {'shape': [2], 'dtype': 'torch.float32'} in " \
+           "the checkpoint, not given now" in message
+    assert "optimizer: 'torch.optim.adam.Adam' in the checkpoint, now " \
+           "'torch.optim.sgd.SGD'" in message
+
+
+def test_resume_on_other_data_of_the_same_shape_is_refused(tmp_path):
+    """The caller's `fingerprint=` parts: here the training data, hashed."""
+    path, data = tmp_path / "checkpoint.pt", _data()
+    _fit_to_checkpoint(path, data, fingerprint={"data": data, "settings": {"k": K}})
+    other = data.clone()
+    other[3, 1] += 1.
+    gen, q_net = _templates()
+    trainer = _trainer(gen, q_net, checkpoint_path=path,
+                       fingerprint={"data": other, "settings": {"k": K}})
+    with pytest.raises(CheckpointMismatchError, match=r"data\.sha256: '[0-9a-f]+' in the "
+                                                      r"checkpoint, now '[0-9a-f]+'"):
+        trainer.fit(_step_fn(gen, q_net), _batches(other), 2)
+    gen, q_net = _templates()  # the same data resumes
+    trainer = _trainer(gen, q_net, checkpoint_path=path,
+                       fingerprint={"data": data.clone(), "settings": {"k": K}})
+    assert len(trainer.fit(_step_fn(gen, q_net), _batches(data), 2)) == 2
+
+
+def _diverging(lr, path, n_epochs=10):
+    """SGD on (w - 1)^2 in float64, checkpointed every epoch of 10 steps: at lr 1e3, w grows
+    ~2000x per step until the cost is inf (epoch 5); at lr 0.5, w = 1 after one step."""
+    module = nn.Module()
+    module.w = nn.Parameter(torch.zeros((), dtype=torch.float64))
+    trainer = inference.Trainer({"m": module}, lambda params: torch.optim.SGD(params, lr=lr),
+                                checkpoint_path=path, progress=False)
+    history = trainer.fit(lambda batch: (((module.w - 1.) ** 2) * batch, None),
+                          [torch.ones((), dtype=torch.float64)] * 10, n_epochs)
+    return history, trainer, module
+
+
+def test_a_smaller_lr_given_on_resume_after_a_nan_stop_wins_and_is_reported(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(FloatingPointError, match="non-finite cost .* at epoch 5"):
+        _diverging(1e3, path)
+    with pytest.warns(UserWarning, match=r"resuming from .*checkpoint\.pt with the optimizer "
+                                         r"settings given now: lr 0\.5 \(the checkpoint had "
+                                         r"1000\.0\)"):
+        history, trainer, module = _diverging(0.5, path)
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.5
+    assert len(history) == 10 and float(module.w.detach()) == 1. and history[-1] == 0.
+
+
+def test_resume_with_the_same_settings_does_not_warn(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    _fit_to_checkpoint(path, _data())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(_fit_to_checkpoint(path, _data(), epochs=2)) == 2
+
+
+def test_an_update_that_overflows_is_never_checkpointed(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    weight = nn.Parameter(torch.ones(()))
+    module = nn.Module()
+    module.weight = weight
+    trainer = inference.Trainer({"m": module}, torch.optim.SGD([weight], lr=10.),
+                                checkpoint_path=path, checkpoint_every=1, progress=False)
+    # the second step's gradient, 3e38, times lr 10 overflows float32: weight -> -inf
+    with pytest.raises(FloatingPointError, match=r"parameter 'm\.weight' holds NaN/inf after "
+                                                 r"step 2.*was not written"):
+        trainer.fit(lambda scale: (weight * scale, None), [torch.tensor(1e-3),
+                                                          torch.tensor(3e38)], 1)
+    saved = torch.load(path, weights_only=True)
+    assert saved["global_step"] == 1
+    assert torch.isfinite(saved["modules"]["m"]["weight"])
+
+
+def test_epochs_without_batches_are_an_error():
+    gen, q_net = _templates()
+    with pytest.raises(ValueError, match="epoch 1 gave no batches: is the data loader empty"):
+        _trainer(gen, q_net).fit(_step_fn(gen, q_net), [], 2)
+    with pytest.raises(ValueError, match="epoch 2 gave no batches"):  # a spent iterator
+        _trainer(gen, q_net).fit(_step_fn(gen, q_net), iter(_batches(_data())(0)), 2)
+
+
+def test_a_nan_objective_with_a_finite_cost_stops_before_the_update():
+    weight = nn.Parameter(torch.ones(()))
+    module = nn.Module()
+    module.weight = weight
+    trainer = inference.Trainer({"m": module}, torch.optim.SGD([weight], lr=0.1),
+                                progress=False)
+    with pytest.raises(FloatingPointError, match=r"non-finite objective \(nan\) at epoch 1, "
+                                                 r"step 1.*no update was applied"):
+        trainer.fit(lambda batch: (weight ** 2, torch.full((3,), math.nan)), [None], 1)
+    assert float(weight.detach()) == 1.
+
+
+def _hold_lock(path, locked, release):
+    with checkpoint.writer_lock(path):
+        locked.set()
+        release.wait(60)
+
+
+def test_a_second_process_on_the_same_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    _fit_to_checkpoint(path, _data())
+    before = path.read_bytes()
+    context = multiprocessing.get_context("fork")
+    locked, release = context.Event(), context.Event()
+    other = context.Process(target=_hold_lock, args=(str(path), locked, release))
+    other.start()
+    try:
+        assert locked.wait(60)
+        gen, q_net = _templates()
+        with pytest.raises(CheckpointInUseError, match="in use by another run"):
+            _trainer(gen, q_net, checkpoint_path=path).fit(_step_fn(gen, q_net),
+                                                            _batches(_data()), 2)
+    finally:
+        release.set()
+        other.join(60)
+    assert path.read_bytes() == before
+    assert len(_fit_to_checkpoint(path, _data(), epochs=2)) == 2  # free again
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    _fit_to_checkpoint(path, _data())
+    before = path.read_bytes()
+
+    def full_disk(obj, file):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="could not write the checkpoint .*No space left "
+                                              "on device.*intact"):
+        _fit_to_checkpoint(path, _data(), epochs=2)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "checkpoint.pt.lock"]
+
+
+def test_a_damaged_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    _fit_to_checkpoint(path, _data())
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{path} is damaged.*delete"):
+        _fit_to_checkpoint(path, _data(), epochs=2)
