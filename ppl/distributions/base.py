@@ -174,7 +174,23 @@ class Distribution:
         try:
             return self._build(**params)
         except (RuntimeError, ValueError, IndexError) as err:
-            raise self._broadcast_error(params, err) from None
+            raise (self._non_finite_error(params, "build the distribution")
+                   or self._broadcast_error(params, err)) from None
+
+    def _non_finite_error(self, params, doing):
+        """A ValueError naming the parameters holding NaN or inf, or None if there are none.
+
+        Only called once torch has failed (it is not free): torch's own errors for
+        non-finite parameters ("probability tensor contains either inf, nan ...") name
+        no argument.
+        """
+        bad = [name for name, value in params.items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if not bad:
+            return None
+        listing = ", ".join(f"`{name}`" for name in bad)
+        return self._error(f"cannot {doing}: argument{'s' if len(bad) > 1 else ''} {listing} "
+                           f"hold{'' if len(bad) > 1 else 's'} NaN or inf values")
 
     def _broadcast_error(self, params, err):
         shapes = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in params.items())
@@ -223,14 +239,24 @@ class Distribution:
             shape = torch.Size([n_samples])
         else:
             raise self._error(f"`n_samples` must be None or a positive int, got {n_samples!r}")
-        if self.is_reparameterized:
-            samples = self._rsample(shape)
-        else:
-            with torch.no_grad():
-                samples = self._dist.sample(shape)
+        try:
+            if self.is_reparameterized:
+                samples = self._rsample(shape)
+            else:
+                with torch.no_grad():
+                    samples = self._dist.sample(shape)
+        except (RuntimeError, ValueError) as err:
+            error = self._non_finite_error(self.params, "sample")
+            if error is None:
+                raise
+            raise error from err
         if self.dtype is not None and samples.dtype != self.dtype:
-            samples = samples.to(self.dtype)
+            samples = self._cast(samples)
         return samples
+
+    def _cast(self, samples):
+        """`samples` (torch's dtype) in the requested `dtype`."""
+        return samples.to(self.dtype)
 
     def _rsample(self, shape):
         """A reparameterized draw of `shape + batch_shape + value_shape` (torch's rsample)."""
@@ -284,11 +310,16 @@ class Distribution:
         if self.is_continuous and not given.is_floating_point():
             raise self._error(f"`given` must be floating point for a continuous distribution, "
                               f"got dtype {given.dtype}")
-        full = tuple(leading) + tuple(self.batch_shape) + tuple(self.value_shape)
+        own = tuple(self.batch_shape) + tuple(self.value_shape)
+        full = tuple(leading) + own
         if given.dim() < len(self.value_shape) or not broadcastable(given.shape, full):
-            front = f"{tuple(leading)} + " if leading else "(...) + "
+            if leading:
+                front, total = f"{tuple(leading)} + ", str(full)
+            else:
+                front, total = "(...) + ", f"({', '.join(['...', *map(str, own)])})"
             raise self._error(f"`given` of shape {tuple(given.shape)} does not broadcast against "
-                              f"{front}batch_shape + value_shape = {front}{tuple(full)}")
+                              f"{front}batch_shape {tuple(self.batch_shape)} + value_shape "
+                              f"{tuple(self.value_shape)} = {total}")
         if not _holds(self.support, given, remember=True):
             raise self._error(f"`given` has values outside the support "
                               f"({_describe(self.support)})")

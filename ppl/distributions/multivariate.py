@@ -1,9 +1,10 @@
 """Multivariate distributions (non-empty `value_shape`), with ZhuSuan's names."""
+import torch
 import torch.distributions as td
 from torch.distributions import constraints
 
 from ppl.distributions import torch_extra
-from ppl.distributions.univariate import _Continuous, _Discrete
+from ppl.distributions.univariate import _Continuous, _Discrete, category_logits
 
 __all__ = [
     "MultivariateNormalCholesky", "Multinomial", "UnnormalizedMultinomial",
@@ -24,8 +25,10 @@ class MultivariateNormalCholesky(_Continuous):
     arg_constraints = {"cov_tril": constraints.lower_cholesky}
     float_args = ("mean", "cov_tril")
 
-    def __init__(self, mean, cov_tril, **kwargs):
-        super().__init__({"mean": mean, "cov_tril": cov_tril}, **kwargs)
+    def __init__(self, mean, cov_tril, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False, **kwargs):
+        super().__init__({"mean": mean, "cov_tril": cov_tril}, group_ndims, is_reparameterized,
+                         use_path_derivative, check_numerics, **kwargs)
 
     def _check_params(self, params):
         _need_axes(self, "mean", params["mean"], 1)
@@ -45,8 +48,10 @@ class MatrixVariateNormalCholesky(_Continuous):
     arg_constraints = {"u_tril": constraints.lower_cholesky, "v_tril": constraints.lower_cholesky}
     float_args = ("mean", "u_tril", "v_tril")
 
-    def __init__(self, mean, u_tril, v_tril, **kwargs):
-        super().__init__({"mean": mean, "u_tril": u_tril, "v_tril": v_tril}, **kwargs)
+    def __init__(self, mean, u_tril, v_tril, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False, **kwargs):
+        super().__init__({"mean": mean, "u_tril": u_tril, "v_tril": v_tril}, group_ndims,
+                         is_reparameterized, use_path_derivative, check_numerics, **kwargs)
 
     def _check_params(self, params):
         for name in ("mean", "u_tril", "v_tril"):
@@ -62,24 +67,46 @@ class MatrixVariateNormalCholesky(_Continuous):
         return torch_extra.MatrixNormal(mean, u_tril, v_tril)
 
 
+def _check_normalize_logits(dist_name, normalize_logits):
+    if not isinstance(normalize_logits, bool):
+        raise ValueError(f"{dist_name}: argument `normalize_logits` must be a bool, "
+                         f"got {normalize_logits!r}")
+    return normalize_logits
+
+
+def _counts_dot_logits(given, logits):
+    """sum_i x_i logits_i over the last axis, with 0 * -inf taken as 0 (a category never drawn)."""
+    return torch.where(given == 0, 0., given * logits).sum(-1)
+
+
 class Multinomial(_Discrete):
     """Counts of `n_experiments` draws from Categorical(logits) over the last axis.
 
     With `n_experiments=None` the total is taken from `given` in `log_prob`,
-    and the distribution cannot be sampled (as in ZhuSuan).
+    and the distribution cannot be sampled (as in ZhuSuan). With
+    `normalize_logits=False`, `log_prob` uses `logits` as given, trusting them
+    to be normalized log-probabilities (as in ZhuSuan: it saves a logsumexp).
     """
 
-    arg_constraints = {"logits": constraints.real_vector}
+    arg_constraints = {"logits": category_logits}
     float_args = ("logits",)
 
-    def __init__(self, logits, n_experiments=None, dtype=None, **kwargs):
+    def __init__(self, logits, n_experiments=None, normalize_logits=True, dtype=None,
+                 group_ndims=0, **kwargs):
         if n_experiments is not None and (not isinstance(n_experiments, int)
                                           or isinstance(n_experiments, bool)
                                           or n_experiments < 0):
             raise ValueError(f"Multinomial: argument `n_experiments` must be a non-negative "
                              f"int or None, got {n_experiments!r}")
         self.n_experiments = n_experiments
-        super().__init__({"logits": logits}, dtype=dtype, **kwargs)
+        self.normalize_logits = _check_normalize_logits("Multinomial", normalize_logits)
+        super().__init__({"logits": logits}, dtype=dtype, group_ndims=group_ndims, **kwargs)
+
+    def _log_density(self, given):
+        if self.normalize_logits:
+            return super()._log_density(given)
+        log_coefficient = torch.lgamma(given.sum(-1) + 1) - torch.lgamma(given + 1).sum(-1)
+        return log_coefficient + _counts_dot_logits(given, self.params["logits"])
 
     def _check_params(self, params):
         _need_axes(self, "logits", params["logits"], 1)
@@ -109,19 +136,24 @@ class Multinomial(_Discrete):
 
 
 class UnnormalizedMultinomial(_Discrete):
-    """Bag of categoricals: log p(x) = sum_i x_i log softmax(logits)_i (no coefficient)."""
+    """Bag of categoricals: log p(x) = sum_i x_i log softmax(logits)_i (no coefficient).
 
-    arg_constraints = {"logits": constraints.real_vector}
+    With `normalize_logits=False` the logits are used as given: sum_i x_i logits_i.
+    """
+
+    arg_constraints = {"logits": category_logits}
     float_args = ("logits",)
 
-    def __init__(self, logits, dtype=None, **kwargs):
-        super().__init__({"logits": logits}, dtype=dtype, **kwargs)
+    def __init__(self, logits, normalize_logits=True, dtype=None, group_ndims=0, **kwargs):
+        self.normalize_logits = _check_normalize_logits("UnnormalizedMultinomial",
+                                                        normalize_logits)
+        super().__init__({"logits": logits}, dtype=dtype, group_ndims=group_ndims, **kwargs)
 
     def _check_params(self, params):
         _need_axes(self, "logits", params["logits"], 1)
 
     def _build(self, logits):
-        return torch_extra.UnnormalizedMultinomial(logits)
+        return torch_extra.UnnormalizedMultinomial(logits, self.normalize_logits)
 
     def sample(self, n_samples=None):
         raise self._error("cannot be sampled: the number of draws is not part of the "
@@ -134,16 +166,18 @@ BagofCategoricals = UnnormalizedMultinomial
 class OnehotCategorical(_Discrete):
     """One-hot Categorical(logits | probs); samples are float one-hot vectors."""
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    arg_constraints = {"probs": constraints.simplex, "logits": category_logits}
     float_args = ("logits", "probs")
 
-    def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
+    def __init__(self, logits=None, dtype=None, group_ndims=0, *, probs=None, **kwargs):
         if (logits is None) == (probs is None):
             raise ValueError("OnehotCategorical: give exactly one of `logits` and `probs`")
-        super().__init__({"logits": logits, "probs": probs}, dtype=dtype, **kwargs)
+        super().__init__({"logits": logits, "probs": probs}, dtype=dtype,
+                         group_ndims=group_ndims, **kwargs)
 
     def _check_params(self, params):
-        _need_axes(self, "logits/probs", next(iter(params.values())), 1)
+        (name, value), = params.items()
+        _need_axes(self, name, value, 1)
 
     @property
     def n_categories(self):
@@ -162,22 +196,28 @@ class Dirichlet(_Continuous):
     arg_constraints = {"alpha": constraints.independent(constraints.positive, 1)}
     float_args = ("alpha",)
 
-    def __init__(self, alpha, **kwargs):
-        super().__init__({"alpha": alpha}, **kwargs)
+    def __init__(self, alpha, group_ndims=0, check_numerics=False, **kwargs):
+        super().__init__({"alpha": alpha}, group_ndims=group_ndims,
+                         check_numerics=check_numerics, **kwargs)
 
     def _check_params(self, params):
         _need_axes(self, "alpha", params["alpha"], 1)
+        if params["alpha"].shape[-1] == 0:
+            raise self._error(f"argument `alpha` has an empty last axis (the categories), "
+                              f"shape {tuple(params['alpha'].shape)}: give at least one category")
 
     def _build(self, alpha):
         return td.Dirichlet(alpha, validate_args=False)
 
 
 class _Relaxed(_Continuous):
-    arg_constraints = {"temperature": constraints.positive, "logits": constraints.real_vector}
+    arg_constraints = {"temperature": constraints.positive, "logits": category_logits}
     float_args = ("temperature", "logits")
 
-    def __init__(self, temperature, logits, **kwargs):
-        super().__init__({"temperature": temperature, "logits": logits}, **kwargs)
+    def __init__(self, temperature, logits, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False, **kwargs):
+        super().__init__({"temperature": temperature, "logits": logits}, group_ndims,
+                         is_reparameterized, use_path_derivative, check_numerics, **kwargs)
 
     def _check_params(self, params):
         _need_axes(self, "logits", params["logits"], 1)

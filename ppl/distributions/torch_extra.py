@@ -2,9 +2,9 @@
 
 Only what torch has no class for lives here: the folded normal, the logistic
 (a transformed uniform), the matrix-variate normal, the unnormalized
-multinomial (ZhuSuan's bag of categoricals), and the (Exp)Concrete with one
+multinomial (ZhuSuan's bag of categoricals), the (Exp)Concrete with one
 temperature per batch element (torch's treats a non-scalar temperature as if
-it ran over the category axis).
+it ran over the category axis), and a Poisson whose draws do not overflow.
 """
 import math
 
@@ -87,6 +87,28 @@ class MatrixNormal(td.Distribution):
                 - p * log_det_u - n * log_det_v)
 
 
+class Poisson(td.Poisson):
+    """torch's Poisson, sampling rates above 2**62 from the normal approximation.
+
+    torch's sampler counts in int64 and wraps around to -9.2e18 near 2**63;
+    there N(rate, rate), rounded, is the Poisson law to a relative error below
+    1e-9 (its skewness is rate**-0.5). An infinite rate draws inf.
+    """
+
+    LARGE_RATE = 2.0 ** 62
+
+    def sample(self, sample_shape=torch.Size()):
+        counts = super().sample(sample_shape)
+        large = self.rate > self.LARGE_RATE
+        if not bool(large.any()):
+            return counts
+        with torch.no_grad():
+            rate = self.rate.expand(counts.shape)
+            normal = (rate + rate.sqrt() * torch.randn_like(rate)).round()
+            normal = torch.where(torch.isinf(rate), rate, normal)
+            return torch.where(large.expand(counts.shape), normal, counts)
+
+
 class UnnormalizedMultinomial(td.Distribution):
     """A bag of categoricals: log p(x) = sum_i x_i log p_i, no multinomial coefficient.
 
@@ -97,8 +119,8 @@ class UnnormalizedMultinomial(td.Distribution):
     support = constraints.independent(constraints.nonnegative_integer, 1)
     has_rsample = False
 
-    def __init__(self, logits, validate_args=False):
-        self.logits = logits - logits.logsumexp(-1, keepdim=True)
+    def __init__(self, logits, normalize_logits=True, validate_args=False):
+        self.logits = logits - logits.logsumexp(-1, keepdim=True) if normalize_logits else logits
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
 
     def sample(self, sample_shape=torch.Size()):
@@ -106,7 +128,7 @@ class UnnormalizedMultinomial(td.Distribution):
                                   "draws is unknown (use Multinomial with n_experiments)")
 
     def log_prob(self, value):
-        return (value * self.logits).sum(-1)
+        return torch.where(value == 0, 0., value * self.logits).sum(-1)  # 0 * -inf = 0
 
 
 class ExpConcrete(ExpRelaxedCategorical):

@@ -134,6 +134,30 @@ class _Discrete(Distribution):
                          is_reparameterized=False, check_numerics=check_numerics, **kwargs)
 
 
+class _CategoryLogits(constraints.Constraint):
+    """Logits over a non-empty last axis (the categories) that normalize to probabilities:
+    no NaN or +inf, and not all -inf on any row (one check: the row's max is finite).
+
+    A 0-d tensor passes: the distribution's own axis check reports it.
+    """
+
+    event_dim = 1
+
+    def check(self, value):
+        if value.dim() == 0:
+            return torch.ones((), dtype=torch.bool, device=value.device)
+        if value.shape[-1] == 0:
+            return torch.zeros(value.shape[:-1], dtype=torch.bool, device=value.device)
+        return torch.isfinite(value.amax(-1))
+
+    def __str__(self):
+        return ("logits over a non-empty last axis (the categories), without NaN or +inf "
+                "and not all -inf on any row")
+
+
+category_logits = _CategoryLogits()
+
+
 def _logits_or_probs(dist_name, logits, probs):
     if (logits is None) == (probs is None):
         raise ValueError(f"{dist_name}: give exactly one of `logits` and `probs`")
@@ -145,9 +169,10 @@ class Bernoulli(_Discrete):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     float_args = ("logits", "probs")
 
-    def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
+    def __init__(self, logits=None, dtype=None, group_ndims=0, *, probs=None, **kwargs):
         _logits_or_probs("Bernoulli", logits, probs)
-        super().__init__({"logits": logits, "probs": probs}, dtype=dtype, **kwargs)
+        super().__init__({"logits": logits, "probs": probs}, dtype=dtype,
+                         group_ndims=group_ndims, **kwargs)
 
     _torch_class = td.Bernoulli
     support = constraints.boolean
@@ -170,17 +195,20 @@ class Bernoulli(_Discrete):
 class Categorical(_Discrete):
     """Categorical(logits | probs) over the last axis; samples are int64 indices."""
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
+    arg_constraints = {"probs": constraints.simplex, "logits": category_logits}
     float_args = ("logits", "probs")
     native_dtype = torch.int64
 
-    def __init__(self, logits=None, *, probs=None, dtype=None, **kwargs):
+    def __init__(self, logits=None, dtype=None, group_ndims=0, *, probs=None, **kwargs):
         _logits_or_probs("Categorical", logits, probs)
-        super().__init__({"logits": logits, "probs": probs}, dtype=dtype, **kwargs)
+        super().__init__({"logits": logits, "probs": probs}, dtype=dtype,
+                         group_ndims=group_ndims, **kwargs)
 
     def _check_params(self, params):
-        if next(iter(params.values())).dim() < 1:
-            raise self._error("`logits`/`probs` need at least one axis (the categories)")
+        (name, value), = params.items()
+        if value.dim() < 1:
+            raise self._error(f"argument `{name}` needs at least 1 axis (the categories), "
+                              f"got shape {tuple(value.shape)}")
 
     @property
     def n_categories(self):
@@ -198,8 +226,11 @@ class Uniform(_Continuous):
 
     float_args = ("minval", "maxval")
 
-    def __init__(self, minval=0., maxval=1., **kwargs):
-        super().__init__({"minval": minval, "maxval": maxval}, **kwargs)
+    def __init__(self, minval=0., maxval=1., group_ndims=0, is_reparameterized=True,
+                 check_numerics=False, **kwargs):
+        super().__init__({"minval": minval, "maxval": maxval}, group_ndims=group_ndims,
+                         is_reparameterized=is_reparameterized,
+                         check_numerics=check_numerics, **kwargs)
 
     def _check_params(self, params):
         if not bool((params["minval"] < params["maxval"]).all()):
@@ -215,8 +246,9 @@ class Gamma(_Continuous):
     arg_constraints = {"alpha": constraints.positive, "beta": constraints.positive}
     float_args = ("alpha", "beta")
 
-    def __init__(self, alpha, beta, **kwargs):
-        super().__init__({"alpha": alpha, "beta": beta}, **kwargs)
+    def __init__(self, alpha, beta, group_ndims=0, check_numerics=False, **kwargs):
+        super().__init__({"alpha": alpha, "beta": beta}, group_ndims=group_ndims,
+                         check_numerics=check_numerics, **kwargs)
 
     def _build(self, alpha, beta):
         return td.Gamma(alpha, beta, validate_args=False)
@@ -235,24 +267,41 @@ class Beta(_Continuous):
     arg_constraints = {"alpha": constraints.positive, "beta": constraints.positive}
     float_args = ("alpha", "beta")
 
-    def __init__(self, alpha, beta, **kwargs):
-        super().__init__({"alpha": alpha, "beta": beta}, **kwargs)
+    def __init__(self, alpha, beta, group_ndims=0, check_numerics=False, **kwargs):
+        super().__init__({"alpha": alpha, "beta": beta}, group_ndims=group_ndims,
+                         check_numerics=check_numerics, **kwargs)
 
     def _build(self, alpha, beta):
         return td.Beta(alpha, beta, validate_args=False)
 
 
 class Poisson(_Discrete):
-    """Poisson(rate); samples are float counts unless `dtype` says otherwise."""
+    """Poisson(rate); samples are float counts unless `dtype` says otherwise.
+
+    Rates above 2**62 are drawn from the normal approximation (torch's sampler
+    overflows int64 there; see `torch_extra.Poisson`); an infinite rate draws
+    inf. An integer `dtype` too narrow for a draw is an error, never a
+    wrapped-around negative count.
+    """
 
     arg_constraints = {"rate": constraints.nonnegative}
     float_args = ("rate",)
 
-    def __init__(self, rate, dtype=None, **kwargs):
-        super().__init__({"rate": rate}, dtype=dtype, **kwargs)
+    def __init__(self, rate, dtype=None, group_ndims=0, check_numerics=False, **kwargs):
+        super().__init__({"rate": rate}, dtype=dtype, group_ndims=group_ndims,
+                         check_numerics=check_numerics, **kwargs)
 
     def _build(self, rate):
-        return td.Poisson(rate, validate_args=False)
+        return torch_extra.Poisson(rate, validate_args=False)
+
+    def _cast(self, samples):
+        if not self.dtype.is_floating_point and self.dtype != torch.bool:
+            bound = torch.iinfo(self.dtype).max + 1  # a power of two: exact as a float
+            if bool((samples >= bound).any()):
+                raise self._error(f"a draw is too large for dtype {self.dtype} (largest rate "
+                                  f"{self.params['rate'].max().item():.3g}): give a wider "
+                                  f"integer or a floating-point `dtype`")
+        return samples.to(self.dtype)
 
 
 class Binomial(_Discrete):
@@ -261,9 +310,10 @@ class Binomial(_Discrete):
     arg_constraints = {"logits": constraints.real, "n_experiments": constraints.nonnegative_integer}
     float_args = ("logits",)
 
-    def __init__(self, logits, n_experiments, dtype=None, **kwargs):
+    def __init__(self, logits, n_experiments, dtype=None, group_ndims=0, check_numerics=False,
+                 **kwargs):
         super().__init__({"logits": logits, "n_experiments": n_experiments}, dtype=dtype,
-                         **kwargs)
+                         group_ndims=group_ndims, check_numerics=check_numerics, **kwargs)
 
     def _build(self, logits, n_experiments):
         return td.Binomial(n_experiments.to(logits.dtype), logits=logits, validate_args=False)
@@ -275,8 +325,10 @@ class Laplace(_Continuous):
     arg_constraints = {"scale": constraints.positive}
     float_args = ("loc", "scale")
 
-    def __init__(self, loc, scale, **kwargs):
-        super().__init__({"loc": loc, "scale": scale}, **kwargs)
+    def __init__(self, loc, scale, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False, **kwargs):
+        super().__init__({"loc": loc, "scale": scale}, group_ndims, is_reparameterized,
+                         use_path_derivative, check_numerics, **kwargs)
 
     def _build(self, loc, scale):
         return td.Laplace(loc, scale, validate_args=False)
@@ -354,8 +406,10 @@ class BinConcrete(_Continuous):
     arg_constraints = {"temperature": constraints.positive, "logits": constraints.real}
     float_args = ("temperature", "logits")
 
-    def __init__(self, temperature, logits, **kwargs):
-        super().__init__({"temperature": temperature, "logits": logits}, **kwargs)
+    def __init__(self, temperature, logits, group_ndims=0, is_reparameterized=True,
+                 use_path_derivative=False, check_numerics=False, **kwargs):
+        super().__init__({"temperature": temperature, "logits": logits}, group_ndims,
+                         is_reparameterized, use_path_derivative, check_numerics, **kwargs)
 
     def _build(self, temperature, logits):
         temperature, logits = torch.broadcast_tensors(temperature, logits)  # batch from both

@@ -88,8 +88,10 @@ def raises(name, *patterns):
 def test_given_that_does_not_broadcast(name):
     dist = make(name)
     bad = zeros(3, *value_shape(name))  # batch_shape is [2]
+    full = ", ".join(["...", "2", *map(str, value_shape(name))])
     with raises(name, re.escape("`given` of shape (3"), "does not broadcast",
-                re.escape(f"(2, {', '.join(map(str, value_shape(name)))}".rstrip(", "))):
+                re.escape(f"(...) + batch_shape (2,) + value_shape {value_shape(name)} = "
+                          f"({full})")):
         dist.log_prob(bad)
 
 
