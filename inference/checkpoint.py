@@ -22,6 +22,7 @@ import hashlib
 import os
 import tempfile
 
+import numpy as np
 import torch
 
 try:
@@ -142,6 +143,9 @@ def writer_lock(path):
 
 def _describe(value):
     """A plain, comparable description of one fingerprint part."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return {"shape": list(value.shape), "dtype": str(value.dtype),
+                "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()}
     if isinstance(value, torch.Tensor):
         data = value.detach().to("cpu")
         data = (data.to_dense() if data.is_sparse else data).resolve_conj().resolve_neg()
@@ -164,11 +168,17 @@ def _describe(value):
 def fingerprint(**parts):
     """What a checkpoint was made for, as a dict of plain values (it loads with weights_only).
 
-    Each tensor becomes its shape, dtype and the sha256 of its bytes; dicts and
-    lists are described item by item; numbers, strings and None stay as they
-    are; types become their qualified names; anything else its repr.
+    Each tensor or numpy array becomes its shape, dtype and the sha256 of its
+    bytes; dicts and lists are described item by item; numbers, strings and
+    None stay as they are; types become their qualified names; anything else
+    its repr.
     """
     return {name: _describe(value) for name, value in parts.items()}
+
+
+def _short(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _differences(saved, current, prefix):
@@ -177,14 +187,15 @@ def _differences(saved, current, prefix):
         for key in sorted(set(saved) | set(current)):
             name = f"{prefix}.{key}" if prefix else key
             if key not in saved:
-                found.append(f"{name}: not recorded in the checkpoint, now {current[key]!r}")
+                found.append(f"{name}: not recorded in the checkpoint, now "
+                             f"{_short(current[key])}")
             elif key not in current:
-                found.append(f"{name}: {saved[key]!r} in the checkpoint, not given now")
+                found.append(f"{name}: {_short(saved[key])} in the checkpoint, not given now")
             else:
                 found += _differences(saved[key], current[key], name)
         return found
     if saved != current:
-        return [f"{prefix}: {saved!r} in the checkpoint, now {current!r}"]
+        return [f"{prefix}: {_short(saved)} in the checkpoint, now {_short(current)}"]
     return []
 
 

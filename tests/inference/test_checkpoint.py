@@ -3,6 +3,7 @@ import errno
 import multiprocessing
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +143,14 @@ def test_fingerprint_mismatch_names_every_difference(tmp_path):
     assert "settings.n_chains: 4 in the checkpoint, now 2" in message
     assert "delete" in message and str(tmp_path / "run.pt") in message
     assert isinstance(error.value, CheckpointError) and isinstance(error.value, RuntimeError)
+
+
+def test_numpy_arrays_are_hashed_like_tensors():
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    described = checkpoint.fingerprint(data=array)["data"]
+    assert described["shape"] == [3, 4] and described["dtype"] == "float32"
+    assert described["sha256"] == checkpoint.fingerprint(data=torch.from_numpy(array))["data"][
+        "sha256"]
+    changed = array.copy()
+    changed[0, 0] = -1.
+    assert checkpoint.fingerprint(data=changed)["data"]["sha256"] != described["sha256"]
