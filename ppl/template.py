@@ -13,13 +13,26 @@
     build_gen.parameters()                     # the template is an nn.Module
 
 Layers made with `ppl.module(name, factory)` and tensors made with
-`ppl.param(name, init)` are created on the template's first call and reused on
-every later call, whatever the other arguments (train and test batch sizes
+`ppl.param(name, init)` are created on the template's first run and reused on
+every later run, whatever the other arguments (train and test batch sizes
 share weights). Two templates never share parameters unless the user passes
-modules in. Create optimizers after the first call (as with torch's lazy
-modules): before it, the template has no parameters.
+modules in.
+
+Calling a model template only binds arguments; the function runs in
+`observe()`. So that `torch.optim.Adam(build_gen.parameters())` right after
+`model = build_gen(...)` sees every parameter, asking a template that has been
+called but has not run yet for its parameters, buffers or state (or moving it
+with `.to()`) runs its latest call once with nothing observed, without
+gradients, which creates them. Asking a template never called is an error:
+nothing says yet which layers its function makes.
+
+A model's `log_joint` override belongs to its template (`log_joint=fn` in the
+decorator, or `build_model.log_joint = fn`): every net the template makes uses
+it. ZhuSuan's `model.log_joint = fn` on a `MetaBayesianNet` sets the same
+override, so it is not lost when the template is called again.
 """
 import functools
+import itertools
 
 import torch
 from torch import nn
@@ -40,11 +53,53 @@ class Template(nn.Module):
         self.scope = scope or fn.__name__
         self.layers = nn.ModuleDict()
         self.params = nn.ParameterDict()
+        self._latest = None  # a model template's latest MetaBayesianNet
+        self._ran = False     # its function has run at least once
         functools.update_wrapper(self, fn, updated=())
 
     def _placement(self):
-        existing = next(iter(self.parameters()), None)
+        own = itertools.chain(self.layers.parameters(), self.params.values())
+        existing = next(own, None)
         return None if existing is None else (existing.device, existing.dtype)
+
+    # -- parameters exist once the template was called ----------------------
+    def _materialize(self):
+        """Create the layers and parameters of a template called but never run: run its
+        latest call once, nothing observed, without gradients."""
+        if self._ran or self._latest is None:
+            return
+        try:
+            with torch.no_grad():
+                self._latest.observe()
+        except Exception as err:
+            self._ran = False
+            raise RuntimeError(f"template '{self.scope}' has not run yet, and running its "
+                               f"latest call with nothing observed, to create its layers and "
+                               f"parameters, failed ({type(err).__name__}: {err}); call "
+                               f"`.observe(...)` on it once with your data first") from err
+
+    def named_parameters(self, *args, **kwargs):
+        if not self._ran and self._latest is None:
+            raise RuntimeError(f"template '{self.scope}' was never called, so it has no "
+                               f"parameters yet (its function makes them): call it first, "
+                               f"e.g. `model = {self.__name__}(...)`, then ask for them")
+        return super().named_parameters(*args, **kwargs)
+
+    def named_modules(self, *args, **kwargs):
+        self._materialize()  # parameters(), buffers() and a parent's listing come here
+        return super().named_modules(*args, **kwargs)
+
+    def state_dict(self, *args, **kwargs):
+        self._materialize()
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._materialize()
+        return super().load_state_dict(*args, **kwargs)
+
+    def _apply(self, *args, **kwargs):
+        self._materialize()  # .to(), .double(), .cuda(): move what the first run makes
+        return super()._apply(*args, **kwargs)
 
     def get_module(self, name, factory):
         layer = self.layers._modules.get(name)  # the fast path: every call after the first
@@ -85,6 +140,8 @@ class Template(nn.Module):
         device (`.to("cuda")`), tensors the function creates (`torch.zeros(n, z_dim)` for a
         prior) are created there, as its layers are."""
         frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn)
+        if not self._ran:
+            self._ran = True
         placement = self._placement()
         if placement is None or placement[0].type == "cpu":
             return context.call_in(frame, self.fn, *args, **kwargs)
@@ -123,7 +180,8 @@ class MetaBayesianNet:
 
     `observe(**values)` runs the function with those nodes observed and returns
     its `BayesianNet`. `log_joint`, when set to a callable `fn(bn)`, replaces the
-    default sum of log-probabilities (as in ZhuSuan).
+    default sum of log-probabilities (as in ZhuSuan); for a template's net it is
+    the template's override (see the module docs).
     """
 
     def __init__(self, fn, args=(), kwargs=None, template=None):
@@ -131,11 +189,25 @@ class MetaBayesianNet:
         self._args = tuple(args)
         self._kwargs = dict(kwargs or {})
         self._template = template
-        self.log_joint = None
+        self._log_joint = None
 
     @property
     def template(self):
         return self._template
+
+    @property
+    def log_joint(self):
+        """The override `fn(bn) -> tensor` of `BayesianNet.log_joint`, or None (the sum of
+        every node's log-probability). For a net made by a template it is the template's:
+        setting it here sets it there, for every net the template makes."""
+        return self._log_joint if self._template is None else self._template.log_joint
+
+    @log_joint.setter
+    def log_joint(self, fn):
+        if self._template is None:
+            self._log_joint = _checked_log_joint(fn)
+        else:
+            self._template.log_joint = fn
 
     def __repr__(self):
         return f"MetaBayesianNet({getattr(self._fn, '__name__', type(self._fn).__name__)})"
@@ -160,8 +232,31 @@ class MetaBayesianNet:
 class _MetaTemplate(Template):
     """What `@meta_bayesian_net` returns: calling it binds arguments."""
 
+    def __init__(self, fn, scope=None, reuse_variables=False, log_joint=None):
+        super().__init__(fn, scope)
+        self.reuse_variables = reuse_variables
+        self.log_joint = log_joint
+
+    @property
+    def log_joint(self):
+        """The override `fn(bn) -> tensor` of `log_joint` for every net this template
+        makes, or None."""
+        return self._log_joint
+
+    @log_joint.setter
+    def log_joint(self, fn):
+        self._log_joint = _checked_log_joint(fn)
+
     def forward(self, *args, **kwargs):
-        return MetaBayesianNet(self.fn, args, kwargs, template=self)
+        self._latest = MetaBayesianNet(self.fn, args, kwargs, template=self)
+        return self._latest
+
+
+def _checked_log_joint(fn):
+    if fn is not None and not callable(fn):
+        raise TypeError(f"`log_joint` must be a function of the BayesianNet (or None), got "
+                        f"{type(fn).__name__}")
+    return fn
 
 
 class _GuideTemplate(Template):
@@ -176,16 +271,25 @@ class _GuideTemplate(Template):
         return self.run(*args, **kwargs)
 
 
-def meta_bayesian_net(scope=None, reuse_variables=False):
+def meta_bayesian_net(scope=None, reuse_variables=False, *, log_joint=None):
     """Turn a model function returning a `BayesianNet` into a template.
 
-    Calling the template returns a `MetaBayesianNet`. `reuse_variables` is
-    accepted for ZhuSuan compatibility: parameters always live in the template.
+    Calling the template returns a `MetaBayesianNet`. `log_joint`: an override
+    `fn(bn) -> tensor` of the nets' log joint (also settable later as
+    `template.log_joint = fn`).
+
+    `reuse_variables` (a bool) is ZhuSuan's and is kept as `template.reuse_variables`
+    but changes nothing: layers and parameters always live in the template and are
+    reused on every call, as ZhuSuan's `reuse_variables=True` does. (ZhuSuan's default
+    False makes fresh variables on each call, which its examples use only for models
+    without variables.)
     """
-    del reuse_variables
+    if not isinstance(reuse_variables, bool):
+        raise TypeError(f"`reuse_variables` must be True or False, got {reuse_variables!r}")
+    _checked_log_joint(log_joint)
 
     def wrap(fn):
-        return _MetaTemplate(fn, scope)
+        return _MetaTemplate(fn, scope, reuse_variables=reuse_variables, log_joint=log_joint)
 
     return wrap
 

@@ -83,7 +83,8 @@ def test_vae_tutorial_shapes():
 
 def test_parameters_are_created_once_and_shared_across_batch_sizes():
     build_gen, build_q_net = make_vae()
-    assert list(build_gen.parameters()) == []  # created lazily, on the first call
+    with pytest.raises(RuntimeError, match="'gen' was never called.*call it first"):
+        list(build_gen.parameters())  # nothing says yet which layers the function makes
     build_gen(X_DIM, Z_DIM, 4).observe()
     first = params_by_name(build_gen)
     assert len(first) == 6
@@ -98,6 +99,131 @@ def test_parameters_are_created_once_and_shared_across_batch_sizes():
     q_first = params_by_name(build_q_net)
     build_q_net(binary_batch(11), Z_DIM, 4)
     assert params_by_name(build_q_net) == q_first
+
+
+def test_parameters_exist_once_a_template_is_called():
+    """ZhuSuan's order: call the template, make the optimizer, then observe in the loop.
+    The first `parameters()` runs the latest call once (no gradients) to make them."""
+    build_gen, build_q_net = make_vae()
+    x = binary_batch(4)
+    model = build_gen(X_DIM, Z_DIM, 4)
+    optimizer = torch.optim.Adam(build_gen.parameters(), lr=0.1)
+    params = params_by_name(build_gen)
+    assert len(params) == 6 and all(p.grad is None for p in params.values())
+    before = {name: p.detach().clone() for name, p in params.items()}
+    cost = -model.observe(x=x).log_joint().mean()
+    cost.backward()
+    optimizer.step()
+    assert params_by_name(build_gen) == params  # the run in observe() reused them
+    assert all(not torch.equal(p, before[name]) for name, p in params.items())
+    assert set(build_gen.state_dict()) == {f"layers.{layer}.{kind}" for layer in
+                                           ("h1", "h2", "x_logits") for kind in
+                                           ("weight", "bias")}
+
+    with pytest.raises(RuntimeError, match="'q_net' was never called"):
+        list(build_q_net.parameters())
+    build_q_net(x, Z_DIM, 1)  # a guide runs when called
+    assert len(list(build_q_net.parameters())) == 8
+
+
+def test_state_dict_and_to_of_a_called_template_see_its_layers():
+    gen_a, _ = make_vae()
+    gen_b, _ = make_vae()
+    gen_a(X_DIM, Z_DIM, 2)
+    gen_b(X_DIM, Z_DIM, 3)
+    gen_b.load_state_dict(gen_a.state_dict())  # both made their layers first
+    for name, p in gen_b.named_parameters():
+        torch.testing.assert_close(p, dict(gen_a.named_parameters())[name], rtol=0, atol=0)
+    gen_c, _ = make_vae()
+    gen_c(X_DIM, Z_DIM, 2).template.to(torch.float64)
+    assert {p.dtype for p in gen_c.parameters()} == {torch.float64}
+
+
+def test_a_called_template_that_cannot_run_unobserved_says_what_to_do():
+    @ppl.meta_bayesian_net(scope="data_model")
+    def model(n):
+        bn = ppl.BayesianNet()
+        scale = ppl.param("log_scale", torch.zeros(())).exp()
+        x = bn.empirical("x", batch_shape=[n])  # no density, no sampler: must be observed
+        bn.normal("y", x * scale, std=1.)
+        return bn
+
+    model(3)
+    with pytest.raises(RuntimeError, match=r"'data_model' has not run yet.*x.*"
+                                           r"call `.observe\(...\)` on it once"):
+        list(model.parameters())
+    model(3).observe(x=torch.zeros(3))
+    assert [name for name, _ in model.named_parameters()] == ["params.log_scale"]
+
+
+# -- log_joint overrides and reuse_variables ------------------------------------
+
+def _regression():
+    def model(x):
+        bn = ppl.BayesianNet()
+        w = bn.normal("w", torch.zeros(x.shape[-1]), std=1., group_ndims=1)
+        bn.normal("y", (w * x).sum(-1), std=0.5, group_ndims=1)
+        return bn
+    return model
+
+
+def test_log_joint_override_given_to_the_template_applies_to_every_net():
+    def tempered(bn):
+        return bn.cond_log_prob("w") + 0.5 * bn.cond_log_prob("y")
+
+    x, y = torch.randn(5, 2), torch.randn(5)
+    by_argument = ppl.meta_bayesian_net(scope="r1", log_joint=tempered)(_regression())
+    by_assignment = ppl.meta_bayesian_net(scope="r2")(_regression())
+    by_assignment.log_joint = tempered
+    for template in (by_argument, by_assignment):
+        assert template.log_joint is tempered
+        for n in (5, 3):
+            bn = template(x[:n]).observe(y=y[:n])
+            torch.testing.assert_close(bn.log_joint(), tempered(bn))
+            assert not torch.allclose(bn.log_joint(), bn["w"].cond_log_p + bn["y"].cond_log_p)
+    by_assignment.log_joint = None
+    bn = by_assignment(x).observe(y=y)
+    torch.testing.assert_close(bn.log_joint(), bn["w"].cond_log_p + bn["y"].cond_log_p)
+    with pytest.raises(TypeError, match="`log_joint` must be a function.*int"):
+        by_assignment.log_joint = 3
+    with pytest.raises(TypeError, match="`log_joint` must be a function.*str"):
+        ppl.meta_bayesian_net(log_joint="sum")
+
+
+def test_log_joint_set_on_a_meta_bn_is_not_lost_on_the_next_call():
+    """ZhuSuan's examples set `model.log_joint = fn` once; calling the template again (a
+    new batch) must keep using it."""
+    def tempered(bn):
+        return bn.cond_log_prob("w") + 0.5 * bn.cond_log_prob("y")
+
+    template = ppl.meta_bayesian_net(scope="r3")(_regression())
+    x, y = torch.randn(5, 2), torch.randn(5)
+    model = template(x)
+    model.log_joint = tempered
+    assert template.log_joint is tempered
+    later = template(x[:3])
+    assert later.log_joint is tempered
+    bn = later.observe(y=y[:3])
+    torch.testing.assert_close(bn.log_joint(), tempered(bn))
+
+
+def test_reuse_variables_is_checked_and_kept():
+    """ZhuSuan's flag: parameters are reused whatever its value (documented)."""
+    assert "reuse_variables" in ppl.meta_bayesian_net.__doc__
+    for flag in (True, False):
+        @ppl.meta_bayesian_net(scope="r", reuse_variables=flag)
+        def model(x):
+            bn = ppl.BayesianNet()
+            bn.normal("y", ppl.module("dense", lambda: nn.Linear(2, 1))(x), std=1.)
+            return bn
+
+        assert model.reuse_variables is flag
+        model(torch.randn(3, 2)).observe()
+        first = list(model.parameters())
+        model(torch.randn(4, 2)).observe()
+        assert list(model.parameters()) == first
+    with pytest.raises(TypeError, match="`reuse_variables` must be True or False.*'yes'"):
+        ppl.meta_bayesian_net(scope="r", reuse_variables="yes")
 
 
 def test_two_templates_share_no_parameters():
