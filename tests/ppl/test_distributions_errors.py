@@ -3,6 +3,8 @@ import re
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.distributions import constraints
 
 import ppl.distributions as D
@@ -289,6 +291,116 @@ def test_check_numerics_reports_non_finite_log_prob():
     with raises("Normal", "non-finite", "check_numerics"):
         dist.log_prob(torch.tensor([0.0, float("inf")], dtype=F64))
     assert torch.isfinite(dist.log_prob(zeros(2))).all()
+
+
+# -- non-finite and empty parameters (issue 29, item 10) ----------------------------------
+CATEGORY_LOGITS = {  # name -> builder from logits [..., n_categories]
+    "Categorical": lambda logits: D.Categorical(logits),
+    "OnehotCategorical": lambda logits: D.OnehotCategorical(logits),
+    "Multinomial": lambda logits: D.Multinomial(logits, 3),
+    "UnnormalizedMultinomial": lambda logits: D.UnnormalizedMultinomial(logits),
+    "ExpConcrete": lambda logits: D.ExpConcrete(0.5, logits),
+    "Concrete": lambda logits: D.Concrete(0.5, logits),
+}
+INF = float("inf")
+
+
+@pytest.mark.parametrize("name", sorted(CATEGORY_LOGITS))
+@pytest.mark.parametrize("bad", [[0.0, float("nan")], [0.0, INF], [-INF, -INF],
+                                 [[0.0, 1.0], [INF, 0.0]]], ids=["nan", "inf", "all-inf", "row"])
+def test_category_logits_with_nan_inf_or_all_minus_inf(name, bad):
+    with raises(name, "argument `logits` must be", "without NaN or \\+inf", "not all -inf"):
+        CATEGORY_LOGITS[name](torch.tensor(bad, dtype=F64))
+
+
+@pytest.mark.parametrize("name", sorted(CATEGORY_LOGITS))
+@pytest.mark.parametrize("shape", [(0,), (3, 0)])
+def test_empty_category_axis(name, shape):
+    with raises(name, "argument `logits` must be", "non-empty last axis",
+                re.escape(f"shape {shape}")):
+        CATEGORY_LOGITS[name](zeros(*shape))
+
+
+@pytest.mark.parametrize("probs", [zeros(0), zeros(3, 0)])
+def test_empty_category_axis_given_probs(probs):
+    for name in ("Categorical", "OnehotCategorical"):
+        with raises(name, "argument `probs` must be on the simplex"):
+            VALID[name][0](probs=probs)
+
+
+def test_dirichlet_with_an_empty_category_axis():
+    with raises("Dirichlet", "argument `alpha` has an empty last axis", re.escape("(3, 0)")):
+        D.Dirichlet(ones(3, 0))
+
+
+def test_minus_inf_logits_are_categories_never_drawn():
+    logits = torch.tensor([[-INF, 0.0, -INF]], dtype=F64)
+    assert (D.Categorical(logits).sample(50) == 1).all()
+    assert (D.Multinomial(logits, 4).sample(5)[..., 1] == 4).all()
+    counts = torch.tensor([[0.0, 2.0, 0.0]], dtype=F64)
+    assert D.Multinomial(logits, 2).log_prob(counts).item() == 0.0
+    assert D.UnnormalizedMultinomial(logits).log_prob(counts).item() == 0.0
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(set(CATEGORY_LOGITS) - {"UnnormalizedMultinomial"})),
+       logits=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=4))
+def test_any_logits_give_a_draw_or_a_clear_error(name, logits):
+    """No raw torch error, whatever the logits: a valid draw or a ValueError naming them."""
+    try:
+        dist = CATEGORY_LOGITS[name](torch.tensor(logits, dtype=F64))
+    except ValueError as err:
+        assert str(err).startswith(f"{name}: argument `logits` must be")
+        return
+    sample = dist.sample(3)
+    assert sample.shape == (3,) + tuple(dist.batch_shape) + tuple(dist.value_shape)
+    assert not torch.isnan(sample).any()
+
+
+@settings(max_examples=100, deadline=None)
+@given(logits=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1,
+                       max_size=4),
+       name=st.sampled_from(["Bernoulli", "BinConcrete"]))
+def test_binary_logits_give_a_draw_or_a_clear_error(logits, name):
+    logits = torch.tensor(logits, dtype=F64)
+    dist = (D.Bernoulli(logits) if name == "Bernoulli"
+            else None if torch.isnan(logits).any() else D.BinConcrete(0.5, logits))
+    if dist is None:
+        with raises(name, "argument `logits` holds NaN or inf"):
+            D.BinConcrete(0.5, logits)
+        return
+    if torch.isnan(logits).any():
+        with raises(name, "cannot sample", "argument `logits` holds NaN or inf"):
+            dist.sample()
+    else:
+        assert dist.sample().shape == logits.shape
+
+
+@pytest.mark.parametrize("rate", [1e19, 2.0 ** 63])
+def test_poisson_with_a_huge_rate_draws_no_negative_count(rate):
+    torch.manual_seed(0)
+    n = 4000
+    draws = D.Poisson(torch.tensor([rate, 3.0], dtype=F64)).sample(n)
+    assert (draws >= 0).all()
+    # Poisson(rate): mean and variance `rate`; each within 5 standard errors (the float64
+    # spacing there, 2048, is negligible against the standard deviation, 3e9).
+    big = draws[:, 0]
+    assert abs(big.mean().item() - rate) < 5 * (rate / n) ** 0.5
+    assert abs(big.std().item() / rate ** 0.5 - 1) < 5 / (2 * n) ** 0.5
+    assert (D.Poisson(torch.tensor([1e30, 2e19])).sample(10) > 0).all()  # float32 too
+
+
+def test_poisson_infinite_rate_draws_inf():
+    draws = D.Poisson(torch.tensor([INF, 2.0], dtype=F64)).sample(3)
+    assert torch.isinf(draws[:, 0]).all() and (draws[:, 1] >= 0).all()
+
+
+@pytest.mark.parametrize("dtype,rate", [(torch.int64, 1e19), (torch.int64, INF),
+                                        (torch.int32, 3e9)])
+def test_poisson_draw_too_large_for_an_integer_dtype(dtype, rate):
+    with raises("Poisson", "a draw is too large for dtype", re.escape(str(dtype))):
+        D.Poisson(torch.tensor([rate, 1.0], dtype=F64), dtype=dtype).sample()
+    assert D.Poisson(torch.tensor([2e9], dtype=F64), dtype=torch.int64).sample().item() > 0
 
 
 # -- no density ---------------------------------------------------------------------------
