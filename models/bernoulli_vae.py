@@ -94,7 +94,7 @@ def vimco_step(gen, q_net, z_dim, n_particles=10, hidden=(500, 500)):
     return step
 
 
-def held_out_metrics(gen, q_net, z_dim, n_particles=None):
+def held_out_metrics(gen, q_net, z_dim, n_particles=None, *, progress=True):
     """held_out_metrics(images) -> the test ELBO, and the test k-sample bound when k is given."""
     def bound(objective, k):
         def per_image(x):
@@ -104,10 +104,12 @@ def held_out_metrics(gen, q_net, z_dim, n_particles=None):
 
     def metrics(images):
         results = {"test_elbo": experiment.mean_over_batches(
-            bound(inference.elbo, 1), images, batch_size=400)}
+            bound(inference.elbo, 1), images, batch_size=400, desc="test ELBO",
+            progress=progress)}
         if n_particles is not None:
             results[f"test_iw_bound_k{n_particles}"] = experiment.mean_over_batches(
-                bound(inference.iw_objective, n_particles), images, batch_size=100)
+                bound(inference.iw_objective, n_particles), images, batch_size=100,
+                desc=f"test k={n_particles} bound", progress=progress)
         return results
     return metrics
 
@@ -129,11 +131,13 @@ def main(argv=None):
             return ({"model": build_gen, "guide": build_q_net, "baseline": build_baseline},
                     reinforce_step(build_gen, build_q_net, build_baseline, args.z_dim,
                                    hidden=args.hidden),
-                    held_out_metrics(build_gen, build_q_net, args.z_dim), build_gen, build_q_net)
+                    held_out_metrics(build_gen, build_q_net, args.z_dim,
+                                     progress=not args.no_progress), build_gen, build_q_net)
         return ({"model": build_gen, "guide": build_q_net},
                 vimco_step(build_gen, build_q_net, args.z_dim, args.particles,
                            hidden=args.hidden),
-                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles),
+                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles,
+                                 progress=not args.no_progress),
                 build_gen, build_q_net)
     return experiment.run(args, f"bernoulli_vae_{args.estimator}", setup)
 

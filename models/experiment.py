@@ -7,8 +7,11 @@ ZhuSuan's calling convention, so one evaluation fits all of them:
   node "z" has shape `[n_particles, n, ...]` and whose node "x" is observed;
   it records the pixel probabilities as the deterministic node "x_mean";
 - `q_net(x, z_dim, n_particles)` -> the guide's `BayesianNet` with node "z".
+
+This module is a library; `python -m models.experiment` lists the runnable models.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -17,12 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import inference
+from inference import checkpoint
 from models.data import DATASETS, BinarizedBatches, iterate_batches, load_binary_images
 
 __all__ = ["is_loglikelihood", "mean_over_batches", "sample_images", "reconstruct",
-           "save_image_grid", "common_parser", "quick_mode", "run"]
+           "save_image_grid", "common_parser", "quick_mode", "run", "main"]
+
+RUNNABLE = {
+    "models.vae": "ZhuSuan's VAE, trained by the ELBO (SGVB)",
+    "models.iwae": "the same VAE trained by the importance weighted bound",
+    "models.bernoulli_vae": "a VAE with binary latent units, by REINFORCE (NVIL) or VIMCO",
+    "models.bnn_uci": "a Bayesian neural net on the UCI regression sets, SGHMC within Gibbs",
+    "models.demo": "the eight-schools model: prior draws, log_joint, log p(y), its graph",
+}
 
 
 def quick_mode():
@@ -52,10 +65,16 @@ def is_loglikelihood(gen, q_net, x, z_dim, n_samples=1000, max_elements=2 ** 22)
 
 
 @torch.no_grad()
-def mean_over_batches(fn, images, batch_size):
-    """The mean over all rows of `images` of `fn(x_batch)` (a per-row tensor [b])."""
+def mean_over_batches(fn, images, batch_size, *, desc=None, progress=True):
+    """The mean over all rows of `images` of `fn(x_batch)` (a per-row tensor [b]).
+
+    Shows a progress bar over the batches (titled `desc`) unless `progress` is False.
+    """
+    if len(images) == 0:
+        raise ValueError("mean_over_batches: `images` has no rows")
     total, count = 0.0, 0
-    for x in iterate_batches(images, batch_size):
+    for x in tqdm(iterate_batches(images, batch_size), total=math.ceil(len(images) / batch_size),
+                  desc=desc, disable=not progress, leave=False):
         total += float(torch.sum(fn(x)))
         count += len(x)
     return total / count
@@ -130,8 +149,8 @@ def common_parser(name, description, digits_defaults, mnist_defaults, quick_epoc
     parser.add_argument("--iw-samples", type=int, default=None,
                         help="importance samples per test image for log p(x) (default: 1000, "
                              "100 under CI=true)")
-    parser.add_argument("--test-size", type=int, default=None,
-                        help="evaluate on the first N test images only (default: all)")
+    parser.add_argument("--test-size", type=_positive, default=None,
+                        help="evaluate on the first N test images only, N >= 1 (default: all)")
     parser.add_argument("--out", default=f"runs/{name}",
                         help="folder for the image grid and the results JSON")
     parser.add_argument("--checkpoint", default=None,
@@ -149,6 +168,16 @@ def common_parser(name, description, digits_defaults, mnist_defaults, quick_epoc
     parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults,
                         quick_epochs=quick_epochs)
     return parser
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
 
 
 def _sizes(text):
@@ -183,6 +212,11 @@ def run(args, name, setup):
     (modules, step_fn, held_out_metrics, gen, q_net): the nn.Modules to train and
     checkpoint, `step_fn(x) -> (cost, objective)`, `held_out_metrics(images) ->
     {metric: value}`, and the model and guide templates. Returns the results.
+
+    With `--checkpoint`, the run holds the checkpoint's writer lock throughout;
+    the checkpoint records the training images and the settings that shape the
+    model, and a resume with others is an error. A `--lr` given on resume
+    overrides the checkpoint's (the Trainer warns).
     """
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,36 +230,16 @@ def run(args, name, setup):
                                binarize=data.dynamic)
     print(f"{name} on {data.name}: {len(data.train)} train / {len(test)} test images, "
           f"{len(batches)} batches of {args.batch_size} per epoch, {args.epochs} epochs")
+    settings = {"model": name, "data": data.name, "z_dim": z_dim, "hidden": list(args.hidden),
+                "batch_size": args.batch_size, "seed": args.seed}
     trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
                                 checkpoint_path=args.checkpoint, progress=not args.no_progress,
-                                trace=not args.no_trace)
-    resuming = args.checkpoint is not None and Path(args.checkpoint).exists()
-    history, train_seconds = [], 0.0
-    every = max(1, args.epochs // 20)  # print about 20 epochs
-    for epoch in range(1, args.epochs + 1):  # one epoch per call, to print as we go
-        if epoch <= len(history):
-            continue
-        started = time.perf_counter()
-        history = trainer.fit(step_fn, batches, n_epochs=epoch)
-        seconds = time.perf_counter() - started
-        if resuming:  # the first call loaded the checkpoint's epochs
-            resuming = False
-            for done, bound in enumerate(history, start=1):
-                print(f"Epoch {done} (from {args.checkpoint}): lower bound = {bound:.2f}")
-        else:
-            train_seconds += seconds
-            if epoch % every == 0 or epoch == args.epochs:
-                print(f"Epoch {epoch} ({seconds:.1f}s): lower bound = {history[-1]:.2f}")
-
-    started = time.perf_counter()
-    metrics = held_out_metrics(test)
-    metrics["test_log_likelihood"] = mean_over_batches(
-        lambda x: is_loglikelihood(gen, q_net, x, z_dim, n_samples=args.iw_samples),
-        test, batch_size=100)
-    for key, value in metrics.items():
-        print(f">> {key.replace('_', ' ')} = {value:.2f}")
-    print(f"(IS with {args.iw_samples} samples per image; "
-          f"evaluation took {time.perf_counter() - started:.1f}s)")
+                                trace=not args.no_trace,
+                                fingerprint={"train_images": data.train, "settings": settings})
+    with (contextlib.nullcontext() if args.checkpoint is None
+          else checkpoint.writer_lock(args.checkpoint)):
+        history, train_seconds = _train(trainer, step_fn, batches, args)
+    metrics = _evaluate(held_out_metrics, gen, q_net, test, args)
 
     out = Path(args.out)
     x_show = torch.from_numpy(test[:50])
@@ -244,9 +258,64 @@ def run(args, name, setup):
     return results
 
 
+def _train(trainer, step_fn, batches, args):
+    """Train for `args.epochs`, printing about 20 epochs' bounds; (history, seconds)."""
+    resuming = args.checkpoint is not None and Path(args.checkpoint).exists()
+    history, train_seconds = [], 0.0
+    every = max(1, args.epochs // 20)  # print about 20 epochs
+    for epoch in range(1, args.epochs + 1):  # one epoch per call, to print as we go
+        if epoch <= len(history):
+            continue
+        started = time.perf_counter()
+        history = trainer.fit(step_fn, batches, n_epochs=epoch)
+        seconds = time.perf_counter() - started
+        if resuming:  # the first call loaded the checkpoint's epochs
+            resuming = False
+            for done, bound in enumerate(history, start=1):
+                print(f"Epoch {done} (from {args.checkpoint}): lower bound = {bound:.2f}")
+        else:
+            train_seconds += seconds
+            if epoch % every == 0 or epoch == args.epochs:
+                print(f"Epoch {epoch} ({seconds:.1f}s): lower bound = {history[-1]:.2f}")
+    return history, train_seconds
+
+
+def _evaluate(held_out_metrics, gen, q_net, test, args):
+    """The held-out metrics and the IS log-likelihood on `test`, printed as they come."""
+    started = time.perf_counter()
+    print(f"evaluating on {len(test)} test images (log p(x) by IS with {args.iw_samples} "
+          f"samples per image)", flush=True)
+    metrics = held_out_metrics(test)
+    metrics["test_log_likelihood"] = mean_over_batches(
+        lambda x: is_loglikelihood(gen, q_net, x, args.z_dim, n_samples=args.iw_samples),
+        test, batch_size=100, desc="test log-likelihood", progress=not args.no_progress)
+    for key, value in metrics.items():
+        print(f">> {key.replace('_', ' ')} = {value:.2f}")
+    print(f"(IS with {args.iw_samples} samples per image; "
+          f"evaluation took {time.perf_counter() - started:.1f}s)")
+    return metrics
+
+
 def _interleave_rows(originals, reconstructions, columns=10):
     """Rows of originals alternating with rows of their reconstructions."""
     rows = []
     for start in range(0, len(originals), columns):
         rows += [originals[start:start + columns], reconstructions[start:start + columns]]
     return torch.cat(rows)
+
+
+def main(argv=None):
+    """`python -m models.experiment`: this module is a library; list what to run instead."""
+    listing = "\n".join(f"  python -m {module:<22} {what}" for module, what in RUNNABLE.items())
+    parser = argparse.ArgumentParser(
+        prog="python -m models.experiment", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The shared code of the image models (evaluation, pictures, the command\n"
+                    "line); it trains nothing itself. The runnable models:\n\n" + listing,
+        epilog="Each takes --help; models.vae, models.iwae and models.bernoulli_vae share "
+               "their options (--data, --epochs, --checkpoint, ...).")
+    parser.parse_args(argv)
+    parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

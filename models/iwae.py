@@ -49,13 +49,14 @@ def iw_step(gen, q_net, z_dim, n_particles=50, hidden=(500, 500)):
     return step
 
 
-def held_out_metrics(gen, q_net, z_dim, n_particles=50):
+def held_out_metrics(gen, q_net, z_dim, n_particles=50, *, progress=True):
     """held_out_metrics(images) -> the test L_k (k = `n_particles`) and the test ELBO."""
-    elbo_metrics = vae_held_out_metrics(gen, q_net, z_dim)
+    elbo_metrics = vae_held_out_metrics(gen, q_net, z_dim, progress=progress)
 
     def metrics(images):
         bound = experiment.mean_over_batches(
-            lambda x: iw_objective(gen, q_net, x, z_dim, n_particles), images, batch_size=100)
+            lambda x: iw_objective(gen, q_net, x, z_dim, n_particles), images, batch_size=100,
+            desc=f"test L_{n_particles}", progress=progress)
         return {f"test_iw_bound_k{n_particles}": bound, **elbo_metrics(images)}
     return metrics
 
@@ -71,7 +72,8 @@ def main(argv=None):
     def setup(args):
         return ({"model": build_gen, "guide": build_q_net},
                 iw_step(build_gen, build_q_net, args.z_dim, args.particles, hidden=args.hidden),
-                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles),
+                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles,
+                                 progress=not args.no_progress),
                 build_gen, build_q_net)
     return experiment.run(args, "iwae", setup)
 

@@ -90,13 +90,17 @@ def elbo_step(gen, q_net, z_dim, n_particles=1, hidden=(500, 500)):
     return step
 
 
-def held_out_metrics(gen, q_net, z_dim):
-    """held_out_metrics(images) -> {"test_elbo": mean single-sample ELBO over the images}."""
+def held_out_metrics(gen, q_net, z_dim, *, progress=True):
+    """held_out_metrics(images) -> {"test_elbo": mean single-sample ELBO over the images}.
+
+    `progress`: show a progress bar over the batches.
+    """
     def metrics(images):
         def elbo(x):
             model = gen(x.shape[1], z_dim, x.shape[0], 1)
             return inference.elbo(model, {"x": x}, variational=q_net(x, z_dim, 1), axis=0)
-        return {"test_elbo": experiment.mean_over_batches(elbo, images, batch_size=400)}
+        return {"test_elbo": experiment.mean_over_batches(elbo, images, batch_size=400,
+                                                          desc="test ELBO", progress=progress)}
     return metrics
 
 
@@ -113,7 +117,8 @@ def main(argv=None):
     def setup(args):
         return ({"model": build_gen, "guide": build_q_net},
                 elbo_step(build_gen, build_q_net, args.z_dim, hidden=args.hidden),
-                held_out_metrics(build_gen, build_q_net, args.z_dim), build_gen, build_q_net)
+                held_out_metrics(build_gen, build_q_net, args.z_dim,
+                                 progress=not args.no_progress), build_gen, build_q_net)
     return experiment.run(args, "vae", setup)
 
 
