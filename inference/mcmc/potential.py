@@ -150,8 +150,13 @@ class Potential:
                              f"must have the same leading chain axes")
         leaves = {k: v.clone().requires_grad_(True) for k, v in latent.items()}
         with torch.enable_grad():
-            bn = self.log_joint.bn(leaves)
-            log_joint = bn.log_joint()
+            try:
+                bn = self.log_joint.bn(leaves)
+                log_joint = bn.log_joint()
+            except (RuntimeError, ValueError, IndexError, TypeError) as error:
+                if chain_of and self._runs_without_chain_axes(latent, chain_of):
+                    raise self._chain_axes_error(latent, chain_of, error) from error
+                raise
             supports = {k: bn.get(k).dist.support for k in latent}
             self._check_supports_fixed(supports, leaves)
         if chain_of:
@@ -170,6 +175,34 @@ class Potential:
                         f"latent '{name}' has shape {tuple(value.shape)}, but log_joint() has "
                         f"shape {tuple(chain_shape)}: latents must start with the chain axes")
         return chain_shape, supports
+
+    def _runs_without_chain_axes(self, latent, chain_of):
+        """Whether the model runs on the first chain's values with the chain axes removed."""
+        first = {k: v[(0,) * len(chain_of[k])] if k in chain_of else v for k, v in latent.items()}
+        try:
+            with torch.no_grad():
+                self.log_joint.bn(first).log_joint()
+        except (RuntimeError, ValueError, IndexError, TypeError):
+            return False
+        return True
+
+    @staticmethod
+    def _chain_axes_error(latent, chain_of, error):
+        """The model runs on one chain's values but not with the chain axes in front: say so."""
+        chains = next(iter(chain_of.values()))
+        listing = ", ".join(f"'{k}': {tuple(latent[k].shape)} = chains {tuple(chain_of[k])} + "
+                            f"node {tuple(latent[k].shape[len(chain_of[k]):])}"
+                            for k in chain_of)
+        return ValueError(
+            f"the model fails when its latents carry the chain axes {tuple(chains)} in front "
+            f"({listing}), though it runs on a single chain's values: MCMC evaluates all "
+            f"chains in one model call, so every latent node's value has the chain axes "
+            f"first. Write the model so they broadcast: as in ZhuSuan, give each prior a "
+            f"leading chain axis (e.g. bn.normal(name, torch.zeros(n_chains, ...), std=1.) "
+            f"and init/latent values of exactly that shape), or write code that broadcasts "
+            f"over leading axes (`x @ w` works with w [n_chains, 4, 3]; add a bias b "
+            f"[n_chains, 3] as `b.unsqueeze(-2)`, index the last axes with `...`). "
+            f"The model's error: {type(error).__name__}: {error}")
 
     @staticmethod
     def _check_supports_fixed(supports, leaves):

@@ -1,0 +1,95 @@
+"""A model written without the chain axes (the Pyro way) fails with an error naming them (#20.14)."""
+import re
+
+import pytest
+import torch
+
+import inference
+import ppl
+from inference.mcmc import Potential
+
+X = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+Y = torch.zeros(50, 3)
+
+
+@ppl.meta_bayesian_net()
+def pyro_style(x):
+    """Fine for one draw, but `x @ w + b` puts the chain axis of `b` against the data axis."""
+    bn = ppl.BayesianNet()
+    w = bn.normal("w", torch.zeros(4, 3), std=1., group_ndims=2)
+    b = bn.normal("b", torch.zeros(3), std=1., group_ndims=1)
+    bn.normal("y", x @ w + b, std=0.1, group_ndims=2)
+    return bn
+
+
+@ppl.meta_bayesian_net()
+def pyro_style_mm(x):
+    """`torch.mm` only takes matrices: no chain axis can pass."""
+    bn = ppl.BayesianNet()
+    w = bn.normal("w", torch.zeros(4, 3), std=1., group_ndims=2)
+    bn.normal("y", torch.mm(x, w), std=0.1, group_ndims=2)
+    return bn
+
+
+@ppl.meta_bayesian_net()
+def broadcasting(x):
+    """The same model written to broadcast over leading axes."""
+    bn = ppl.BayesianNet()
+    w = bn.normal("w", torch.zeros(4, 3), std=1., group_ndims=2)
+    b = bn.normal("b", torch.zeros(3), std=1., group_ndims=1)
+    bn.normal("y", x @ w + b.unsqueeze(-2), std=0.1, group_ndims=2)
+    return bn
+
+
+def chain_axes_error(*names):
+    patterns = [re.escape("carry the chain axes (5,)")] + [
+        re.escape(f"'{name}': (5, ") + r"[^)]*\) = chains \(5,\) \+ node" for name in names]
+    return pytest.raises(ValueError, match="".join(f"(?=.*{p})" for p in patterns))
+
+
+def test_potential_names_the_latents_and_their_chain_axes():
+    latent = {"w": torch.zeros(5, 4, 3), "b": torch.zeros(5, 3)}
+    with chain_axes_error("w", "b") as info:
+        Potential(pyro_style(X), {"y": Y}, latent)
+    message = str(info.value)
+    assert "torch.zeros(n_chains, ...)" in message and "broadcasts over leading axes" in message
+    assert "The model's error: RuntimeError" in message  # the original is kept, and chained
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_matrix_only_ops_are_reported_too():
+    with chain_axes_error("w"):
+        Potential(pyro_style_mm(X), {"y": Y}, {"w": torch.zeros(5, 4, 3)})
+
+
+def test_mcmc_run_reports_it_before_sampling():
+    with chain_axes_error("w", "b"):
+        inference.mcmc.run(inference.NUTS(), pyro_style(X), {"y": Y}, n_chains=5, n_warmup=2,
+                           n_samples=2, progress=False)
+
+
+def test_zhusuan_sample_reports_it():
+    hmc = inference.HMC(step_size=0.01, n_leapfrogs=2)
+    with chain_axes_error("w", "b"):
+        hmc.sample(pyro_style(X), {"y": Y}, {"w": torch.zeros(5, 4, 3), "b": torch.zeros(5, 3)})
+
+
+def test_a_broadcasting_model_runs():
+    potential = Potential(broadcasting(X), {"y": Y},
+                          {"w": torch.zeros(5, 4, 3), "b": torch.zeros(5, 3)})
+    log_prob, grad = potential(torch.zeros(5, 15))
+    assert log_prob.shape == (5,) and grad.shape == (5, 15)
+
+
+def test_other_model_errors_pass_through_unchanged():
+    @ppl.meta_bayesian_net()
+    def zero_scale(x):
+        """Runs on prior draws, but w = 0 gives y a zero std, with or without chain axes."""
+        bn = ppl.BayesianNet()
+        w = bn.normal("w", torch.zeros(4, 3), std=1., group_ndims=2)
+        std = w.abs().mean(dim=(-2, -1), keepdim=True)
+        bn.normal("y", x @ w, std=std, group_ndims=2)
+        return bn
+
+    with pytest.raises(ValueError, match="Normal: argument `std` must be positive"):
+        Potential(zero_scale(X), {"y": Y}, {"w": torch.zeros(5, 4, 3)})
