@@ -9,6 +9,7 @@ Observations come from `observed`, and, inside a `MetaBayesianNet.observe`
 call, from the values given there (the explicit `observed` argument wins).
 """
 import functools
+import inspect
 import operator
 
 import torch
@@ -21,19 +22,54 @@ __all__ = ["BayesianNet"]
 
 
 class BayesianNet:
-    """A directed graphical model built imperatively, node by node."""
+    """A directed graphical model built imperatively, node by node (ZhuSuan's `BayesianNet`).
+
+    Each `bn.<distribution>(name, ...)` call (or `bn.stochastic(name, dist)`)
+    adds a stochastic node and returns it as a `StochasticTensor`: its value is
+    the observation when `name` is observed, else a sample. `deterministic` /
+    `output` record a computed tensor by name; `factor` adds a log-density term.
+
+    observed: name -> value, the nodes to observe. Inside a template's
+        `MetaBayesianNet.observe(**values)` call those values apply too (these
+        win). Every observed name must become a stochastic node of the net by
+        the time it is used (`log_joint`, `query`): anything else is an error.
+
+    Reading: `bn[name]`, `get`, `outputs`, `cond_log_prob` / `local_log_prob`,
+    `query` (ZhuSuan 0.4), `log_joint()` (the sum of every node's log-prob and
+    every factor, or the template's `log_joint` override). The graph: `graph`,
+    `parents`, `children`, `markov_blanket`, `draw_graph`; it is recorded for
+    nets built by a template, inside `ppl.track_graph()`, or in a
+    `with ppl.BayesianNet() as bn:` block.
+    """
 
     def __init__(self, observed=None):
         frame = context.current()
         inherited = frame.observed if frame is not None and frame.observed is not None else {}
         self._observed = {**inherited, **(observed or {})}
+        self._given = tuple(observed or ())  # the names this constructor was asked to observe
         self._meta_bn = frame.meta_bn if frame is not None else None
         self.nodes = {}
         self._stochastic = {}  # the StochasticTensor nodes of `nodes`
         self.factors = {}
         self._tracker = graph_lib.active_tracker()
+        self._own_tracking = None  # the `track_graph()` a `with` block opened
         self._parents = {}
         self._log_joint_cache = None
+
+    def __enter__(self):
+        """`with ppl.BayesianNet() as bn:` records the graph of the nodes added inside."""
+        if self.nodes or self.factors:
+            raise RuntimeError("enter `with ppl.BayesianNet() as bn:` before adding nodes")
+        if self._tracker is None:
+            self._own_tracking = graph_lib.track_graph()
+            self._tracker = self._own_tracking.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._own_tracking is not None:
+            self._own_tracking.__exit__(*exc_info)
+            self._own_tracking = None
+        return False
 
     # -- building ---------------------------------------------------------
     def _claim(self, name):
@@ -67,6 +103,10 @@ class BayesianNet:
     def deterministic(self, name, tensor):
         """Record `tensor` under `name` (e.g. a mean worth reading back); returns it."""
         self._claim(name)
+        if name in self._observed:
+            raise ValueError(f"node '{name}' is deterministic: it is computed from its parents "
+                             f"and cannot be observed; observe the stochastic nodes it comes "
+                             f"from, or drop '{name}' from the observations")
         tensor = unwrap(tensor)
         self.nodes[name] = tensor
         if self._tracker is not None:
@@ -139,6 +179,31 @@ class BayesianNet:
             return self._check_name(names, stochastic_only=True).cond_log_p
         return [self._check_name(n, stochastic_only=True).cond_log_p for n in names]
 
+    local_log_prob = cond_log_prob  # ZhuSuan 0.4's name
+
+    def query(self, names, outputs=False, local_log_prob=False):
+        """ZhuSuan 0.4's query: for one name a tuple `(value, log_prob)` of what was asked
+        (`outputs`: the value; `local_log_prob`: its log p(node | parents)); for a list of
+        names a list of such tuples."""
+        if not (outputs or local_log_prob):
+            raise ValueError("query: no query option is selected: set `outputs=True` and/or "
+                             "`local_log_prob=True`")
+        self._check_observed_defined("query")
+        asked = []
+        if outputs:
+            asked.append(self.outputs(names))
+        if local_log_prob:
+            asked.append(self.local_log_prob(names))
+        return tuple(asked) if isinstance(names, str) else list(zip(*asked))
+
+    def _check_observed_defined(self, what):
+        """Observations given to this net's constructor must all be stochastic nodes."""
+        missing = [name for name in self._given if name not in self.nodes]
+        if missing:
+            raise ValueError(f"{what}: observed names {missing} were given to BayesianNet("
+                             f"observed=...) but are not nodes of the net "
+                             f"(nodes: {', '.join(self.nodes) or 'none'})")
+
     @property
     def stochastic_nodes(self):
         return dict(self._stochastic)
@@ -151,9 +216,10 @@ class BayesianNet:
     def log_joint(self):
         """log p of every stochastic node plus every factor (broadcast and summed).
 
-        Override by setting `meta_bn.log_joint = fn(bn)`, or by subclassing.
+        Override with a template's `log_joint=fn` (fn(bn) -> tensor), or by subclassing.
         """
         if self._log_joint_cache is None:
+            self._check_observed_defined("log_joint")
             custom = getattr(self._meta_bn, "log_joint", None)
             if custom is not None:
                 self._log_joint_cache = custom(self)
@@ -172,11 +238,14 @@ class BayesianNet:
     # -- graph ------------------------------------------------------------
     @property
     def graph(self):
-        """The model as a `networkx.DiGraph` (see `ppl.graph`)."""
+        """The model as a `networkx.DiGraph` (see `ppl.graph`): an edge a -> b when b's
+        distribution arguments (or value) were computed from node a."""
         if self._tracker is None:
             if self._meta_bn is None:
-                raise RuntimeError("this BayesianNet was built without graph tracking: build "
-                                   "it inside `with ppl.track_graph():`, or from a template "
+                raise RuntimeError("this BayesianNet was built without graph tracking: the "
+                                   "graph is recorded while the nodes are added, so build the "
+                                   "net in a `with ppl.BayesianNet(...) as bn:` block (or "
+                                   "inside `with ppl.track_graph():`), or in a template "
                                    "(@ppl.meta_bayesian_net), which re-runs itself traced")
             with graph_lib.track_graph():
                 return self._meta_bn.observe(**self._observed).graph
@@ -195,12 +264,19 @@ class BayesianNet:
         return g
 
     def parents(self, name):
+        """The stochastic nodes `name` depends on directly (looking through deterministic
+        nodes in between): a set of names."""
         return graph_lib.parents(self.graph, name)
 
     def children(self, name):
+        """The stochastic nodes and factors that depend on `name` directly (through
+        deterministic nodes): a set of names."""
         return graph_lib.children(self.graph, name)
 
     def markov_blanket(self, name):
+        """The stochastic nodes that, given their values, make `name` independent of the
+        rest: its parents, children and the children's other parents (a factor counts
+        as an observed child). A set of names; what a Gibbs update of `name` reads."""
         return graph_lib.markov_blanket(self.graph, name)
 
     def draw_graph(self, path=None, ax=None):
@@ -221,13 +297,42 @@ def _terms_broadcast_error(terms):
                       f"`meta_bn.log_joint` to a function of the BayesianNet")
 
 
-def _node_helper(cls):
+def _node_helper(cls, method_name):
     def helper(self, name, *args, n_samples=None, **kwargs):
         return self.stochastic(name, cls(*args, **kwargs), n_samples=n_samples)
 
-    helper.__doc__ = (f"Add a stochastic node `name` ~ {cls.__name__}(*args, **kwargs); "
-                      f"`n_samples` draws that many in front.\n\n{cls.__doc__}")
+    helper.__name__ = method_name
+    helper.__qualname__ = f"BayesianNet.{method_name}"
+    helper.__signature__ = _helper_signature(cls)
+    helper.__doc__ = (f"Add a stochastic node `name` ~ {cls.__name__}(...); `n_samples` "
+                      f"draws that many in front.\n\n{cls.__doc__}")
     return helper
+
+
+def _helper_signature(cls):
+    """`(self, name, <cls's arguments>, *, n_samples=None)`, for `help()` and editors.
+
+    Where `cls.__init__` passes `**kwargs` on to its base classes, their keyword
+    arguments with defaults (`group_ndims`, `is_reparameterized`, ...) are spelled out.
+    """
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("name", P.POSITIONAL_OR_KEYWORD)]
+    keyword_only, taken = [], {"self", "name", "n_samples"}
+    inits = [k.__dict__["__init__"] for k in cls.__mro__[:-1] if "__init__" in k.__dict__]
+    for depth, init in enumerate(inits):
+        found = list(inspect.signature(init).parameters.values())[1:]
+        for p in found:
+            if p.name in taken or p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD):
+                continue
+            if depth == 0 and p.kind is P.POSITIONAL_OR_KEYWORD:
+                params.append(p)
+            elif depth == 0 or p.default is not P.empty:  # a base's: passed by keyword
+                keyword_only.append(p.replace(kind=P.KEYWORD_ONLY))
+            taken.add(p.name)
+        if not any(p.kind is P.VAR_KEYWORD for p in found):
+            break
+    keyword_only.append(P("n_samples", P.KEYWORD_ONLY, default=None))
+    return inspect.Signature(params + keyword_only)
 
 
 def _snake(name):
@@ -244,5 +349,5 @@ for _cls_name in distributions.__all__:
     _cls = getattr(distributions, _cls_name)
     if _cls_name in ("Distribution",):
         continue
-    setattr(BayesianNet, _snake(_cls_name), _node_helper(_cls))
+    setattr(BayesianNet, _snake(_cls_name), _node_helper(_cls, _snake(_cls_name)))
 del _cls_name, _cls

@@ -5,7 +5,8 @@ Provenance is traced, not declared: inside `track_graph()` a
 set of nodes its inputs came from. A `BayesianNet` built there records for each
 node the nodes its distribution parameters (or deterministic value) came from.
 Tracing is off by default, so training loops pay nothing for it;
-`bn.graph` re-runs a template's function under tracing when needed.
+`bn.graph` re-runs a template's function under tracing when needed, and a net
+built by hand records its graph inside `with ppl.BayesianNet() as bn:`.
 
 The graph is a `networkx.DiGraph` whose nodes carry `kind` ('stochastic',
 'deterministic' or 'factor'), `dist` (class name) and `observed`.
@@ -20,7 +21,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ppl.stochastic_tensor import StochasticTensor
 
-__all__ = ["track_graph", "parents", "children", "markov_blanket", "draw"]
+__all__ = ["track_graph", "parents", "children", "markov_blanket", "layout", "draw"]
 
 
 class _Provenance(TorchFunctionMode):
@@ -77,6 +78,9 @@ def track_graph():
 
 def _stochastic_neighbours(graph, name, direction):
     """Nearest stochastic/factor nodes up or down, looking through deterministic ones."""
+    if name not in graph:
+        raise KeyError(f"the model graph has no node named {name!r} "
+                       f"(nodes: {', '.join(map(str, graph.nodes)) or 'none'})")
     step = graph.predecessors if direction == "up" else graph.successors
     found, frontier, seen = set(), list(step(name)), set()
     while frontier:
@@ -116,6 +120,49 @@ def markov_blanket(graph, name):
 
 
 _NODE_SIZE = 2000  # points^2: room for a name and a distribution such as "HalfCauchy"
+_FACTOR_SIZE = 150
+
+
+def layout(graph):
+    """Positions for `draw`: (pos, paths).
+
+    Layered top-down (a node one layer below its lowest parent; a root just above
+    its highest child), nodes ordered in each layer by their parents' mean position,
+    and an edge that spans several layers routed through free points of the layers
+    between, so that no edge is drawn through a node. `pos`: node -> (x, y);
+    `paths`: edge -> the list of points it is drawn through, from parent to child.
+    """
+    layer = {}
+    for depth, nodes in enumerate(nx.topological_generations(graph)):
+        layer.update(dict.fromkeys(nodes, depth))
+    for node in graph:
+        if graph.in_degree(node) == 0 and graph.out_degree(node) > 0:
+            layer[node] = min(layer[child] for child in graph.successors(node)) - 1
+    routes, rows = {}, {}
+    for node in graph:
+        rows.setdefault(layer[node], []).append(node)
+    for u, v in graph.edges:  # a waypoint in each layer an edge crosses
+        routes[u, v] = [(u, v, depth) for depth in range(layer[u] + 1, layer[v])]
+        for point in routes[u, v]:
+            rows.setdefault(point[2], []).append(point)
+    above = {}  # node or waypoint -> what is drawn into it from the layer above
+    for (u, v), points in routes.items():
+        chain = [u] + points + [v]
+        for a, b in zip(chain, chain[1:]):
+            above.setdefault(b, []).append(a)
+    column = {}
+    for depth in sorted(rows):
+        row = rows[depth]
+        if depth > min(rows):
+            row.sort(key=lambda n: (sum(column[p] for p in above.get(n, ())) /
+                                    len(above[n])) if above.get(n) else 0.)
+        for i, n in enumerate(row):
+            column[n] = i - (len(row) - 1) / 2
+    place = {n: (column[n], -float(layer[n]) if n in layer else -float(n[2])) for n in column}
+    pos = {n: place[n] for n in graph}
+    paths = {edge: [place[edge[0]]] + [place[p] for p in points] + [place[edge[1]]]
+             for edge, points in routes.items()}
+    return pos, paths
 
 
 def draw(graph, ax=None, path=None):
@@ -123,8 +170,14 @@ def draw(graph, ax=None, path=None):
 
     Returns the matplotlib figure; saves it to `path` when given.
     """
+    pos, paths = layout(graph)
+    xs, ys = [x for x, _ in pos.values()], [y for _, y in pos.values()]
+    for points in paths.values():
+        xs += [x for x, _ in points]
     if ax is None:
-        size = (1.6 + 1.4 * max(1, _width(graph)), 1.2 + 1.2 * _depth(graph))
+        width = max(xs, default=0.) - min(xs, default=0.) + 1
+        depth = max(ys, default=0.) - min(ys, default=0.) + 1
+        size = (1.6 + 1.4 * width, 1.2 + 1.2 * depth)
         if path is not None:  # a file only: no pyplot, so no display and no backend switch
             from matplotlib.figure import Figure
             fig = Figure(figsize=size)
@@ -134,17 +187,11 @@ def draw(graph, ax=None, path=None):
             fig, ax = plt.subplots(figsize=size)
     else:
         fig = ax.figure
-    layered = graph.copy()
-    for depth, layer in enumerate(nx.topological_generations(graph)):
-        for node in layer:
-            layered.nodes[node]["layer"] = depth
-    pos = nx.multipartite_layout(layered, subset_key="layer", align="horizontal")
-    pos = {n: (x, -y) for n, (x, y) in pos.items()}
     styles = {
         ("stochastic", False): dict(node_shape="o", node_color="white"),
         ("stochastic", True): dict(node_shape="o", node_color="#bbbbbb"),
         ("deterministic", False): dict(node_shape="s", node_color="#e8f0ff"),
-        ("factor", False): dict(node_shape="s", node_color="black", node_size=150),
+        ("factor", False): dict(node_shape="s", node_color="black", node_size=_FACTOR_SIZE),
     }
     for (kind, observed), style in styles.items():
         nodes = [n for n, d in graph.nodes(data=True)
@@ -153,8 +200,7 @@ def draw(graph, ax=None, path=None):
             style = {"node_size": _NODE_SIZE, **style}
             nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, edgecolors="black",
                                    **style)
-    sizes = [150 if d["kind"] == "factor" else _NODE_SIZE for _, d in graph.nodes(data=True)]
-    nx.draw_networkx_edges(graph, pos, ax=ax, arrows=True, arrowsize=15, node_size=sizes)
+    _draw_edges(graph, pos, paths, ax)
     factors = {n for n, d in graph.nodes(data=True) if d["kind"] == "factor"}
     labels = {n: f"{n}\n{d.get('dist') or ''}".strip() for n, d in graph.nodes(data=True)
               if n not in factors}
@@ -169,9 +215,23 @@ def draw(graph, ax=None, path=None):
     return fig
 
 
-def _width(graph):
-    return max((len(layer) for layer in nx.topological_generations(graph)), default=1)
-
-
-def _depth(graph):
-    return sum(1 for _ in nx.topological_generations(graph))
+def _draw_edges(graph, pos, paths, ax):
+    """Each edge as segments through its waypoints, the arrow head on the last one."""
+    segments = nx.DiGraph()
+    points = {}
+    for (u, v), route in paths.items():
+        ends = [u] + [(u, v, i) for i in range(1, len(route) - 1)] + [v]
+        points.update(zip(ends, route))
+        segments.add_edges_from(zip(ends, ends[1:]))
+    if not segments.number_of_edges():
+        return
+    nodelist = list(segments)
+    sizes = [(_FACTOR_SIZE if graph.nodes[n]["kind"] == "factor" else _NODE_SIZE)
+             if n in graph else 0 for n in nodelist]
+    into_nodes = [e for e in segments.edges if e[1] in graph]
+    into_points = [e for e in segments.edges if e[1] not in graph]
+    nx.draw_networkx_edges(segments, points, edgelist=into_nodes, nodelist=nodelist,
+                           node_size=sizes, ax=ax, arrows=True, arrowsize=15)
+    if into_points:
+        nx.draw_networkx_edges(segments, points, edgelist=into_points, nodelist=nodelist,
+                               node_size=sizes, ax=ax, arrows=True, arrowstyle="-")

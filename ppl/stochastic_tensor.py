@@ -70,6 +70,11 @@ class StochasticTensor:
     def cond_log_p(self):
         """log p(value | parents), summed over the last `group_ndims` batch axes."""
         if self._cond_log_p is None:
+            if not self.dist.has_density:
+                raise ValueError(f"node '{self.name}': {type(self.dist).__name__} has no "
+                                 f"density, so it cannot enter a log-joint (observe it in a "
+                                 f"model that has one, or use an objective that needs only "
+                                 f"samples)")
             try:
                 # The observation was checked when the node was made; samples are valid.
                 self._cond_log_p = self.dist._log_prob(self.tensor)
@@ -77,15 +82,48 @@ class StochasticTensor:
                 raise ValueError(f"node '{self.name}': {err}") from None
         return self._cond_log_p
 
+    # ZhuSuan's older names -------------------------------------------------
+    @property
+    def distribution(self):
+        """The node's distribution (ZhuSuan's name for `dist`)."""
+        return self.dist
+
+    @property
+    def net(self):
+        """The `BayesianNet` holding this node (ZhuSuan's name for `bn`)."""
+        return self.bn
+
+    def log_prob(self, given):
+        """log p(given) under the node's distribution (not the node's own value)."""
+        return self.dist.log_prob(given)
+
+    def prob(self, given):
+        """p(given) under the node's distribution."""
+        return self.dist.prob(given)
+
+    def sample(self, n_samples=None):
+        """A fresh draw of the node's distribution (the node's own value is unchanged)."""
+        return self.dist.sample(n_samples)
+
     # Tensor-like surface -------------------------------------------------
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         return func(*_unwrap_tree(args), **(_unwrap_tree(kwargs) if kwargs else {}))
 
     def __getattr__(self, item):
-        # Only reached for attributes not defined here: forward to the tensor.
-        if item.startswith("_"):
-            raise AttributeError(item)
+        # Only reached for names not found on the class: tensor attributes are forwarded
+        # to the value. A property of this class that raised AttributeError lands here
+        # too; it is re-run so that its own error shows, not a forwarded one.
+        descriptor = getattr(type(self), item, None)
+        if isinstance(descriptor, property):
+            try:
+                return descriptor.fget(self)
+            except AttributeError as err:
+                raise RuntimeError(f"node '{self.name}': reading `{item}` failed: "
+                                   f"{err}") from err
+        if item.startswith("_") or not hasattr(torch.Tensor, item):
+            raise AttributeError(f"StochasticTensor '{self.__dict__.get('name', '?')}' has no "
+                                 f"attribute '{item}' (neither has its value, a tensor)")
         return getattr(self.tensor, item)
 
     def __repr__(self):

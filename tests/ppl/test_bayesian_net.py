@@ -1,5 +1,7 @@
 """BayesianNet and StochasticTensor: nodes as tensors, observations, log_joint, errors."""
+import inspect
 import math
+import pydoc
 
 import numpy as np
 import pytest
@@ -244,10 +246,13 @@ def test_overridden_log_joint_on_the_meta_bn():
     expected = bn["w"].cond_log_p.sum() + bn["y"].cond_log_p.sum()
     torch.testing.assert_close(bn.log_joint(), expected)
     assert seen == [bn]
-    default = linear_regression(x).observe(y=torch.zeros(4))
+    later = linear_regression(x).observe(y=torch.zeros(4))  # the override is the template's
+    torch.testing.assert_close(later.log_joint(), later["w"].cond_log_p.sum()
+                               + later["y"].cond_log_p.sum())
+    assert seen == [bn, later]
+    linear_regression.log_joint = None
     with pytest.raises(ValueError, match=r"do not broadcast.*'w': \(3,\), 'y': \(4,\)"):
-        default.log_joint()  # the other meta_bn keeps the default sum
-    assert seen == [bn]
+        linear_regression(x).observe(y=torch.zeros(4)).log_joint()
 
 
 # -- bad input ----------------------------------------------------------------
@@ -324,3 +329,91 @@ def test_stochastic_tensor_is_not_a_tensor_subclass():
     assert isinstance(z, StochasticTensor) and not isinstance(z, torch.Tensor)
     assert hash(z) == id(z)
     assert repr(bn) == "BayesianNet(z)"
+
+
+# -- ZhuSuan 0.4's query / local_log_prob --------------------------------------
+
+def test_query_and_local_log_prob_follow_zhusuan():
+    bn = ppl.BayesianNet(observed={"x": torch.ones(3)})
+    z = bn.normal("z", torch.zeros(3), std=1.)
+    x = bn.normal("x", z, std=0.5)
+    h = bn.deterministic("h", z * 2)
+    out, log_p = bn.query("z", outputs=True, local_log_prob=True)
+    assert out is z.tensor and log_p is z.cond_log_p
+    (only_out,) = bn.query("x", outputs=True)
+    assert only_out is x.tensor
+    pairs = bn.query(["z", "x"], outputs=True, local_log_prob=True)
+    assert isinstance(pairs, list) and [len(p) for p in pairs] == [2, 2]
+    assert pairs[1][0] is x.tensor and pairs[1][1] is x.cond_log_p
+    assert [p[0] for p in bn.query(["h", "z"], outputs=True)] == [h, z.tensor]
+    assert bn.local_log_prob("x") is x.cond_log_p
+    assert bn.local_log_prob(["z", "x"]) == [z.cond_log_p, x.cond_log_p]
+    with pytest.raises(ValueError, match="no query option"):
+        bn.query("z")
+    with pytest.raises(ValueError, match="'h' is deterministic"):
+        bn.query("h", local_log_prob=True)
+
+
+# -- observations that would be silently ignored -------------------------------
+
+def test_observing_a_deterministic_node_is_an_error():
+    bn = ppl.BayesianNet(observed={"h": torch.zeros(2)})
+    z = bn.normal("z", torch.zeros(2), std=1.)
+    with pytest.raises(ValueError, match="node 'h' is deterministic.*cannot be observed"):
+        bn.deterministic("h", z * 2)
+
+    @ppl.meta_bayesian_net()
+    def model():
+        bn = ppl.BayesianNet()
+        z = bn.normal("z", torch.zeros(2), std=1.)
+        bn.output("h", z * 2)
+        return bn
+
+    with pytest.raises(ValueError, match="node 'h' is deterministic"):
+        model().observe(h=torch.zeros(2))
+
+
+def test_observed_names_the_net_never_defines_are_errors_when_it_is_used():
+    bn = ppl.BayesianNet(observed={"x": torch.zeros(3), "typo": torch.zeros(3)})
+    z = bn.normal("z", torch.zeros(3), std=1.)
+    bn.normal("x", z, std=1.)
+    with pytest.raises(ValueError, match=r"log_joint: observed names \['typo'\].*not nodes.*"
+                                         r"nodes: z, x"):
+        bn.log_joint()
+    with pytest.raises(ValueError, match=r"query: observed names \['typo'\]"):
+        bn.query("z", outputs=True)
+
+    @ppl.meta_bayesian_net()
+    def model():
+        bn = ppl.BayesianNet(observed={"w": torch.zeros(())})
+        bn.normal("z", 0., std=1.)
+        return bn
+
+    with pytest.raises(ValueError, match=r"\['w'\]"):
+        model().observe().log_joint()
+
+
+# -- help(), signatures and docstrings -------------------------------------------
+
+def test_distribution_helpers_have_real_signatures():
+    sig = inspect.signature(ppl.BayesianNet.normal)
+    assert list(sig.parameters)[:5] == ["self", "name", "mean", "std", "logstd"]
+    assert sig.parameters["std"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["group_ndims"].default == 0
+    assert sig.parameters["n_samples"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values())
+    bound = sig.bind(None, "z", 0., std=1., group_ndims=1, n_samples=3)
+    assert bound.arguments["std"] == 1.
+    assert list(inspect.signature(ppl.BayesianNet.gamma).parameters)[:4] == \
+        ["self", "name", "alpha", "beta"]
+    assert ppl.BayesianNet.half_normal.__name__ == "half_normal"
+    bn = ppl.BayesianNet()
+    assert list(inspect.signature(bn.student_t).parameters)[:3] == ["name", "df", "loc"]
+    assert "Add a stochastic node" in pydoc.render_doc(bn.normal)
+    assert "std=None" in pydoc.render_doc(bn.normal)
+
+
+def test_bayesian_net_and_graph_methods_are_documented():
+    assert len(ppl.BayesianNet.__doc__.split()) > 100
+    for method in ("markov_blanket", "parents", "children", "query", "local_log_prob"):
+        assert len((getattr(ppl.BayesianNet, method).__doc__ or "").split()) > 8, method

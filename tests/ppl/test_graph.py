@@ -1,6 +1,10 @@
 """The model graph: traced edges, parents/children, Markov blankets, drawing."""
+import math
+
 import matplotlib.image
 import matplotlib.pyplot
+import networkx as nx
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,6 +89,33 @@ def test_hand_built_net_inside_track_graph():
     assert graph_lib.active_tracker() is None
 
 
+def test_hand_built_net_in_a_with_block_records_its_graph():
+    """ZhuSuan 0.3's `with BayesianNet() as model:` form: the graph of a net built by hand,
+    without knowing about `ppl.track_graph()`."""
+    with ppl.BayesianNet(observed={"y": torch.zeros(3)}) as bn:
+        mu = bn.normal("mu", 0., std=1.)
+        scale = bn.half_normal("scale", 1.)
+        bn.normal("y", torch.ones(3) * mu, std=scale.exp(), group_ndims=1)
+    assert set(bn.graph.edges) == {("mu", "y"), ("scale", "y")}
+    assert bn.markov_blanket("mu") == {"y", "scale"}
+    assert graph_lib.active_tracker() is None
+    with ppl.track_graph() as outer, ppl.BayesianNet() as inner:  # an enclosing tracker
+        assert graph_lib.active_tracker() is outer
+        inner.normal("a", 0., std=1.)
+    assert set(inner.graph.nodes) == {"a"}
+    with pytest.raises(RuntimeError, match="before adding nodes"):
+        late = ppl.BayesianNet()
+        late.normal("a", 0., std=1.)
+        with late:
+            pass
+
+
+def test_unknown_names_in_graph_queries_list_the_nodes(hier_bn):
+    for query in (hier_bn.markov_blanket, hier_bn.parents, hier_bn.children):
+        with pytest.raises(KeyError, match=r"no node named 'nope'.*nodes: mu, tau, sigma"):
+            query("nope")
+
+
 def test_constants_and_parameters_add_no_edges():
     layer = torch.nn.Linear(2, 2)
     with ppl.track_graph():
@@ -135,6 +166,42 @@ def test_draw_graph_writes_a_png(hier_bn, tmp_path):
     labels = [t.get_text().split("\n") for t in fig.axes[0].texts]
     assert sorted(label[0] for label in labels) == sorted(hier_bn.graph.nodes)
     assert ["tau", "HalfNormal"] in labels
+
+
+def _clearance(graph):
+    """The smallest distance, in node radii as drawn, from a drawn edge to a node that is
+    not one of its ends."""
+    fig = graph_lib.draw(graph)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    pos, paths = graph_lib.layout(graph)
+    radius = math.sqrt(graph_lib._NODE_SIZE) / 2 * fig.dpi / 72  # points -> pixels
+    worst = math.inf
+    for (u, v), route in paths.items():
+        points = ax.transData.transform(np.array(route))
+        for node in graph:
+            if node in (u, v):
+                continue
+            c = ax.transData.transform(np.array([pos[node]]))[0]
+            for a, b in zip(points, points[1:]):
+                t = np.clip(np.dot(c - a, b - a) / np.dot(b - a, b - a), 0., 1.)
+                worst = min(worst, np.linalg.norm(c - (a + t * (b - a))) / radius)
+    matplotlib.pyplot.close(fig)
+    return worst
+
+
+def test_drawn_edges_pass_through_no_node(hier_bn):
+    """Tutorial 01's model (its `sigma -> y` edge was drawn through `theta`), a chain with
+    edges skipping layers, and a wider graph: every edge keeps a node radius off the nodes
+    it does not join."""
+    chain = nx.DiGraph([("a", "b"), ("b", "c"), ("c", "d"), ("a", "c"), ("a", "d")])
+    wide = nx.DiGraph([("a", "b"), ("b", "c"), ("c", "d"), ("a", "d"), ("e", "d"), ("e", "b"),
+                       ("f", "c"), ("b", "g"), ("g", "d")])
+    for graph in (chain, wide):
+        for node in graph:
+            graph.nodes[node].update(kind="stochastic", dist="Normal", observed=False)
+    for graph in (hier_bn.graph, chain, wide):
+        assert _clearance(graph) > 1.
 
 
 def test_draw_graph_into_given_axes_labels_factors():
