@@ -138,10 +138,10 @@ class VariationalObjective(TensorLike):
         try:
             bn = meta_bn.observe(**self._observed, **self.latent_values)
         except ValueError as err:
-            unknown = self._guide_names_unknown_to_model()
+            unknown, model_nodes = self._guide_names_unknown_to_model()
             if unknown:
                 raise ValueError(f"guide node '{unknown[0]}' is not a node of the model "
-                                 f"(guide nodes: {', '.join(self._guide)})") from err
+                                 f"(model nodes: {', '.join(model_nodes)})") from err
             raise
         default = [name for name, node in bn.stochastic_nodes.items()
                    if not node.is_observed()]
@@ -153,12 +153,13 @@ class VariationalObjective(TensorLike):
         return bn
 
     def _guide_names_unknown_to_model(self):
-        """Guide names the model lacks (only run to explain a failed `observe`)."""
+        """Guide names the model lacks, and the model's nodes (only run to explain a failed
+        `observe`)."""
         try:
             bn = self._model.meta_bn.observe(**self._observed)
         except ValueError:
-            return []
-        return [name for name in self._guide if name not in bn.nodes]
+            return [], []
+        return [name for name in self._guide if name not in bn.nodes], list(bn.nodes)
 
     def _log_joint_term(self):
         """log p(observed, latent) at the guide's samples."""

@@ -230,7 +230,8 @@ def test_unknown_observed_name_is_an_error_naming_it():
 
 
 def test_guide_node_unknown_to_the_model_is_an_error_naming_it():
-    with pytest.raises(ValueError, match="guide node 'v' is not a node of the model"):
+    with pytest.raises(ValueError, match=r"guide node 'v' is not a node of the model "
+                                         r"\(model nodes: [zwx], [zwx], [zwx]\)"):
         inference.elbo(_two_latents(), {"x": torch.zeros(2)},
                        variational=_guide("z", "w", "v"), axis=0)
 
