@@ -28,7 +28,8 @@ class MADE(nn.Module):
     hidden unit of degree `d` sees the inputs of degree <= d, and an output
     sees the hidden units of degree strictly less than its coordinate's.
     Hidden degrees cycle through 1..dim-1 so every degree is represented when
-    the layers are at least dim-1 wide.
+    the layers are at least dim-1 wide. With `hidden=()` the map is linear
+    (ZhuSuan's `linear_ar`).
     """
 
     def __init__(self, dim, hidden, n_params=2, order=None):

@@ -50,9 +50,10 @@ class Transform(nn.Module):
 
 
 def hidden_sizes(owner, hidden):
-    """`hidden` (an int, or a sequence of ints: one per hidden layer) as a list."""
+    """`hidden` (an int, or a sequence of ints: one per hidden layer; empty: a linear map)
+    as a list."""
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
-    if not sizes or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in sizes):
-        raise ValueError(f"{owner}: `hidden` must be a positive int or a non-empty sequence "
-                         f"of positive ints (one per hidden layer), got {hidden!r}")
+    if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in sizes):
+        raise ValueError(f"{owner}: `hidden` must be a positive int or a sequence of positive "
+                         f"ints (one per hidden layer; empty for none), got {hidden!r}")
     return sizes

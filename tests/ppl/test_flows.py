@@ -1,5 +1,6 @@
 """Flows: transforms' log-dets and inverses, FlowDistribution's density, shapes, gradients, fit."""
 import math
+import re
 
 import pytest
 import torch
@@ -326,3 +327,159 @@ def test_reverse_kl_fit_to_a_banana():
     print(f"KL before {kl_before:.3f} +- {se_before:.3f}, after {kl_after:.4f} +- {se_after:.4f}")
     assert kl_before - 5 * se_before > 1.0
     assert kl_after + 5 * se_after < 0.1
+
+
+# -- ZhuSuan's flow functions (issue 20, item 7) --------------------------------
+def base_draws(n=6, seed=0):
+    """Samples [n, DIM] of N(0, 0.8^2 I) and their log-density [n]."""
+    base = Normal(torch.zeros(DIM, dtype=F64), std=0.8, group_ndims=1)
+    samples = 0.8 * randn(n, DIM, seed=seed)
+    return samples, base.log_prob(samples)
+
+
+@ppl.reuse_variables(scope="flows")
+def zhusuan_flows(samples, log_probs, kind, update="normal"):
+    if kind == "planar":
+        return ppl.planar_normalizing_flow(samples, log_probs, n_iters=3)
+    return ppl.inv_autoregressive_flow(samples, None, log_probs, ppl.flows.linear_ar, 3,
+                                       update=update)
+
+
+@pytest.mark.parametrize("kind,update", [("planar", None), ("iaf", "normal"), ("iaf", "gru")])
+def test_flow_functions_follow_the_change_of_variables_formula(kind, update):
+    torch.manual_seed(0)
+    guide = ppl.reuse_variables(scope="f")(zhusuan_flows.fn)
+    samples, log_probs = base_draws()
+    z, log_q = guide(samples, log_probs, kind, update)
+    randomize(guide, scale=0.4)     # away from the near-identity start
+    z, log_q = guide(samples, log_probs, kind, update)
+    assert z.shape == samples.shape and log_q.shape == log_probs.shape
+
+    def transform(point):
+        return guide(point[None], torch.zeros(1, dtype=F64), kind, update)[0][0]
+
+    torch.testing.assert_close(log_q, log_probs - jacobian_log_det(transform, samples),
+                               atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("update", ["normal", "gru"])
+def test_inv_autoregressive_flow_is_zhusuans_update_then_reverse(update):
+    seen = []
+
+    def autoregressive_nn(name, id, z, hidden):
+        seen.append((name, id, hidden))
+        m = ppl.param(f"{name}_m{id}", lambda: randn(DIM, seed=id))
+        s = ppl.param(f"{name}_s{id}", lambda: randn(DIM, seed=10 + id).exp())
+        return torch.cumsum(z, -1) * 0 + m, s.expand_as(z)   # constant in z: a diagonal map
+
+    @ppl.reuse_variables(scope="q")
+    def guide(samples, log_probs):
+        return ppl.inv_autoregressive_flow(samples, "h", log_probs, autoregressive_nn, 2,
+                                           update)
+
+    samples, log_probs = base_draws()
+    z, log_q = guide(samples, log_probs)
+    assert seen == [("inv_autoregressive_flow_0", 0, "h"), ("inv_autoregressive_flow_0", 1, "h")]
+    expected, log_expected = samples, log_probs
+    for i in range(2):
+        m, s = guide.params[f"inv_autoregressive_flow_0_m{i}"], guide.params[
+            f"inv_autoregressive_flow_0_s{i}"]
+        if update == "gru":
+            gate = torch.sigmoid(s)
+            expected, log_expected = gate * expected + (1 - gate) * m, log_expected - gate.log().sum()
+        else:
+            expected, log_expected = s * expected + m, log_expected - s.log().sum()
+        expected = expected.flip(-1)
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(log_q, log_expected)
+
+
+def test_flow_layers_belong_to_the_template_one_set_per_call():
+    @ppl.reuse_variables(scope="q")
+    def guide(samples, log_probs):
+        # As ZhuSuan's vae_nf: two calls, each with its own layers.
+        samples, log_probs = ppl.planar_normalizing_flow(samples, log_probs, n_iters=4)
+        return ppl.planar_normalizing_flow(samples, log_probs, n_iters=4)
+
+    samples, log_probs = base_draws()
+    z, log_q = guide(samples, log_probs)
+    assert set(guide.layers) == {"planar_normalizing_flow_0", "planar_normalizing_flow_1"}
+    params = list(guide.parameters())
+    assert len(params) == 2 * 4 * 3 and all(p.dtype == F64 for p in params)
+    z2, log_q2 = guide(samples, log_probs)                # a later run reuses them
+    assert [id(p) for p in guide.parameters()] == [id(p) for p in params]
+    torch.testing.assert_close((z2, log_q2), (z, log_q))
+    (-log_q.sum()).backward()
+    assert all(p.grad is not None for p in params)
+
+
+def test_flow_functions_named_explicitly_and_with_linear_ar():
+    @ppl.reuse_variables(scope="q")
+    def guide(samples, log_probs):
+        samples, log_probs = ppl.planar_normalizing_flow(samples, log_probs, 2, name="pf")
+        return ppl.inv_autoregressive_flow(samples, None, log_probs, ppl.flows.linear_ar, 2,
+                                           name="iaf")
+
+    guide(*base_draws())
+    assert set(guide.layers) == {"pf", "iaf_0", "iaf_1"}
+    made = guide.layers["iaf_0"]
+    assert isinstance(made, MADE) and len(list(made.net)) == 1     # linear: no hidden layer
+    assert 0 < made.output.weight.abs().max() < 0.05                # N(0, 0.005^2), as ZhuSuan
+    assert ppl.planar_normalizing_flow is ppl.flows.planar_normalizing_flow
+
+
+def test_flow_functions_bad_input():
+    samples, log_probs = base_draws()
+    with pytest.raises(RuntimeError, match="planar_normalizing_flow was called outside a "
+                                           "template call.*@ppl.reuse_variables"):
+        ppl.planar_normalizing_flow(samples, log_probs, 2)
+
+    @ppl.reuse_variables(scope="q")
+    def guide(samples, log_probs, n_iters=2, update="normal", iaf=False):
+        if iaf:
+            return ppl.inv_autoregressive_flow(samples, None, log_probs, ppl.flows.linear_ar,
+                                               n_iters, update)
+        return ppl.planar_normalizing_flow(samples, log_probs, n_iters)
+
+    with pytest.raises(ValueError, match=re.escape("`log_probs` must have the shape of "
+                                                   "`samples` without its last axis, (6,)")):
+        guide(samples, log_probs[:3])
+    with pytest.raises(ValueError, match="`samples` must be a floating-point tensor"):
+        guide(samples[0], log_probs[0])
+    with pytest.raises(ValueError, match="`n_iters` must be a positive int"):
+        guide(samples, log_probs, n_iters=0)
+    with pytest.raises(ValueError, match="`update` must be 'normal' or 'gru'"):
+        guide(samples, log_probs, update="lstm", iaf=True)
+    guide(samples, log_probs)
+    with pytest.raises(ValueError, match="has 2 layers on d=3, but this call asks for "
+                                         "n_iters=5"):
+        guide(samples, log_probs, n_iters=5)
+
+
+def test_planar_normalizing_flow_fits_a_banana():
+    torch.manual_seed(0)
+
+    @ppl.reuse_variables(scope="q")
+    def variational(n):
+        samples = torch.randn(n, 2)
+        log_probs = torch.distributions.Normal(0., 1.).log_prob(samples).sum(-1)
+        return ppl.planar_normalizing_flow(samples, log_probs, n_iters=16)
+
+    def kl_estimate(n):
+        with torch.no_grad():
+            z, log_q = variational(n)
+            gap = log_q - log_banana(z)
+        return gap.mean().item(), gap.std().item() / math.sqrt(n)
+
+    kl_before, se_before = kl_estimate(20000)
+    optimizer = torch.optim.Adam(variational.parameters(), lr=1e-2)
+    for _ in range(300):
+        z, log_q = variational(128)
+        loss = (log_q - log_banana(z)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    kl_after, se_after = kl_estimate(20000)
+    print(f"KL before {kl_before:.3f} +- {se_before:.3f}, after {kl_after:.4f} +- {se_after:.4f}")
+    assert kl_before - 5 * se_before > 1.0
+    assert kl_after + 5 * se_after < 0.3
