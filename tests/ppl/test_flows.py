@@ -370,7 +370,7 @@ def test_inv_autoregressive_flow_is_zhusuans_update_then_reverse(update):
         seen.append((name, id, hidden))
         m = ppl.param(f"{name}_m{id}", lambda: randn(DIM, seed=id))
         s = ppl.param(f"{name}_s{id}", lambda: randn(DIM, seed=10 + id).exp())
-        return torch.cumsum(z, -1) * 0 + m, s.expand_as(z)   # constant in z: a diagonal map
+        return m.expand_as(z), s.expand_as(z)   # constant in z: an elementwise affine map
 
     @ppl.reuse_variables(scope="q")
     def guide(samples, log_probs):
@@ -481,5 +481,5 @@ def test_planar_normalizing_flow_fits_a_banana():
         optimizer.step()
     kl_after, se_after = kl_estimate(20000)
     print(f"KL before {kl_before:.3f} +- {se_before:.3f}, after {kl_after:.4f} +- {se_after:.4f}")
-    assert kl_before - 5 * se_before > 1.0
-    assert kl_after + 5 * se_after < 0.3
+    assert kl_before - 5 * se_before > 1.0   # the start (near the identity) is ~6.9 nats off
+    assert kl_after + 5 * se_after < 0.3     # measured 0.23 +- 0.004 (seed 0)
