@@ -3,18 +3,19 @@
 ZhuSuan's signature, `AIS(meta_bn, proposal_meta_bn, hmc, observed, latent,
 n_temperatures=1000, n_adapt=30, verbose=False)`:
 
-    proposal = copy.copy(model)                  # ZhuSuan's LNTM: the prior of eta
-    proposal.log_joint = lambda bn: bn.cond_log_prob("eta")
-    ais = inference.AIS(model, proposal, inference.HMC(step_size=0.01, n_leapfrogs=20,
-                        adapt_step_size=True, target_acceptance_rate=0.6),
-                        observed={"x": x, "beta": beta}, latent={"eta": eta},
-                        n_temperatures=1000)
+    # ZhuSuan's LNTM: the proposal is the model (function lntm) scored by the prior of eta
+    prior = ppl.meta_bayesian_net(scope="lntm_prior",
+                                  log_joint=lambda bn: bn.cond_log_prob("eta"))(lntm)
+    hmc = inference.HMC(step_size=0.01, n_leapfrogs=20, adapt_step_size=True,
+                        target_acceptance_rate=0.6)
+    ais = inference.AIS(model, prior(*args), hmc, observed={"x": x, "beta": beta},
+                        latent={"eta": eta}, n_temperatures=1000)
     ll_lb = ais.run()          # mean over the data of log mean_c w_c (chains on `axis` 0)
     ais.estimates              # [n]: one estimate per datum
 
 Chains start at the proposal q: only the `latent` nodes are drawn from it
-(observed with the entries of `observed` that are its nodes, so a copy of the
-model whose observations cannot be sampled serves), and they move through the
+(observed with the entries of `observed` that are its nodes, so the model
+whose word counts cannot be sampled serves), and they move through the
 tempered densities f_b(z) = q(z) (p(x, z) / q(z))^b, b from 0 to 1, by one HMC
 transition each; log q(z) is the proposal's log joint at `observed` and z.
 The log weight of a chain sums (b_t - b_{t-1}) log(p(x, z) / q(z)) along the
@@ -98,6 +99,7 @@ class AIS:
             raise ValueError("AIS: a plain log_joint callable cannot sample its latents; give "
                              "a `proposal_meta_bn` (a model whose nodes start the chains)")
         self._proposal = None if proposal_meta_bn is None else ppl.as_meta_bn(proposal_meta_bn)
+        self._check_distinct()
         self.hmc = self._check_hmc(hmc)
         self._latent = self._check_latent(latent)
         _positive_int("n_temperatures", n_temperatures)
@@ -111,6 +113,20 @@ class AIS:
         self.acceptance_rates = None
         self.log_weights = None
         self.estimates = None
+
+    def _check_distinct(self):
+        """A proposal sharing the model's template and log joint is the model: every weight
+        would be 1 (ZhuSuan's `copy(model)` + `proposal.log_joint = fn` sets the override on
+        the template both share)."""
+        model, proposal = self._model.meta_bn, self._proposal
+        if model is None or proposal is None or proposal.template is None:
+            return
+        if proposal.template is model.template and proposal.log_joint is model.log_joint:
+            raise ValueError("AIS: the proposal has the model's template and log_joint, so it "
+                             "scores the chains as the model does (a log_joint set on a copy "
+                             "of the model sets it on their shared template); build the "
+                             "proposal from its own template, e.g. ppl.meta_bayesian_net("
+                             "scope='prior', log_joint=fn)(model_function)(...)")
 
     @staticmethod
     def _check_hmc(hmc):

@@ -1,5 +1,5 @@
-"""Samplers write their new samples into the caller's latent tensors, as ZhuSuan's assign its
-tf.Variables, without ever overwriting a sample they returned.
+"""Samplers write their new samples into the caller's latent tensors, as ZhuSuan's samplers
+assign its tf.Variables, without ever overwriting a sample they returned.
 
     x = torch.zeros(n_chains, n_x)
     for it in range(n_iters):

@@ -6,6 +6,7 @@ their mean must be within 5 standard errors of 1. The runs' spread of
 log Z^_r - log Z_r must also be small, far below plain importance sampling
 from the same proposal, which shows the annealing does its job.
 """
+import copy
 import math
 
 import pytest
@@ -180,6 +181,11 @@ def test_arguments_follow_zhusuan():
         inference.AIS(build(2, 2), None, 0.1, {"x": torch.zeros(2, 3)})
     with pytest.raises(TypeError):  # axis, schedule and progress are keyword only
         inference.AIS(build(2, 2), None, None, {"x": torch.zeros(2, 3)}, None, 3, 0, False, 0)
+    model = build(2, 2)
+    proposal = copy.copy(model)  # ZhuSuan's LNTM; log_joint belongs to the shared template
+    proposal.log_joint = lambda bn: bn.cond_log_prob("z")
+    with pytest.raises(ValueError, match="proposal has the model's template and log_joint"):
+        inference.AIS(model, proposal, None, {"x": torch.zeros(2, 3)})
     with pytest.raises(ValueError, match="latent 'w' is not a latent stochastic node of the "
                                          "model \\(its latent nodes: z\\)"):
         inference.AIS(build(2, 2), None, None, {"x": torch.zeros(2, 3)}, ["w"], 3).run()
