@@ -112,11 +112,12 @@ def _ess_2d(x):
 
 
 def _rhat_2d(x):
-    """Classic R-hat of (chain, draw) draws (no splitting)."""
+    """Classic R-hat of (chain, draw) draws (no splitting); NaN for constant draws."""
     n_draw = x.shape[1]
     between = n_draw * np.var(x.mean(axis=1), ddof=1)
     within = np.var(x, axis=1, ddof=1).mean()
-    return np.sqrt((between / within + n_draw - 1.) / n_draw)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt((between / within + n_draw - 1.) / n_draw)
 
 
 def ess_mean(x):

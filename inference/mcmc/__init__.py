@@ -1,7 +1,8 @@
 """Hamiltonian Monte Carlo for `ppl` models: batched chains, NUTS, Stan-style warm-up.
 
 - `HMC`, `NUTS`: samplers with ZhuSuan's names (`.sample(meta_bn, observed, latent)`).
-- `run`: warm-up and draws with progress bar, storage, `summary()` and `to_arviz()`.
+- `run`: warm-up and draws with progress bar, storage, `summary()` and `to_arviz()`;
+  `SamplingWarning`: what `run` found wrong with the draws (divergences, R-hat, ESS, ...).
 - `FirstCompileWarning`: a compiled run is building NUTS's tree step (once per machine;
   `python -m inference.mcmc.precompile` builds it at install).
 - Building blocks (BlackJAX style: kernel = state in, state out):
@@ -18,7 +19,7 @@ from inference.mcmc.integrators import leapfrog
 from inference.mcmc.metric import DenseMetric, DiagonalMetric, identity_metric
 from inference.mcmc.nuts import NUTS, nuts_kernel
 from inference.mcmc.potential import Potential, latent_nodes
-from inference.mcmc.runner import MCMCResult, Summary, run
+from inference.mcmc.runner import MCMCResult, SamplingWarning, Summary, run
 from inference.mcmc.sampler import HamiltonianSampler, HMCInfo
 from inference.mcmc.shared_compile import FirstCompileWarning
 from inference.mcmc.state import HMCState, TransitionInfo, init_state
@@ -29,4 +30,5 @@ __all__ = ["HMC", "NUTS", "run", "MCMCResult", "Summary", "HMCInfo", "Hamiltonia
            "transform_to", "LowerCholeskyTransform", "HMCState", "TransitionInfo", "init_state",
            "DiagonalMetric", "DenseMetric", "identity_metric", "DualAveraging",
            "WelfordCovariance", "ExponentialMovingVariance", "WindowedAdaptation",
-           "find_initial_step_size", "window_schedule", "FirstCompileWarning"]
+           "find_initial_step_size", "window_schedule", "FirstCompileWarning",
+           "SamplingWarning"]

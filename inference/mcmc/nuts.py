@@ -27,6 +27,7 @@ of each of its transitions, inside the step, so that the chains need to meet
 only where the mass matrix changes (`inference.mcmc.run`).
 """
 import functools
+import math
 import sys
 from collections import namedtuple
 
@@ -391,80 +392,140 @@ def init_chains(state, step_size, max_tree_depth, dual_averaging=None):
     return vectors, scalars, checkpoints
 
 
-def chains_state(chains):
-    """The chains' points as an HMCState, and their current step sizes [n]."""
+def chains_state(chains, rng=None):
+    """The chains' points as an HMCState (with random streams `rng`), and their current step
+    sizes [n]."""
     vectors, scalars, _ = chains
     state = HMCState(vectors[:, 0].clone(), scalars[:, SLOT["log_prob"]].clone(),
-                     vectors[:, 1].clone())
+                     vectors[:, 1].clone(), rng)
     return state, scalars[:, SLOT["step_size"]].clone()
 
 
-def _random_numbers(n, dim, dtype, device, block):
-    """(noise [n, D], uniform [n, 3]) for one step after another, drawn `block` steps at a time."""
-    while True:
-        noise = torch.randn((block, n, dim), dtype=dtype, device=device)
-        uniform = torch.rand((block, n, 3), dtype=dtype, device=device)
-        yield from zip(noise, uniform)
+def _streams(state):
+    """The state's random streams, or new ones (from torch's generator) where it has none."""
+    if state.rng is not None:
+        return state.rng
+    return new_streams(state.position.shape[0], state.position.device)
 
 
-def run_transitions(step, chains, metric, table, n_iterations, adapting=False, progress=None,
-                    block=None):
+# Each chain's random numbers are a function of (its key, its own leapfrog step count), not of
+# when the step runs: a chain's draws do not depend on where the chains meet (checkpoints) or
+# on the other chains. SplitMix64 (Steele, Lea & Flood 2014) of key + (index + 1) * golden
+# ratio, as int64 arithmetic that wraps around; the constants are the uint64 ones as int64.
+_GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685
+
+
+def new_streams(n, device=None):
+    """Fresh per-chain random streams: int64 [n, 2] (key from torch's generator, step count 0)."""
+    key = torch.randint(-2 ** 63, 2 ** 63 - 1, (n,), dtype=torch.int64, device=device)
+    return torch.stack((key, torch.zeros_like(key)), 1)
+
+
+def _shift(z, bits):
+    """Logical right shift of int64 `z` (>> is arithmetic on signed integers)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _stream_numbers(rng, steps, dim, dtype):
+    """The random numbers of `steps` [k, n] (per-chain step counts) of streams `rng` [n, 2]:
+    (noise [k, n, D] standard normal, uniform [k, n, 3] in (0, 1))."""
+    width = dim + 3
+    index = steps[..., None] * width + torch.arange(1, width + 1, device=steps.device)
+    z = rng[:, 0, None] + index * _GOLDEN
+    z = (z ^ _shift(z, 30)) * _MIX1
+    z = (z ^ _shift(z, 27)) * _MIX2
+    z = z ^ _shift(z, 31)
+    # (k + 1/2) / 2^bits with k of `bits` random bits: exact in the dtype, never 0 or 1.
+    normal = torch.special.ndtri((_shift(z[..., :dim], 12).double() + 0.5) * 2. ** -52)
+    bits = round(-math.log2(torch.finfo(dtype).eps))  # mantissa bits: 23 for float32
+    uniform = (_shift(z[..., dim:], 64 - bits).to(dtype) + 0.5) * 2. ** -bits
+    return normal.to(dtype), uniform
+
+
+def run_transitions(step, chains, metric, table, n_iterations, rng, adapting=False,
+                    progress=None, block=None, out=None):
     """Run `step` (a `NUTSStep`) until every chain has made `n_iterations` transitions.
 
-    Random numbers are drawn and the chains' ended transitions stored
-    `block` steps at a time (default: up to 64, fewer when the chains' points
-    are large, so that a block's points stay within about 8 MB at float32).
+    rng: the chains' random streams (`new_streams`); each chain's step k uses
+    the numbers of its step count k, so that the draws do not depend on how
+    the transitions are split into calls. Random numbers are made and the
+    chains' ended transitions stored `block` steps at a time (default: up to
+    64, fewer when the chains' points are large, so that a block's points stay
+    within about 8 MB at float32).
     progress: called with the number of transitions that every chain has
     newly completed.
-    Returns the chains, the points after each transition [n_iterations, n, D]
-    and the transitions' statistics [n_iterations, n, len(STATS)].
+    out: a callable out(iteration [m], chain [m], position [m, D], stats
+    [m, len(STATS)]) given the transitions ended in each block (iteration
+    counted from 0 in this call); default: they are collected and returned.
+    Returns the chains, the advanced streams, and (without `out`) the points
+    after each transition [n_iterations, n, D] and the transitions' statistics
+    [n_iterations, n, len(STATS)].
     """
     vectors, scalars, checkpoints = chains
     n, dim = vectors.shape[0], vectors.shape[2]
     target = scalars.new_tensor(float(n_iterations))
     adapting = torch.tensor(bool(adapting), device=scalars.device)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
-    positions = vectors.new_empty((n_iterations, n, dim))
-    stats = scalars.new_empty((n_iterations, n, len(STATS)))
+    positions = stats = None
+    if out is None:
+        positions = vectors.new_empty((n_iterations, n, dim))
+        stats = scalars.new_empty((n_iterations, n, len(STATS)))
+
+        def out(index, which, points, ended):
+            positions[index, which] = points
+            stats[index, which] = ended
     stat_slots = [SLOT[name] for name in STATS]
     iterations = scalars[:, SLOT["iteration"]]
     if block is None:
         block = max(4, min(64, 2 ** 21 // (n * dim)))
-    draws = _random_numbers(n, dim, vectors.dtype, vectors.device, block)
-    noise, uniform = next(draws)
+    chain_index = torch.arange(n, device=vectors.device)
+    ahead = torch.arange(block, device=vectors.device)[:, None]
+    counter = rng[:, 1]
+    base = counter
+    noise_block, uniform_block = _stream_numbers(rng, base + ahead, dim, vectors.dtype)
     vectors, scalars, position, momentum = step.begin(
-        vectors, scalars, inverse_mass, factor, noise, uniform, table, target)
+        vectors, scalars, inverse_mass, factor, noise_block[0], uniform_block[0], table, target)
+    uniform = uniform_block[0]
     done, reported = False, 0
     while not done:
         points, states = [], []
         for _ in range(block):
             log_prob, grad = step.value_and_grad(position)
-            next_noise, next_uniform = next(draws)
+            # A chain running this step uses the numbers of its next step count in the next.
+            counter = counter + (scalars[:, SLOT["iteration"]] < target).long()
+            offset = counter - base
+            if len(points) == block - 1:  # every chain's offset stays below `block`
+                base = counter
+                offset = counter - base
+                noise_block, uniform_block = _stream_numbers(rng, base + ahead, dim,
+                                                             vectors.dtype)
+            next_noise = noise_block[offset, chain_index]
+            next_uniform = uniform_block[offset, chain_index]
             vectors, scalars, checkpoints, all_through, position, momentum, ended = \
-                step.end_begin(vectors, scalars, checkpoints, position, momentum, log_prob, grad,
-                               inverse_mass, factor, uniform, next_noise, next_uniform, table,
-                               target, adapting)
+                step.end_begin(vectors, scalars, checkpoints, position, momentum,
+                               log_prob.to(position.dtype), grad, inverse_mass, factor,
+                               uniform, next_noise, next_uniform, table, target, adapting)
             uniform = next_uniform
             points.append(vectors[:, 0])
             states.append(ended)
             if bool(all_through):
                 done = True
                 break
-        # Store what the chains that ended a transition in this block reported.
+        # Hand on what the chains that ended a transition in this block reported.
         states = torch.stack(states)
         counts = states[:, :, SLOT["iteration"]]
         ended = counts > torch.cat((iterations[None], counts[:-1]))
         calls, which = ended.nonzero(as_tuple=True)
-        index = counts[calls, which].long() - 1
-        positions[index, which] = torch.stack(points)[calls, which]
-        stats[index, which] = states[calls, which][:, stat_slots]
+        out(counts[calls, which].long() - 1, which, torch.stack(points)[calls, which],
+            states[calls, which][:, stat_slots])
         iterations = counts[-1]
         if progress is not None:
             through = int(iterations.min())
             if through > reported:
                 progress(through - reported)
                 reported = through
-    return (vectors, scalars, checkpoints), positions, stats
+    rng = torch.stack((rng[:, 0], counter), 1)
+    return (vectors, scalars, checkpoints), rng, positions, stats
 
 
 def _stats_dict(stats):
@@ -492,8 +553,9 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
                           Settings(max_energy_error, *no_adaptation))
     table = leaf_table(max_tree_depth, state.position.device)
     chains = init_chains(state, step_size, max_tree_depth)
-    chains, positions, stats = run_transitions(step, chains, metric, table, 1, block=8)
-    new_state, _ = chains_state(chains)
+    chains, rng, positions, stats = run_transitions(step, chains, metric, table, 1,
+                                                    _streams(state), block=8)
+    new_state, _ = chains_state(chains, rng)
     s = _stats_dict(stats[0])
     info = TransitionInfo(accept_prob=s["accept_prob"],
                           is_accepted=(new_state.position != state.position).any(-1),
@@ -571,22 +633,26 @@ class NUTS(HamiltonianSampler):
                            self.max_energy_error, self._step(potential, metric))
 
     def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
-                progress=None):
+                progress=None, out=None):
         """`n_iterations` transitions of every chain, each chain at its own pace (see the
         module docstring); with `dual_averaging`, each chain adapts its step size after
-        each of its transitions. Returns (state, positions [k, n, D], stats, step_size)."""
+        each of its transitions. Returns (state, positions [k, n, D], stats, step_size);
+        with `out`, positions and stats go there as they are made (see
+        `HamiltonianSampler.iterate`) and come back None."""
         position = state.position
         table = leaf_table(self.max_tree_depth, position.device)
         chains = init_chains(state, step_size, self.max_tree_depth, dual_averaging)
-        chains, positions, stats = run_transitions(
+        store = None if out is None else \
+            lambda index, which, points, stats: out(index, which, points, _stats_dict(stats))
+        chains, rng, positions, stats = run_transitions(
             self._step(potential, metric), chains, metric, table, n_iterations,
-            adapting=dual_averaging is not None, progress=progress)
-        state, step_size = chains_state(chains)
+            _streams(state), adapting=dual_averaging is not None, progress=progress, out=store)
+        state, step_size = chains_state(chains, rng)
         if dual_averaging is not None:
             scalars = chains[1]
             for name in ("count", "error_avg", "log_step_avg", "step_size"):
                 setattr(dual_averaging, name, scalars[:, SLOT[name]].clone())
-        return state, positions, _stats_dict(stats), step_size
+        return state, positions, None if out else _stats_dict(stats), step_size
 
     def __repr__(self):
         return (f"NUTS(max_tree_depth={self.max_tree_depth}, adapt_step_size="

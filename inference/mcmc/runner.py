@@ -8,24 +8,39 @@
 The runner owns the loop: the kernel (HMC / NUTS) moves the chains, the
 adaptation (`WindowedAdaptation`, Stan's schedule) tunes step sizes and mass
 matrices during warm-up, and draws are kept every `thin` iterations in the
-unconstrained space, mapped to the constrained space once at the end.
+unconstrained space, mapped to the constrained space once at the end. Draws and
+statistics are written into arrays allocated once, chain-major, so that a long
+run needs little more memory than what it keeps. After sampling, divergences,
+R-hat, bulk ESS, trees at the depth limit, non-finite and runaway draws are
+checked, and what went wrong is reported in one `SamplingWarning`.
 """
+import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from inference import checkpoint as checkpoints
 from inference import diagnostics
 from inference.mcmc.adaptation import WindowedAdaptation, make_metric
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential, latent_nodes
 from inference.mcmc.state import HMCState, init_state
 
-__all__ = ["run", "MCMCResult", "Summary"]
+__all__ = ["run", "MCMCResult", "Summary", "SamplingWarning"]
 
 _STATS = ("accept_prob", "step_size", "diverging", "tree_depth", "n_steps", "energy")
+# Thresholds of the checks after sampling (Vehtari et al. 2021 for R-hat and ESS).
+MAX_RHAT = 1.01
+MIN_ESS_PER_CHAIN = 100
+
+
+class SamplingWarning(UserWarning):
+    """The draws of `inference.mcmc.run` should not be trusted as they are (one warning per
+    run, listing every problem found: see `MCMCResult.problems`)."""
 
 
 def _prior_init(meta_bn, observed, n_chains, supports, max_tries=100):
@@ -79,8 +94,17 @@ def run(kernel, meta_bn, observed=None, init=None, n_chains=None, n_warmup=500, 
         log_joint callable (which has no nodes to read them from).
     checkpoint: a file path. Every `checkpoint_every` iterations (and at the end)
         the whole run (chains, adaptation, draws so far, random state) is saved
-        there; if the file exists, the run resumes from it (same model and
-        arguments required) and gives the same draws as an uninterrupted run.
+        there; if the file exists, the run resumes from it and gives the same
+        draws as an uninterrupted run. The file records what it was made for
+        (model, observed values, latents, kernel settings, run arguments): a
+        resume with anything else raises `inference.checkpoint.
+        CheckpointMismatchError` naming the difference, and a second process
+        running on the same path gets `CheckpointInUseError`. The draws do not
+        depend on `checkpoint_every`.
+
+    After sampling, a `SamplingWarning` lists what makes the draws unreliable
+    (divergences, R-hat above 1.01, bulk ESS below 100 per chain, trees
+    stopped at max_tree_depth, non-finite or runaway draws).
     """
     _check_run_args(n_warmup, n_samples, thin, n_chains, init)
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
@@ -93,12 +117,23 @@ def run(kernel, meta_bn, observed=None, init=None, n_chains=None, n_warmup=500, 
         if seed is not None:
             torch.manual_seed(seed)
         with torch.no_grad():
-            return _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin,
-                        progress, supports, checkpoint, checkpoint_every)
+            if checkpoint is None:
+                result = _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples,
+                              thin, progress, supports, None, checkpoint_every, seed)
+            else:
+                with checkpoints.writer_lock(checkpoint):
+                    result = _run(kernel, meta_bn, observed, init, n_chains, n_warmup,
+                                  n_samples, thin, progress, supports, checkpoint,
+                                  checkpoint_every, seed)
+    problems = result.problems()
+    if problems:
+        warnings.warn(f"{len(problems)} sampling problem{'s' * (len(problems) > 1)}: "
+                      + "; ".join(problems), SamplingWarning, stacklevel=2)
+    return result
 
 
 def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, progress,
-         supports, checkpoint, checkpoint_every):
+         supports, checkpoint, checkpoint_every, seed):
     if init is None:
         potential, x = _prior_init(meta_bn, observed, n_chains, supports)
     else:
@@ -122,16 +157,25 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
     step_size, metric = adaptation.start(state, potential, metric, step_size)
 
     n_total = n_warmup + n_samples
-    draws = torch.empty((n_samples // thin, n, dim), dtype=potential.dtype,
-                        device=potential.device)
-    record = _Record()
+    store = _Store(n, n_warmup, n_samples // thin, dim, potential.dtype, potential.device)
     start = 0
-    config = {"kernel": repr(kernel), "n_chains": n, "dim": dim, "n_warmup": n_warmup,
-              "n_samples": n_samples, "thin": thin}
-    if checkpoint is not None and os.path.exists(checkpoint):
-        start, state, step_size, metric = _resume(checkpoint, config, adaptation, draws, record)
+    if checkpoint is not None:
+        made_for = _fingerprint(kernel, meta_bn, observed, init, potential, seed, n_warmup,
+                                n_samples, thin)
+        probe = potential.log_prob(_probe_points(n, dim, potential.dtype, potential.device))
+        if os.path.exists(checkpoint):
+            start, state, step_size, metric = _resume(checkpoint, made_for, probe, adaptation,
+                                                      store)
     bar = tqdm(total=n_total, initial=start, disable=not progress,
                desc="warmup" if start < n_warmup else "sample", dynamic_ncols=True)
+    postfix = {}
+
+    def advance(k):
+        """Progress: k more transitions of every chain; divergences as they happen."""
+        bar.update(k)
+        if progress:
+            bar.set_postfix(postfix, divergences=int(store.divergences), refresh=False)
+
     # The kernel runs the chains from one meeting point to the next (each chain at
     # its own pace in between): where the metric changes, at the end of warm-up,
     # at checkpoints and at the end.
@@ -142,97 +186,162 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
         warming = start < n_warmup
         dual_averaging = adaptation.dual_averaging if warming and kernel.adapt_step_size \
             else None
-        state, positions, stats, new_step_size = kernel.iterate(
-            state, potential, step_size, metric, end - start, dual_averaging, bar.update)
+        positions = state.position.new_empty((end - start, n, dim)) if warming else None
+        state, _, _, _ = kernel.iterate(state, potential, step_size, metric, end - start,
+                                        dual_averaging, advance,
+                                        out=store.writer(start, n_warmup, thin, positions))
         if warming:
-            record.add(True, stats)
             step_size, metric = adaptation.update(start, positions, state)
-        else:
-            kept = [i for i in range(end - start) if (start + i - n_warmup + 1) % thin == 0]
-            if kept:
-                record.add(False, {k: v[kept] for k, v in stats.items()})
-                first = (start + kept[0] - n_warmup + 1) // thin - 1
-                draws[first:first + len(kept)] = positions[kept]
         if end == n_warmup:
             bar.set_description("sample")
         if progress:
-            bar.set_postfix(step_size=f"{float(step_size.mean()):.3g}",
-                            accept=f"{float(stats['accept_prob'][-1].mean()):.2f}",
-                            divergences=int(record.divergences), refresh=False)
+            postfix["step_size"] = f"{float(step_size.mean()):.3g}"
+            advance(0)
         if checkpoint is not None and (end % checkpoint_every == 0 or end == n_total):
-            _save(checkpoint, config, end, state, step_size, metric, adaptation, draws,
-                  record, n_warmup, thin)
+            _save(checkpoint, made_for, probe, end, state, step_size, metric, adaptation, store,
+                  n_warmup, thin)
         start = end
     bar.close()
-    samples = potential.space.constrain(draws)  # each (draw, chain, ...)
-    samples = {k: v.movedim(0, 1).contiguous() for k, v in samples.items()}
-    return MCMCResult(samples=samples, stats=record.stacked(False),
-                      warmup_stats=record.stacked(True), step_size=step_size,
+    samples = potential.space.constrain(store.draws)  # each (chain, draw, ...)
+    return MCMCResult(samples=samples, stats=store.numpy(False),
+                      warmup_stats=store.numpy(True), step_size=step_size,
                       inverse_mass_matrix=metric.inverse_mass, last_state=state,
                       potential=potential, kernel=kernel, thin=thin)
 
 
-class _Record:
-    """Per-iteration statistics of warm-up and sampling, as lists of [n_chains] tensors."""
+class _Store:
+    """The kept draws [n_chains, n_kept, D] (unconstrained) and per-transition statistics
+    (name -> [n_chains, n_kept], and [n_chains, n_warmup] for warm-up), allocated once."""
 
-    def __init__(self):
-        self.lists = {True: {k: [] for k in _STATS}, False: {k: [] for k in _STATS}}
-        self.divergences = 0
+    def __init__(self, n, n_warmup, n_kept, dim, dtype, device):
+        self.draws = torch.empty((n, n_kept, dim), dtype=dtype, device=device)
+        types = {"diverging": torch.bool, "tree_depth": torch.int64, "n_steps": torch.int64}
+        self.stats = {warming: {name: torch.zeros((n, size), dtype=types.get(name, dtype),
+                                                  device=device) for name in _STATS}
+                      for warming, size in ((True, n_warmup), (False, n_kept))}
+        self.divergences = torch.zeros((), dtype=torch.int64, device=device)
 
-    def add(self, warming, stats):
-        """stats: name -> [k, n_chains] for k iterations."""
-        store = self.lists[warming]
-        for name in _STATS:
-            store[name].extend(stats[name].unbind(0))
-        if not warming:
-            self.divergences = self.divergences + stats["diverging"].sum()
+    def writer(self, start, n_warmup, thin, positions=None):
+        """The `out` of `kernel.iterate` for iterations start, start + 1, ...: warm-up
+        transitions go to the warm-up statistics and to `positions` [k, n, D] (for the
+        adaptation), sampling ones to the draws, one every `thin`."""
+        def put(warming, which, row, values):
+            for name, table in self.stats[warming].items():
+                table[which, row] = values[name].to(table.dtype)
 
-    def tensors(self, warming):
-        """name -> (n_chains, n_iterations) tensor (absent when there is none)."""
-        return {k: torch.stack(v, 1) for k, v in self.lists[warming].items() if v}
+        def write(index, which, points, stats):
+            iteration = start + index
+            if positions is not None:
+                positions[index, which] = points
+                put(True, which, iteration, stats)
+                return
+            count = iteration - n_warmup + 1
+            kept = count % thin == 0
+            row, which = count[kept] // thin - 1, which[kept]
+            self.draws[which, row] = points[kept].to(self.draws.dtype)
+            put(False, which, row, {name: stats[name][kept] for name in _STATS})
+            self.divergences += stats["diverging"][kept].sum()
+        return write
 
-    def stacked(self, warming):
-        return {k: v.cpu().numpy() for k, v in self.tensors(warming).items()}
+    def state_dict(self, iteration, n_warmup, thin):
+        """What is filled after `iteration` iterations, as contiguous copies."""
+        kept = max(0, (iteration - n_warmup) // thin)
+        warm = min(iteration, n_warmup)
+        return {"draws": self.draws[:, :kept].clone(),
+                "warmup_stats": {k: v[:, :warm].clone() for k, v in self.stats[True].items()},
+                "stats": {k: v[:, :kept].clone() for k, v in self.stats[False].items()}}
 
-    def load(self, warming, tensors):
-        for k, v in tensors.items():
-            self.lists[warming][k] = list(v.unbind(1))
-        if not warming and "diverging" in tensors:
-            self.divergences = tensors["diverging"].sum()
+    def load_state_dict(self, saved):
+        kept = saved["draws"].shape[1]
+        self.draws[:, :kept] = saved["draws"]
+        for warming, key in ((True, "warmup_stats"), (False, "stats")):
+            for name, value in saved[key].items():
+                self.stats[warming][name][:, :value.shape[1]] = value
+        self.divergences = self.stats[False]["diverging"].sum()
+
+    def numpy(self, warming):
+        return {k: v.cpu().numpy() for k, v in self.stats[warming].items()}
 
 
-def _save(path, config, iteration, state, step_size, metric, adaptation, draws, record,
+def _model_identity(meta_bn):
+    """What names the model in a checkpoint's fingerprint (its data: `_probe_points`)."""
+    if isinstance(meta_bn, torch.nn.Module):
+        return {"module": type(meta_bn), "state": meta_bn.state_dict()}
+    name = getattr(meta_bn, "__qualname__", None)
+    return f"{meta_bn.__module__}.{name}" if name else repr(meta_bn)
+
+
+def _fingerprint(kernel, meta_bn, observed, init, potential, seed, n_warmup, n_samples, thin):
+    """What a checkpoint of this run is made for (see `inference.checkpoint.fingerprint`)."""
+    def plain(value):
+        value = getattr(value, "tensor", value)  # a StochasticTensor's value
+        return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+
+    space = potential.space
+    latents = {name: {"shape": space.shapes[name], "support": str(potential.supports[name])}
+               for name in space.names}
+    settings = {k: v for k, v in vars(kernel).items()
+                if not k.startswith("_") and (v is None or isinstance(v, (bool, int, float, str)))}
+    return checkpoints.fingerprint(
+        model=_model_identity(meta_bn),
+        observed={k: plain(v) for k, v in (observed or {}).items()},
+        latents=latents, dtype=potential.dtype, chain_shape=space.chain_shape,
+        kernel={"type": type(kernel), **settings},
+        init=None if init is None else {k: plain(v) for k, v in init.items()},
+        seed=seed, n_warmup=n_warmup, n_samples=n_samples, thin=thin)
+
+
+def _probe_points(n, dim, dtype, device):
+    """Fixed unconstrained points [n, D] where a checkpoint records the log density, to tell
+    a model whose code or baked-in data changed under the same names."""
+    return torch.sin(torch.arange(n * dim, dtype=dtype, device=device)).reshape(n, dim)
+
+
+def _save(path, made_for, probe, iteration, state, step_size, metric, adaptation, store,
           n_warmup, thin):
-    kept = max(0, (iteration - n_warmup) // thin)
-    payload = {"config": config, "iteration": iteration, "position": state.position,
-               "log_prob": state.log_prob, "grad": state.grad, "step_size": step_size,
+    payload = {"fingerprint": made_for, "probe": probe, "iteration": iteration,
+               "position": state.position, "log_prob": state.log_prob, "grad": state.grad,
+               "chain_rng": state.rng, "step_size": step_size,
                "inverse_mass": metric.inverse_mass, "adaptation": adaptation.state_dict(),
-               "draws": draws[:kept].clone(), "warmup_stats": record.tensors(True),
-               "stats": record.tensors(False), "rng": torch.get_rng_state()}
-    partial = f"{path}.partial"
-    torch.save(payload, partial)
-    os.replace(partial, path)  # never leave a half-written checkpoint
+               **store.state_dict(iteration, n_warmup, thin), "rng": torch.get_rng_state()}
+    checkpoints.save(path, payload)
 
 
-def _resume(path, config, adaptation, draws, record):
-    saved = torch.load(path, weights_only=True)
-    if saved["config"] != config:
-        raise ValueError(f"checkpoint {path} is from a different run: it has {saved['config']}, "
-                         f"this run is {config}; remove it or change `checkpoint`")
-    adaptation.load_state_dict(saved["adaptation"])
-    draws[:len(saved["draws"])] = saved["draws"]
-    record.load(True, saved["warmup_stats"])
-    record.load(False, saved["stats"])
+def _resume(path, made_for, probe, adaptation, store):
+    saved = checkpoints.load(path)
+    checkpoints.check_fingerprint(path, saved.get("fingerprint"), made_for)
+    if not torch.isclose(saved["probe"].to(probe), probe, rtol=1e-4, atol=1e-6,
+                         equal_nan=True).all():
+        raise checkpoints.CheckpointMismatchError(
+            f"the checkpoint {os.fspath(path)} was made for another run: the model's log "
+            f"density differs at the same points (its code or the data it holds changed). To "
+            f"start fresh, delete {os.fspath(path)} or pass another checkpoint path")
+    device = probe.device
+    adaptation.load_state_dict(_to(saved["adaptation"], device))
+    store.load_state_dict(_to({k: saved[k] for k in ("draws", "warmup_stats", "stats")}, device))
     torch.set_rng_state(saved["rng"])
-    state = HMCState(saved["position"], saved["log_prob"], saved["grad"])
-    return saved["iteration"], state, saved["step_size"], make_metric(saved["inverse_mass"])
+    state = HMCState(*(_to(saved[k], device) for k in ("position", "log_prob", "grad",
+                                                        "chain_rng")))
+    return (saved["iteration"], state, saved["step_size"].to(device),
+            make_metric(saved["inverse_mass"].to(device)))
+
+
+def _to(value, device):
+    """`value` (tensors in nested dicts) on `device`."""
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 class Summary(dict):
-    """Rows `name[index]` -> dict of statistics; prints as a table."""
+    """Rows `name[index]` -> dict of statistics; prints as a table, then the divergences.
+
+    divergences: divergent transitions after warm-up per chain (a list), or None.
+    """
 
     columns = ("mean", "sd", "5%", "50%", "95%", "mcse_mean", "mcse_sd", "ess_bulk",
                "ess_tail", "r_hat")
+    divergences = None
 
     def __str__(self):
         width = max([len(k) for k in self] + [4])
@@ -246,9 +355,30 @@ class Summary(dict):
                              else f"{value:>9.3g}" if abs(value) >= 1e4 or abs(value) < 1e-3
                              and value != 0 else f"{value:>9.3f}")
             lines.append(f"{name:<{width}} " + " ".join(cells))
+        if self.divergences is not None:
+            lines.append(f"divergences: {sum(self.divergences)} "
+                         f"(per chain: {', '.join(map(str, self.divergences))})")
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _quantities(samples):
+    """(label `name[i,j]`, draws (chain, draw) numpy float64) for every scalar quantity,
+    one at a time (so that checking a long run copies one quantity's draws at a time)."""
+    for name, value in samples.items():
+        shape = value.shape[2:]
+        flat = value.detach().reshape(value.shape[:2] + (-1,))
+        for i in range(flat.shape[2]):
+            index = np.unravel_index(i, shape) if shape else ()
+            label = name + (f"[{','.join(map(str, index))}]" if shape else "")
+            yield name, label, flat[:, :, i].cpu().double().numpy()
+
+
+def _worst(values, reverse, fmt, k=3):
+    """The k worst (label, value) pairs, as text."""
+    ranked = sorted(values, key=lambda item: item[1], reverse=reverse)[:k]
+    return ", ".join(f"{label} {value:{fmt}}" for label, value in ranked)
 
 
 @dataclass
@@ -286,10 +416,91 @@ class MCMCResult:
         """Divergent transitions after warm-up, per chain."""
         return self.stats["diverging"].sum(axis=1)
 
+    def problems(self):
+        """What makes the draws unreliable, as sentences (empty if nothing was found).
+
+        Divergent transitions after warm-up; split R-hat above 1.01 and bulk ESS
+        below 100 per chain (Vehtari et al. 2021), naming the worst quantities;
+        trees stopped at `max_tree_depth`; non-finite draws, and draws whose
+        size runs away (beyond the square root of the dtype's largest value:
+        an improper posterior, such as a flat prior the data do not bound), by
+        latent; a non-finite log density at the last draws, by node.
+        """
+        found = []
+        n_chains, n_draws = self.n_chains, self.n_draws
+        diverging = self.num_divergences
+        if diverging.sum():
+            found.append(f"{int(diverging.sum())} of {diverging.size * n_draws} transitions "
+                         f"after warm-up diverged (per chain: "
+                         f"{', '.join(map(str, diverging.tolist()))}): the draws miss part of "
+                         f"the posterior; raise target_acceptance_rate or reparameterize "
+                         f"(e.g. non-centered)")
+        depth = getattr(self.kernel, "max_tree_depth", None)
+        if depth is not None and "tree_depth" in self.stats:
+            capped = int((self.stats["tree_depth"] >= depth).sum())
+            if capped:
+                found.append(f"{capped} transitions stopped at max_tree_depth={depth} "
+                             f"(trajectories cut short: raise max_tree_depth or "
+                             f"reparameterize)")
+        rhats, small, runaway, nonfinite = [], [], {}, {}
+        for name, label, draws in _quantities(self.samples):
+            finite = np.isfinite(draws)
+            if not finite.all():
+                nonfinite[name] = nonfinite.get(name, 0) + int((~finite).sum())
+                continue
+            size = float(np.abs(draws).max())
+            limit = math.sqrt(torch.finfo(self.samples[name].dtype).max)
+            if size > limit:
+                runaway[name] = max(runaway.get(name, 0.), size)
+            rhat, ess = diagnostics.split_rhat(draws), diagnostics.ess_bulk(draws)
+            if rhat > MAX_RHAT:
+                rhats.append((label, rhat))
+            if ess < MIN_ESS_PER_CHAIN * n_chains:
+                small.append((label, ess))
+        for name, count in nonfinite.items():
+            found.append(f"latent '{name}' has {count} non-finite draws")
+        for name, size in runaway.items():
+            found.append(f"latent '{name}' runs away (|draws| up to {size:.3g}): the posterior "
+                         f"may be improper (a flat prior the data do not bound?)")
+        if rhats:
+            found.append(f"R-hat above {MAX_RHAT} for {len(rhats)} quantities (worst: "
+                         f"{_worst(rhats, True, '.3g')}): the chains disagree; run longer")
+        if small:
+            found.append(f"bulk ESS below {MIN_ESS_PER_CHAIN} per chain "
+                         f"({MIN_ESS_PER_CHAIN * n_chains} for {n_chains} chains) for "
+                         f"{len(small)} quantities (worst: {_worst(small, False, '.0f')}): "
+                         f"run longer")
+        node = self._nonfinite_node()
+        if node:
+            found.append(node)
+        return found
+
+    def _nonfinite_node(self):
+        """The log density at the last draws, if not finite: which node (a sentence), or ''."""
+        log_prob = self.last_state.log_prob
+        bad = ~torch.isfinite(log_prob)
+        if not bool(bad.any()):
+            return ""
+        chains = torch.nonzero(bad).flatten().tolist()
+        where = f"the log density is not finite at the last draws of chains {chains}"
+        values = self.potential.constrain(self.last_state.position)
+        try:
+            bn = self.potential.log_joint.bn(values)
+        except (ValueError, RuntimeError) as error:
+            return f"{where} (the model raises there: {error})"
+        if bn is None:
+            return where
+        nodes = [name for name, node in bn.stochastic_nodes.items()
+                 if not bool(torch.isfinite(node.cond_log_p).all())]
+        return f"{where}: node{'s' * (len(nodes) > 1)} {', '.join(map(repr, nodes))}" \
+            if nodes else where
+
     def summary(self, names=None, prob=0.9):
-        """Per scalar quantity: mean, sd, central `prob` quantiles, MCSEs, ESS, R-hat."""
+        """Per scalar quantity: mean, sd, central `prob` quantiles, MCSEs, ESS, R-hat; the
+        table's last line (and its `divergences`) gives the divergences per chain."""
         low, high = (1. - prob) / 2., (1. + prob) / 2.
         table = Summary()
+        table.divergences = self.num_divergences.tolist()
         table.columns = ("mean", "sd", f"{100 * low:g}%", "50%", f"{100 * high:g}%",
                          "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat")
         for name in names or self.samples:

@@ -105,24 +105,36 @@ class HamiltonianSampler:
         raise NotImplementedError
 
     def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
-                progress=None):
+                progress=None, out=None):
         """`n_iterations` transitions of every chain (what `inference.mcmc.run` calls).
 
         dual_averaging: a `DualAveraging` updated after each transition (warm-up),
         or None. progress: called with the number of transitions just made.
+        out: None, or a callable out(iteration [m], chain [m], position [m, D],
+        stats name -> [m]) given the transitions as they are made (iteration
+        counted from 0 in this call), so that nothing is kept here.
         Returns (state, positions [k, n, D] after each transition, statistics
-        name -> [k, n], step_size [n] after the last update).
+        name -> [k, n], step_size [n] after the last update); positions and
+        statistics are None with `out`.
         """
         positions, stats = [], {name: [] for name in _RECORDED}
-        for _ in range(n_iterations):
+        chains = torch.arange(state.position.shape[0], device=state.position.device)
+        for i in range(n_iterations):
             state, info = self.transition(state, potential, step_size, metric)
-            positions.append(state.position)
-            for name in _RECORDED:
-                stats[name].append(step_size if name == "step_size" else getattr(info, name))
+            made = {name: step_size if name == "step_size" else getattr(info, name)
+                    for name in _RECORDED}
+            if out is None:
+                positions.append(state.position)
+                for name in _RECORDED:
+                    stats[name].append(made[name])
+            else:
+                out(torch.full_like(chains, i), chains, state.position, made)
             if dual_averaging is not None:
                 step_size = dual_averaging.update(info.accept_prob)
             if progress is not None:
                 progress(1)
+        if out is not None:
+            return state, None, None, step_size
         return (state, torch.stack(positions), {k: torch.stack(v) for k, v in stats.items()},
                 step_size)
 

@@ -16,12 +16,17 @@ class HMCState:
     """Current point of every chain, in the flat unconstrained space.
 
     position: [n_chains, D]; log_prob: [n_chains] (log density incl. log|det J|);
-    grad: [n_chains, D] (gradient of log_prob).
+    grad: [n_chains, D] (gradient of log_prob). All three have the latents'
+    dtype (a float32 model with float64 data still samples in float32).
+    rng: NUTS's per-chain random streams, int64 [n_chains, 2]
+    (`inference.mcmc.nuts.new_streams`), carried so that a run split into
+    several calls draws what one call would; None until NUTS first moves.
     """
 
     position: torch.Tensor
     log_prob: torch.Tensor
     grad: torch.Tensor
+    rng: torch.Tensor = None
 
 
 @dataclass
@@ -48,6 +53,6 @@ class TransitionInfo:
 
 
 def init_state(potential, position):
-    """The state at `position` [n_chains, D]."""
+    """The state at `position` [n_chains, D], in the position's dtype."""
     log_prob, grad = potential(position)
-    return HMCState(position.detach(), log_prob, grad)
+    return HMCState(position.detach(), log_prob.to(position.dtype), grad)

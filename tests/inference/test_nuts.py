@@ -184,7 +184,8 @@ def test_chains_run_their_transitions_unsynchronized():
     """One step call advances every chain by one leapfrog of its own tree: the calls needed
     for k transitions are the largest per-chain total of leapfrogs (a chain never waits
     for another), not the sum over transitions of the batch's longest tree."""
-    from inference.mcmc.nuts import STATS, Settings, eager_step, init_chains, run_transitions
+    from inference.mcmc.nuts import (STATS, Settings, eager_step, init_chains, new_streams,
+                                     run_transitions)
     potential, state, step_size = _anisotropic_chains()
     calls = []
 
@@ -195,7 +196,8 @@ def test_chains_run_their_transitions_unsynchronized():
     step = eager_step(value_and_grad, DiagonalMetric, Settings(1000., 0.8, 0.05, 10, 0.75))
     torch.manual_seed(1)
     chains = init_chains(state, step_size, 10)
-    _, positions, stats = run_transitions(step, chains, identity_metric(5, 2), leaf_table(10), 20)
+    _, _, positions, stats = run_transitions(step, chains, identity_metric(5, 2), leaf_table(10),
+                                             20, new_streams(5))
     n_steps = stats[..., STATS.index("n_steps")]  # [transition, chain]
     assert len(calls) == int(n_steps.sum(0).max())
     assert len(calls) < int(n_steps.max(1).values.sum())  # what lock-step trees would take
