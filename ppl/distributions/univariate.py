@@ -158,6 +158,19 @@ class _CategoryLogits(constraints.Constraint):
 category_logits = _CategoryLogits()
 
 
+class _NotNaN(constraints.Constraint):
+    """Real values, +-inf included, but no NaN (torch's `real` check, named for messages)."""
+
+    def check(self, value):
+        return value == value
+
+    def __str__(self):
+        return "free of NaN"
+
+
+not_nan = _NotNaN()
+
+
 def _logits_or_probs(dist_name, logits, probs):
     if (logits is None) == (probs is None):
         raise ValueError(f"{dist_name}: give exactly one of `logits` and `probs`")
@@ -307,7 +320,7 @@ class Poisson(_Discrete):
 class Binomial(_Discrete):
     """Binomial(logits, n_experiments): successes in `n_experiments` trials."""
 
-    arg_constraints = {"logits": constraints.real, "n_experiments": constraints.nonnegative_integer}
+    arg_constraints = {"logits": not_nan, "n_experiments": constraints.nonnegative_integer}
     float_args = ("logits",)
 
     def __init__(self, logits, n_experiments, dtype=None, group_ndims=0, check_numerics=False,

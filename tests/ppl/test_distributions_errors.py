@@ -376,6 +376,13 @@ def test_binary_logits_give_a_draw_or_a_clear_error(logits, name):
         assert dist.sample().shape == logits.shape
 
 
+def test_binomial_nan_logits_are_refused_and_infinite_ones_are_certain():
+    with raises("Binomial", "argument `logits` must be free of NaN"):
+        D.Binomial(torch.tensor([0.0, float("nan")], dtype=F64), 3)
+    draws = D.Binomial(torch.tensor([INF, -INF], dtype=F64), 3).sample(4)
+    assert (draws[:, 0] == 3).all() and (draws[:, 1] == 0).all()
+
+
 @pytest.mark.parametrize("rate", [1e19, 2.0 ** 63])
 def test_poisson_with_a_huge_rate_draws_no_negative_count(rate):
     torch.manual_seed(0)

@@ -42,6 +42,9 @@ ZHUSUAN = {
     "MatrixVariateNormalCholesky": ["mean", "u_tril", "v_tril", "group_ndims",
                                     "is_reparameterized", "use_path_derivative",
                                     "check_numerics"],
+    # zhusuan/legacy/distributions/special.py
+    "Empirical": ["dtype", "batch_shape", "value_shape", "group_ndims", "is_continuous"],
+    "Implicit": ["samples", "value_shape", "group_ndims"],
 }
 ALIASES = {"BagofCategoricals": "UnnormalizedMultinomial", "OnehotDiscrete": "OnehotCategorical",
            "Discrete": "Categorical", "ExpGumbelSoftmax": "ExpConcrete",
