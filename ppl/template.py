@@ -53,7 +53,7 @@ class Template(nn.Module):
         self.scope = scope or fn.__name__
         self.layers = nn.ModuleDict()
         self.params = nn.ParameterDict()
-        self._latest = None  # a model template's latest MetaBayesianNet
+        self._latest = None  # a model template's latest call, until its function first runs
         self._ran = False     # its function has run at least once
         functools.update_wrapper(self, fn, updated=())
 
@@ -66,13 +66,14 @@ class Template(nn.Module):
     def _materialize(self):
         """Create the layers and parameters of a template called but never run: run its
         latest call once, nothing observed, without gradients."""
-        if self._ran or self._latest is None:
+        latest = self._latest
+        if self._ran or latest is None:
             return
         try:
             with torch.no_grad():
-                self._latest.observe()
+                latest.observe()
         except Exception as err:
-            self._ran = False
+            self._ran, self._latest = False, latest
             raise RuntimeError(f"template '{self.scope}' has not run yet, and running its "
                                f"latest call with nothing observed, to create its layers and "
                                f"parameters, failed ({type(err).__name__}: {err}); call "
@@ -141,7 +142,7 @@ class Template(nn.Module):
         prior) are created there, as its layers are."""
         frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn)
         if not self._ran:
-            self._ran = True
+            self._ran, self._latest = True, None
         placement = self._placement()
         if placement is None or placement[0].type == "cpu":
             return context.call_in(frame, self.fn, *args, **kwargs)
@@ -248,8 +249,10 @@ class _MetaTemplate(Template):
         self._log_joint = _checked_log_joint(fn)
 
     def forward(self, *args, **kwargs):
-        self._latest = MetaBayesianNet(self.fn, args, kwargs, template=self)
-        return self._latest
+        meta_bn = MetaBayesianNet(self.fn, args, kwargs, template=self)
+        if not self._ran:
+            self._latest = meta_bn
+        return meta_bn
 
 
 def _checked_log_joint(fn):

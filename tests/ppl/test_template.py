@@ -152,6 +152,8 @@ def test_a_called_template_that_cannot_run_unobserved_says_what_to_do():
     with pytest.raises(RuntimeError, match=r"'data_model' has not run yet.*x.*"
                                            r"call `.observe\(...\)` on it once"):
         list(model.parameters())
+    with pytest.raises(RuntimeError, match="'data_model' has not run yet"):
+        model.state_dict()  # still the same advice, nothing half-made
     model(3).observe(x=torch.zeros(3))
     assert [name for name, _ in model.named_parameters()] == ["params.log_scale"]
 
