@@ -135,33 +135,29 @@ def layout(graph):
     layer = {}
     for depth, nodes in enumerate(nx.topological_generations(graph)):
         layer.update(dict.fromkeys(nodes, depth))
-    for node in graph:
+    for node in graph:  # a root (a prior's hyperparameter, a noise scale) next to its child
         if graph.in_degree(node) == 0 and graph.out_degree(node) > 0:
             layer[node] = min(layer[child] for child in graph.successors(node)) - 1
-    routes, rows = {}, {}
-    for node in graph:
-        rows.setdefault(layer[node], []).append(node)
-    for u, v in graph.edges:  # a waypoint in each layer an edge crosses
+    routes = {}  # edge -> its waypoints, one in each layer it crosses
+    above = {}   # node or waypoint -> what is drawn into it from the layer above
+    for u, v in graph.edges:
         routes[u, v] = [(u, v, depth) for depth in range(layer[u] + 1, layer[v])]
-        for point in routes[u, v]:
-            rows.setdefault(point[2], []).append(point)
-    above = {}  # node or waypoint -> what is drawn into it from the layer above
-    for (u, v), points in routes.items():
-        chain = [u] + points + [v]
+        layer.update((point, point[2]) for point in routes[u, v])
+        chain = [u] + routes[u, v] + [v]
         for a, b in zip(chain, chain[1:]):
             above.setdefault(b, []).append(a)
-    column = {}
-    for depth in sorted(rows):
-        row = rows[depth]
-        if depth > min(rows):
-            row.sort(key=lambda n: (sum(column[p] for p in above.get(n, ())) /
-                                    len(above[n])) if above.get(n) else 0.)
-        for i, n in enumerate(row):
-            column[n] = i - (len(row) - 1) / 2
-    place = {n: (column[n], -float(layer[n]) if n in layer else -float(n[2])) for n in column}
-    pos = {n: place[n] for n in graph}
-    paths = {edge: [place[edge[0]]] + [place[p] for p in points] + [place[edge[1]]]
-             for edge, points in routes.items()}
+    rows = {}
+    for item, depth in layer.items():
+        rows.setdefault(depth, []).append(item)
+    place = {}
+    for depth in sorted(rows):  # order each row by the mean position of what feeds it
+        row = sorted(rows[depth], key=lambda n: sum(place[p][0] for p in above.get(n, ()))
+                     / max(1, len(above.get(n, ()))))
+        for i, item in enumerate(row):
+            place[item] = (i - (len(row) - 1) / 2, -float(depth))
+    pos = {node: place[node] for node in graph}
+    paths = {(u, v): [place[item] for item in [u] + points + [v]]
+             for (u, v), points in routes.items()}
     return pos, paths
 
 
