@@ -7,6 +7,9 @@
 
 Observations come from `observed`, and, inside a `MetaBayesianNet.observe`
 call, from the values given there (the explicit `observed` argument wins).
+
+Built in a `with ppl.BayesianNet(...) as bn:` block (ZhuSuan's form), a net
+made by hand also records its graph (`bn.graph`, `bn.markov_blanket(name)`).
 """
 import functools
 import inspect
