@@ -18,7 +18,6 @@ call order (`planar_normalizing_flow_0`, `_1`, ...), as each ZhuSuan call makes
 new variables; `name=` names them instead.
 """
 import collections
-import weakref
 
 import torch
 from torch import nn
@@ -30,8 +29,10 @@ from ppl.stochastic_tensor import unwrap
 
 __all__ = ["planar_normalizing_flow", "inv_autoregressive_flow", "linear_ar"]
 
-# template -> (the frame of its current run, calls so far in that run per function)
-_calls = weakref.WeakKeyDictionary()
+# (frame of a template run, calls so far in that run per function), for the latest runs
+# that called a flow function: enough for nested templates, and bounded, since the frames
+# hold their templates and observations alive.
+_runs = collections.deque(maxlen=8)
 
 
 def _running_frame(function):
@@ -46,10 +47,10 @@ def _running_frame(function):
 def _template_and_name(function, name):
     """The running template and the name of this call's layers."""
     frame = _running_frame(function)
-    run, counts = _calls.get(frame.template, (None, None))
-    if run is not frame:
+    counts = next((counts for run, counts in _runs if run is frame), None)
+    if counts is None:
         counts = collections.Counter()
-        _calls[frame.template] = (frame, counts)
+        _runs.append((frame, counts))
     index = counts[function]
     counts[function] += 1
     if name is None:
