@@ -74,11 +74,6 @@ def _check_normalize_logits(dist_name, normalize_logits):
     return normalize_logits
 
 
-def _counts_dot_logits(given, logits):
-    """sum_i x_i logits_i over the last axis, with 0 * -inf taken as 0 (a category never drawn)."""
-    return torch.where(given == 0, 0., given * logits).sum(-1)
-
-
 class Multinomial(_Discrete):
     """Counts of `n_experiments` draws from Categorical(logits) over the last axis.
 
@@ -106,7 +101,9 @@ class Multinomial(_Discrete):
         if self.normalize_logits:
             return super()._log_density(given)
         log_coefficient = torch.lgamma(given.sum(-1) + 1) - torch.lgamma(given + 1).sum(-1)
-        return log_coefficient + _counts_dot_logits(given, self.params["logits"])
+        unnormalized = torch_extra.UnnormalizedMultinomial(self.params["logits"],
+                                                           normalize_logits=False)
+        return log_coefficient + unnormalized.log_prob(given)
 
     def _check_params(self, params):
         _need_axes(self, "logits", params["logits"], 1)

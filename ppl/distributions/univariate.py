@@ -159,7 +159,8 @@ category_logits = _CategoryLogits()
 
 
 class _NotNaN(constraints.Constraint):
-    """Real values, +-inf included, but no NaN (torch's `real` check, named for messages)."""
+    """Real values, +-inf included, but no NaN: torch's `real` check as another object, since
+    the parameter checks skip `constraints.real` (for speed: see `Distribution`)."""
 
     def check(self, value):
         return value == value

@@ -1,4 +1,4 @@
-"""A model written without the chain axes (the Pyro way) fails with an error naming them (#20.14)."""
+"""A model written without the chain axes (the Pyro way) gets an error naming them (#20.14)."""
 import re
 
 import pytest

@@ -382,13 +382,15 @@ def test_inv_autoregressive_flow_is_zhusuans_update_then_reverse(update):
     assert seen == [("inv_autoregressive_flow_0", 0, "h"), ("inv_autoregressive_flow_0", 1, "h")]
     expected, log_expected = samples, log_probs
     for i in range(2):
-        m, s = guide.params[f"inv_autoregressive_flow_0_m{i}"], guide.params[
-            f"inv_autoregressive_flow_0_s{i}"]
+        m = guide.params[f"inv_autoregressive_flow_0_m{i}"]
+        s = guide.params[f"inv_autoregressive_flow_0_s{i}"]
         if update == "gru":
             gate = torch.sigmoid(s)
-            expected, log_expected = gate * expected + (1 - gate) * m, log_expected - gate.log().sum()
+            expected = gate * expected + (1 - gate) * m
+            log_expected = log_expected - gate.log().sum()
         else:
-            expected, log_expected = s * expected + m, log_expected - s.log().sum()
+            expected = s * expected + m
+            log_expected = log_expected - s.log().sum()
         expected = expected.flip(-1)
     torch.testing.assert_close(z, expected)
     torch.testing.assert_close(log_q, log_expected)
