@@ -1,6 +1,6 @@
-"""Shared test set-up: a headless matplotlib, a fixed seed per test, the data folder."""
+"""Shared test set-up: a headless matplotlib, a fixed seed per test, the data folder, the
+compiled-step cache."""
 import os
-import tempfile
 
 import matplotlib
 import pytest
@@ -13,9 +13,20 @@ matplotlib.use("Agg")  # tests draw graphs and plots without a display
 # threads made small ops up to 100x slower (thread hand-off dominates the math).
 torch.set_num_threads(1)
 
-# Steps compiled once per machine (inference.mcmc.shared_compile) go to a fresh folder for
-# the session, not the user's cache: the suite compiles them itself (notebooks inherit it).
-os.environ.setdefault("PPL_CACHE_DIR", tempfile.mkdtemp(prefix="ppl_cache_"))
+# Compiled steps: the suite loads from, and adds its own models' steps to, the user's cache
+# ($PPL_CACHE_DIR, default ~/.cache/ppl), where the install's build step put NUTS's tree
+# step (`python -m inference.mcmc.precompile`), so no test builds it again. A test that needs
+# an empty cache takes the `empty_cache` fixture. Nothing here makes a temporary folder.
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty PPL_CACHE_DIR (returned) for this test. Inductor's precompiled C++ header
+    (about 180 MB, seconds to build) stays in the user's cache, shared by every test."""
+    from inference.mcmc.cache import inductor_cache_dir
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(inductor_cache_dir()))
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "ppl"))
+    return tmp_path / "ppl"
 
 
 @pytest.fixture(autouse=True)

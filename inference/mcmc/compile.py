@@ -19,19 +19,27 @@ What tracing assumes, and how it is checked:
 - Observed data and the model's parameters become constants of the graph:
   a kernel recompiles when it is given another `Potential`, or its
   `Potential` is rebound to other data (`Potential.rebind`).
-- Inductor keeps what it compiled in its on-disk cache, under
-  $PPL_CACHE_DIR (`inference.mcmc.cache`): the same model on data of the
-  same shapes compiles in a second or two in later runs, after a reboot too.
+- What Inductor compiled is kept on disk under $PPL_CACHE_DIR
+  (`inference.mcmc.cache`), named by a hash of the traced graph, its
+  constants (the observed data) and the inputs' shapes: the same model on the
+  same data loads in later runs, after a reboot too. A step that must be
+  compiled says so first (a line on stderr), since it takes seconds.
 - Anything that fails (tracing, Inductor, a missing C++ compiler) falls back
   to the eager function with a warning that says why, so `jit_compile=True`
   is never worse than off, apart from the time spent trying.
 """
+import contextlib
+import functools
+import hashlib
+import logging
+import sys
 import time
 import warnings
 
 import torch
+from tqdm.auto import tqdm
 
-from inference.mcmc.cache import inductor_cache
+from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry, inductor_cache
 
 __all__ = ["CompiledStep", "shifted"]
 
@@ -66,10 +74,18 @@ class CompiledStep:
         self.reason = "not compiled yet"
         self.compile_seconds = 0.
         self.n_fallbacks = 0  # calls where the compiled function raised and `fn` ran
+        self.loaded_from_disk = False
 
     @property
     def is_compiled(self):
         return self.compiled is not None
+
+    @property
+    def status(self):
+        """'loaded' (from disk), 'compiled' (built in this process) or 'eager: <why>'."""
+        if not self.is_compiled:
+            return f"eager: {self.reason}"
+        return "loaded" if self.loaded_from_disk else "compiled"
 
     def __call__(self, *args):
         if self.compiled is None:
@@ -105,13 +121,74 @@ class CompiledStep:
         self.compile_seconds = time.perf_counter() - started
 
     def _build(self, args):
-        """The compiled function, specialized to the shapes of `args`."""
-        from torch._inductor import standalone_compile
+        """The compiled function, specialized to the shapes of `args`: loaded from the cache
+        where this graph on these shapes was compiled before."""
         from torch.fx.experimental.proxy_tensor import make_fx
         graph = make_fx(self.traceable)(*args)
-        with inductor_cache():
-            return standalone_compile(graph, list(args), dynamic_shapes="from_example_inputs",
-                                      options={"config_patches": INDUCTOR_OPTIONS})
+        compiled, self.loaded_from_disk = compiled_entry(
+            graph_key(graph, args),
+            functools.partial(compile_graph, graph, list(args), "from_example_inputs"),
+            load_compiled, announce=self._announce)
+        return compiled
+
+    def _announce(self):
+        tqdm.write(f"jit_compile: compiling the {self.name} for this model (a few seconds, "
+                   f"once per model and data shape) ...", file=sys.stderr)
+
+
+def compile_graph(graph, inputs, dynamic_shapes, folder):
+    """Inductor's compilation of the FX `graph`, with its cache in `folder`."""
+    from torch._inductor import standalone_compile
+    with inductor_cache(folder), _without_c_shim_notices():
+        return standalone_compile(graph, inputs, dynamic_shapes=dynamic_shapes,
+                                  options={"config_patches": INDUCTOR_OPTIONS})
+
+
+def load_compiled(folder):
+    """The function `compile_graph` compiled into `folder`, under the options it was
+    compiled with (no CPU probe in a subprocess)."""
+    from torch._inductor import CompiledArtifact, config
+    with inductor_cache(folder), config.patch(INDUCTOR_OPTIONS):
+        return CompiledArtifact.load(path=folder, format="unpacked")
+
+
+def graph_key(graph, args):
+    """A compiled step's name in the cache: a hash of everything its code depends on (the
+    graph's code and constants, the inputs' dtypes, shapes and strides, the torch version,
+    the CPU's vector instructions and the compile options)."""
+    key = hashlib.sha256()
+    parts = [ENTRY_FORMAT, graph.code, torch.__version__, torch.backends.cpu.get_cpu_capability(),
+             repr(sorted(INDUCTOR_OPTIONS.items()))]
+    parts += [f"{a.dtype} {tuple(a.shape)} {a.stride()} {a.device}" for a in args]
+    for part in parts:
+        key.update(part.encode() + b"\0")
+    for node in graph.graph.nodes:
+        if node.op == "get_attr":
+            value = functools.reduce(getattr, node.target.split("."), graph)
+            if not isinstance(value, torch.Tensor):
+                key.update(f"{node.target} {value!r}".encode())
+                continue
+            key.update(f"{node.target} {value.dtype} {tuple(value.shape)}".encode())
+            key.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return key.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _without_c_shim_notices():
+    """Inductor logs "<op> is missing a c-shim implementation, using proxy executor as
+    fallback" for each ATen op of a C++-wrapped step that its C++ API does not cover (e.g.
+    a Cholesky factorization in the dense-metric tree step). The op still runs, through
+    the dispatcher; the notice is about Inductor's own coverage and tells a user nothing
+    to do, so our compiles drop it (that message only, only while compiling)."""
+    logger = logging.getLogger("torch._inductor.ir")
+
+    def keep(record):
+        return "missing a c-shim implementation" not in record.getMessage()
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _same(eager, compiled, rtol):

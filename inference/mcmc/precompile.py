@@ -18,6 +18,7 @@ for that dtype and metric; they then serve every model, chain count,
 dimension and maximum tree depth.
 """
 import argparse
+import functools
 import time
 import warnings
 
@@ -32,19 +33,23 @@ __all__ = ["precompile"]
 METRICS = ("diag", "dense")
 
 
-def precompile(dtypes=(torch.float32,), metrics=METRICS):
+def precompile(dtypes=(torch.float32,), metrics=METRICS, report=None):
     """Build NUTS's shared tree step for every dtype and metric ('diag', 'dense').
 
     Returns one dict per (dtype, metric): dtype, metric, seconds, and status:
     'compiled' (built now), 'loaded' (it was on disk) or 'eager: <why>' (it
-    could not be compiled here; NUTS then runs eager).
+    could not be compiled here; NUTS then runs eagerly). report: called with a
+    line of text before and after each, e.g. `print`.
     """
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ValueError(f"precompile: `metrics` must be among {METRICS}, got {metric!r}")
     rows = []
     for dtype in dtypes:
         for metric in metrics:
-            if metric not in METRICS:
-                raise ValueError(f"precompile: `metrics` must be among {METRICS}, got "
-                                 f"{metric!r}")
+            name = f"NUTS tree step, {str(dtype).removeprefix('torch.')}, {metric} metric"
+            if report is not None:
+                report(f"{name}: loading or building (up to a minute) ...")
             kernel = NUTS(jit_compile=True, adapt_mass=metric)
             started = time.perf_counter()
             with warnings.catch_warnings():  # building it is the point here
@@ -54,6 +59,8 @@ def precompile(dtypes=(torch.float32,), metrics=METRICS):
             (shared,) = kernel._shared.values()
             rows.append({"dtype": str(dtype).removeprefix("torch."), "metric": metric,
                          "seconds": time.perf_counter() - started, "status": shared.status})
+            if report is not None:
+                report(f"{name}: {shared.status} ({rows[-1]['seconds']:.1f} s)")
     return rows
 
 
@@ -67,11 +74,8 @@ def main(argv=None):
                         choices=["float32", "float64"])
     parser.add_argument("--metric", nargs="+", default=list(METRICS), choices=METRICS)
     args = parser.parse_args(argv)
-    rows = precompile([getattr(torch, name) for name in args.dtype], args.metric)
-    for row in rows:
-        print(f"NUTS tree step, {row['dtype']}, {row['metric']} metric: {row['status']} "
-              f"({row['seconds']:.1f} s)")
-    return rows
+    return precompile([getattr(torch, name) for name in args.dtype], args.metric,
+                      report=functools.partial(print, flush=True))
 
 
 if __name__ == "__main__":

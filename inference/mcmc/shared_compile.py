@@ -16,12 +16,12 @@ How:
   argument, the role of each axis). The trace runs at canonical sizes
   (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
   so that the trace never mistakes a fixed size for a symbolic one.
-- Inductor compiles it into a cache directory of its own under
-  `PPL_CACHE_DIR` (default `~/.cache/ppl`, see `inference.mcmc.cache`),
-  named by a hash of everything the code depends on (the function's key,
-  dtype, device, the source of the modules it is built from, the torch
-  version and the CPU's vector instructions). Later processes load it from
-  there in milliseconds (`torch._inductor.CompiledArtifact.load`).
+- Inductor compiles it into a cache entry of its own under
+  `PPL_CACHE_DIR` (default `~/.cache/ppl`, see `inference.mcmc.cache`, which
+  also says what it refuses to load), named by a hash of everything the code
+  depends on (the function's key, dtype, device, the source of the modules
+  it is built from, the torch version and the CPU's vector instructions).
+  Later processes load it from there in milliseconds.
 - As with `CompiledStep`, the first call in each process compares the
   compiled function with the eager one at the given point and at a
   perturbed one; anything that fails falls back to the eager function with
@@ -34,16 +34,14 @@ How:
   install's build step, `python -m inference.mcmc.precompile`) says so with
   a `FirstCompileWarning`, since it pauses for tens of seconds.
 """
+import functools
 import hashlib
-import os
-import shutil
-import tempfile
 import warnings
 
 import torch
 
-from inference.mcmc.cache import cache_root, inductor_cache
-from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep
+from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry
+from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep, compile_graph, load_compiled
 
 __all__ = ["SharedCompiledStep", "FirstCompileWarning", "CANONICAL"]
 
@@ -72,60 +70,28 @@ class SharedCompiledStep(CompiledStep):
                  setup="python -m inference.mcmc.precompile"):
         super().__init__(fn, fn, perturb, name=name)
         self.key, self.layout, self.modules, self.setup = key, layout, modules, setup
-        self.loaded_from_disk = False
-
-    @property
-    def status(self):
-        """'loaded' (from disk), 'compiled' (built in this process) or 'eager: <why>'."""
-        if not self.is_compiled:
-            return f"eager: {self.reason}"
-        return "loaded" if self.loaded_from_disk else "compiled"
 
     def _build(self, args):
         if len(args) != len(self.layout):
             raise ValueError(f"{self.name}: {len(args)} arguments for a layout of "
                              f"{len(self.layout)}")
-        from torch._inductor import CompiledArtifact, config
-        directory = os.path.join(cache_root(), "compiled", self._digest(args))
-        if os.path.isdir(directory):
-            try:  # under the options it was compiled with (no CPU probe in a subprocess)
-                with inductor_cache(), config.patch(INDUCTOR_OPTIONS):
-                    compiled = CompiledArtifact.load(path=directory, format="unpacked")
-            except Exception:  # stale or half-written: compile anew
-                shutil.rmtree(directory, ignore_errors=True)
-            else:
-                self.loaded_from_disk = True
-                return compiled
+        compiled, self.loaded_from_disk = compiled_entry(
+            self._digest(args), functools.partial(self._compile_into, args), load_compiled,
+            announce=functools.partial(self._announce_shared, args))
+        return compiled
+
+    def _announce_shared(self, args):
         dtype = str(args[0].dtype).removeprefix("torch.")
         warnings.warn(f"jit_compile: building the {self.name} ({dtype}), shared by every model, "
                       f"once for this machine (20-30 s); `{self.setup.format(dtype=dtype)}` "
                       f"builds it at install instead", FirstCompileWarning)
-        return self._compile_into(directory, args)
 
-    def _compile_into(self, directory, args):
-        """Trace at the canonical sizes, compile with Inductor's cache in a new directory,
-        and move it to `directory` (atomically: concurrent processes may race)."""
-        from torch._inductor import standalone_compile
+    def _compile_into(self, args, folder):
+        """Trace at the canonical sizes and compile with Inductor's cache in `folder`."""
         from torch.fx.experimental.proxy_tensor import make_fx
         fake_args = _canonical_fakes(args, self.layout)
         graph = make_fx(self.traceable, tracing_mode="symbolic")(*fake_args)
-        try:
-            os.makedirs(os.path.dirname(directory), exist_ok=True)
-            building = tempfile.mkdtemp(prefix=".building-", dir=os.path.dirname(directory))
-        except OSError:  # the cache folder cannot be written: compile for this process only
-            building, directory = tempfile.mkdtemp(prefix="ppl-step-"), None
-        try:
-            with inductor_cache(building):
-                compiled = standalone_compile(graph, fake_args, dynamic_shapes="from_graph",
-                                              options={"config_patches": INDUCTOR_OPTIONS})
-            if directory is not None:
-                os.rename(building, directory)
-        except OSError:  # another process got there first: keep theirs
-            shutil.rmtree(building, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
-        return compiled
+        return compile_graph(graph, fake_args, "from_graph", folder)
 
     def _digest(self, args):
         """The cache directory's name: a hash of everything the compiled code depends on."""
@@ -136,7 +102,7 @@ class SharedCompiledStep(CompiledStep):
         dtypes = ",".join(str(a.dtype) for a in args)
         fixed = ",".join(str([size if role is None else role for size, role in
                               zip(a.shape, roles)]) for a, roles in zip(args, self.layout))
-        parts = (self.key, dtypes, fixed, args[0].device.type, torch.__version__,
+        parts = (ENTRY_FORMAT, self.key, dtypes, fixed, args[0].device.type, torch.__version__,
                  torch.backends.cpu.get_cpu_capability(), repr(sorted(INDUCTOR_OPTIONS.items())),
                  repr(sorted(CANONICAL.items())), sources.hexdigest())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]

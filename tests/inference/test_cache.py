@@ -1,12 +1,26 @@
-"""Our compiles keep Inductor's cache under PPL_CACHE_DIR (not /tmp), unless a user chose one."""
+"""inference.mcmc.cache: compiled steps live under PPL_CACHE_DIR (not /tmp), and nothing damaged
+or writable by others is loaded from there."""
+import contextlib
+import errno
 import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import warnings
 
+import pytest
 import torch
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from inference.mcmc.cache import cache_root, inductor_cache, inductor_cache_dir
+from inference.mcmc.cache import CacheWarning, cache_root, inductor_cache, inductor_cache_dir
 from inference.mcmc.compile import CompiledStep, shifted
+from inference.mcmc.shared_compile import SharedCompiledStep
 from tests.inference.test_compile import needs_compiler
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+needs_root = pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0,
+                                reason="changes a folder's owner, or mounts one")
 
 
 def test_the_cache_root_is_ppl_cache_dir_else_the_users_cache(monkeypatch, tmp_path):
@@ -32,14 +46,16 @@ def test_inductor_cache_switches_inductor_within_the_block_only(monkeypatch, tmp
     from torch._inductor.runtime.cache_dir_utils import cache_dir
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    with inductor_cache():
-        assert cache_dir() == str(tmp_path / "inductor")
+    with inductor_cache(tmp_path / "building"):
+        assert cache_dir() == str(tmp_path / "building")
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("PPL_CACHE_DIR", str(blocker))
-    with inductor_cache():  # cannot be created: Inductor's own cache, no error
-        assert not cache_dir().startswith(str(blocker))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # headers where Inductor keeps them, quietly
+        with inductor_cache(tmp_path / "building"):
+            assert cache_dir() == str(tmp_path / "building")
 
 
 @needs_compiler
@@ -51,14 +67,210 @@ def test_a_compiled_step_fills_the_cache_under_ppl_cache_dir(monkeypatch, tmp_pa
         return (torch.sin(x).sum(-1) * 3.25 + 0.125,)
     compiled = CompiledStep(step, step, shifted(0))
     x = torch.randn(5, 3, dtype=torch.float64)
+    try:
+        torch.testing.assert_close(compiled(x)[0], step(x)[0])
+        assert compiled.is_compiled, compiled.reason
+        (entry,) = (tmp_path / "compiled").iterdir()
+        assert any(entry.rglob("*.so")) and (entry / "ppl-manifest.json").is_file()
+        headers = tmp_path / "inductor" / "precompiled_headers"
+        assert any(headers.glob("*.gch"))  # the precompiled header
+        # ... of the wrapper's and the kernels' headers together, so neither is parsed per model
+        combined = headers / "ppl_cpp_wrapper_and_kernels.h"
+        assert "cpp_prefix.h" in combined.read_text()
+        precompiled = [p for p in headers.glob("*.h") if p.with_suffix(".h.gch").exists()]
+        assert [p.read_text() for p in precompiled] == [f"#include <{combined}>\n"]
+    finally:
+        shutil.rmtree(tmp_path / "inductor")  # the header is 180 MB: not kept for pytest
+
+
+# A child process that runs (compiles or loads) tiny compiled steps and prints each one's
+# status: loading a damaged library can kill a process, which must fail the test, not pytest.
+_STEPS = """
+import sys, warnings
+import torch
+warnings.simplefilter("always")
+from inference.mcmc.compile import CompiledStep, shifted
+for scale in map(float, sys.argv[1:]):
+    def step(x):
+        return (torch.sin(x).sum(-1) * scale + 0.125,)
+    compiled = CompiledStep(step, step, shifted(0))
+    x = torch.randn(5, 3, dtype=torch.float64)
     torch.testing.assert_close(compiled(x)[0], step(x)[0])
-    assert compiled.is_compiled, compiled.reason
-    written = [f for _, _, files in os.walk(tmp_path / "inductor") for f in files]
-    assert any(f.endswith(".so") for f in written), written
-    assert any(f.endswith(".gch") for f in written), written  # the precompiled header
-    # ... of the wrapper's and the kernels' headers together, so neither is parsed per model
-    headers = tmp_path / "inductor" / "precompiled_headers"
-    combined = headers / "ppl_cpp_wrapper_and_kernels.h"
-    assert "cpp_prefix.h" in combined.read_text()
-    precompiled = [p for p in headers.glob("*.h") if p.with_suffix(".h.gch").exists()]
-    assert [p.read_text() for p in precompiled] == [f"#include <{combined}>\n"]
+    print(compiled.status.split(":")[0])
+"""
+
+
+def _steps(*scales, user=None):
+    """Run `_STEPS` for these scales in a new process (as `user`): (statuses, stderr)."""
+    done = subprocess.run([sys.executable, "-c", _STEPS, *map(str, scales)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, user=user)
+    assert done.returncode == 0, f"the child died ({done.returncode}): {done.stderr[-3000:]}"
+    return done.stdout.split(), done.stderr
+
+
+def _cache_warnings(stderr):
+    return [line for line in stderr.splitlines() if "CacheWarning" in line]
+
+
+def _snapshot(folder):
+    return {path: path.read_bytes() for path in sorted(pathlib.Path(folder).rglob("*"))
+            if path.is_file() and "locks" not in path.parts}
+
+
+@needs_compiler
+@pytest.mark.parametrize("damage", ["truncate", "overwrite"])
+def test_a_damaged_library_is_rebuilt_with_one_warning_instead_of_loaded(empty_cache, damage):
+    """A truncated or overwritten library of a compiled step killed every later process that
+    loaded it (SIGBUS, no Python error). Its size and checksum, recorded at write time, show
+    the damage before loading: the entry is rebuilt, with one warning naming its folder."""
+    statuses, stderr = _steps(3.25)
+    assert statuses == ["compiled"], stderr[-3000:]
+    assert "jit_compile: compiling the step" in stderr  # a compile says so before it starts
+    libraries = sorted(empty_cache.rglob("*.so"))
+    assert libraries
+    for library in libraries:
+        data = library.read_bytes()
+        third = len(data) // 3
+        if damage == "truncate":
+            library.write_bytes(data[:third])
+        else:  # the same size, with garbage in the code the loader maps
+            library.write_bytes(data[:third] + os.urandom(len(data) - 2 * third) + data[-third:])
+    statuses, stderr = _steps(3.25, 3.25)
+    assert statuses == ["compiled", "loaded"], stderr[-3000:]
+    (warned,) = _cache_warnings(stderr)
+    (entry,) = (empty_cache / "compiled").iterdir()
+    assert f"{entry} is damaged" in warned, warned
+    statuses, stderr = _steps(3.25)
+    assert statuses == ["loaded"] and not _cache_warnings(stderr)
+    assert "jit_compile: compiling" not in stderr  # a load is quiet
+
+
+_PLANT = "import pathlib; pathlib.Path({marker!r}).write_text('ran')\n"
+
+
+def _plant(folder, marker):
+    """Put code that writes `marker` at the top of every Python file under `folder`."""
+    planted = sorted(pathlib.Path(folder).rglob("*.py"))
+    assert planted
+    for path in planted:
+        path.write_text(_PLANT.format(marker=str(marker)) + path.read_text())
+
+
+@needs_compiler
+@pytest.mark.parametrize("how", ["group-writable", "another owner"])
+def test_code_planted_in_a_cache_others_can_write_to_is_not_run(empty_cache, tmp_path, how):
+    """A cache folder that someone else can write to (or that someone else owns) may hold
+    their code: it is ignored, with a warning that says why and how to fix it."""
+    if how == "another owner" and os.getuid() != 0:
+        pytest.skip("changing a folder's owner needs root")
+    assert _steps(1.5)[0] == ["compiled"]
+    marker = tmp_path / "planted code ran"
+    _plant(empty_cache, marker)
+    if how == "group-writable":
+        empty_cache.chmod(0o775)
+    else:
+        os.chown(empty_cache, 65534, -1)
+    statuses, stderr = _steps(1.5)
+    assert not marker.exists()
+    assert statuses == ["compiled"], stderr[-3000:]
+    (warned,) = _cache_warnings(stderr)
+    if how == "group-writable":
+        assert f"{empty_cache} can be written by its group or by others" in warned, warned
+        assert f"chmod -R go-w {empty_cache}" in warned and "PPL_CACHE_DIR" in warned
+    else:
+        assert f"{empty_cache} belongs to user id 65534" in warned, warned
+        assert f"chown -R $USER {empty_cache}" in warned and "PPL_CACHE_DIR" in warned
+
+
+@needs_compiler
+def test_an_entry_others_can_write_to_is_ignored_and_kept(empty_cache, tmp_path):
+    assert _steps(1.75)[0] == ["compiled"]
+    marker = tmp_path / "planted code ran"
+    _plant(empty_cache, marker)
+    (entry,) = (empty_cache / "compiled").iterdir()
+    writable = next(path for path in entry.rglob("*.py"))
+    writable.chmod(0o666)
+    before = _snapshot(empty_cache)
+    statuses, stderr = _steps(1.75)
+    assert statuses == ["compiled"] and not marker.exists()
+    (warned,) = _cache_warnings(stderr)
+    assert f"{entry} ignored: {writable} can be written by its group or by others" in warned
+    assert _snapshot(empty_cache) == before  # nothing deleted or replaced
+
+
+def _step_fn(x):
+    return (torch.sin(x) * 2.,)
+
+
+def test_no_error_deletes_a_valid_entry(empty_cache, monkeypatch):
+    """A load that fails for another reason than damage (here: a full disk) keeps the entry,
+    which the next process can load; the step is compiled for this process only."""
+    monkeypatch.setattr(torch._inductor, "standalone_compile",  # Inductor is tested elsewhere
+                        lambda graph, example_inputs, **kwargs: graph)
+
+    def shared():
+        return SharedCompiledStep(_step_fn, key="test sin", layout=(("n", None),),
+                                  modules=(shutil,), perturb=shifted(0))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="building"):
+        shared()(x)
+    entries = list((empty_cache / "compiled").iterdir())
+    kept = _snapshot(empty_cache / "compiled")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch._inductor.CompiledArtifact, "load", full_disk)
+    later = shared()
+    with pytest.warns(CacheWarning, match="could not be loaded .*No space left"):
+        torch.testing.assert_close(later(x)[0], _step_fn(x)[0])
+    assert later.status == "compiled"
+    assert entries and list((empty_cache / "compiled").iterdir()) == entries
+    assert _snapshot(empty_cache / "compiled") == kept
+
+
+@contextlib.contextmanager
+def _read_only(folder):
+    """`folder` mounted read-only on itself within the block (root only; else skip)."""
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only folder here: {mounted.stderr!r}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@needs_compiler
+@needs_root
+def test_a_read_only_cache_is_loaded_from_and_compiles_elsewhere_once(empty_cache, tmp_path,
+                                                                       monkeypatch):
+    """A read-only cache (here: a read-only mount) still serves what it holds; a step it
+    lacks is compiled into a temporary folder, removed at exit, with one warning (it used
+    to cost a failed compile per step, then ran eagerly), and the cache is left as it was."""
+    assert _steps(2.5)[0] == ["compiled"]
+    before = _snapshot(empty_cache)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with _read_only(empty_cache):
+        statuses, stderr = _steps(2.5, 0.5, 0.75)
+    assert statuses == ["loaded", "compiled", "compiled"], stderr[-3000:]
+    (warned,) = _cache_warnings(stderr)
+    assert f"ppl cache {empty_cache} cannot be written" in warned, warned
+    assert _snapshot(empty_cache) == before
+    assert not list((tmp_path / "tmp").glob("ppl-private-*"))  # removed at exit
+
+
+def test_the_test_suite_uses_the_users_cache_and_makes_no_temporary_folder(tmp_path):
+    """tests/conftest.py used to point PPL_CACHE_DIR at a new /tmp/ppl_cache_* folder per
+    run: the suite ignored the install's precompiled step and left 190 MB behind each time."""
+    env = {key: value for key, value in os.environ.items() if key != "PPL_CACHE_DIR"}
+    env.update(HOME=str(tmp_path), TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os, tests.conftest; "
+                           "from inference.mcmc.cache import cache_root; print(cache_root())"],
+                          cwd=ROOT, env={**env, "XDG_CACHE_HOME": ""}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == str(tmp_path / ".cache" / "ppl")
+    assert not any((tmp_path / "tmp").iterdir())
