@@ -29,7 +29,9 @@ nothing says yet which layers its function makes.
 A model's `log_joint` override belongs to its template (`log_joint=fn` in the
 decorator, or `build_model.log_joint = fn`): every net the template makes uses
 it. ZhuSuan's `model.log_joint = fn` on a `MetaBayesianNet` sets the same
-override, so it is not lost when the template is called again.
+override, so it is not lost when the template is called again. A copy of a
+net (ZhuSuan's `proposal = copy(model); proposal.log_joint = log_prior` for
+AIS) keeps an override of its own instead.
 """
 import functools
 import itertools
@@ -191,6 +193,7 @@ class MetaBayesianNet:
         self._kwargs = dict(kwargs or {})
         self._template = template
         self._log_joint = None
+        self._own_log_joint = template is None  # False: the template's override applies
 
     @property
     def template(self):
@@ -200,15 +203,21 @@ class MetaBayesianNet:
     def log_joint(self):
         """The override `fn(bn) -> tensor` of `BayesianNet.log_joint`, or None (the sum of
         every node's log-probability). For a net made by a template it is the template's:
-        setting it here sets it there, for every net the template makes."""
-        return self._log_joint if self._template is None else self._template.log_joint
+        setting it here sets it there, for every net the template makes. A copy
+        (`copy.copy(model)`, ZhuSuan's way to make an AIS proposal) has its own."""
+        return self._log_joint if self._own_log_joint else self._template.log_joint
 
     @log_joint.setter
     def log_joint(self, fn):
-        if self._template is None:
+        if self._own_log_joint:
             self._log_joint = _checked_log_joint(fn)
         else:
             self._template.log_joint = fn
+
+    def __copy__(self):
+        twin = MetaBayesianNet(self._fn, self._args, self._kwargs, template=self._template)
+        twin._log_joint, twin._own_log_joint = self.log_joint, True
+        return twin
 
     def __repr__(self):
         return f"MetaBayesianNet({getattr(self._fn, '__name__', type(self._fn).__name__)})"

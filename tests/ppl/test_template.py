@@ -2,6 +2,8 @@
 
 The VAE below is ZhuSuan's tutorial (docs/tutorials/vae.rst) rewritten with ppl.
 """
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -207,6 +209,32 @@ def test_log_joint_set_on_a_meta_bn_is_not_lost_on_the_next_call():
     assert later.log_joint is tempered
     bn = later.observe(y=y[:3])
     torch.testing.assert_close(bn.log_joint(), tempered(bn))
+
+
+def test_a_copy_of_a_meta_bn_keeps_its_own_log_joint():
+    """ZhuSuan's LNTM: `_model.log_joint = e_obj; proposal = copy(_model);
+    proposal.log_joint = log_prior` (the AIS proposal) leaves the model's override as it
+    was."""
+    def e_obj(bn):
+        return bn.cond_log_prob("w") + bn.cond_log_prob("y")
+
+    def log_prior(bn):
+        return bn.cond_log_prob("w")
+
+    template = ppl.meta_bayesian_net(scope="r4")(_regression())
+    x, y = torch.randn(5, 2), torch.randn(5)
+    model = template(x)
+    model.log_joint = e_obj
+    proposal = copy.copy(model)
+    assert proposal.log_joint is e_obj and proposal.template is template
+    proposal.log_joint = log_prior
+    assert model.log_joint is e_obj and template.log_joint is e_obj
+    assert template(x).log_joint is e_obj
+    values = {"w": torch.tensor([0.3, -0.2]), "y": y}
+    torch.testing.assert_close(proposal.observe(**values).log_joint(),
+                               model.observe(**values)["w"].cond_log_p)
+    with pytest.raises(TypeError, match="`log_joint` must be a function"):
+        proposal.log_joint = "prior"
 
 
 def test_reuse_variables_is_checked_and_kept():
