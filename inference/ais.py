@@ -116,17 +116,17 @@ class AIS:
 
     def _check_distinct(self):
         """A proposal sharing the model's template and log joint is the model: every weight
-        would be 1 (ZhuSuan's `copy(model)` + `proposal.log_joint = fn` sets the override on
-        the template both share)."""
+        would be 1 (e.g. `copy(model)` whose own `log_joint` was not set)."""
         model, proposal = self._model.meta_bn, self._proposal
         if model is None or proposal is None or proposal.template is None:
             return
         if proposal.template is model.template and proposal.log_joint is model.log_joint:
             raise ValueError("AIS: the proposal has the model's template and log_joint, so it "
-                             "scores the chains as the model does (a log_joint set on a copy "
-                             "of the model sets it on their shared template); build the "
-                             "proposal from its own template, e.g. ppl.meta_bayesian_net("
-                             "scope='prior', log_joint=fn)(model_function)(...)")
+                             "scores the chains as the model does; set the proposal's own "
+                             "log_joint (ZhuSuan's `proposal = copy(model); proposal.log_joint "
+                             "= log_prior`), or build it from its own template, e.g. "
+                             "ppl.meta_bayesian_net(scope='prior', log_joint=fn)(model_function)"
+                             "(...)")
 
     @staticmethod
     def _check_hmc(hmc):
