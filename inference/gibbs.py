@@ -160,7 +160,8 @@ class Gibbs:
         for name, value in latent.items():
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"latent['{name}'] must be a tensor, got {type(value).__name__}")
-        values = {k: v.detach() for k, v in latent.items()}
+        # copies: the continuous kernel writes its samples into the latents it is given
+        values = {k: v.detach().clone() for k, v in latent.items()}
         bn = log_joint.bn(values)
         discrete, continuous = self._split(bn, values)
         chain_ndim = self._chain_ndim(bn, values) if discrete else 0

@@ -244,3 +244,15 @@ def test_errors_name_the_node():
     with pytest.raises(ValueError, match="'z' is discrete"):
         inference.Gibbs(conditionals={"mu": mu_conditional}).sample(
             lambda values: torch.zeros(3), {"x": X}, latent)
+
+
+def test_the_callers_latents_are_not_modified():
+    """Gibbs returns new values; the tensors passed in keep theirs (HMC-within-Gibbs too)."""
+    latent = {"mu": PRIOR_MEANS.expand(3, 2).clone(), "z": torch.randint(2, (3, len(X)))}
+    before = {k: v.clone() for k, v in latent.items()}
+    gibbs = inference.Gibbs(continuous_kernel=inference.HMC(step_size=0.4, n_leapfrogs=4),
+                            independent_elements=("z",))
+    new, _ = gibbs.sample(mixture(3), {"x": X}, latent)
+    assert not torch.equal(new["mu"], before["mu"])
+    for name, value in latent.items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
