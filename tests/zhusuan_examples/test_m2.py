@@ -135,7 +135,10 @@ def run(n_iters=100, lb_samples=1, n_test=1000):
         classifier_cost = -beta * torch.mean(log_qy_x)
         return labeled_lower_bound, unlabeled_lower_bound, classifier_cost, acc
 
-    bounds(x_labeled[:2], t_labeled[:2], x_unlabeled[:2], 1)   # creates the layers
+    # Calling the templates creates their layers, as ZhuSuan's graph does
+    build_gen(batch_size, x_dim, n_class, z_dim, lb_samples)
+    qz_xy(x_labeled, t_labeled, z_dim, lb_samples)
+    qy_x(x_labeled, n_class)
     optimizer = torch.optim.Adam(
         [*build_gen.parameters(), *qz_xy.parameters(), *qy_x.parameters()], lr=3e-4)
 

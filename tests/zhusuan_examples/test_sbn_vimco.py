@@ -70,14 +70,16 @@ def run(n_iters=800, n_test=1000, seed=1234):
         return inference.iw_objective(model, observed={"x": x}, variational=variational,
                                       axis=0)
 
-    lower_bound_of(x_train[:2], 2)   # creates the templates' layers
-    optimizer = torch.optim.Adam([*build_sbn.parameters(), *build_q_net.parameters()],
-                                 lr=0.001, eps=1e-4)
-
     # Define training/evaluation parameters
     lb_samples = 10
     batch_size = 24
     test_batch_size = 100
+
+    # Calling the templates creates their layers, as ZhuSuan's graph does
+    build_sbn(batch_size, x_dim, h_dim, lb_samples)
+    build_q_net(x_train[:batch_size], h_dim, lb_samples)
+    optimizer = torch.optim.Adam([*build_sbn.parameters(), *build_q_net.parameters()],
+                                 lr=0.001, eps=1e-4)
 
     x_train = x_train[torch.randperm(x_train.shape[0])]
     lbs = []

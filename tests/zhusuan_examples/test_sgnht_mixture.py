@@ -75,10 +75,9 @@ def run(n_iters=15000):
     # Run the inference
     samples = []
     for t in range(n_iters):
-        _, info = sgmcmc.sample(log_joint, observed={}, latent={'x': x})
-        x = info.q['x']
+        _, info = sgmcmc.sample(log_joint, observed={}, latent={'x': x})   # moves x
         if t >= burnin and t % 100 == 0:
-            samples.append(info.q['x'])
+            samples.append(info.q['x'].clone())
     return torch.stack(samples), info
 
 

@@ -155,7 +155,9 @@ def run(hps):
         return inference.elbo(model, observed={'y': y},
                               latent={'fz': var_fz, 'fx': var_fx}, axis=0)
 
-    lower_bound_of(x_train[:2], y_train[:2])   # creates the templates' parameters
+    # Calling the templates creates their parameters, as ZhuSuan's graph does
+    build_model(hps, kernel, z_pos, x_train, hps.n_particles)
+    build_variational(hps, kernel, z_pos, x_train, hps.n_particles)
     optimizer = torch.optim.Adam([z_pos, *kernel.parameters(), *build_model.parameters(),
                                   *build_variational.parameters()], lr=hps.lr)
 

@@ -47,10 +47,9 @@ def run(n_x=1):
         # ZhuSuan feeds these two placeholders
         hmc.adapt_step_size = i < burnin // 2
         hmc.adapt_mass = i < burnin // 2
-        _, hmc_info = hmc.sample(model, {}, {'x': x})
-        x = hmc_info.samples['x']
+        _, hmc_info = hmc.sample(model, {}, {'x': x})   # moves x, as ZhuSuan's sample_op
         if i >= burnin:
-            samples.append(x)
+            samples.append(hmc_info.samples['x'].clone())
     return torch.stack(samples), stdev, hmc_info
 
 
