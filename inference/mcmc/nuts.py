@@ -408,17 +408,20 @@ def _streams(state):
     return new_streams(state.position.shape[0], state.position.device)
 
 
-# Each chain's random numbers are a function of (its key, its own leapfrog step count), not of
-# when the step runs: a chain's draws do not depend on where the chains meet (checkpoints) or
-# on the other chains. SplitMix64 (Steele, Lea & Flood 2014) of key + (index + 1) * golden
-# ratio, as int64 arithmetic that wraps around; the constants are the uint64 ones as int64.
+# Each chain's random numbers are a function of its key and its own counts (leapfrog steps
+# for the uniforms, transitions for the momentum), not of when the step runs: a chain's
+# draws do not depend on where the chains meet (checkpoints) or on the other chains.
+# SplitMix64 (Steele, Lea & Flood 2014) of key + index * golden ratio, as int64 arithmetic
+# that wraps around (the constants are the uint64 ones as int64); even indices give the
+# uniforms, odd ones the normals (Box-Muller, two per number).
 _GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685
 
 
 def new_streams(n, device=None):
-    """Fresh per-chain random streams: int64 [n, 2] (key from torch's generator, step count 0)."""
+    """Fresh per-chain random streams: int64 [n, 3] (key from torch's generator, leapfrog
+    steps and transitions made: 0)."""
     key = torch.randint(-2 ** 63, 2 ** 63 - 1, (n,), dtype=torch.int64, device=device)
-    return torch.stack((key, torch.zeros_like(key)), 1)
+    return torch.stack((key, torch.zeros_like(key), torch.zeros_like(key)), 1)
 
 
 def _shift(z, bits):
@@ -426,32 +429,44 @@ def _shift(z, bits):
     return (z >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def _stream_numbers(rng, steps, dim, dtype):
-    """The random numbers of `steps` [k, n] (per-chain step counts) of streams `rng` [n, 2]:
-    (noise [k, n, D] standard normal, uniform [k, n, 3] in (0, 1))."""
-    width = dim + 3
-    index = steps[..., None] * width + torch.arange(1, width + 1, device=steps.device)
-    z = rng[:, 0, None] + index * _GOLDEN
+def _bits(key, index):
+    """64 random bits (int64) for each `index` of the streams with keys `key` [n]: index
+    [..., n, m] -> [..., n, m]."""
+    z = key[:, None] + index * _GOLDEN
     z = (z ^ _shift(z, 30)) * _MIX1
     z = (z ^ _shift(z, 27)) * _MIX2
-    z = z ^ _shift(z, 31)
-    # (k + 1/2) / 2^bits with k of `bits` random bits: exact in the dtype, never 0 or 1.
-    normal = torch.special.ndtri((_shift(z[..., :dim], 12).double() + 0.5) * 2. ** -52)
-    bits = round(-math.log2(torch.finfo(dtype).eps))  # mantissa bits: 23 for float32
-    uniform = (_shift(z[..., dim:], 64 - bits).to(dtype) + 0.5) * 2. ** -bits
-    return normal.to(dtype), uniform
+    return z ^ _shift(z, 31)
+
+
+def _uniforms(key, steps, dtype):
+    """uniform(0, 1) [k, n, 3] of steps [k, n]: (j + 1/2) / 2^bits, with j of as many random
+    bits as the dtype's mantissa holds (exact, never 0 or 1)."""
+    z = _bits(key, 2 * (steps[..., None] * 3 + torch.arange(3, device=key.device)))
+    bits = round(-math.log2(torch.finfo(dtype).eps))  # 23 for float32
+    return (_shift(z, 64 - bits).to(dtype) + 0.5) * 2. ** -bits
+
+
+def _normals(key, transitions, dim, dtype):
+    """Standard normal [k, n, D] of transitions [k, n] (Box-Muller on 32-bit halves)."""
+    half = (dim + 1) // 2
+    z = _bits(key, 2 * (transitions[..., None] * half + torch.arange(half, device=key.device))
+              + 1)
+    radius = torch.sqrt(-2. * torch.log((_shift(z, 32).double() + 0.5) * 2. ** -32))
+    angle = (2. * math.pi * 2. ** -32) * ((z & 0xFFFFFFFF).double() + 0.5)
+    return torch.cat((radius * torch.cos(angle), radius * torch.sin(angle)), -1)[..., :dim] \
+        .to(dtype)
 
 
 def run_transitions(step, chains, metric, table, n_iterations, rng, adapting=False,
                     progress=None, block=None, out=None):
     """Run `step` (a `NUTSStep`) until every chain has made `n_iterations` transitions.
 
-    rng: the chains' random streams (`new_streams`); each chain's step k uses
-    the numbers of its step count k, so that the draws do not depend on how
-    the transitions are split into calls. Random numbers are made and the
-    chains' ended transitions stored `block` steps at a time (default: up to
-    64, fewer when the chains' points are large, so that a block's points stay
-    within about 8 MB at float32).
+    rng: the chains' random streams (`new_streams`); a chain's k-th leapfrog
+    step and k-th transition use the numbers of count k, so that the draws do
+    not depend on how the transitions are split into calls. Random numbers are
+    made and the chains' ended transitions stored `block` steps at a time
+    (default: up to 64, fewer when the chains' points are large, so that a
+    block's points stay within about 8 MB at float32).
     progress: called with the number of transitions that every chain has
     newly completed.
     out: a callable out(iteration [m], chain [m], position [m, D], stats
@@ -462,7 +477,7 @@ def run_transitions(step, chains, metric, table, n_iterations, rng, adapting=Fal
     [n_iterations, n, len(STATS)].
     """
     vectors, scalars, checkpoints = chains
-    n, dim = vectors.shape[0], vectors.shape[2]
+    n, dim, dtype = vectors.shape[0], vectors.shape[2], vectors.dtype
     target = scalars.new_tensor(float(n_iterations))
     adapting = torch.tensor(bool(adapting), device=scalars.device)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
@@ -478,33 +493,35 @@ def run_transitions(step, chains, metric, table, n_iterations, rng, adapting=Fal
     iterations = scalars[:, SLOT["iteration"]]
     if block is None:
         block = max(4, min(64, 2 ** 21 // (n * dim)))
-    chain_index = torch.arange(n, device=vectors.device)
-    ahead = torch.arange(block, device=vectors.device)[:, None]
-    counter = rng[:, 1]
-    base = counter
-    noise_block, uniform_block = _stream_numbers(rng, base + ahead, dim, vectors.dtype)
+    chain = torch.arange(n, device=vectors.device)
+    # Uniforms for the next `block` steps of each chain, momenta for its next 2 * `block`
+    # transitions (renewed when a chain could run out within the next block).
+    ahead = torch.arange(2 * block, device=vectors.device)[:, None]
+    key, steps, done_before = rng.unbind(1)
+    step_base, transition_base = steps, done_before
+    uniforms = _uniforms(key, step_base + ahead[:block], dtype)
+    normals = _normals(key, transition_base + ahead, dim, dtype)
     vectors, scalars, position, momentum = step.begin(
-        vectors, scalars, inverse_mass, factor, noise_block[0], uniform_block[0], table, target)
-    uniform = uniform_block[0]
+        vectors, scalars, inverse_mass, factor, normals[0], uniforms[0], table, target)
+    uniform = uniforms[0]
     done, reported = False, 0
     while not done:
         points, states = [], []
         for _ in range(block):
             log_prob, grad = step.value_and_grad(position)
-            # A chain running this step uses the numbers of its next step count in the next.
-            counter = counter + (scalars[:, SLOT["iteration"]] < target).long()
-            offset = counter - base
-            if len(points) == block - 1:  # every chain's offset stays below `block`
-                base = counter
-                offset = counter - base
-                noise_block, uniform_block = _stream_numbers(rng, base + ahead, dim,
-                                                             vectors.dtype)
-            next_noise = noise_block[offset, chain_index]
-            next_uniform = uniform_block[offset, chain_index]
+            # A chain running this step uses its next step count's numbers in the next one,
+            # and, should its transition end now, the next transition's momentum.
+            count = scalars[:, SLOT["iteration"]]
+            steps = steps + (count < target).long()
+            if len(points) == block - 1:
+                step_base = steps
+                uniforms = _uniforms(key, step_base + ahead[:block], dtype)
+            next_uniform = uniforms[steps - step_base, chain]
+            next_noise = normals[done_before + count.long() + 1 - transition_base, chain]
             vectors, scalars, checkpoints, all_through, position, momentum, ended = \
                 step.end_begin(vectors, scalars, checkpoints, position, momentum,
-                               log_prob.to(position.dtype), grad, inverse_mass, factor,
-                               uniform, next_noise, next_uniform, table, target, adapting)
+                               log_prob.to(dtype), grad, inverse_mass, factor, uniform,
+                               next_noise, next_uniform, table, target, adapting)
             uniform = next_uniform
             points.append(vectors[:, 0])
             states.append(ended)
@@ -519,13 +536,17 @@ def run_transitions(step, chains, metric, table, n_iterations, rng, adapting=Fal
         out(counts[calls, which].long() - 1, which, torch.stack(points)[calls, which],
             states[calls, which][:, stat_slots])
         iterations = counts[-1]
+        made = done_before + iterations.long()
+        if int((made + block - transition_base).max()) >= 2 * block:
+            transition_base = made + 1
+            normals = _normals(key, transition_base + ahead, dim, dtype)
         if progress is not None:
             through = int(iterations.min())
             if through > reported:
                 progress(through - reported)
                 reported = through
-    rng = torch.stack((rng[:, 0], counter), 1)
-    return (vectors, scalars, checkpoints), rng, positions, stats
+    return ((vectors, scalars, checkpoints), torch.stack((key, steps, made), 1), positions,
+            stats)
 
 
 def _stats_dict(stats):
