@@ -10,15 +10,19 @@ each time (about 0.2 ms per step; for a small network, a fifth of the step).
 `TracedStep` plays the part of Pyro's `JitTrace_ELBO`: it records the step, for
 each shape of input, as the flat list of ATen operations it performs (`make_fx`
 on fake tensors, so nothing runs while recording), and later calls run only
-that list. Autograd, the optimizer and everything after the step run as usual.
+that list, as a `torch.fx.GraphModule` whose operations are called through
+torch's public functions. Autograd, the optimizer and everything after the
+step run as usual.
 
-How a call goes:
+How a call goes, per input signature (shapes, dtypes, grad mode):
 
-- The first call for a new input signature (shapes, dtypes, grad mode) runs
-  the step eagerly: templates create their layers, every check runs on real
-  values. The second records the graph, runs it and the eager step from the
-  same random state, returns the eager result, and keeps the graph only if
-  both agree; later calls replay it.
+- The first call runs the step eagerly: templates create their layers, every
+  check runs on real values. The second records the graph, runs it and the
+  eager step from the same random state, returns the eager result, and keeps
+  the graph only if both agree. The third records the step again and replays
+  only if both recordings are the same program with the same constants.
+- Replays 2, 4, 8, 16, ... are checked again against the eager step from the
+  same random state (and return its result): a negligible cost over a run.
 - Random draws are operations of the graph: a replay draws fresh numbers from
   torch's generator, the same ones the eager step would draw.
 - The support checks of `ppl` (observations in their support, parameters
@@ -27,37 +31,77 @@ How a call goes:
   eagerly from the same random state, which raises the usual error naming the
   node. A non-finite bound is explained the same way
   (`objective.nonfinite_node()` re-runs the step eagerly).
-- A step that reads tensor values in Python (`if x.sum() > 0:`, `.item()`),
-  or uses parameters that are not in `modules`, cannot be replayed: it runs
-  eagerly, with one warning that says why.
+- A step that reads tensor values in Python (`if x.sum() > 0:`, `float(x)`),
+  uses parameters that are not in `modules`, or computes a Python value that
+  changes between calls (`beta = min(1, t / 1000)` from a step counter) cannot
+  be replayed: once found out, it runs eagerly, with one warning that says
+  why. Pass such values in as tensor arguments: `step(x, torch.tensor(beta))`
+  is recorded with `beta` as an input.
 
 What it assumes, as any tracing JIT (Pyro's included):
 
-- Python values the step computes are fixed at recording: a coefficient
-  annealed in Python inside `step_fn` (`beta = min(1, t / 1000)`) would stay
-  at its recorded value; pass such values in as tensor arguments.
 - Python side effects of `step_fn` (appending to a list, a counter) happen
-  only on the eager calls; replays run torch operations only.
+  on its recordings and eager calls only; replays run torch operations only.
+  A value that changes only after the checks of replays 2 and 4 is caught at
+  the next power of two: until then it is replayed at its recorded value.
 - The modules' parameters and buffers stay the same tensor objects
   (optimizers, `load_state_dict` and `.to()` update them in place), and other
   tensors the step reads without taking them as input (constants, data
   closed over) keep their values.
+
+`record_graph` is the recorder itself, for any function of tensors.
 """
+import types
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.utils import _pytree as pytree
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
+from inference import torch_compat
 from inference.variational.tensor_like import TensorLike
 from ppl.distributions.base import deferred_checks
 from ppl.template import creation_count
 
-__all__ = ["TracedStep"]
+__all__ = ["TracedStep", "TracedObjective", "record_graph", "Recording", "NotRecordable"]
 
 _MAX_SIGNATURES = 8  # input signatures kept per step (train batch, last batch, test batch...)
 _RTOL = 1e-5
+_READS_VALUES = ("the step reads tensor values in Python (an `if`, float() or .item()), which "
+                 "a recording cannot follow")
+_CHANGED = ("a value the step computes in Python (an annealed coefficient, a step counter) or "
+            "a tensor it closes over changed since it was recorded")
+_ADVICE = "; pass such values in as tensor arguments of the step"
+
+
+class NotRecordable(Exception):
+    """`record_graph` cannot record the function; the message says why."""
+
+
+class Recording(NamedTuple):
+    """A recorded function: `module.forward(*inputs)` replays it (the same outputs, the same
+    random draws); `mutated`: indices of the inputs it writes in place."""
+    module: torch.fx.GraphModule
+    mutated: tuple
+
+
+def record_graph(fn, *inputs):
+    """`fn(*inputs)` recorded as a graph of ATen operations on fake tensors (nothing is
+    computed), with the real tensors `fn` closes over as constants: a `Recording`.
+
+    Raises NotRecordable when `fn` reads tensor values in Python, or closes over a
+    tensor that requires grad (its gradient would be lost).
+    """
+    try:
+        graph = torch_compat.make_fx_fake(fn)(*inputs)
+    except GuardOnDataDependentSymNode as error:
+        raise NotRecordable(_READS_VALUES) from error
+    _refuse_trainable_constants(graph)
+    graph.graph.eliminate_dead_code()
+    mutated = _mutated_inputs(graph, len(inputs))
+    _call_public_functions(graph)
+    return Recording(graph, mutated)
 
 
 class TracedObjective(TensorLike):
@@ -91,16 +135,20 @@ class _Step(nn.Module):
         self.step_fn = step_fn
 
     def forward(self, spec, inputs):
-        return self.step_fn(*(inputs if spec is None else pytree.tree_unflatten(inputs, spec)))
+        return self.step_fn(*(inputs if spec is None else
+                              torch_compat.tree_unflatten(inputs, spec)))
 
 
 class _Replay:
-    """One recorded graph: (state tensors, input tensors) -> (cost, bound or None, checks ok)."""
+    """One recorded step: `run(*state, *inputs) -> (cost, bound or None, checks ok or None)`."""
 
-    def __init__(self, graph, state, mutated):
-        self.graph = graph
-        self.state = state        # the modules' parameters and buffers, in graph order
-        self.mutated = mutated    # indices into `state` the graph changes in place
+    def __init__(self, recording, state):
+        self.module = recording.module
+        self.run = recording.module.forward  # the generated code itself: no nn.Module call
+        self.state = state               # the modules' parameters and buffers, in graph order
+        self.mutated = recording.mutated  # indices into `state` the graph changes in place
+        self.confirmed = False           # recorded twice, the same both times
+        self.calls = 0                   # replays so far
 
 
 class TracedStep:
@@ -108,8 +156,8 @@ class TracedStep:
 
     modules: dict name -> nn.Module (templates included) holding every
     parameter and buffer `step_fn` uses. Attributes: `n_traced` graphs
-    recorded, `reason` why the last recording was refused (None if it
-    was not), `n_eager` calls that ran the step eagerly.
+    kept, `reason` why the last graph was refused or dropped (None if none
+    was), `n_eager` calls that ran `step_fn` eagerly (checks included).
     """
 
     def __init__(self, step_fn, modules):
@@ -130,18 +178,24 @@ class TracedStep:
         if all(isinstance(arg, torch.Tensor) for arg in args):  # the common case, cheaply
             leaves, spec = args, None
         else:
-            leaves, spec = pytree.tree_flatten(args)
+            leaves, spec = torch_compat.tree_flatten(args)
         key = self._signature(leaves, spec)
         if key is not None:
             entry = self._entries.get(key)
             if entry is not None:
-                return self._replay(entry, leaves, args)
+                inputs = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+                if not entry.confirmed:
+                    return self._confirm(key, entry, leaves, spec, inputs, args)
+                return self._replay(key, entry, inputs, args)
             if key in self._seen and key not in self._entries \
                     and len(self._entries) < _MAX_SIGNATURES:
                 return self._record(key, leaves, spec, args)
             if len(self._seen) >= 1000:  # signatures that never repeat: keep memory flat
                 self._seen.clear()
             self._seen.add(key)
+        return self._eager(args)
+
+    def _eager(self, args):
         self.n_eager += 1
         return self.step_fn(*args)
 
@@ -173,7 +227,8 @@ class TracedStep:
                 tensors.append(tensor)
         return names, tensors
 
-    def _record(self, key, leaves, spec, args):
+    def _trace(self, leaves, spec):
+        """The step recorded on the current state and these arguments: (Recording, state)."""
         names, state = self._state()
         inputs = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
         positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
@@ -192,69 +247,86 @@ class TracedStep:
             return cost, bound, ok
 
         created = creation_count()
-        try:
-            graph = make_fx(traced, tracing_mode="fake", pre_dispatch=True,
-                            _allow_non_fake_inputs=True)(*state, *inputs)
-            if creation_count() != created:
-                raise RuntimeError("the step created layers or parameters while recording")
-            _refuse_trainable_constants(graph)
-            graph.graph.eliminate_dead_code()
-            entry = _Replay(_straight_line(graph), state, _mutated_inputs(graph, n_state))
-        except Exception as error:  # anything at all: this signature runs eagerly
-            return self._refuse(key, error, args)
-        return self._check_and_keep(key, entry, inputs, args)
+        recording = record_graph(traced, *state, *inputs)
+        if creation_count() != created:
+            raise NotRecordable("the step created layers or parameters while recording")
+        return recording, state
 
-    def _check_and_keep(self, key, entry, inputs, args):
-        """Run the graph and the eager step from the same random state; keep the graph
-        only if they agree. Returns the eager step's result."""
+    def _record(self, key, leaves, spec, args):
+        try:
+            recording, state = self._trace(leaves, spec)
+        except Exception as error:  # anything at all: this signature runs eagerly
+            return self._refuse(key, _why(error), args)
+        entry = _Replay(recording, state)
+        inputs = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+        return self._check(key, entry, inputs, args, "the recorded graph disagrees with the "
+                                                     "eager step: " + _CHANGED + _ADVICE)
+
+    def _confirm(self, key, entry, leaves, spec, inputs, args):
+        """Record the step a second time; replay only if it is the same program with the
+        same constants as the first recording (a Python value that changes would differ)."""
+        try:
+            again, _ = self._trace(leaves, spec)
+        except Exception as error:
+            return self._refuse(key, _why(error), args)
+        difference = _difference(entry.module, again.module)
+        if difference is not None:
+            return self._refuse(key, f"{_CHANGED} ({difference}){_ADVICE}", args)
+        entry.confirmed = True
+        return self._replay(key, entry, inputs, args)
+
+    def _check(self, key, entry, inputs, args, disagrees):
+        """Run the graph and the eager step from the same random state and keep the graph
+        only if they agree (outputs and buffers written). Returns the eager step's result."""
         random_state = torch.get_rng_state()
         saved = [entry.state[i].clone() for i in entry.mutated]
         try:
             with torch.no_grad():
-                replayed = entry.graph(*entry.state, *inputs)
+                replayed = entry.run(*entry.state, *inputs)
+                written = tuple(entry.state[i].clone() for i in entry.mutated)
         except Exception as error:
             _restore(entry, saved)
             torch.set_rng_state(random_state)
-            return self._refuse(key, error, args)
+            return self._refuse(key, _why(error), args)
         _restore(entry, saved)
         torch.set_rng_state(random_state)
-        cost, objective = self.step_fn(*args)
-        self.n_eager += 1
+        cost, objective = self._eager(args)
         eager = (cost, None if objective is None else _bound_tensor(objective))
+        eager += tuple(entry.state[i] for i in entry.mutated)
         if replayed[2] is not None and not bool(replayed[2]):
-            self._entries[key] = None  # a check failed where the eager step passed
-            self.reason = "a recorded support check disagrees with the eager step"
-        elif not _agree(replayed[:2], eager):
-            self._entries[key] = None
-            self.reason = ("the recorded graph disagrees with the eager step: it reads tensor "
-                           "values in Python")
+            reason = "a recorded support check disagrees with the eager step"
+        elif not _agree(tuple(replayed[:2]) + written, eager):
+            reason = disagrees
         else:
-            self._entries[key] = entry
-            self.n_traced += 1
+            if key not in self._entries:
+                self._entries[key] = entry
+                self.n_traced += 1
             return cost, objective
-        warnings.warn(f"TracedStep: running the step eagerly ({self.reason})", RuntimeWarning,
-                      stacklevel=3)
+        self._drop(key, reason)
         return cost, objective
 
-    def _refuse(self, key, error, args):
+    def _refuse(self, key, reason, args):
+        self._drop(key, reason)
+        return self._eager(args)
+
+    def _drop(self, key, reason):
+        if self._entries.get(key) is not None:
+            self.n_traced -= 1
         self._entries[key] = None
-        message = f"{type(error).__name__}: {error}".splitlines()[0]
-        if "data-dependent" in message or "_local_scalar_dense" in message \
-                or "DataDependent" in message:
-            message = ("the step reads tensor values in Python (an `if`, float() or .item()), "
-                       "which a recording cannot follow")
-        self.reason = message
-        warnings.warn(f"TracedStep: running the step eagerly ({message})", RuntimeWarning,
-                      stacklevel=3)
-        self.n_eager += 1
-        return self.step_fn(*args)
+        self.reason = reason
+        warnings.warn(f"TracedStep: running the step eagerly ({reason})", RuntimeWarning,
+                      stacklevel=5)
 
     # -- replaying ------------------------------------------------------------------
-    def _replay(self, entry, leaves, args):
+    def _replay(self, key, entry, inputs, args):
+        entry.calls += 1
+        if entry.calls >= 2 and entry.calls & (entry.calls - 1) == 0:  # 2, 4, 8, 16, ...
+            return self._check(key, entry, inputs, args,
+                               f"replay {entry.calls} disagrees with the eager step: "
+                               f"{_CHANGED}{_ADVICE}")
         random_state = torch.get_rng_state()
         saved = [entry.state[i].clone() for i in entry.mutated]
-        inputs = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
-        cost, bound, ok = entry.graph(*entry.state, *inputs)
+        cost, bound, ok = entry.run(*entry.state, *inputs)
         rerun = _Rerun(self.step_fn, args, random_state, entry, saved)
         if ok is not None and not bool(ok):
             return rerun.eagerly()  # raises the eager step's error, which names the node
@@ -284,64 +356,55 @@ class _Rerun:
             torch.set_rng_state(current)
 
 
-def _straight_line(graph_module):
-    """The recorded graph as a plain Python function of its inputs.
+def _why(error):
+    """The reason a recording failed, for the warning: its message's first line."""
+    if isinstance(error, NotRecordable):
+        return str(error)
+    return f"{type(error).__name__}: {error}".splitlines()[0]
 
-    Like the code FX generates, one line per operation (names freed after
-    their last use), but calling each ATen operator's C++ entry point directly:
-    `OpOverload.__call__` is a Python frame around it, about a microsecond per
-    operation, which on a small network is a tenth of the step.
+
+def _call_public_functions(graph_module):
+    """Call each ATen operator of the graph through the public torch function or tensor
+    method of its name, and regenerate the graph's code.
+
+    Both reach the same operator with the same arguments (torch's Python bindings are
+    generated from the operators' schemas), but a binding is a C function, whereas
+    `OpOverload.__call__` adds a Python frame per operation: a tenth of a small
+    network's step. Operators without such a C binding keep their OpOverload.
     """
-    graph = graph_module.graph
-    nodes = list(graph.nodes)
-    order = {node: i for i, node in enumerate(nodes)}
-    last_use = {}
-    for node in nodes:
-        for user in node.users:
-            last_use[node] = max(last_use.get(node, -1), order[user])
-    free_after = {}
-    for node, i in last_use.items():
-        free_after.setdefault(i, []).append(node)
-    env, names, inputs, lines = {}, {}, [], []
+    for node in graph_module.graph.nodes:
+        packet = getattr(node.target, "overloadpacket", None)
+        if node.op != "call_function" or packet is None or node.target.namespace != "aten":
+            continue
+        name = packet.__name__
+        if name.startswith("_"):
+            continue
+        function = getattr(torch, name, None)
+        if not isinstance(function, types.BuiltinFunctionType):
+            function = getattr(torch.nn.functional, name, None)
+        if isinstance(function, types.BuiltinFunctionType):
+            node.target = function
+        elif isinstance(getattr(torch.Tensor, name, None), types.MethodDescriptorType):
+            node.op, node.target = "call_method", name
+    graph_module.recompile()
 
-    def constant(value):
-        name = f"_c{len(env)}"
-        env[name] = value
-        return name
 
-    def source(value):
-        if isinstance(value, torch.fx.Node):
-            return names[value]
-        if isinstance(value, (list, tuple)):
-            inner = ", ".join(source(v) for v in value)
-            return f"[{inner}]" if isinstance(value, list) else f"({inner},)"
-        if value is None or isinstance(value, (bool, int, str)) or (
-                isinstance(value, float) and value == value and abs(value) != float("inf")):
-            return repr(value)
-        return constant(value)
-
-    for i, node in enumerate(nodes):
-        name = names[node] = f"v{i}"
-        if node.op == "placeholder":
-            inputs.append(name)
-        elif node.op == "get_attr":
-            lines.append(f"{name} = {constant(getattr(graph_module, node.target))}")
-        elif node.op == "call_function":
-            target = node.target
-            function = target._op if isinstance(target, torch._ops.OpOverload) else target
-            arguments = [source(a) for a in node.args]
-            arguments += [f"{key}={source(value)}" for key, value in node.kwargs.items()]
-            lines.append(f"{name} = {constant(function)}({', '.join(arguments)})")
-        elif node.op == "output":
-            lines.append(f"return {source(node.args[0])}")
-        else:
-            raise RuntimeError(f"cannot replay a graph node of kind {node.op!r}")
-        freed = [names[n] for n in free_after.get(i, ()) if n.op != "placeholder"]
-        if freed and node.op != "output":
-            lines.append(f"del {', '.join(freed)}")
-    code = f"def replay({', '.join(inputs)}):\n" + "\n".join(f"    {line}" for line in lines)
-    exec(compile(code, "<inference.TracedStep>", "exec"), env)  # our own generated code
-    return env["replay"]
+def _difference(first, second):
+    """None when two recordings are the same program with the same constants, else what
+    differs (the first line of code that does)."""
+    if first.code != second.code:
+        lines = zip(first.code.strip().splitlines(), second.code.strip().splitlines())
+        for a, b in lines:
+            if a != b:
+                return f"`{a.strip()[:100]}` became `{b.strip()[:100]}`"
+        return "the number of operations changed"
+    for node in first.graph.nodes:
+        if node.op == "get_attr":
+            a, b = getattr(first, node.target), getattr(second, node.target)
+            if isinstance(a, torch.Tensor) and not (
+                    a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)):
+                return f"the values of tensor constant {node.target!r} changed"
+    return None
 
 
 def _bound_tensor(objective):
@@ -358,20 +421,20 @@ def _restore(entry, saved):
             entry.state[index].copy_(value)
 
 
-def _mutated_inputs(graph, n_state):
-    """Indices of the state placeholders that an in-place operation of the graph writes."""
-    placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"][:n_state]
+def _mutated_inputs(graph, n_inputs):
+    """Indices of the first `n_inputs` placeholders that an in-place operation writes."""
+    placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"][:n_inputs]
     index = {node: i for i, node in enumerate(placeholders)}
     mutated = set()
     for node in graph.graph.nodes:
-        schema = getattr(node.target, "_schema", None)
-        if node.op != "call_function" or schema is None:
+        if node.op != "call_function" or getattr(node.target, "overloadpacket", None) is None:
             continue
+        schema = torch_compat.op_schema(node.target)
         for argument, value in zip(schema.arguments, node.args):
             if argument.alias_info is not None and argument.alias_info.is_write \
                     and value in index:
                 mutated.add(index[value])
-    return sorted(mutated)
+    return tuple(sorted(mutated))
 
 
 def _refuse_trainable_constants(graph):
@@ -383,13 +446,13 @@ def _refuse_trainable_constants(graph):
                      for node in graph.graph.nodes if node.op == "get_attr")
     for name, value in constants.items():
         if isinstance(value, torch.Tensor) and value.requires_grad:
-            raise RuntimeError(f"the step uses a tensor that requires grad and is not a "
-                               f"parameter of `modules` (recorded as constant {name!r}); "
-                               f"add its module to `modules`")
+            raise NotRecordable(f"the step uses a tensor that requires grad and is not a "
+                                f"parameter of `modules` (recorded as constant {name!r}); "
+                                f"add its module to `modules`")
 
 
 def _agree(replayed, eager):
-    for a, b in zip(replayed, eager):
+    for a, b in zip(replayed, eager, strict=True):
         if (a is None) != (b is None):
             return False
         if a is None:
