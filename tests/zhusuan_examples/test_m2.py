@@ -7,8 +7,9 @@ beta-weighted log-likelihood are trained together by Adam. ZhuSuan trains
 3000 epochs of 600 batches with 10 particles; this short run takes 100
 batches with one particle (the unlabeled bound runs the decoder on
 batch x 10 classes x particles rows), and checks the classifier's accuracy on
-the first 1000 test digits against a threshold measured with margin (see
-README.md).
+the first 1000 test digits: measured 0.739, 0.745, 0.748 over three seeds,
+checked > 0.65. After so few batches this is mostly the classifier trained on
+the 100 labels, not M2's semi-supervised gain (README.md).
 """
 import numpy as np
 import torch
@@ -80,10 +81,10 @@ def load_mnist_semi_supervised(seed=123456):
             eye[mnist.test_labels])
 
 
-def run(n_iters=100, lb_samples=1, n_test=1000):
+def run(n_iters=100, lb_samples=1, n_test=1000, seed=1234):
     """ZhuSuan's main() cut short: (mean train accuracy of the last 50 batches, test accuracy)."""
-    torch.manual_seed(1234)
-    np.random.seed(1234)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
 
     x_labeled, t_labeled, x_unlabeled, x_test, t_test = load_mnist_semi_supervised()
     x_test = np.random.binomial(1, x_test[:n_test], size=x_test[:n_test].shape)
