@@ -14,8 +14,7 @@ from torch.utils import _pytree
 __all__ = ["PRIVATE", "tree_flatten", "tree_unflatten", "make_fx_fake", "op_schema"]
 
 # The private names used here (for the test, and for a reader checking an upgrade).
-PRIVATE = ("torch.utils._pytree.tree_flatten", "torch.utils._pytree.tree_unflatten",
-           "make_fx(_allow_non_fake_inputs=True)", "OpOverload._schema")
+PRIVATE = ("torch.utils._pytree", "make_fx(_allow_non_fake_inputs=True)", "OpOverload._schema")
 
 # A step's nested arguments (a dict batch, a list of tensors) are flattened to tensors
 # and rebuilt exactly as torch.func and torch.fx do it; torch has no public pytree module.

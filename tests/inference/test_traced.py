@@ -1,4 +1,5 @@
 """`TracedStep` and `Trainer(trace=True)`: a replayed step is the eager step, exactly."""
+import re
 import warnings
 
 import pytest
@@ -251,3 +252,76 @@ def test_trainer_with_trace_resumes_from_a_checkpoint(tmp_path):
     run(2, tmp_path / "run.pt")
     resumed = run(4, tmp_path / "run.pt")
     torch.testing.assert_close(resumed, straight, rtol=1e-6, atol=1e-6)
+
+
+def _annealed_training(traced, schedule, n_steps=12):
+    """Training where the step computes its KL weight in Python from a counter the loop
+    advances (the usual warm-up): returns the per-call costs and the step."""
+    torch.manual_seed(0)
+    gen, guide = _templates()
+    sgvb = _sgvb_step(gen, guide)
+    progress = {"t": 0}
+
+    def step(x):
+        beta = schedule(progress["t"])  # a Python float, different from call to call
+        cost, lower_bound = sgvb(x)
+        return beta * cost, lower_bound
+
+    if traced:
+        step = inference.TracedStep(step, {"model": gen, "guide": guide})
+    optimizer, costs = None, []
+    for i in range(n_steps):
+        progress["t"] = i
+        cost, _ = step(_data(i))
+        if optimizer is None:  # the templates made their layers on the first call
+            optimizer = torch.optim.Adam(list(gen.parameters()) + list(guide.parameters()),
+                                         0.05)
+        optimizer.zero_grad()
+        cost.backward()
+        optimizer.step()
+        costs.append(cost.item())
+    return costs, step
+
+
+def test_an_annealed_python_coefficient_is_never_replayed_frozen():
+    schedule = lambda t: min(1., (t + 1) / 10)  # noqa: E731
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced_costs, traced = _annealed_training(True, schedule)
+    eager_costs, _ = _annealed_training(False, schedule)
+    torch.testing.assert_close(traced_costs, eager_costs, rtol=1e-6, atol=1e-6)  # every call
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1
+    assert re.search(r"changed since it was recorded \(`.*0\.3.*` became `.*0\.4.*`\)"
+                     r".*pass such values in as tensor arguments", messages[0]), messages[0]
+    assert traced.n_traced == 0 and traced.n_eager == len(eager_costs)
+
+
+def test_a_python_value_that_changes_later_is_caught_at_the_next_checked_replay():
+    schedule = lambda t: 0.5 if t < 7 else 1.  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="replay 8 disagrees with the eager step"):
+        traced_costs, traced = _annealed_training(True, schedule, n_steps=12)
+    eager_costs, _ = _annealed_training(False, schedule, n_steps=12)
+    # calls 1-3 eager, 4 confirmed and replayed, 8-10 replayed frozen, 11 = replay 8: caught
+    torch.testing.assert_close(traced_costs[:7], eager_costs[:7], rtol=1e-6, atol=1e-6)
+    assert traced.n_traced == 0
+
+
+def test_record_graph_replays_through_public_torch_functions():
+    from inference.traced import NotRecordable, record_graph
+    offset = torch.tensor([0.5, -0.5])  # closed over: a constant of the graph
+
+    def fn(average, x):
+        average.mul_(0.9).add_(0.1 * x.mean())  # written in place: a mutated input
+        return torch.relu(torch.nn.functional.linear(x, torch.eye(2)) + offset) * average
+
+    recording = record_graph(fn, torch.zeros(()), torch.ones(3, 2))
+    assert recording.mutated == (0,)
+    assert "torch.ops.aten" not in recording.module.code  # C bindings, no OpOverload frames
+    average, x = torch.zeros(()), torch.randn(3, 2)
+    expected = fn(torch.zeros(()), x)
+    torch.testing.assert_close(recording.module.forward(average, x), expected)
+    torch.testing.assert_close(average, 0.1 * x.mean())
+
+    with pytest.raises(NotRecordable, match="reads tensor values in Python"):
+        record_graph(lambda x: x if float(x.sum()) > 0 else -x, torch.ones(2))
