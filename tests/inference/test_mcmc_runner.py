@@ -1,4 +1,8 @@
-"""`inference.mcmc.run`: storage layout, thinning, statistics, summaries, seeds and errors."""
+"""`inference.mcmc.run`: storage layout, thinning, statistics, summaries, seeds, errors,
+checkpoints and the sampling-problem warning."""
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -9,7 +13,7 @@ from torch.distributions import constraints
 import inference
 import ppl
 from inference import diagnostics
-from inference.checkpoint import CheckpointMismatchError
+from inference.checkpoint import CheckpointInUseError, CheckpointMismatchError
 from tests.inference._mcmc_targets import assert_moments
 
 
@@ -211,3 +215,162 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="n_samples: 20 in the checkpoint, now 40"):
         inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=path,
                            **{**args, "n_samples": 40})
+
+
+@ppl.meta_bayesian_net()
+def normal_mean(n):
+    bn = ppl.BayesianNet()
+    mu = bn.normal("mu", torch.tensor(0.), std=torch.tensor(10.))
+    bn.normal("y", mu[..., None].expand(mu.shape + (n,)), std=torch.tensor(1.), group_ndims=1)
+    return bn
+
+
+def test_checkpoint_of_other_data_is_refused(tmp_path):
+    """A checkpoint records the model, the observed values and the settings: rerunning with
+    other observations on the same path is an error naming them, never the old draws."""
+    path = tmp_path / "run.pt"
+    args = dict(n_chains=2, n_warmup=10, n_samples=10, progress=False, seed=0,
+                checkpoint=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short runs: sampling problems
+        first = inference.mcmc.run(inference.NUTS(), normal_mean(3), {"y": torch.zeros(3)},
+                                   **args)
+        again = inference.mcmc.run(inference.NUTS(), normal_mean(3), {"y": torch.zeros(3)},
+                                   **args)
+    assert torch.equal(first.samples["mu"], again.samples["mu"])  # a finished run resumes
+    with pytest.raises(CheckpointMismatchError, match=r"observed\.y\.sha256.*delete"):
+        inference.mcmc.run(inference.NUTS(), normal_mean(3), {"y": torch.full((3,), 5.)},
+                           **args)
+    with pytest.raises(CheckpointMismatchError, match=r"observed\.y\.shape"):
+        inference.mcmc.run(inference.NUTS(), normal_mean(4), {"y": torch.zeros(4)}, **args)
+    with pytest.raises(CheckpointMismatchError, match=r"kernel\.max_tree_depth: 10 in the "
+                                                      r"checkpoint, now 5"):
+        inference.mcmc.run(inference.NUTS(max_tree_depth=5), normal_mean(3),
+                           {"y": torch.zeros(3)}, **args)
+
+
+def test_checkpoint_of_a_model_with_other_baked_in_data_is_refused(tmp_path):
+    """Data a plain log joint holds in its closure changes its log density at fixed points."""
+    def model_of(data):
+        def log_joint(v):
+            return -0.5 * ((v["z"][..., None] - data) ** 2).sum((-2, -1))
+        return log_joint
+
+    args = dict(init={"z": torch.zeros(2, 1)}, n_warmup=5, n_samples=5, progress=False,
+                seed=0, checkpoint=tmp_path / "run.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short runs: sampling problems
+        inference.mcmc.run(inference.NUTS(), model_of(torch.zeros(3)), **args)
+    with pytest.raises(CheckpointMismatchError, match="log density differs"):
+        inference.mcmc.run(inference.NUTS(), model_of(torch.ones(3)), **args)
+
+
+def test_second_process_on_a_checkpoint_path_gets_a_clear_error(tmp_path):
+    path = tmp_path / "run.pt"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom inference import checkpoint\n"
+         f"with checkpoint.writer_lock({str(path)!r}):\n    print('locked', flush=True)\n"
+         "    sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointInUseError, match="in use by another run"):
+            inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(2, 1)},
+                               n_warmup=5, n_samples=5, progress=False, checkpoint=path)
+        assert not path.exists()
+    finally:
+        holder.communicate("")
+
+
+def test_draws_do_not_depend_on_checkpoint_every(tmp_path):
+    """Each chain's random numbers follow its own steps, so where the chains meet (every
+    `checkpoint_every` iterations) does not change the draws."""
+    args = dict(init={"z": torch.zeros(4, 3)}, n_warmup=40, n_samples=30, thin=1,
+                progress=False, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short runs: sampling problems
+        plain = inference.mcmc.run(inference.NUTS(), _std_normal, **args)
+        for every in (7, 100):
+            other = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint_every=every,
+                                       checkpoint=tmp_path / f"every{every}.pt", **args)
+            assert torch.equal(other.samples["z"], plain.samples["z"]), every
+            for name in plain.stats:
+                assert np.array_equal(other.stats[name], plain.stats[name]), (every, name)
+
+
+def _funnel(v):
+    """Neal's funnel, centered: y ~ N(0, 3), x ~ N(0, exp(y / 2)) (2 of them)."""
+    y, x = v["z"][..., 0], v["z"][..., 1:]
+    return (torch.distributions.Normal(0., 3.).log_prob(y)
+            + torch.distributions.Normal(0., torch.exp(y / 2)[..., None]).log_prob(x).sum(-1))
+
+
+def test_sampling_problems_are_reported_in_one_warning():
+    """Divergences, R-hat and ESS of a short run on the centered funnel: one SamplingWarning
+    naming them; summary() ends with the divergences per chain."""
+    torch.manual_seed(0)
+    init = {"z": torch.randn(4, 3)}
+    with pytest.warns(inference.mcmc.SamplingWarning) as caught:
+        result = inference.mcmc.run(inference.NUTS(max_tree_depth=6), _funnel, init=init,
+                                    n_warmup=60, n_samples=60, progress=False, seed=1)
+    messages = [str(w.message) for w in caught if w.category is inference.mcmc.SamplingWarning]
+    assert len(messages) == 1
+    message = messages[0]
+    n_divergent = int(result.stats["diverging"].sum())
+    assert n_divergent > 0
+    assert f"{n_divergent} of 240 transitions after warm-up diverged" in message
+    assert "R-hat above 1.01" in message and "z[0]" in message
+    assert "bulk ESS below 100 per chain (400 for 4 chains)" in message
+    last = str(result.summary()).splitlines()[-1]
+    per_chain = ", ".join(str(int(k)) for k in result.stats["diverging"].sum(1))
+    assert last == f"divergences: {n_divergent} (per chain: {per_chain})"
+
+
+def test_improper_posterior_runaway_draws_are_flagged():
+    def flat(v):
+        return 0. * v["z"].sum(-1)
+
+    with pytest.warns(inference.mcmc.SamplingWarning, match="latent 'z' runs away"):
+        inference.mcmc.run(inference.NUTS(max_tree_depth=4), flat,
+                           init={"z": torch.zeros(2, 2)}, n_warmup=100, n_samples=20,
+                           progress=False, seed=0)
+
+
+def test_good_run_gives_no_sampling_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", inference.mcmc.SamplingWarning)
+        inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(4, 2)},
+                           n_warmup=200, n_samples=300, progress=False, seed=0)
+
+
+def test_progress_bar_shows_divergences_as_they_happen(monkeypatch):
+    """The bar's divergence count moves during sampling, not only at its last tick."""
+    shown = []
+
+    class Bar:
+        def __init__(self, total, initial, **kwargs):
+            self.n, self.total = initial, total
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            shown.append((self.n, int({**(ordered_dict or {}), **kwargs}["divergences"])))
+
+        def set_description(self, text):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(inference.mcmc.runner, "tqdm", Bar)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", inference.mcmc.SamplingWarning)
+        result = inference.mcmc.run(inference.NUTS(max_tree_depth=6), _funnel,
+                                    init={"z": torch.randn(4, 3)}, n_warmup=60, n_samples=60,
+                                    progress=True, seed=1)
+    total = int(result.stats["diverging"].sum())
+    assert shown[-1] == (120, total) and total > 0
+    assert any(0 < count and n < 120 for n, count in shown)

@@ -1,5 +1,6 @@
-"""NUTS recovers known posteriors; the tree, divergences and bad regions behave."""
+"""NUTS recovers known posteriors; the tree, divergences, bad regions and dtypes behave."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -221,3 +222,30 @@ def test_dual_averaging_inside_the_step_matches_the_eager_updates():
     assert torch.allclose(final, replay.step_size, rtol=1e-5)
     assert torch.allclose(dual.final_step_size, replay.final_step_size, rtol=1e-5)
     assert torch.equal(dual.count, torch.full((5,), 30.))
+
+
+@ppl.meta_bayesian_net()
+def _float32_normal_mean():
+    bn = ppl.BayesianNet()
+    mu = bn.normal("mu", torch.zeros(2), std=torch.ones(2), group_ndims=1)
+    bn.normal("y", mu[..., None, :].expand(mu.shape[:-1] + (5, 2)), std=torch.ones(()),
+              group_ndims=2)
+    return bn
+
+
+@pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("adapt_mass", ["diag", "dense"])
+def test_float64_observation_of_a_float32_model(adapt_mass, jit_compile):
+    """The chains keep the latents' dtype (float32) whatever the data's: the log density is
+    cast to it, as HMC and the Trainer handle the same input."""
+    y = torch.linspace(-1., 2., 10, dtype=torch.float64).reshape(5, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = inference.mcmc.run(
+            inference.NUTS(adapt_mass=adapt_mass, jit_compile=jit_compile),
+            _float32_normal_mean(), {"y": y}, n_chains=2, n_warmup=20, n_samples=10,
+            progress=False, seed=0)
+    assert result.samples["mu"].dtype == torch.float32
+    assert result.last_state.log_prob.dtype == torch.float32
+    assert np.isfinite(result.stats["energy"]).all()
+    assert result.samples["mu"].shape == (2, 10, 2)
