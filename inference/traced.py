@@ -146,7 +146,7 @@ class _Replay:
         self.module = recording.module
         self.run = recording.module.forward  # the generated code itself: no nn.Module call
         self.state = state               # the modules' parameters and buffers, in graph order
-        self.mutated = recording.mutated  # indices into `state` the graph changes in place
+        self.mutated = [i for i in recording.mutated if i < len(state)]  # written in place
         self.confirmed = False           # recorded twice, the same both times
         self.calls = 0                   # replays so far
 
