@@ -249,3 +249,49 @@ def test_float64_observation_of_a_float32_model(adapt_mass, jit_compile):
     assert result.last_state.log_prob.dtype == torch.float32
     assert np.isfinite(result.stats["energy"]).all()
     assert result.samples["mu"].shape == (2, 10, 2)
+
+
+def test_each_chain_draws_from_its_own_counts_across_calls():
+    """Chain c's k-th transition starts with the momentum noise of count k of its stream and
+    its s-th leapfrog step uses the uniforms of count s, however the transitions are split
+    into calls and blocks (so meeting points, e.g. checkpoints, do not change the draws)."""
+    from inference.mcmc import nuts
+    scales = torch.tensor([1., 4., 9., 100.])
+
+    def value_and_grad(x):
+        return -0.5 * (x ** 2 * scales).sum(-1), -x * scales
+
+    eager = nuts.eager_step(value_and_grad, DiagonalMetric, nuts.Settings(1000., .8, .05, 10, .75))
+    seen = []  # (scalars going into step_begin, its noise, its uniforms, target)
+
+    def begin(vectors, scalars, inverse_mass, factor, noise, uniform, table, target):
+        seen.append((scalars, noise, uniform, target))
+        return eager.begin(vectors, scalars, inverse_mass, factor, noise, uniform, table, target)
+
+    def end_begin(*args):
+        out = eager.end_begin(*args)
+        seen.append((out[6], args[10], args[11], args[13]))  # next noise, uniforms
+        return out
+
+    step = nuts.NUTSStep(begin, value_and_grad, end_begin)
+    torch.manual_seed(0)
+    n, dim = 3, 4
+    x = torch.randn(n, dim)
+    state = HMCState(x, *value_and_grad(x))
+    rng = nuts.new_streams(n)
+    for k in (5, 3, 7):
+        chains = nuts.init_chains(state, torch.full((n,), 0.3), 10)
+        chains, rng, _, _ = nuts.run_transitions(step, chains, identity_metric(n, dim),
+                                                 leaf_table(10), k, rng, block=4)
+        state, _ = nuts.chains_state(chains, rng)
+    key = rng[:, 0]
+    for c in range(n):
+        running = [(s, z, u) for s, z, u, target in seen
+                   if s[c, nuts.SLOT["iteration"]] < target]
+        noise = torch.stack([z[c] for s, z, u in running if s[c, nuts.SLOT["leaf"]] == 0])
+        uniform = torch.stack([u[c] for s, z, u in running])
+        assert len(noise) == 15 and rng[c, 2] == 15 and rng[c, 1] == len(uniform)
+        counts = torch.arange(len(noise))[:, None].expand(-1, n)
+        assert torch.equal(noise, nuts._normals(key, counts, dim, torch.float32)[:, c])
+        counts = torch.arange(len(uniform))[:, None].expand(-1, n)
+        assert torch.equal(uniform, nuts._uniforms(key, counts, torch.float32)[:, c])
