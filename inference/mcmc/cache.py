@@ -82,10 +82,11 @@ def compiled_entry(key, build, load, announce=None):
     """(function, loaded): the compiled step `key` loaded from <cache_root()>/compiled/<key>
     where a sound entry is there (see the module docstring), else built.
 
-    build(folder): compiles with Inductor's cache in the new, empty `folder` and returns the
-    function; load(folder): loads it from an entry; announce(): called before a build (to
-    say that it takes a while). A built folder becomes the entry where the cache can be
-    written; otherwise it is private to this process.
+    build(folder): compiles with Inductor's cache in the new, empty `folder` and returns
+    (function, storable: whether `load` can load it from there); load(folder): loads it
+    from an entry; announce(): called before a build (to say that it takes a while). A
+    built, storable folder becomes the entry where the cache can be written; otherwise it is
+    private to this process.
     """
     root = _trusted_folder(cache_root(), "compiled", "ppl cache",
                            "set PPL_CACHE_DIR to a folder of your own")
@@ -118,11 +119,13 @@ def compiled_entry(key, build, load, announce=None):
         announce()
     building = tempfile.mkdtemp(prefix=".building-", dir=compiled if entry else _private())
     try:
-        function = build(building)
+        function, storable = build(building)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
     try:
+        if not storable:
+            raise OSError("nothing to keep")
         _seal(building)
     except OSError:  # e.g. a full disk: the step is loaded already, nothing is kept
         shutil.rmtree(building, ignore_errors=True)

@@ -125,23 +125,25 @@ class CompiledStep:
         where this graph on these shapes was compiled before."""
         from torch.fx.experimental.proxy_tensor import make_fx
         graph = make_fx(self.traceable)(*args)
+        build = functools.partial(compile_graph, graph, list(args), "from_example_inputs")
         compiled, self.loaded_from_disk = compiled_entry(
-            graph_key(graph, args),
-            functools.partial(compile_graph, graph, list(args), "from_example_inputs"),
-            load_compiled, announce=self._announce)
+            graph_key(graph, args), build, lambda entry: build(entry)[0],
+            announce=self._announce)
         return compiled
 
     def _announce(self):
         tqdm.write(f"jit_compile: compiling the {self.name} for this model (a few seconds, "
-                   f"once per model and data shape) ...", file=sys.stderr)
+                   f"once per model and data) ...", file=sys.stderr)
 
 
 def compile_graph(graph, inputs, dynamic_shapes, folder):
-    """Inductor's compilation of the FX `graph`, with its cache in `folder`."""
+    """Inductor's compilation of the FX `graph`, with its cache in `folder`: (function,
+    whether `load_compiled` can load it from there; not all graphs can be saved)."""
     from torch._inductor import standalone_compile
     with inductor_cache(folder), _without_c_shim_notices():
-        return standalone_compile(graph, inputs, dynamic_shapes=dynamic_shapes,
-                                  options={"config_patches": INDUCTOR_OPTIONS})
+        compiled = standalone_compile(graph, inputs, dynamic_shapes=dynamic_shapes,
+                                      options={"config_patches": INDUCTOR_OPTIONS})
+    return compiled, getattr(compiled, "is_saveable", lambda: True)()
 
 
 def load_compiled(folder):
@@ -160,15 +162,14 @@ def graph_key(graph, args):
     parts = [ENTRY_FORMAT, graph.code, torch.__version__, torch.backends.cpu.get_cpu_capability(),
              repr(sorted(INDUCTOR_OPTIONS.items()))]
     parts += [f"{a.dtype} {tuple(a.shape)} {a.stride()} {a.device}" for a in args]
-    for part in parts:
-        key.update(part.encode() + b"\0")
+    key.update("\n".join(parts).encode())
     for node in graph.graph.nodes:
         if node.op == "get_attr":
             value = functools.reduce(getattr, node.target.split("."), graph)
             if not isinstance(value, torch.Tensor):
-                key.update(f"{node.target} {value!r}".encode())
+                key.update(f"\n{node.target} {value!r}".encode())
                 continue
-            key.update(f"{node.target} {value.dtype} {tuple(value.shape)}".encode())
+            key.update(f"\n{node.target} {value.dtype} {tuple(value.shape)}\n".encode())
             key.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return key.hexdigest()[:32]
 

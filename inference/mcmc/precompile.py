@@ -25,7 +25,7 @@ import warnings
 import torch
 
 from inference.mcmc.nuts import NUTS
-from inference.mcmc.runner import run
+from inference.mcmc.runner import SamplingWarning, run
 from inference.mcmc.shared_compile import FirstCompileWarning
 
 __all__ = ["precompile"]
@@ -52,8 +52,9 @@ def precompile(dtypes=(torch.float32,), metrics=METRICS, report=None):
                 report(f"{name}: loading or building (up to a minute) ...")
             kernel = NUTS(jit_compile=True, adapt_mass=metric)
             started = time.perf_counter()
-            with warnings.catch_warnings():  # building it is the point here
+            with warnings.catch_warnings():  # building is the point; the draws are not
                 warnings.simplefilter("ignore", FirstCompileWarning)
+                warnings.simplefilter("ignore", SamplingWarning)
                 run(kernel, _standard_normal, init={"x": torch.zeros(2, 3, dtype=dtype)},
                     n_warmup=5, n_samples=5, progress=False, seed=0)
             (shared,) = kernel._shared.values()

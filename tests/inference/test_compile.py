@@ -7,7 +7,7 @@ import torch
 import inference
 import ppl
 from inference.mcmc import Potential, hmc_kernel, identity_metric, init_state, nuts_kernel
-from inference.mcmc.compile import CompiledStep
+from inference.mcmc.compile import CompiledStep, shifted
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases
 
 needs_compiler = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
@@ -182,3 +182,37 @@ def test_a_model_error_in_a_compiled_step_rejects_the_move():
     assert step.is_compiled and step.n_fallbacks > 0
     assert diverged.any()
     assert state.position.abs().max() < 1 and torch.isfinite(state.log_prob).all()
+
+
+@needs_compiler
+def test_a_compile_says_so_before_it_starts_and_a_load_is_quiet(empty_cache, capfd):
+    """A run that must compile pauses for seconds: it says so first (the README's NUTS example
+    sat at 0% for 8 s without a word); a load is quiet."""
+    def step(x):
+        return (torch.cos(x).sum(-1) * 0.75,)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    first = CompiledStep(step, step, shifted(0), name="test gradient")
+    torch.testing.assert_close(first(x)[0], step(x)[0])
+    assert first.status == "compiled", first.status
+    assert "jit_compile: compiling the test gradient for this model" in capfd.readouterr().err
+    later = CompiledStep(step, step, shifted(0), name="test gradient")
+    torch.testing.assert_close(later(x)[0], step(x)[0])
+    assert later.status == "loaded", later.status
+    assert "compiling" not in capfd.readouterr().err
+
+
+@needs_compiler
+def test_inductors_c_shim_notice_is_not_shown(empty_cache, capfd):
+    """`python -m inference.mcmc.precompile` printed "aten.linalg_cholesky_ex.default is
+    missing a c-shim implementation, using proxy executor as fallback": Inductor's note on
+    its own coverage (the op runs all the same), nothing a user can act on."""
+    def step(x):
+        chol = torch.linalg.cholesky(x @ x.mT + torch.eye(3, dtype=x.dtype))
+        return (torch.linalg.solve_triangular(chol, x, upper=False) * 1.5,)
+    x = torch.randn(4, 3, 3, dtype=torch.float64)
+    for _ in range(2):  # Inductor cannot save this step: each kernel compiles it anew
+        compiled = CompiledStep(step, step, shifted(0))
+        torch.testing.assert_close(compiled(x)[0], step(x)[0])
+        assert compiled.status == "compiled", compiled.status
+        err = capfd.readouterr().err
+        assert "c-shim" not in err and "CacheWarning" not in err, err[-2000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inference.mcmc import adaptation, nuts
-from inference.mcmc.cache import cache_root
+from inference.mcmc.cache import CacheWarning, cache_root
 from inference.mcmc.compile import shifted
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
 from inference.mcmc.shared_compile import CANONICAL, FirstCompileWarning, SharedCompiledStep
@@ -118,10 +118,9 @@ def test_a_later_kernel_loads_the_step_from_disk(monkeypatch):
     assert os.listdir(os.path.join(cache_root(), "compiled")) == folders
 
 
-def test_building_the_step_in_a_run_says_so_and_names_the_setup_step(tmp_path, monkeypatch):
+def test_building_the_step_in_a_run_says_so_and_names_the_setup_step(empty_cache, monkeypatch):
     """A run on a machine where the install's build step was skipped pauses for tens of
     seconds: the warning says why and how to avoid it."""
-    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(torch._inductor, "standalone_compile",
                         lambda graph, example_inputs, **kwargs: graph)
     step = _shared(DiagonalMetric)
@@ -131,9 +130,7 @@ def test_building_the_step_in_a_run_says_so_and_names_the_setup_step(tmp_path, m
     assert step.is_compiled, step.reason
 
 
-def test_the_cache_folder_depends_on_the_key_and_dtype(tmp_path, monkeypatch):
-    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
-    assert cache_root() == str(tmp_path)
+def test_the_cache_folder_depends_on_the_key_and_dtype():
     step = _shared(DiagonalMetric)
     args64 = _arguments(DiagonalMetric, 2, 3, seed=0)
     args32 = tuple(a.float() if a.is_floating_point() else a for a in args64)
@@ -167,7 +164,8 @@ def test_an_unwritable_cache_folder_compiles_for_this_process_only(tmp_path, mon
     monkeypatch.setattr(torch._inductor, "standalone_compile", graph_as_compiled)
     step = _shared(DiagonalMetric)
     args = _arguments(DiagonalMetric, 3, 2, seed=0)
-    _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, *args))
+    with pytest.warns(CacheWarning, match=f"ppl cache {blocker} cannot be created"):
+        _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, *args))
     assert step.is_compiled and not step.loaded_from_disk, step.reason
     assert not seen["cache_dir"].startswith(str(blocker))
     assert os.path.isfile(blocker)
