@@ -375,6 +375,10 @@ def _quantities(samples):
             yield name, label, flat[:, :, i].cpu().double().numpy()
 
 
+def _count(values):
+    return f"{len(values)} quantit{'y' if len(values) == 1 else 'ies'}"
+
+
 def _worst(values, reverse, fmt, k=3):
     """The k worst (label, value) pairs, as text."""
     ranked = sorted(values, key=lambda item: item[1], reverse=reverse)[:k]
@@ -463,13 +467,12 @@ class MCMCResult:
             found.append(f"latent '{name}' runs away (|draws| up to {size:.3g}): the posterior "
                          f"may be improper (a flat prior the data do not bound?)")
         if rhats:
-            found.append(f"R-hat above {MAX_RHAT} for {len(rhats)} quantities (worst: "
-                         f"{_worst(rhats, True, '.3g')}): the chains disagree; run longer")
+            found.append(f"R-hat above {MAX_RHAT} for {_count(rhats)} (worst: "
+                         f"{_worst(rhats, True, '.3f')}): the chains disagree; run longer")
         if small:
             found.append(f"bulk ESS below {MIN_ESS_PER_CHAIN} per chain "
                          f"({MIN_ESS_PER_CHAIN * n_chains} for {n_chains} chains) for "
-                         f"{len(small)} quantities (worst: {_worst(small, False, '.0f')}): "
-                         f"run longer")
+                         f"{_count(small)} (worst: {_worst(small, False, '.0f')}): run longer")
         node = self._nonfinite_node()
         if node:
             found.append(node)
