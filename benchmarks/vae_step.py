@@ -164,7 +164,7 @@ def batch_of(data_name, batch_size, seed=0):
 def median_step_seconds(steps, n_steps, repeats, warmup=5):
     """name -> (median, min, max) seconds per step over interleaved, rotated repeats."""
     for step in steps.values():
-        for _ in range(warmup):  # traced steps record on their second or third call
+        for _ in range(warmup):  # traced steps record on their 2nd and 3rd calls, then replay
             step()
     names = list(steps)
     times = {name: [] for name in names}

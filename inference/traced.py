@@ -88,7 +88,9 @@ class Recording(NamedTuple):
 
 def record_graph(fn, *inputs):
     """`fn(*inputs)` recorded as a graph of ATen operations on fake tensors (nothing is
-    computed), with the real tensors `fn` closes over as constants: a `Recording`.
+    computed), with the real tensors `fn` closes over as constants: a `Recording`, whose
+    module calls each operation through torch's public function of that name. Every
+    random draw is kept, used or not, so a replay advances torch's generator as `fn` does.
 
     Raises NotRecordable when `fn` reads tensor values in Python, or closes over a
     tensor that requires grad (its gradient would be lost).
@@ -98,7 +100,7 @@ def record_graph(fn, *inputs):
     except GuardOnDataDependentSymNode as error:
         raise NotRecordable(_READS_VALUES) from error
     _refuse_trainable_constants(graph)
-    graph.graph.eliminate_dead_code()
+    graph.graph.eliminate_dead_code()  # FX keeps random draws and in-place writes
     mutated = _mutated_inputs(graph, len(inputs))
     _call_public_functions(graph)
     return Recording(graph, mutated)

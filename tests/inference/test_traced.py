@@ -323,5 +323,15 @@ def test_record_graph_replays_through_public_torch_functions():
     torch.testing.assert_close(recording.module.forward(average, x), expected)
     torch.testing.assert_close(average, 0.1 * x.mean())
 
+    def draws(x):
+        torch.randn(4)  # unused, but it moves the generator on: kept in the recording
+        return x + torch.randn(2)
+
+    recording = record_graph(draws, torch.zeros(2))
+    torch.manual_seed(1)
+    replayed = recording.module.forward(torch.zeros(2))
+    torch.manual_seed(1)
+    torch.testing.assert_close(replayed, draws(torch.zeros(2)))
+
     with pytest.raises(NotRecordable, match="reads tensor values in Python"):
         record_graph(lambda x: x if float(x.sum()) > 0 else -x, torch.ones(2))
