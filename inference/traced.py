@@ -397,8 +397,8 @@ def _difference(first, second):
     if first.code != second.code:
         lines = zip(first.code.strip().splitlines(), second.code.strip().splitlines())
         for a, b in lines:
-            if a != b:
-                return f"`{a.strip()[:100]}` became `{b.strip()[:100]}`"
+            if a != b:  # FX's lines end with `;  x = None` where a value is freed
+                return f"`{a.split(';')[0].strip()[:100]}` became `{b.split(';')[0].strip()[:100]}`"
         return "the number of operations changed"
     for node in first.graph.nodes:
         if node.op == "get_attr":
