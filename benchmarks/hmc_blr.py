@@ -248,7 +248,8 @@ def fresh_inductor_cache():
     """A new Inductor cache folder, as on a machine set up with `python -m
     inference.mcmc.precompile` that never compiled this model (the setup runs untimed),
     and then rebooted: the timed run gets a new, empty temporary directory."""
-    env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp()}
+    # each model's compiled gradient is kept under PPL_CACHE_DIR too (inference.mcmc.cache)
+    env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(), "PPL_CACHE_DIR": tempfile.mkdtemp()}
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pool.apply(_setup_worker, (env,))
     return {**env, "TMPDIR": tempfile.mkdtemp()}
