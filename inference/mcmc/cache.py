@@ -93,23 +93,22 @@ def compiled_entry(key, build, load, announce=None):
     compiled = None if root is None else os.path.join(root, "compiled")
     entry = None if compiled is None else os.path.join(compiled, key)
     if entry is not None and os.path.lexists(entry):
-        source = entry
         problem = _foreign(entry, root)
-        if problem is None and not _writable(entry):  # a load writes lock files
-            source = _copy_to_private(entry)
-        problem = problem or _damage(source)
-        if problem is None:
-            try:
-                return load(source), True
-            except Exception as error:  # kept: it verified, so the fault may be elsewhere
+        if problem is not None:
+            _warn_once(f"compiled step {entry} ignored: {problem}; {_fix(problem, root)}")
+            entry = None
+        else:
+            try:  # a load writes lock files: a read-only entry is loaded from a copy
+                source = entry if _writable(entry) else _copy_to_private(entry)
+                damage = _damage(source)
+                if damage is None:
+                    return load(source), True
+            except Exception as error:  # kept: it may be sound (a full disk, a torch fault)
                 _warn_once(f"compiled step {entry} could not be loaded ({type(error).__name__}: "
                            f"{error}); compiling it for this process only")
                 entry = None
-        elif problem.startswith("damaged"):
-            _warn_once(f"compiled step {entry} is {problem}: rebuilding it")
-        else:
-            _warn_once(f"compiled step {entry} ignored: {problem}; {_fix(problem, root)}")
-            entry = None
+            else:
+                _warn_once(f"compiled step {entry} is {damage}: rebuilding it")
     if entry is not None and not _writable(compiled):
         _warn_once(f"ppl cache {root} cannot be written: compiled steps it lacks are compiled "
                    f"into a temporary folder for this process only (make it writable, or set "
