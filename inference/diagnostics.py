@@ -13,7 +13,7 @@ value per scalar quantity. They match ArviZ's definitions:
 """
 import numpy as np
 import scipy.fft
-import scipy.stats
+import scipy.special
 
 __all__ = ["autocovariance", "autocorrelation", "ess_mean", "ess_bulk", "ess_tail",
            "split_rhat", "mcse_mean", "mcse_sd"]
@@ -62,12 +62,34 @@ def _split_chains(x):
     return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
 
 
+def _average_ranks(values):
+    """Ranks 1..n of 1-d `values`, ties given their average rank (scipy's rankdata
+    'average' in less memory: checking a long run ranks its draws)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1., len(values) + 1.)
+    ordered = values[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(tied):  # each run of equal values gets the mean of its ranks
+        new = np.ones(len(values), dtype=bool)
+        new[tied + 1] = False
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], len(values))
+        ranks[order] = ((starts + ends + 1) / 2.)[np.cumsum(new) - 1]
+    return ranks
+
+
 def _z_scale(x):
     """Rank-normalize per quantity: normal quantiles of the fractional ranks (Blom)."""
-    flat = x.reshape((-1,) + x.shape[2:])
-    ranks = scipy.stats.rankdata(flat, axis=0, method="average")
+    flat = x.reshape((x.shape[0] * x.shape[1], -1))
     size = flat.shape[0]
-    return scipy.stats.norm.ppf((ranks - 0.375) / (size + 0.25)).reshape(x.shape)
+    out = np.empty(flat.shape)
+    for j in range(flat.shape[1]):
+        ranks = _average_ranks(flat[:, j])
+        ranks -= 0.375
+        ranks /= size + 0.25
+        out[:, j] = scipy.special.ndtri(ranks, out=ranks)
+    return out.reshape(x.shape)
 
 
 def _ess_2d(x):
@@ -79,12 +101,15 @@ def _ess_2d(x):
         return np.nan
     if x.max() - x.min() < np.finfo(float).resolution:
         return float(x.size)
-    acov = autocovariance(x, axis=1)
-    mean_var = acov[:, 0].mean() * n_draw / (n_draw - 1.)
+    acov = np.zeros(n_draw)  # the chains' mean autocovariance, one chain's FFT at a time
+    for chain in x:
+        acov += autocovariance(chain)
+    acov /= n_chain
+    mean_var = acov[0] * n_draw / (n_draw - 1.)
     var_plus = mean_var * (n_draw - 1.) / n_draw
     if n_chain > 1:
         var_plus += np.var(x.mean(axis=1), ddof=1)
-    rho = 1. - (mean_var - acov.mean(axis=0)) / var_plus
+    rho = 1. - (mean_var - acov) / var_plus
     rho[0] = 1.
     # Initial positive sequence: sum pairs (rho[2k], rho[2k+1]) while their sum is positive.
     kept = np.zeros(n_draw)
