@@ -273,3 +273,20 @@ def test_the_test_suite_uses_the_users_cache_and_makes_no_temporary_folder(tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-1] == str(tmp_path / ".cache" / "ppl")
     assert not any((tmp_path / "tmp").iterdir())
+
+
+def test_inductors_header_folder_is_checked_before_it_is_used(monkeypatch, tmp_path):
+    """A precompiled header is compiled into every step: Inductor is not pointed at a
+    TORCHINDUCTOR_CACHE_DIR that others can write to."""
+    from torch._inductor import codecache
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(shared))
+    with pytest.warns(CacheWarning, match=f"Inductor cache {shared} ignored: {shared} can be "
+                                          f"written by its group or by others.*chmod -R go-w"):
+        with inductor_cache(tmp_path / "building"):
+            assert not codecache._HEADER_DIR.startswith(str(shared))
+    shared.chmod(0o755)
+    with inductor_cache(tmp_path / "building"):
+        assert codecache._HEADER_DIR == str(shared / "precompiled_headers")
