@@ -65,7 +65,7 @@ def _split_chains(x):
 def _average_ranks(values):
     """Ranks 1..n of 1-d `values`, ties given their average rank (scipy's rankdata
     'average' in less memory: checking a long run ranks its draws)."""
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)  # in place (a stable sort takes a buffer); ties averaged below
     ranks = np.empty(len(values))
     ranks[order] = np.arange(1., len(values) + 1.)
     ordered = values[order]
@@ -83,12 +83,13 @@ def _z_scale(x):
     """Rank-normalize per quantity: normal quantiles of the fractional ranks (Blom)."""
     flat = x.reshape((x.shape[0] * x.shape[1], -1))
     size = flat.shape[0]
-    out = np.empty(flat.shape)
+    columns = []
     for j in range(flat.shape[1]):
         ranks = _average_ranks(flat[:, j])
         ranks -= 0.375
         ranks /= size + 0.25
-        out[:, j] = scipy.special.ndtri(ranks, out=ranks)
+        columns.append(scipy.special.ndtri(ranks, out=ranks))
+    out = columns[0] if len(columns) == 1 else np.stack(columns, 1)
     return out.reshape(x.shape)
 
 
