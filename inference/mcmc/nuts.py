@@ -8,7 +8,10 @@ Radul et al. 2020). No chain waits for the longest tree of the batch: with
 trees built in lock-step, each transition costs the deepest chain's steps,
 about twice the mean on the logistic regression of benchmarks/hmc_blr.py.
 `run_transitions` calls the step until every chain has made the transitions
-asked for; a chain that is through waits, its state unchanged.
+asked for; a chain that is through waits, its state unchanged. Each chain
+draws its random numbers from a stream of its own (`new_streams`), indexed by
+its own step and transition counts, so that where the chains meet (adaptation
+windows, checkpoints) does not change the draws.
 
 Within a transition the tree is doubled `depth = 0, 1, ...` times, each
 doubling adding a subtree of 2^depth leapfrog steps at one end (random
@@ -41,7 +44,7 @@ from inference.mcmc.sampler import HamiltonianSampler
 from inference.mcmc.state import HMCState, TransitionInfo
 
 __all__ = ["nuts_step", "step_begin", "step_end", "step_end_begin", "NUTSStep", "eager_step",
-           "init_chains", "run_transitions", "nuts_kernel", "NUTS"]
+           "init_chains", "new_streams", "run_transitions", "nuts_kernel", "NUTS"]
 
 # The chains' state, packed into three tensors so that a compiled step has few
 # inputs and outputs: vectors [n, 22, D], scalars [n, len(SCALARS)] (flags and
