@@ -12,7 +12,9 @@ normal, 4 chains, float32 (100k draws: 32 MB of draws), in a fresh process:
 its RSS before the run (after a short run that loads everything) is the
 baseline, the peak is Linux's high-water mark (VmHWM, reset before the run
 through /proc/self/clear_refs). The row's ratio is the peak increase over
-the kept bytes (draws + statistics); the target is at most 2.
+the kept bytes (draws + statistics); the target is at most 2. The peak is
+also read just before the checks `run` makes after sampling (R-hat, ESS, ...:
+`MCMCResult.problems`, which ranks one quantity's draws at a time in float64).
 """
 import argparse
 import multiprocessing
@@ -45,6 +47,14 @@ def worker(n_samples, threads):
     """One run in this process: (baseline RSS, peak RSS, kept bytes, seconds, divergences)."""
     import inference
     torch.set_num_threads(threads)
+    check = inference.mcmc.MCMCResult.problems
+    before_check = []
+
+    def problems(result):
+        before_check.append(_status_kb("VmHWM"))
+        return check(result)
+
+    inference.mcmc.MCMCResult.problems = problems
     init = {"z": torch.zeros(N_CHAINS, DIM)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,7 +72,8 @@ def worker(n_samples, threads):
     kept = sum(v.numel() * v.element_size() for v in result.samples.values())
     kept_stats = sum(v.nbytes for v in result.stats.values()) + \
         sum(v.nbytes for v in result.warmup_stats.values())
-    return baseline_kb, peak_kb, kept, kept_stats, seconds, int(result.stats["diverging"].sum())
+    return (baseline_kb, peak_kb, before_check[-1], kept, kept_stats, seconds,
+            int(result.stats["diverging"].sum()))
 
 
 def main(argv=None):
@@ -76,20 +87,23 @@ def main(argv=None):
     quick = is_quick(args.quick)
     n_samples = 10_000 if quick else args.iterations
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        baseline_kb, peak_kb, draws, stats, seconds, divergences = pool.apply(
+        baseline_kb, peak_kb, sampling_kb, draws, stats, seconds, divergences = pool.apply(
             worker, (n_samples, args.threads))
     kept_mb = (draws + stats) / 2 ** 20
     increase_mb = (peak_kb - baseline_kb) / 1024
+    sampling_mb = (sampling_kb - baseline_kb) / 1024
     row = {"case": f"NUTS, {n_samples} iterations x {N_CHAINS} chains, {DIM}-d standard "
                    f"normal, float32",
            "kept_mb": kept_mb, "draws_mb": draws / 2 ** 20, "stats_mb": stats / 2 ** 20,
            "baseline_rss_mb": baseline_kb / 1024, "peak_rss_mb": peak_kb / 1024,
            "peak_increase_mb": increase_mb, "ratio": increase_mb / kept_mb,
+           "sampling_peak_increase_mb": sampling_mb, "sampling_ratio": sampling_mb / kept_mb,
            "seconds": seconds, "divergences": divergences}
     print(f"\n{row['case']}: kept {kept_mb:.1f} MB (draws {row['draws_mb']:.1f} MB, statistics "
           f"{row['stats_mb']:.1f} MB); RSS {baseline_kb / 1024:.0f} MB before, peak "
           f"{peak_kb / 1024:.0f} MB: +{increase_mb:.1f} MB = {row['ratio']:.2f}x the kept "
-          f"bytes ({seconds:.0f} s)")
+          f"bytes; before the checks +{sampling_mb:.1f} MB = {sampling_mb / kept_mb:.2f}x "
+          f"({seconds:.0f} s)")
     return write_report(NAME, __doc__, argv, [row], args.out, quick, threads=args.threads)
 
 
