@@ -5,14 +5,19 @@ A `MetaBayesianNet` runs its model function in a frame (`call_in`), so a
 `ppl.param` find the template that owns the parameters. Guide templates run in a
 frame with no observations.
 """
+import collections
 import contextvars
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 
-class Frame(NamedTuple):
+@dataclass
+class Frame:
     template: object = None     # the `Template` owning parameters, or None
     observed: dict = None       # name -> value, for a model run; None for guides
     meta_bn: object = None      # the `MetaBayesianNet` being observed, or None
+    # calls made so far in this run, per function that numbers its layers by call order
+    # (ZhuSuan's flow functions: `planar_normalizing_flow_0`, `_1`, ...)
+    calls: collections.Counter = field(default_factory=collections.Counter)
 
 
 _current = contextvars.ContextVar("ppl_frame", default=None)

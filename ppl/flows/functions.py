@@ -17,8 +17,6 @@ function. Each call in one run of a template gets its own layers, numbered by
 call order (`planar_normalizing_flow_0`, `_1`, ...), as each ZhuSuan call makes
 new variables; `name=` names them instead.
 """
-import collections
-
 import torch
 from torch import nn
 
@@ -28,11 +26,6 @@ from ppl.flows.planar import Planar
 from ppl.stochastic_tensor import unwrap
 
 __all__ = ["planar_normalizing_flow", "inv_autoregressive_flow", "linear_ar"]
-
-# (frame of a template run, calls so far in that run per function), for the latest runs
-# that called a flow function: enough for nested templates, and bounded, since the frames
-# hold their templates and observations alive.
-_runs = collections.deque(maxlen=8)
 
 
 def _running_frame(function):
@@ -47,12 +40,8 @@ def _running_frame(function):
 def _template_and_name(function, name):
     """The running template and the name of this call's layers."""
     frame = _running_frame(function)
-    counts = next((counts for run, counts in _runs if run is frame), None)
-    if counts is None:
-        counts = collections.Counter()
-        _runs.append((frame, counts))
-    index = counts[function]
-    counts[function] += 1
+    index = frame.calls[function]
+    frame.calls[function] += 1
     if name is None:
         name = f"{function}_{index}"
     return frame.template, name
