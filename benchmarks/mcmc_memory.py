@@ -2,22 +2,24 @@
 
     python -m benchmarks.mcmc_memory                       # 100k iterations after warm-up
     python -m benchmarks.mcmc_memory --quick               # 10k (also under CI=true)
-    python -m benchmarks.mcmc_memory --iterations 20000
+    python -m benchmarks.mcmc_memory --iterations 20000 --dim 10
 
 A run that keeps something per iteration besides its preallocated draws and
 statistics (a tensor per statistic per iteration, a copy of the draws) shows
 as peak resident memory (RSS) far above what the result holds. The run is
-`inference.mcmc.run(inference.NUTS(), ...)` on a 20-dimensional standard
-normal, 4 chains, float32 (100k draws: 32 MB of draws), in a fresh process:
+`inference.mcmc.run(inference.NUTS(), ...)` on a `--dim`-dimensional (20)
+standard normal, 4 chains, float32 (100k 20-d draws: 32 MB), in a fresh process:
 its RSS before the run (after a short run that loads everything) is the
 baseline, the peak is Linux's high-water mark (VmHWM, reset before the run
 through /proc/self/clear_refs). The row's ratio is the peak increase over
 the kept bytes (draws + statistics); the target is at most 2. The peak is
 also read just before the checks `run` makes after sampling (R-hat, ESS, ...:
-`MCMCResult.problems`, which ranks one quantity's draws at a time in float64).
+`MCMCResult.problems`, which holds a few float64 copies of one quantity's draws
+at a time).
 """
 import argparse
 import multiprocessing
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +30,7 @@ from benchmarks._report import is_quick, write_report
 
 NAME = "mcmc_memory"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
-N_CHAINS, DIM, N_WARMUP = 4, 20, 200
+N_CHAINS, N_WARMUP = 4, 200
 
 
 def _status_kb(field):
@@ -43,7 +45,7 @@ def _std_normal(values):
     return -0.5 * (values["z"] ** 2).sum(-1)
 
 
-def worker(n_samples, threads):
+def worker(n_samples, dim, threads):
     """One run in this process: (baseline RSS, peak RSS, kept bytes, seconds, divergences)."""
     import inference
     torch.set_num_threads(threads)
@@ -55,7 +57,7 @@ def worker(n_samples, threads):
         return check(result)
 
     inference.mcmc.MCMCResult.problems = problems
-    init = {"z": torch.zeros(N_CHAINS, DIM)}
+    init = {"z": torch.zeros(N_CHAINS, dim)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inference.mcmc.run(inference.NUTS(), _std_normal, init=init, n_warmup=20,
@@ -80,19 +82,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=100_000,
                         help="kept draws per chain (after 200 warm-up iterations)")
+    parser.add_argument("--dim", type=int, default=20, help="dimension of the standard normal")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="10k iterations (also when CI=true)")
     parser.add_argument("--out", default=str(RESULTS))
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     quick = is_quick(args.quick)
     n_samples = 10_000 if quick else args.iterations
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         baseline_kb, peak_kb, sampling_kb, draws, stats, seconds, divergences = pool.apply(
-            worker, (n_samples, args.threads))
+            worker, (n_samples, args.dim, args.threads))
     kept_mb = (draws + stats) / 2 ** 20
     increase_mb = (peak_kb - baseline_kb) / 1024
     sampling_mb = (sampling_kb - baseline_kb) / 1024
-    row = {"case": f"NUTS, {n_samples} iterations x {N_CHAINS} chains, {DIM}-d standard "
+    row = {"case": f"NUTS, {n_samples} iterations x {N_CHAINS} chains, {args.dim}-d standard "
                    f"normal, float32",
            "kept_mb": kept_mb, "draws_mb": draws / 2 ** 20, "stats_mb": stats / 2 ** 20,
            "baseline_rss_mb": baseline_kb / 1024, "peak_rss_mb": peak_kb / 1024,

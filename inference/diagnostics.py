@@ -1,8 +1,9 @@
 """MCMC convergence diagnostics (Vehtari, Gelman, Simpson, Carpenter & Burkner 2021).
 
 Every function takes draws of shape (chain, draw) or (chain, draw, *shape)
-(numpy arrays or tensors) and returns a float, or an array of `shape` with one
-value per scalar quantity. They match ArviZ's definitions:
+(numpy arrays or tensors, any float dtype) and returns a float, or an array of
+`shape` with one value per scalar quantity, computed in float64. They match
+ArviZ's definitions:
 
 - `autocovariance`, `autocorrelation`: per chain, by FFT.
 - `ess_mean`: split-chain ESS with Geyer's initial monotone sequence.
@@ -10,6 +11,11 @@ value per scalar quantity. They match ArviZ's definitions:
 - `ess_tail`: min ESS of the indicators x <= q05 and x <= q95.
 - `split_rhat`: rank-normalized split R-hat, max of bulk and folded (tail).
 - `mcse_mean`, `mcse_sd`: Monte Carlo standard errors of the mean and sd.
+
+Memory: checking a long run must not cost much beside its draws, so each
+quantity is handled on its own (a float64 copy of its split chains, ranked
+against one sorted copy, chunk by chunk): the extra memory is a few copies of
+one quantity's draws, never of all of them.
 """
 import numpy as np
 import scipy.fft
@@ -20,9 +26,13 @@ __all__ = ["autocovariance", "autocorrelation", "ess_mean", "ess_bulk", "ess_tai
 
 
 def _as_draws(x):
+    """x as a numpy array (chain, draw, ...), without a copy where it can: each
+    quantity is converted to float64 only when it is used."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=float)
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(float)
     if x.ndim == 1:
         x = x[None]
     if x.ndim < 2:
@@ -31,10 +41,9 @@ def _as_draws(x):
 
 
 def _per_quantity(fn, x):
-    """Apply `fn` (on (chain, draw) arrays) to every scalar quantity of x (chain, draw, *shape)."""
+    """Apply `fn` (on (chain, draw) views) to every scalar quantity of x (chain, draw, *shape)."""
     shape = x.shape[2:]
-    flat = x.reshape(x.shape[:2] + (-1,))
-    out = np.array([fn(flat[:, :, i]) for i in range(flat.shape[2])])
+    out = np.array([fn(x[(slice(None), slice(None)) + index]) for index in np.ndindex(shape)])
     return float(out[0]) if not shape else out.reshape(shape)
 
 
@@ -56,41 +65,39 @@ def autocorrelation(x, axis=-1):
         return acov / np.take(acov, [0], axis=axis)
 
 
-def _split_chains(x):
-    """(chain, draw, ...) -> (2 chain, draw // 2, ...): first and last halves."""
-    half = x.shape[1] // 2
-    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
+def _split_chains(x, out=None):
+    """(chain, draw) -> float64 (2 chain, draw // 2): first and last halves, in `out`
+    (a new array if None)."""
+    n_chain, n_draw = x.shape
+    half = n_draw // 2
+    if out is None:
+        out = np.empty((2 * n_chain, half))
+    out[:n_chain] = x[:, :half]
+    out[n_chain:] = x[:, n_draw - half:]
+    return out
 
 
-def _average_ranks(values):
-    """Ranks 1..n of 1-d `values`, ties given their average rank (scipy's rankdata
-    'average' in less memory: checking a long run ranks its draws)."""
-    order = np.argsort(values)  # in place (a stable sort takes a buffer); ties averaged below
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1., len(values) + 1.)
-    ordered = values[order]
-    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
-    if len(tied):  # each run of equal values gets the mean of its ranks
-        new = np.ones(len(values), dtype=bool)
-        new[tied + 1] = False
-        starts = np.flatnonzero(new)
-        ends = np.append(starts[1:], len(values))
-        ranks[order] = ((starts + ends + 1) / 2.)[np.cumsum(new) - 1]
-    return ranks
+_CHUNK = 1 << 16  # values ranked at a time by `_z_scale`
 
 
 def _z_scale(x):
-    """Rank-normalize per quantity: normal quantiles of the fractional ranks (Blom)."""
-    flat = x.reshape((x.shape[0] * x.shape[1], -1))
-    size = flat.shape[0]
-    columns = []
-    for j in range(flat.shape[1]):
-        ranks = _average_ranks(flat[:, j])
+    """Rank-normalize float64 `x` (any shape) in place and return it: normal quantiles
+    (Blom) of the fractional ranks 1..n of all its values, ties given their average
+    rank (as scipy's rankdata 'average'). Ranks come from binary search in one sorted
+    copy, chunk by chunk, so that copy is the only full-size buffer."""
+    flat = x.reshape(-1)
+    ordered = np.sort(flat)
+    size = len(ordered)
+    for start in range(0, size, _CHUNK):
+        part = flat[start:start + _CHUNK]
+        # equal values sit at sorted positions [left, right): mean rank (left + 1 + right) / 2
+        ranks = np.searchsorted(ordered, part, "left") + 1.
+        ranks += np.searchsorted(ordered, part, "right")
+        ranks /= 2.
         ranks -= 0.375
         ranks /= size + 0.25
-        columns.append(scipy.special.ndtri(ranks, out=ranks))
-    out = columns[0] if len(columns) == 1 else np.stack(columns, 1)
-    return out.reshape(x.shape)
+        part[:] = scipy.special.ndtri(ranks, out=ranks)
+    return x
 
 
 def _ess_2d(x):
@@ -141,67 +148,72 @@ def _rhat_2d(x):
     """Classic R-hat of (chain, draw) draws (no splitting); NaN for constant draws."""
     n_draw = x.shape[1]
     between = n_draw * np.var(x.mean(axis=1), ddof=1)
-    within = np.var(x, axis=1, ddof=1).mean()
+    within = np.mean([np.var(chain, ddof=1) for chain in x])  # one chain's temporaries at a time
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sqrt((between / within + n_draw - 1.) / n_draw)
 
 
+def _unusable(draws):
+    return draws.shape[1] < 4 or np.isnan(draws).any()
+
+
 def ess_mean(x):
     """Split-chain ESS for the mean (no rank normalization)."""
-    return _per_quantity(_ess_2d, _split_chains(_as_draws(x)))
+    return _per_quantity(lambda draws: _ess_2d(_split_chains(draws)), _as_draws(x))
 
 
 def ess_bulk(x):
     """Bulk ESS: ESS of the rank-normalized split chains."""
-    x = _as_draws(x)
-    if x.shape[1] < 4 or np.isnan(x).any():
-        return _per_quantity(lambda _: np.nan, x)
-    return _per_quantity(_ess_2d, _z_scale(_split_chains(x)))
+    def bulk(draws):
+        return np.nan if _unusable(draws) else _ess_2d(_z_scale(_split_chains(draws)))
+
+    return _per_quantity(bulk, _as_draws(x))
 
 
 def ess_tail(x, prob=(0.05, 0.95)):
     """Tail ESS: the smaller ESS of the indicators x <= q_low and x <= q_high."""
-    x = _as_draws(x)
-
     def tail(draws):
-        if draws.shape[1] < 4 or np.isnan(draws).any():
+        if _unusable(draws):
             return np.nan
-        return min(_ess_2d(_split_chains((draws <= np.quantile(draws, p)).astype(float)))
-                   for p in prob)
+        draws = np.asarray(draws, dtype=float)
+        return min(_ess_2d(_split_chains(draws <= np.quantile(draws, p))) for p in prob)
 
-    return _per_quantity(tail, x)
+    return _per_quantity(tail, _as_draws(x))
 
 
 def split_rhat(x):
     """Rank-normalized split R-hat: max of the bulk and the folded (tail) R-hat."""
-    x = _as_draws(x)
-
     def rhat(draws):
-        if draws.shape[0] < 1 or draws.shape[1] < 4 or np.isnan(draws).any():
+        if draws.shape[0] < 1 or _unusable(draws):
             return np.nan
         split = _split_chains(draws)
+        median = np.median(split)
         bulk = _rhat_2d(_z_scale(split))
-        folded = _rhat_2d(_z_scale(np.abs(split - np.median(split))))
-        return max(bulk, folded)
+        folded = _split_chains(draws, out=split)  # the same buffer, refilled
+        folded -= median
+        np.abs(folded, out=folded)
+        return max(bulk, _rhat_2d(_z_scale(folded)))
 
-    return _per_quantity(rhat, x)
+    return _per_quantity(rhat, _as_draws(x))
 
 
 def mcse_mean(x):
     """Monte Carlo standard error of the mean: sd / sqrt(ess_mean)."""
-    x = _as_draws(x)
-    return _per_quantity(lambda d: np.std(d, ddof=1) / np.sqrt(_ess_2d(_split_chains(d))), x)
+    def mcse(draws):
+        draws = np.asarray(draws, dtype=float)
+        return np.std(draws, ddof=1) / np.sqrt(_ess_2d(_split_chains(draws)))
+
+    return _per_quantity(mcse, _as_draws(x))
 
 
 def mcse_sd(x):
     """Monte Carlo standard error of the standard deviation (delta method on the variance)."""
-    x = _as_draws(x)
-
     def mcse(draws):
+        draws = np.asarray(draws, dtype=float)
         squares = (draws - draws.mean()) ** 2
         ess = _ess_2d(_split_chains(squares))
         var = squares.mean()
         var_of_var = ((squares ** 2).mean() - var ** 2) / ess
         return np.sqrt(var_of_var / var / 4.)
 
-    return _per_quantity(mcse, x)
+    return _per_quantity(mcse, _as_draws(x))

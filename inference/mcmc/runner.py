@@ -364,15 +364,18 @@ class Summary(dict):
 
 
 def _quantities(samples):
-    """(label `name[i,j]`, draws (chain, draw) numpy float64) for every scalar quantity,
-    one at a time (so that checking a long run copies one quantity's draws at a time)."""
+    """(label `name[i,j]`, draws (chain, draw) numpy) for every scalar quantity, one at a
+    time: a view of the kept draws on the CPU (no copy), so that checking a long run
+    holds at most a few float64 copies of one quantity's draws (see `diagnostics`)."""
     for name, value in samples.items():
         shape = value.shape[2:]
         flat = value.detach().reshape(value.shape[:2] + (-1,))
+        if flat.dtype not in (torch.float16, torch.float32, torch.float64):
+            flat = flat.double()  # numpy has no bfloat16
         for i in range(flat.shape[2]):
             index = np.unravel_index(i, shape) if shape else ()
             label = name + (f"[{','.join(map(str, index))}]" if shape else "")
-            yield name, label, flat[:, :, i].cpu().double().numpy()
+            yield name, label, flat[:, :, i].cpu().numpy()
 
 
 def _count(values):
@@ -452,7 +455,7 @@ class MCMCResult:
             if not finite.all():
                 nonfinite[name] = nonfinite.get(name, 0) + int((~finite).sum())
                 continue
-            size = float(np.abs(draws).max())
+            size = float(max(draws.max(), -draws.min()))  # |draws|.max() without a copy
             limit = math.sqrt(torch.finfo(self.samples[name].dtype).max)
             if size > limit:
                 runaway[name] = max(runaway.get(name, 0.), size)
