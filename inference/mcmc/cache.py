@@ -4,7 +4,6 @@
         compiled/<key>/   one compiled step per folder (an "entry"): NUTS's tree step, shared
                           by every model (`shared_compile`), and each model's gradient
                           (`compile`), with ppl-manifest.json (each file's size and sha256)
-        inductor/         Inductor's precompiled C++ headers
 
 Loading an entry runs its code (a shared library, Inductor's Python wrapper, pickles), so
 `compiled_entry` loads nothing that may be damaged or that someone else could have written:
@@ -21,21 +20,11 @@ Loading an entry runs its code (a shared library, Inductor's Python wrapper, pic
   entry, as a load writes lock files); a step it lacks is compiled into a temporary folder
   of this process (removed at exit), with one warning.
 
-Inductor's default cache is under the temporary directory, which a reboot empties; its
-precompiled C++ header (several seconds to build) is kept there whatever
-TORCHINDUCTOR_CACHE_DIR says. Our compiles keep the header in inductor/ above (or in
-TORCHINDUCTOR_CACHE_DIR where a user chose one and it passes the same checks), so that a
-machine set up once (`python -m inference.mcmc.precompile`) stays set up.
-
-A compiled step is one C++ file: the wrapper (its header precompiled by Inductor) and the
-kernels, which include Inductor's vectorization header (`cpp_prefix.h`), parsed anew for
-every model. Our compiles precompile both headers together, which takes a new model's C++
-compile from about 1.9 s to 1.4 s here.
-
-On a CPU with AVX-512 BF16 or VNNI, Inductor also loads a small probe library for each in
-a new Python process, once per process (about 0.5 s). Our compiles trust the CPU's vector
-instructions (`cpp.vec_isa_ok`, `inference.mcmc.compile`): the probes are still built, not
-loaded in a subprocess.
+Inductor keeps its precompiled C++ headers (seconds to build, compiled into every step) in a
+folder of its own under the temporary directory, whatever TORCHINDUCTOR_CACHE_DIR says, and no
+public setting moves them: a reboot empties it, and the next compile builds them again. As
+they are compiled into every step, `inductor_headers_checked` applies the same checks to that
+folder before a compile, and refuses to compile where someone else could write there.
 """
 import atexit
 import contextlib
@@ -47,8 +36,10 @@ import shutil
 import tempfile
 import warnings
 
-__all__ = ["CacheWarning", "cache_root", "inductor_cache_dir", "inductor_cache",
-           "compiled_entry", "MANIFEST"]
+from inference import torch_compat
+
+__all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
+           "inductor_headers_checked", "compiled_entry", "MANIFEST"]
 
 MANIFEST = "ppl-manifest.json"
 # Part of every entry's key: entries of an earlier layout (no manifest) are never loaded.
@@ -59,23 +50,17 @@ class CacheWarning(UserWarning):
     """A cache folder or entry was ignored or rebuilt (the message says why and what to do)."""
 
 
+class CacheError(RuntimeError):
+    """A folder that a compile would use can be written by someone else (the message says
+    which and how to fix it); the step runs eagerly."""
+
+
 def cache_root():
     """$PPL_CACHE_DIR, else ~/.cache/ppl (or $XDG_CACHE_HOME/ppl)."""
     if os.environ.get("PPL_CACHE_DIR"):
         return os.environ["PPL_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "ppl")
-
-
-def inductor_cache_dir():
-    """Inductor's cache for our compiles: $TORCHINDUCTOR_CACHE_DIR where the user chose one,
-    else <cache_root()>/inductor. (Inductor writes its default into the variable at its
-    first use, so a value equal to that default counts as no choice.)"""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir()):
-        return chosen
-    return os.path.join(cache_root(), "inductor")
 
 
 def compiled_entry(key, build, load, announce=None):
@@ -134,25 +119,36 @@ def compiled_entry(key, build, load, announce=None):
     return function, False
 
 
-@contextlib.contextmanager
 def inductor_cache(directory):
-    """Inductor compiles into `directory` within the block, its precompiled headers into
-    `inductor_cache_dir()` where that folder can be written and passes the checks of
-    `compiled_entry` (else where Inductor keeps them: they only save time)."""
-    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
-    persistent = None
-    if _writable(inductor_cache_dir()):
-        persistent = _trusted_folder(inductor_cache_dir(), "precompiled_headers",
-                                     "Inductor cache", "set TORCHINDUCTOR_CACHE_DIR or "
-                                     "PPL_CACHE_DIR to a folder of your own")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_vector_isa_probes_trusted())
-        if persistent is not None:
-            headers = os.path.join(persistent, "precompiled_headers")
-            stack.enter_context(_precompiled_headers_in(headers))
-            stack.enter_context(_kernel_header_precompiled_with_the_wrapper(headers))
-        stack.enter_context(temporary_cache_dir(os.path.abspath(directory)))
+    """A context manager: Inductor keeps its cache in `directory` within the block."""
+    return torch_compat.inductor_cache_in(os.path.abspath(directory))
+
+
+@contextlib.contextmanager
+def inductor_headers_checked():
+    """Within the block Inductor may compile: its precompiled-header folder (see the module
+    docstring) is created by us where it is missing (writable by the user only), checked
+    before (CacheError where another user owns it, or its group or others may write to it
+    or to what it holds), and what Inductor wrote there is made writable by the user only
+    after (a umask may have let the group write)."""
+    folder = torch_compat.inductor_header_dir()
+    root = os.path.dirname(folder)
+    with contextlib.suppress(OSError):  # else Inductor says why when it needs the folder
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    problem = _foreign(folder, root, depth=1)
+    if problem is not None:
+        raise CacheError(f"Inductor's header folder {folder} is not safe to compile with: "
+                         f"{problem}. {_fix(problem, root)}")
+    try:
         yield
+    finally:
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                status = os.stat(path)
+                if status.st_uid == os.getuid() and status.st_mode & 0o022:
+                    os.chmod(path, status.st_mode & ~0o022)
 
 
 def _trusted_folder(folder, below, what, alternative):
@@ -302,78 +298,3 @@ def _warn_once(message):
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, CacheWarning, stacklevel=3)
-
-
-@contextlib.contextmanager
-def _vector_isa_probes_trusted():
-    """Within the block, a vector-instruction probe that Inductor built counts as loadable,
-    without loading it in a subprocess (Inductor asks only for instructions the CPU reports);
-    where a torch version lacks the hook, nothing changes."""
-    from torch._inductor import cpu_vec_isa
-    isa = getattr(cpu_vec_isa, "VecISA", None)
-    if not callable(getattr(isa, "__dict__", {}).get("_probe_load")):
-        yield
-        return
-    original = isa.__dict__["_probe_load"]
-    isa._probe_load = lambda self, path: os.path.isfile(path)
-    try:
-        yield
-    finally:
-        isa._probe_load = original
-
-
-@contextlib.contextmanager
-def _precompiled_headers_in(directory):
-    """Inductor's precompiled headers go to `directory` within the block. Inductor fixes
-    their folder (module globals of torch._inductor.codecache) at import, under the
-    temporary directory; where a torch version lacks them, nothing changes."""
-    from torch._inductor import codecache
-    names = ("_HEADER_DIR", "_HEADER_LOCK_DIR")
-    if not all(isinstance(getattr(codecache, name, None), str) for name in names):
-        yield
-        return
-    saved = [getattr(codecache, name) for name in names]
-    codecache._HEADER_DIR, codecache._HEADER_LOCK_DIR = directory, os.path.join(directory,
-                                                                                "locks")
-    try:
-        yield
-    finally:
-        codecache._HEADER_DIR, codecache._HEADER_LOCK_DIR = saved
-
-
-@contextlib.contextmanager
-def _kernel_header_precompiled_with_the_wrapper(directory):
-    """Within the block, the header Inductor precompiles for a C++-wrapped CPU step also
-    includes the kernels' header (written to `directory`); where a torch version lacks
-    the hook, or the folder cannot be written, nothing changes."""
-    from torch._inductor import codecache
-    wrapper_cache = getattr(codecache, "CppWrapperCodeCache", None)
-    headers = [getattr(codecache, name, None) for name in ("_get_cpp_wrapper_header",
-                                                            "_get_cpp_prefix_header")]
-    if "_get_uncompiled_header" not in getattr(wrapper_cache, "__dict__", {}) or \
-            not all(callable(get) for get in headers):
-        yield
-        return
-    original = wrapper_cache.__dict__["_get_uncompiled_header"]
-
-    def both_headers(cls, device):
-        wrapper, kernels = (get(device) for get in headers)
-        if not device.startswith("cpu") or kernels is None:
-            return original.__func__(cls, device)
-        combined = pathlib.Path(directory, "ppl_cpp_wrapper_and_kernels.h")
-        text = f"#include <{wrapper}>\n#include <{kernels}>\n"
-        try:
-            if not combined.is_file() or combined.read_text() != text:
-                combined.parent.mkdir(parents=True, exist_ok=True)
-                partial = combined.with_name(f"{combined.name}.{os.getpid()}")
-                partial.write_text(text)
-                partial.replace(combined)  # atomic: processes may race
-        except OSError:
-            return original.__func__(cls, device)
-        return str(combined)
-
-    wrapper_cache._get_uncompiled_header = classmethod(both_headers)
-    try:
-        yield
-    finally:
-        wrapper_cache._get_uncompiled_header = original

@@ -28,10 +28,8 @@ What tracing assumes, and how it is checked:
   to the eager function with a warning that says why, so `jit_compile=True`
   is never worse than off, apart from the time spent trying.
 """
-import contextlib
 import functools
 import hashlib
-import logging
 import sys
 import time
 import warnings
@@ -39,7 +37,9 @@ import warnings
 import torch
 from tqdm.auto import tqdm
 
-from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry, inductor_cache
+from inference import torch_compat
+from inference.mcmc.cache import (ENTRY_FORMAT, compiled_entry, inductor_cache,
+                                  inductor_headers_checked)
 
 __all__ = ["CompiledStep", "shifted"]
 
@@ -47,11 +47,17 @@ __all__ = ["CompiledStep", "shifted"]
 # step is called tens of thousands of times with small tensors, so per-call costs
 # matter: the C++ wrapper calls the kernels without Python, input size checks are
 # off (`__call__` makes the inputs contiguous), and the CPU's vector instructions
-# are trusted without a probe build in a subprocess (seconds per process).
+# are trusted without a probe build in a subprocess (seconds per process). (On a CPU
+# with AVX-512 BF16 or VNNI, Inductor still builds and loads a small probe for each,
+# once per process.)
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True}
 
 _READS_VALUES = ("the model reads tensor values in Python (an `if`, float() or .item() on a "
                  "latent), which a trace cannot follow; write it with torch.where instead")
+
+
+class _ReadsValues(Exception):
+    """The traced function reads tensor values in Python (`torch_compat.reads_values`)."""
 
 
 class CompiledStep:
@@ -105,15 +111,19 @@ class CompiledStep:
         tolerance = 1e-3 if args[0].dtype in (torch.float16, torch.bfloat16, torch.float32) \
             else 1e-8
         try:
-            compiled = self._build(args)
+            try:
+                compiled = self._build(args)
+            except RuntimeError as error:  # tell a model that reads values by a fake trace
+                if torch_compat.reads_values(self.traceable, args):
+                    raise _ReadsValues(_READS_VALUES) from error
+                raise
             for point in (args, self.perturb(args)):
                 if not _same(self.fn(*point), tuple(compiled(*point)), tolerance):
                     raise RuntimeError("the compiled function disagrees with the eager one "
                                        "away from the point it was traced at: " + _READS_VALUES)
         except Exception as error:  # anything at all: run eagerly, never fail the run
-            self.reason = f"{type(error).__name__}: {error}".splitlines()[0]
-            if "_local_scalar_dense" in str(error) or "data-dependent" in str(error):
-                self.reason = _READS_VALUES
+            self.reason = str(error) if isinstance(error, _ReadsValues) else \
+                f"{type(error).__name__}: {error}".splitlines()[0]
             warnings.warn(f"jit_compile: could not compile the {self.name} ({self.reason}); "
                           f"running it eagerly", RuntimeWarning, stacklevel=4)
         else:
@@ -139,19 +149,17 @@ class CompiledStep:
 def compile_graph(graph, inputs, dynamic_shapes, folder):
     """Inductor's compilation of the FX `graph`, with its cache in `folder`: (function,
     whether `load_compiled` can load it from there; not all graphs can be saved)."""
-    from torch._inductor import standalone_compile
-    with inductor_cache(folder), _without_c_shim_notices():
-        compiled = standalone_compile(graph, inputs, dynamic_shapes=dynamic_shapes,
-                                      options={"config_patches": INDUCTOR_OPTIONS})
+    with inductor_cache(folder), inductor_headers_checked(), \
+            torch_compat.without_c_shim_notices():
+        compiled = torch_compat.inductor_compile(graph, inputs, dynamic_shapes, INDUCTOR_OPTIONS)
     return compiled, getattr(compiled, "is_saveable", lambda: True)()
 
 
 def load_compiled(folder):
     """The function `compile_graph` compiled into `folder`, under the options it was
     compiled with (no CPU probe in a subprocess)."""
-    from torch._inductor import CompiledArtifact, config
-    with inductor_cache(folder), config.patch(INDUCTOR_OPTIONS):
-        return CompiledArtifact.load(path=folder, format="unpacked")
+    with inductor_cache(folder):
+        return torch_compat.inductor_load(folder, INDUCTOR_OPTIONS)
 
 
 def graph_key(graph, args):
@@ -159,7 +167,7 @@ def graph_key(graph, args):
     graph's code and constants, the inputs' dtypes, shapes and strides, the torch version,
     the CPU's vector instructions and the compile options)."""
     key = hashlib.sha256()
-    parts = [ENTRY_FORMAT, graph.code, torch.__version__, torch.backends.cpu.get_cpu_capability(),
+    parts = [ENTRY_FORMAT, graph.code, torch.version.__version__, torch.backends.cpu.get_cpu_capability(),
              repr(sorted(INDUCTOR_OPTIONS.items()))]
     parts += [f"{a.dtype} {tuple(a.shape)} {a.stride()} {a.device}" for a in args]
     key.update("\n".join(parts).encode())
@@ -172,24 +180,6 @@ def graph_key(graph, args):
             key.update(f"\n{node.target} {value.dtype} {tuple(value.shape)}\n".encode())
             key.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return key.hexdigest()[:32]
-
-
-@contextlib.contextmanager
-def _without_c_shim_notices():
-    """Inductor logs "<op> is missing a c-shim implementation, using proxy executor as
-    fallback" for each ATen op of a C++-wrapped step that its C++ API does not cover (e.g.
-    a Cholesky factorization in the dense-metric tree step). The op still runs, through
-    the dispatcher; the notice is about Inductor's own coverage and tells a user nothing
-    to do, so our compiles drop it (that message only, only while compiling)."""
-    logger = logging.getLogger("torch._inductor.ir")
-
-    def keep(record):
-        return "missing a c-shim implementation" not in record.getMessage()
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
 
 
 def _same(eager, compiled, rtol):

@@ -40,6 +40,7 @@ import warnings
 
 import torch
 
+from inference import torch_compat
 from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry
 from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep, compile_graph, load_compiled
 
@@ -102,26 +103,22 @@ class SharedCompiledStep(CompiledStep):
         dtypes = ",".join(str(a.dtype) for a in args)
         fixed = ",".join(str([size if role is None else role for size, role in
                               zip(a.shape, roles)]) for a, roles in zip(args, self.layout))
-        parts = (ENTRY_FORMAT, self.key, dtypes, fixed, args[0].device.type, torch.__version__,
+        parts = (ENTRY_FORMAT, self.key, dtypes, fixed, args[0].device.type,
+                 torch.version.__version__,
                  torch.backends.cpu.get_cpu_capability(), repr(sorted(INDUCTOR_OPTIONS.items())),
                  repr(sorted(CANONICAL.items())), sources.hexdigest())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def _canonical_fakes(args, layout):
-    """Fake tensors shaped like `args` with the `n` / `D` axes symbolic at canonical sizes."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv,
-                                                       StatelessSymbolicContext)
-    mode = FakeTensorMode(shape_env=ShapeEnv())
-    fakes = []
+    """Fake tensors shaped like `args` with the axes `layout` names symbolic, at canonical
+    sizes (axes with the same name are one symbol)."""
+    examples = []
     for arg, roles in zip(args, layout):
         if len(roles) != arg.dim():
             raise ValueError(f"layout {roles} does not fit an argument of shape "
                              f"{tuple(arg.shape)}")
         shape = [size if role is None else CANONICAL[role] for size, role in zip(arg.shape, roles)]
-        example = torch.empty(shape, dtype=arg.dtype, device=arg.device)
-        dims = [DimDynamic.STATIC if role is None else DimDynamic.DUCK for role in roles]
-        fakes.append(mode.from_tensor(example,
-                                      symbolic_context=StatelessSymbolicContext(dims)))
-    return fakes
+        examples.append(torch.empty(shape, dtype=arg.dtype, device=arg.device))
+    return torch_compat.symbolic_fakes(examples, [[role is not None for role in roles]
+                                                  for roles in layout])

@@ -11,9 +11,10 @@ import warnings
 
 import pytest
 import torch
-from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from inference.mcmc.cache import CacheWarning, cache_root, inductor_cache, inductor_cache_dir
+from inference import torch_compat
+from inference.mcmc.cache import (CacheError, CacheWarning, cache_root, inductor_cache,
+                                  inductor_headers_checked)
 from inference.mcmc.compile import CompiledStep, shifted
 from inference.mcmc.shared_compile import SharedCompiledStep
 from tests.inference.test_compile import needs_compiler
@@ -31,31 +32,11 @@ def test_the_cache_root_is_ppl_cache_dir_else_the_users_cache(monkeypatch, tmp_p
     assert cache_root() == str(tmp_path / "xdg" / "ppl")
 
 
-def test_inductor_cache_dir_keeps_a_users_choice_only(monkeypatch, tmp_path):
-    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "ppl"))
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    assert inductor_cache_dir() == str(tmp_path / "ppl" / "inductor")
-    # what Inductor writes into the variable at its first use is not a choice
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
-    assert inductor_cache_dir() == str(tmp_path / "ppl" / "inductor")
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
-    assert inductor_cache_dir() == str(tmp_path / "mine")
-
-
 def test_inductor_cache_switches_inductor_within_the_block_only(monkeypatch, tmp_path):
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     with inductor_cache(tmp_path / "building"):
-        assert cache_dir() == str(tmp_path / "building")
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "building")
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("PPL_CACHE_DIR", str(blocker))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # headers where Inductor keeps them, quietly
-        with inductor_cache(tmp_path / "building"):
-            assert cache_dir() == str(tmp_path / "building")
 
 
 @needs_compiler
@@ -67,20 +48,14 @@ def test_a_compiled_step_fills_the_cache_under_ppl_cache_dir(monkeypatch, tmp_pa
         return (torch.sin(x).sum(-1) * 3.25 + 0.125,)
     compiled = CompiledStep(step, step, shifted(0))
     x = torch.randn(5, 3, dtype=torch.float64)
-    try:
-        torch.testing.assert_close(compiled(x)[0], step(x)[0])
-        assert compiled.is_compiled, compiled.reason
-        (entry,) = (tmp_path / "compiled").iterdir()
-        assert any(entry.rglob("*.so")) and (entry / "ppl-manifest.json").is_file()
-        headers = tmp_path / "inductor" / "precompiled_headers"
-        assert any(headers.glob("*.gch"))  # the precompiled header
-        # ... of the wrapper's and the kernels' headers together, so neither is parsed per model
-        combined = headers / "ppl_cpp_wrapper_and_kernels.h"
-        assert "cpp_prefix.h" in combined.read_text()
-        precompiled = [p for p in headers.glob("*.h") if p.with_suffix(".h.gch").exists()]
-        assert [p.read_text() for p in precompiled] == [f"#include <{combined}>\n"]
-    finally:
-        shutil.rmtree(tmp_path / "inductor")  # the header is 180 MB: not kept for pytest
+    torch.testing.assert_close(compiled(x)[0], step(x)[0])
+    assert compiled.is_compiled, compiled.reason
+    (entry,) = (tmp_path / "compiled").iterdir()
+    assert any(entry.rglob("*.so")) and (entry / "ppl-manifest.json").is_file()
+    # the precompiled header stays in Inductor's own folder, written by the user only
+    headers = pathlib.Path(torch_compat.inductor_header_dir())
+    assert any(headers.glob("*.gch"))
+    assert not any(path.stat().st_mode & 0o022 for path in headers.iterdir())
 
 
 # A child process that runs (compiles or loads) tiny compiled steps and prints each one's
@@ -275,18 +250,36 @@ def test_the_test_suite_uses_the_users_cache_and_makes_no_temporary_folder(tmp_p
     assert not any((tmp_path / "tmp").iterdir())
 
 
-def test_inductors_header_folder_is_checked_before_it_is_used(monkeypatch, tmp_path):
-    """A precompiled header is compiled into every step: Inductor is not pointed at a
-    TORCHINDUCTOR_CACHE_DIR that others can write to."""
-    from torch._inductor import codecache
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o777)
+def test_inductors_header_folder_is_checked_before_a_compile(empty_cache, monkeypatch, tmp_path):
+    """A precompiled header is compiled into every step: no compile where others can write
+    to Inductor's header folder; it runs eagerly, with a warning saying how to fix it."""
+    shared = tmp_path / "torchinductor" / "precompiled_headers"
+    shared.mkdir(parents=True)
     shared.chmod(0o777)
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(shared))
-    with pytest.warns(CacheWarning, match=f"Inductor cache {shared} ignored: {shared} can be "
-                                          f"written by its group or by others.*chmod -R go-w"):
-        with inductor_cache(tmp_path / "building"):
-            assert not codecache._HEADER_DIR.startswith(str(shared))
+    monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(shared))
+    with pytest.raises(CacheError, match=f"{shared} can be written by its group or by others.*"
+                                         f"chmod -R go-w"):
+        with inductor_headers_checked():
+            pass
+
+    def step(x):
+        return (torch.cos(x).sum(-1) * 1.75,)
+    compiled = CompiledStep(step, step, shifted(0))
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="CacheError: Inductor's header folder"):
+        torch.testing.assert_close(compiled(x)[0], step(x)[0])
+    assert not compiled.is_compiled
     shared.chmod(0o755)
-    with inductor_cache(tmp_path / "building"):
-        assert codecache._HEADER_DIR == str(shared / "precompiled_headers")
+    (shared / "header.h.gch").write_text("")
+    (shared / "header.h.gch").chmod(0o664)  # as a umask of 002 leaves what Inductor writes
+    with inductor_headers_checked():
+        pass
+    assert (shared / "header.h.gch").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_missing_header_folder_is_made_for_the_user_only(monkeypatch, tmp_path):
+    folder = tmp_path / "torchinductor" / "precompiled_headers"
+    monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(folder))
+    with inductor_headers_checked():
+        assert folder.parent.stat().st_mode & 0o777 == 0o700
+        assert folder.stat().st_mode & 0o777 == 0o700
