@@ -1,6 +1,5 @@
 """Shared test set-up: a headless matplotlib, a fixed seed per test, the data folder, the
 compiled-step cache."""
-import os
 
 import matplotlib
 import pytest
@@ -22,9 +21,7 @@ torch.set_num_threads(1)
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch):
     """An empty PPL_CACHE_DIR (returned) for this test. Inductor's precompiled C++ header
-    (about 180 MB, seconds to build) stays in the user's cache, shared by every test."""
-    from inference.mcmc.cache import inductor_cache_dir
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(inductor_cache_dir()))
+    (about 180 MB, seconds to build) stays in Inductor's own folder, shared by every test."""
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "ppl"))
     return tmp_path / "ppl"
 
