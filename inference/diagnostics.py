@@ -77,26 +77,33 @@ def _split_chains(x, out=None):
     return out
 
 
-_CHUNK = 1 << 16  # values ranked at a time by `_z_scale`
+_CHUNK = 1 << 15  # values ranked at a time by `_z_scale`
 
 
 def _z_scale(x):
     """Rank-normalize float64 `x` (any shape) in place and return it: normal quantiles
     (Blom) of the fractional ranks 1..n of all its values, ties given their average
     rank (as scipy's rankdata 'average'). Ranks come from binary search in one sorted
-    copy, chunk by chunk, so that copy is the only full-size buffer."""
+    copy, chunk by chunk (each chunk's values searched in order, which is fast), so
+    that copy is the only full-size buffer."""
     flat = x.reshape(-1)
     ordered = np.sort(flat)
     size = len(ordered)
     for start in range(0, size, _CHUNK):
         part = flat[start:start + _CHUNK]
-        # equal values sit at sorted positions [left, right): mean rank (left + 1 + right) / 2
-        ranks = np.searchsorted(ordered, part, "left") + 1.
-        ranks += np.searchsorted(ordered, part, "right")
-        ranks /= 2.
+        order = np.argsort(part)
+        values = part[order]
+        left = np.searchsorted(ordered, values, "left")
+        ranks = left + 1.
+        # a value equal to its sorted successor is tied: equal values sit at sorted
+        # positions [left, right) and share the mean rank (left + 1 + right) / 2
+        tied = np.flatnonzero(ordered[np.minimum(left + 1, size - 1)] == values)
+        tied = tied[left[tied] + 1 < size]
+        if len(tied):
+            ranks[tied] = (left[tied] + 1. + np.searchsorted(ordered, values[tied], "right")) / 2.
         ranks -= 0.375
         ranks /= size + 0.25
-        part[:] = scipy.special.ndtri(ranks, out=ranks)
+        part[order] = scipy.special.ndtri(ranks, out=ranks)
     return x
 
 
@@ -187,8 +194,8 @@ def split_rhat(x):
         if draws.shape[0] < 1 or _unusable(draws):
             return np.nan
         split = _split_chains(draws)
-        median = np.median(split)
-        bulk = _rhat_2d(_z_scale(split))
+        median = np.median(split, overwrite_input=True)
+        bulk = _rhat_2d(_z_scale(_split_chains(draws, out=split)))  # refilled
         folded = _split_chains(draws, out=split)  # the same buffer, refilled
         folded -= median
         np.abs(folded, out=folded)

@@ -1,4 +1,8 @@
-"""MCMC diagnostics against ArviZ on the same draws, and against known autocorrelations."""
+"""MCMC diagnostics against ArviZ on the same draws, against known autocorrelations, and
+the memory they take on long runs."""
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -87,3 +91,38 @@ def test_degenerate_inputs():
     assert np.isnan(diagnostics.ess_bulk(np.zeros((2, 3))))
     with pytest.raises(ValueError, match="chain, draw"):
         diagnostics.ess_bulk(np.float64(1.))
+
+
+# Peak extra resident memory of split_rhat + ess_bulk (what `inference.mcmc.run` checks after
+# sampling) on 8 quantities of 4 x 100k float32 draws, in units of one quantity's float32 bytes.
+# A fresh process that loads only the diagnostics module; VmHWM is Linux's resident high-water
+# mark, reset by writing 5 to clear_refs; malloc returns freed blocks above 64 KiB at once.
+_PEAK_SCRIPT = r"""
+import importlib.util, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("diagnostics", sys.argv[1])
+diagnostics = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(diagnostics)
+
+def kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+x = np.random.default_rng(0).standard_normal((4, 100_000, 8), dtype=np.float32)
+diagnostics.split_rhat(x[:, :100]), diagnostics.ess_bulk(x[:, :100])  # imports, caches
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = kb("VmRSS")
+diagnostics.split_rhat(x), diagnostics.ess_bulk(x)
+print((kb("VmHWM") - base) * 1024 / x[:, :, 0].nbytes)
+"""
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux procfs")
+def test_checking_a_long_run_holds_a_few_copies_of_one_quantity():
+    # one quantity at a time, ranked against one sorted float64 copy: about 5 float32-sized
+    # copies of one quantity; a float64 copy of all 8 quantities alone would be 16
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, diagnostics.__file__], env=env,
+                         capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 8.
