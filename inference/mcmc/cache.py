@@ -78,9 +78,9 @@ def compiled_entry(key, build, load, announce=None):
     compiled = None if root is None else os.path.join(root, "compiled")
     entry = None if compiled is None else os.path.join(compiled, key)
     if entry is not None and os.path.lexists(entry):
-        problem = _foreign(entry, root)
-        if problem is not None:
-            _warn_once(f"compiled step {entry} ignored: {problem}; {_fix(problem, root)}")
+        found = _foreign(entry, root)
+        if found is not None:
+            _warn_once(f"compiled step {entry} ignored: {found[0]}; {found[1]}")
             entry = None
         else:
             try:  # a load writes lock files: a read-only entry is loaded from a copy
@@ -136,10 +136,10 @@ def inductor_headers_checked():
     with contextlib.suppress(OSError):  # else Inductor says why when it needs the folder
         os.makedirs(root, mode=0o700, exist_ok=True)
         os.makedirs(folder, mode=0o700, exist_ok=True)
-    problem = _foreign(folder, root, depth=1)
-    if problem is not None:
+    found = _foreign(folder, root, depth=1)
+    if found is not None:
         raise CacheError(f"Inductor's header folder {folder} is not safe to compile with: "
-                         f"{problem}. {_fix(problem, root)}")
+                         f"{found[0]}. {found[1]}")
     try:
         yield
     finally:
@@ -161,10 +161,10 @@ def _trusted_folder(folder, below, what, alternative):
     except OSError as error:
         _warn_once(f"{what} {folder} cannot be created ({error}); {alternative}")
         return None
-    problem = _foreign(os.path.join(folder, below), folder, depth=1)
-    if problem is not None:
-        _warn_once(f"{what} {folder} ignored: {problem}; anyone who can write there could "
-                   f"run code in this process. {_fix(problem, folder)}, or {alternative}")
+    found = _foreign(os.path.join(folder, below), folder, depth=1)
+    if found is not None:
+        _warn_once(f"{what} {folder} ignored: {found[0]}; anyone who can write there could "
+                   f"run code in this process. {found[1]}, or {alternative}")
         return None
     return folder
 
@@ -173,7 +173,7 @@ def _foreign(path, root, depth=None):
     """Why someone other than the user could have written `path` (below `root`, or `root`
     itself): the first folder or file from `root` down to `path`, and under `path` (`depth`
     levels down, default all), that belongs to another user or that its group or others may
-    write to; None if none."""
+    write to, and how to fix it (under `root`): (problem, fix), or None if none."""
     if not hasattr(os, "getuid"):  # no owners to check (Windows)
         return None
     chain = [root]
@@ -190,17 +190,12 @@ def _foreign(path, root, depth=None):
         except OSError:  # vanished meanwhile (a concurrent rename): nothing to load there
             continue
         if status.st_uid != os.getuid():
-            return f"{item} belongs to user id {status.st_uid}, not to you ({os.getuid()})"
+            return (f"{item} belongs to user id {status.st_uid}, not to you ({os.getuid()})",
+                    f"Fix: `chown -R $USER {root}` (or remove it)")
         if status.st_mode & 0o022:
-            return f"{item} can be written by its group or by others"
+            return f"{item} can be written by its group or by others", \
+                f"Fix: `chmod -R go-w {root}`"
     return None
-
-
-def _fix(problem, root):
-    """How to fix what `_foreign` found."""
-    if "belongs to user id" in problem:
-        return f"Fix: `chown -R $USER {root}` (or remove it)"
-    return f"Fix: `chmod -R go-w {root}`"
 
 
 def _damage(entry):

@@ -167,8 +167,8 @@ def graph_key(graph, args):
     graph's code and constants, the inputs' dtypes, shapes and strides, the torch version,
     the CPU's vector instructions and the compile options)."""
     key = hashlib.sha256()
-    parts = [ENTRY_FORMAT, graph.code, torch.version.__version__, torch.backends.cpu.get_cpu_capability(),
-             repr(sorted(INDUCTOR_OPTIONS.items()))]
+    parts = [ENTRY_FORMAT, graph.code, torch.version.__version__,
+             torch.backends.cpu.get_cpu_capability(), repr(sorted(INDUCTOR_OPTIONS.items()))]
     parts += [f"{a.dtype} {tuple(a.shape)} {a.stride()} {a.device}" for a in args]
     key.update("\n".join(parts).encode())
     for node in graph.graph.nodes:

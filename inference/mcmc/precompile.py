@@ -10,7 +10,9 @@ $PPL_CACHE_DIR). The first compiled run on a machine also pays the tree step
 and Inductor's own machine-wide builds (its CPU probes and precompiled
 header): about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
 against a few seconds for a new model afterwards. Run this once at setup (a
-Docker image, a CI install step) so that no sampling run pays it.
+Docker image, a CI install step) so that no sampling run pays it. Inductor
+keeps its precompiled header under the temporary directory, which a reboot
+empties: the first compile after one builds it again (a few seconds).
 
 It runs a few compiled NUTS iterations on a small standard normal for each
 dtype and metric, which builds (or loads, if already built) the tree step

@@ -179,8 +179,8 @@ def _step_fn(x):
 def test_no_error_deletes_a_valid_entry(empty_cache, monkeypatch):
     """A load that fails for another reason than damage (here: a full disk) keeps the entry,
     which the next process can load; the step is compiled for this process only."""
-    monkeypatch.setattr(torch._inductor, "standalone_compile",  # Inductor is tested elsewhere
-                        lambda graph, example_inputs, **kwargs: graph)
+    monkeypatch.setattr(torch_compat, "inductor_compile",  # Inductor is tested elsewhere
+                        lambda graph, inputs, dynamic_shapes, options: graph)
 
     def shared():
         return SharedCompiledStep(_step_fn, key="test sin", layout=(("n", None),),
@@ -193,7 +193,7 @@ def test_no_error_deletes_a_valid_entry(empty_cache, monkeypatch):
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(torch._inductor.CompiledArtifact, "load", full_disk)
+    monkeypatch.setattr(torch_compat, "inductor_load", full_disk)
     later = shared()
     with pytest.warns(CacheWarning, match="could not be loaded .*No space left"):
         torch.testing.assert_close(later(x)[0], _step_fn(x)[0])

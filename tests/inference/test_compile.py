@@ -6,6 +6,7 @@ import torch
 
 import inference
 import ppl
+from inference import torch_compat
 from inference.mcmc import Potential, hmc_kernel, identity_metric, init_state, nuts_kernel
 from inference.mcmc.compile import CompiledStep, shifted
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases
@@ -91,7 +92,7 @@ def test_compiled_step_gives_the_eager_transitions(name):
 def test_failed_compilation_warns_and_runs_eagerly(monkeypatch):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C++ compiler found")
-    monkeypatch.setattr(torch._inductor, "standalone_compile", no_compiler)
+    monkeypatch.setattr(torch_compat, "inductor_compile", no_compiler)
     potential, state, metric, step_size = _setup()
     kernel = inference.NUTS(max_tree_depth=5, jit_compile=True)
     eager = _run(lambda s: nuts_kernel(s, potential, step_size, metric, 5), state, n=2)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import inference
+from inference import torch_compat
 from inference.mcmc.precompile import main, precompile
 from inference.mcmc.shared_compile import FirstCompileWarning
 from tests.inference.test_compile import needs_compiler
@@ -47,8 +48,8 @@ def test_a_run_that_builds_the_tree_step_names_the_command_for_its_dtype_and_met
         empty_cache, monkeypatch):
     """Where the build step was skipped (an empty cache), the run's warning gives the exact
     command that would have built this step: its dtype and metric."""
-    monkeypatch.setattr(torch._inductor, "standalone_compile",  # Inductor is tested elsewhere
-                        lambda graph, example_inputs, **kwargs: graph)
+    monkeypatch.setattr(torch_compat, "inductor_compile",  # Inductor is tested elsewhere
+                        lambda graph, inputs, dynamic_shapes, options: graph)
     kernel = inference.NUTS(jit_compile=True, adapt_mass="dense")
     with pytest.warns(FirstCompileWarning, match="NUTS tree step \\(float64\\).*"
                       "`python -m inference.mcmc.precompile --dtype float64 --metric dense`"):
