@@ -270,10 +270,9 @@ def test_inductors_header_folder_is_checked_before_a_compile(empty_cache, monkey
         torch.testing.assert_close(compiled(x)[0], step(x)[0])
     assert not compiled.is_compiled
     shared.chmod(0o755)
-    (shared / "header.h.gch").write_text("")
-    (shared / "header.h.gch").chmod(0o664)  # as a umask of 002 leaves what Inductor writes
-    with inductor_headers_checked():
-        pass
+    with inductor_headers_checked():  # what Inductor writes, as a umask of 002 leaves it
+        (shared / "header.h.gch").write_text("")
+        (shared / "header.h.gch").chmod(0o664)
     assert (shared / "header.h.gch").stat().st_mode & 0o777 == 0o644
 
 
