@@ -81,7 +81,7 @@ _CHUNK = 1 << 15  # values ranked at a time by `_z_scale`
 
 
 def _z_scale(x):
-    """Rank-normalize float64 `x` (any shape) in place and return it: normal quantiles
+    """Rank-normalize contiguous float64 `x` in place and return it: normal quantiles
     (Blom) of the fractional ranks 1..n of all its values, ties given their average
     rank (as scipy's rankdata 'average'). Ranks come from binary search in one sorted
     copy, chunk by chunk (each chunk's values searched in order, which is fast), so
