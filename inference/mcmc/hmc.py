@@ -58,7 +58,7 @@ def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_erro
     if step_fn is None:
         step_fn = functools.partial(hmc_step, potential, type(metric).velocity_from)
     n_chains = state.position.shape[0]
-    momentum = metric.sample_momentum()
+    momentum = init_momentum = metric.sample_momentum()
     orig_energy = -state.log_prob + metric.kinetic_energy(momentum)
     per_chain = isinstance(n_leapfrogs, torch.Tensor)
     n_max = int(n_leapfrogs.max()) if per_chain else int(n_leapfrogs)
@@ -87,7 +87,7 @@ def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_erro
     info = TransitionInfo(accept_prob=accept_prob, is_accepted=accepted, diverging=diverging,
                           energy=torch.where(accepted, energy, orig_energy),
                           orig_energy=orig_energy, n_steps=steps,
-                          tree_depth=torch.zeros_like(steps))
+                          tree_depth=torch.zeros_like(steps), init_momentum=init_momentum)
     return new_state, info
 
 

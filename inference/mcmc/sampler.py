@@ -30,13 +30,16 @@ class HMCInfo:
     """What one `.sample()` call did, per chain (tensors of the chain shape).
 
     ZhuSuan's fields: samples, acceptance_rate, updated_step_size,
-    orig_hamiltonian, hamiltonian, orig_log_prob, log_prob (the model's log
-    joint before and after); plus diverging, n_steps and tree_depth.
+    init_momentum (name -> the momentum the transition started from, in the
+    unconstrained space, chain axes first; None for NUTS), orig_hamiltonian,
+    hamiltonian, orig_log_prob, log_prob (the model's log joint before and
+    after); plus diverging, n_steps and tree_depth.
     """
 
     samples: dict
     acceptance_rate: torch.Tensor
     updated_step_size: torch.Tensor
+    init_momentum: dict
     orig_hamiltonian: torch.Tensor
     hamiltonian: torch.Tensor
     orig_log_prob: torch.Tensor
@@ -255,6 +258,8 @@ class _OnlineChains:
             samples=samples,
             acceptance_rate=info.accept_prob.reshape(shape),
             updated_step_size=self.step_size.reshape(shape),
+            init_momentum=None if info.init_momentum is None else p.space.split(
+                info.init_momentum.reshape(shape + (p.dim,))),
             orig_hamiltonian=info.orig_energy.reshape(shape),
             hamiltonian=info.energy.reshape(shape),
             orig_log_prob=self._model_log_prob(x, state.log_prob).reshape(shape),

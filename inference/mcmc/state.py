@@ -41,6 +41,8 @@ class TransitionInfo:
     energy: the Hamiltonian at the new point (for E-BFMI).
     n_steps: leapfrog steps taken; tree_depth: NUTS doublings (0 for HMC).
     orig_energy: the Hamiltonian at the start of the transition.
+    init_momentum: the momentum the transition started from [n_chains, D] (HMC;
+        None for NUTS, which draws it inside its tree step).
     """
 
     accept_prob: torch.Tensor
@@ -50,6 +52,7 @@ class TransitionInfo:
     orig_energy: torch.Tensor
     n_steps: torch.Tensor
     tree_depth: torch.Tensor
+    init_momentum: torch.Tensor = None
 
 
 def init_state(potential, position):

@@ -160,6 +160,13 @@ class LatentSpace:
                 log_det = log_det + ladj.reshape(lead + (-1,)).sum(-1)
         return (values, log_det) if with_log_det else values
 
+    def split(self, x):
+        """Flat `x` [..., D] -> dict name -> its part in the unconstrained space
+        [..., *unconstrained shape] (e.g. a momentum, which has no constrained value)."""
+        lead = x.shape[:-1]
+        return {k: x[..., self.slices[k]].reshape(lead + self.unconstrained_shapes[k])
+                for k in self.names}
+
     def unconstrain(self, values):
         """dict name -> constrained value [..., *shape] -> flat `x` [..., D]."""
         parts = []

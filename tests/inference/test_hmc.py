@@ -126,9 +126,24 @@ def test_zhusuan_style_loop_updates_the_latent_tensor_in_place():
         if it >= 200:
             draws.append(info.samples[latent])
     assert_moments(torch.stack(draws, 1), mean, second, name="in-place HMC")
-    for field in ("samples", "acceptance_rate", "updated_step_size", "orig_hamiltonian",
-                  "hamiltonian", "orig_log_prob", "log_prob"):
+    for field in ("samples", "acceptance_rate", "updated_step_size", "init_momentum",
+                  "orig_hamiltonian", "hamiltonian", "orig_log_prob", "log_prob"):
         assert hasattr(info, field)
+
+
+def test_init_momentum_is_zhusuans_and_gives_the_original_hamiltonian():
+    """info.init_momentum: name -> the momentum each chain started from (ZhuSuan's field);
+    with the identity metric, orig_hamiltonian = -log p(x) + |p|^2 / 2 exactly."""
+    _, model, observed, latent, _, _ = CONJUGATE[2]
+    hmc = inference.HMC(step_size=0.1, n_leapfrogs=3)
+    x = torch.randn(5, 3)
+    _, info = hmc.sample(model, observed, {latent: x.clone()})
+    (name, momentum), = info.init_momentum.items()
+    assert name == latent and momentum.shape == (5, 3)
+    kinetic = 0.5 * momentum.pow(2).sum(-1)
+    torch.testing.assert_close(info.orig_hamiltonian, -info.orig_log_prob + kinetic)
+    _, nuts_info = inference.NUTS().sample(model, observed, {latent: x.clone()})
+    assert nuts_info.init_momentum is None
 
 
 def test_returned_samples_and_non_leaf_latents_are_not_overwritten():
