@@ -36,7 +36,9 @@ def test_inductor_cache_switches_inductor_within_the_block_only(monkeypatch, tmp
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     with inductor_cache(tmp_path / "building"):
         assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "building")
-    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    # Afterwards Inductor's own choice again: absent, or its default folder (importing
+    # Inductor's utilities for the first time sets the variable to that default).
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR") != str(tmp_path / "building")
 
 
 @needs_compiler
