@@ -14,7 +14,7 @@
 Every model takes `--data --epochs --seed --out DIR --checkpoint FILE
 --n-samples N --train-size N --test-size N` (plus `--threads` and
 `--no-progress`) and writes `DIR/metrics.json`: metric name -> number, plus a
-`budget` entry (epochs, wall seconds, device, torch threads). Metric names:
+`budget` entry (epochs, wall and CPU seconds, device, torch threads). Metric names:
 `test_loglik_nats` (mean per example, negative), `test_elbo_nats`,
 `test_error` (fraction), `test_bits_per_dim`, `test_rmse`, `test_loglik`.
 """
@@ -98,12 +98,15 @@ class Budget:
 
     def __init__(self):
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
     def seconds(self):
         return time.perf_counter() - self.started
 
     def as_dict(self, epochs, device="cpu", **extra):
+        """Epochs, wall and CPU seconds (CPU time is the budget on a shared machine)."""
         return {"epochs": epochs, "wall_seconds": round(self.seconds(), 2),
+                "cpu_seconds": round(time.process_time() - self.cpu_started, 2),
                 "device": str(device), "torch_threads": torch.get_num_threads(), **extra}
 
 
