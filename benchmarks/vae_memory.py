@@ -8,9 +8,9 @@ memory (RSS) growing with the step count. Each implementation runs in a
 fresh process (so their memory does not mix) and records its RSS, read from
 /proc/self/statm (psutil elsewhere), every 50 steps:
 
-- ours: `models.vae` templates and `inference.elbo(...).sgvb()` trained by
+- ours: `models.latent.vae` templates and `inference.elbo(...).sgvb()` trained by
   `inference.Trainer.fit`; ours, traced: the same with `trace=True` (the
-  path `python -m models.vae` takes: recorded steps, replayed);
+  path `python -m models.latent.vae` takes: recorded steps, replayed);
 - baseline: the same network hand-written in PyTorch (`PlainVAE`), plain
   Adam loop.
 
@@ -63,7 +63,7 @@ def rss_bytes(collect=False):
 def worker(kind, n_steps, threads, collect):
     """Train `kind` (one of KINDS) for `n_steps`; returns [(step, rss bytes)], seconds."""
     import inference
-    from models import vae
+    from models.latent import vae
     from models.data import BinarizedBatches, load_binary_images
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ ZhuSuan's VAE (784-500-500, z=40, Bernoulli pixels, Adam 1e-3, batches of
 128) on dynamically binarized MNIST (60,000 training images binarized afresh
 each epoch; the test images binarized once, seed 1234), trained twice:
 
-- ours: `models.vae` templates, `inference.elbo(...).sgvb()`, `inference.Trainer`;
+- ours: `models.latent.vae` templates, `inference.elbo(...).sgvb()`, `inference.Trainer`;
 - baseline: the same network hand-written in PyTorch (`PlainVAE` of
   `benchmarks.vae_step`) with a plain Adam loop.
 
@@ -40,8 +40,9 @@ import torch
 import inference
 from benchmarks._report import is_quick, write_report
 from benchmarks.vae_step import PlainVAE
-from models import experiment, iwae, vae
+from models import experiment
 from models.data import BinarizedBatches, iterate_batches, load_binary_images
+from models.latent import iwae, vae
 
 NAME = "vae_mnist"
 RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"

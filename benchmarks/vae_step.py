@@ -7,7 +7,7 @@
 One training step = forward (guide, one reparameterized sample, model, the
 ELBO), backward, and an Adam update, on the same binarized batch, for:
 
-- ours: ZhuSuan's VAE written with `ppl` templates (`models.vae.build_gen` /
+- ours: ZhuSuan's VAE written with `ppl` templates (`models.latent.vae.build_gen` /
   `build_q_net`), `inference.elbo(...).sgvb()`, a torch Adam step;
 - ours + Trainer: the same step through `inference.Trainer.step` (adds its
   NaN guard on the cost and the gradients);
@@ -44,7 +44,7 @@ from torch import nn
 
 import inference
 from benchmarks._report import is_quick, write_report
-from models import vae
+from models.latent import vae
 from models.data import load_binary_images
 
 NAME = "vae_step"
@@ -57,7 +57,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 class PlainVAE(nn.Module):
-    """The VAE of `models.vae` hand-written in PyTorch (the baseline)."""
+    """The VAE of `models.latent.vae` hand-written in PyTorch (the baseline)."""
 
     def __init__(self, x_dim, z_dim, hidden):
         super().__init__()

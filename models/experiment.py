@@ -1,6 +1,6 @@
 """What the runnable image models share: evaluation, pictures, the command line.
 
-The models (`models.vae`, `models.iwae`, `models.bernoulli_vae`) follow
+The models of `models.latent` (`vae`, `iwae`, `bernoulli_vae`, ...) follow
 ZhuSuan's calling convention, so one evaluation fits all of them:
 
 - `gen(x_dim, z_dim, n, n_particles)` -> a `MetaBayesianNet` whose latent
@@ -30,9 +30,9 @@ __all__ = ["is_loglikelihood", "mean_over_batches", "sample_images", "reconstruc
            "save_image_grid", "common_parser", "quick_mode", "run", "main"]
 
 RUNNABLE = {
-    "models.vae": "ZhuSuan's VAE, trained by the ELBO (SGVB)",
-    "models.iwae": "the same VAE trained by the importance weighted bound",
-    "models.bernoulli_vae": "a VAE with binary latent units, by REINFORCE (NVIL) or VIMCO",
+    "models.latent.vae": "ZhuSuan's VAE, trained by the ELBO (SGVB)",
+    "models.latent.iwae": "the same VAE trained by the importance weighted bound",
+    "models.latent.bernoulli_vae": "a VAE with binary latent units, by NVIL or VIMCO",
     "models.bnn_uci": "a Bayesian neural net on the UCI regression sets, SGHMC within Gibbs",
     "models.demo": "the eight-schools model: prior draws, log_joint, log p(y), its graph",
 }
@@ -127,7 +127,8 @@ def common_parser(name, description, digits_defaults, mnist_defaults, quick_epoc
     hidden used when the flag is not given (MNIST's for both MNIST forms);
     `quick_epochs` replaces the epochs under CI=true.
     """
-    parser = argparse.ArgumentParser(prog=f"python -m models.{name}", description=description)
+    parser = argparse.ArgumentParser(prog=f"python -m models.latent.{name}",
+                                     description=description)
     def show(key):
         text = [",".join(map(str, v)) if isinstance(v, tuple) else str(v)
                 for v in (digits_defaults[key], mnist_defaults[key])]
@@ -306,12 +307,12 @@ def _interleave_rows(originals, reconstructions, columns=10):
 
 def main(argv=None):
     """`python -m models.experiment`: this module is a library; list what to run instead."""
-    listing = "\n".join(f"  python -m {module:<22} {what}" for module, what in RUNNABLE.items())
+    listing = "\n".join(f"  python -m {module:<28} {what}" for module, what in RUNNABLE.items())
     parser = argparse.ArgumentParser(
         prog="python -m models.experiment", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The shared code of the image models (evaluation, pictures, the command\n"
                     "line); it trains nothing itself. The runnable models:\n\n" + listing,
-        epilog="Each takes --help; models.vae, models.iwae and models.bernoulli_vae share "
+        epilog="Each takes --help; the models.latent models share "
                "their options (--data, --epochs, --checkpoint, ...).")
     parser.parse_args(argv)
     parser.print_help()

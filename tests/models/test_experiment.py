@@ -9,7 +9,8 @@ import pytest
 
 from inference import checkpoint
 from inference.checkpoint import CheckpointInUseError, CheckpointMismatchError
-from models import experiment, vae
+from models import experiment
+from models.latent import vae
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--batch-size", "128", "--hidden", "16", "--z-dim", "4", "--iw-samples", "5",
@@ -17,7 +18,7 @@ SMALL = ["--batch-size", "128", "--hidden", "16", "--z-dim", "4", "--iw-samples"
 
 
 def _main(monkeypatch, *argv):
-    """`python -m models.vae ARGV` on fresh templates (main() trains the module's own)."""
+    """`python -m models.latent.vae ARGV` on fresh templates (main() trains the module's own)."""
     gen, q_net = vae.new_templates()
     monkeypatch.setattr(vae, "build_gen", gen)
     monkeypatch.setattr(vae, "build_q_net", q_net)
@@ -29,7 +30,8 @@ def test_help_lists_the_runnable_models():
         done = subprocess.run([sys.executable, "-m", "models.experiment", *argv], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        for module in ("models.vae", "models.iwae", "models.bernoulli_vae", "models.bnn_uci"):
+        for module in ("models.latent.vae", "models.latent.iwae", "models.latent.bernoulli_vae",
+                       "models.bnn_uci"):
             assert f"python -m {module}" in done.stdout
 
 

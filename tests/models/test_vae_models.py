@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import inference
-from models import bernoulli_vae, experiment, iwae, vae
+from models import experiment
 from models.data import BinarizedBatches, load_binary_images
+from models.latent import bernoulli_vae, iwae, vae
 
 HIDDEN = (64, 64)
 

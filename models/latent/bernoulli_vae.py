@@ -20,7 +20,7 @@ function log q(z | x) (as in ZhuSuan's bernoulli_latent_vae example):
 Reported: the test ELBO, the test k-sample bound (VIMCO), and the test
 log-likelihood by importance sampling with q as proposal.
 
-    python -m models.bernoulli_vae --estimator vimco
+    python -m models.latent.bernoulli_vae --estimator vimco
 """
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from torch import nn
 import inference
 import ppl
 from models import experiment
-from models.vae import check_images, mlp
+from models.latent.vae import check_images, mlp
 
 __all__ = ["build_gen", "build_q_net", "build_baseline", "new_templates", "reinforce_step",
            "vimco_step", "held_out_metrics", "main"]

@@ -1,6 +1,6 @@
 """Importance weighted autoencoder (Burda, Grosse & Salakhutdinov 2016).
 
-The VAE of `models.vae` (same model and guide) trained on the importance
+The VAE of `models.latent.vae` (same model and guide) trained on the importance
 weighted bound with k particles per image,
 
     L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i | x)],   z_i ~ q(z | x),
@@ -9,16 +9,16 @@ which tightens towards log p(x) as k grows (k=50 by default), with its SGVB
 gradient. Reported: the test L_k, the test ELBO, and the test
 log-likelihood by importance sampling.
 
-    python -m models.iwae                          # scikit-learn digits
-    python -m models.iwae --data mnist --epochs 100 --checkpoint runs/iwae.pt
+    python -m models.latent.iwae                   # scikit-learn digits
+    python -m models.latent.iwae --data mnist --epochs 100 --checkpoint runs/iwae.pt
 """
 import inference
 import ppl
 from models import experiment
-from models.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS
-from models.vae import build_gen as vae_gen
-from models.vae import build_q_net as vae_q_net
-from models.vae import held_out_metrics as vae_held_out_metrics
+from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS
+from models.latent.vae import build_gen as vae_gen
+from models.latent.vae import build_q_net as vae_q_net
+from models.latent.vae import held_out_metrics as vae_held_out_metrics
 
 __all__ = ["build_gen", "build_q_net", "new_templates", "iw_step", "held_out_metrics", "main"]
 

@@ -10,8 +10,8 @@ estimated by importance sampling with q as proposal. On MNIST the defaults
 are ZhuSuan's (784-500-500, z=40, batches of 128); on the small 8x8 digits
 set, a smaller net (64-200-200, z=10, batches of 64) that learns in a minute.
 
-    python -m models.vae                           # scikit-learn digits, ~1-2 min
-    python -m models.vae --data mnist --epochs 100 --checkpoint runs/vae.pt
+    python -m models.latent.vae                    # scikit-learn digits, ~1-2 min
+    python -m models.latent.vae --data mnist --epochs 100 --checkpoint runs/vae.pt
 """
 import torch
 from torch import nn
