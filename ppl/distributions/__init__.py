@@ -9,3 +9,5 @@ from ppl.distributions.special import Empirical, Implicit, ImproperUniform
 
 __all__ = ["Distribution", "Empirical", "Implicit", "ImproperUniform", *_univariate, *_multivariate]
 __all__ += ["FlowDistribution", "Flow"]
+from ppl.distributions.autoregressive import Autoregressive  # noqa: E402
+__all__ += ["Autoregressive"]
