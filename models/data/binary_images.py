@@ -30,12 +30,16 @@ class ImageData:
 
     `train` holds grey levels in [0, 1] (binarized per epoch when
     `dynamic`), `test` holds 0/1 values. `image_shape` is (rows, cols).
+    `train_labels` / `test_labels`: the digit classes, int64 [n] (None for
+    binarized MNIST, which comes without labels).
     """
     name: str
     train: np.ndarray
     test: np.ndarray
     image_shape: tuple
     dynamic: bool
+    train_labels: np.ndarray = None
+    test_labels: np.ndarray = None
 
     @property
     def x_dim(self):
@@ -60,13 +64,17 @@ def load_binary_images(source="digits", seed=0, n_test_digits=300):
         order = np.random.default_rng(seed).permutation(len(digits.images))
         test, train = order[:n_test_digits], order[n_test_digits:]
         return ImageData("digits", digits.images[train],
-                         binarize(digits.images[test], seed), (8, 8), dynamic=True)
+                         binarize(digits.images[test], seed), (8, 8), dynamic=True,
+                         train_labels=digits.labels[train],
+                         test_labels=digits.labels[test])
     if source == "mnist" or _is_mnist_dir(source):
         mnist = load_mnist(None if source == "mnist" else source)
         flat = lambda a: a.reshape(len(a), -1).astype(np.float32) / 255.0  # noqa: E731
         return ImageData("mnist", flat(mnist.train_images),
                          binarize(flat(mnist.test_images), seed),
-                         mnist.train_images.shape[1:], dynamic=True)
+                         mnist.train_images.shape[1:], dynamic=True,
+                         train_labels=mnist.train_labels.astype(np.int64),
+                         test_labels=mnist.test_labels.astype(np.int64))
     if source == "binarized_mnist" or str(source).endswith(".npz") or _is_npz_dir(source):
         bmnist = load_binarized_mnist(None if source == "binarized_mnist" else source, seed)
         return ImageData("binarized_mnist", bmnist.train.astype(np.float32),
