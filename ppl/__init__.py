@@ -22,3 +22,6 @@ __all__ = ["distributions", "graph", "BayesianNet", "StochasticTensor", "MetaBay
            "Template", "meta_bayesian_net", "reuse_variables", "module", "param",
            "as_meta_bn", "track_graph"]
 __all__ += ["flows", "planar_normalizing_flow", "inv_autoregressive_flow"]
+from ppl import energy  # noqa: E402
+from ppl.energy import EnergyModel  # noqa: E402
+__all__ += ["energy", "EnergyModel"]
