@@ -32,6 +32,11 @@ On resume:
 While `fit` runs it holds `checkpoint.writer_lock`: a second process on the
 same path gets `CheckpointInUseError`. A checkpoint is never written with
 NaN/inf parameters or buffers.
+
+Under `torchrun` (see `inference.distributed`) each batch is the global batch:
+each rank steps on its rows, with its own model noise, the gradients are
+averaged over ranks, and the cost and bound are the global batch's; rank 0
+alone writes checkpoints and shows progress, and any world size resumes them.
 """
 import collections
 import contextlib
@@ -45,7 +50,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from inference import checkpoint
+from inference import checkpoint, distributed
 from inference.traced import TracedStep
 from ppl.template import creation_count
 
@@ -197,6 +202,7 @@ class Trainer:
             raise RuntimeError(f"Trainer: the modules now have {len(params)} parameters, but "
                                f"the optimizer was made with {len(self._params)}; create every "
                                f"layer on the first call")
+        distributed.broadcast_from_main(self.modules)  # new layers: rank 0's initial values
         self._params, self._params_listed_at = params, created
 
     def _forward(self, step_fn, batch):
@@ -225,8 +231,10 @@ class Trainer:
         """
         if self._batch_spec is None:
             self._batch_spec = _batch_spec(batch)
-        cost, objective = self._forward(step_fn, batch)
-        cost_value, bound = _values(cost, objective)
+        batch, share = distributed.shard_with_share(batch)  # (batch, 1.) in one process
+        with distributed.own_noise():
+            cost, objective = self._forward(step_fn, batch)
+        cost_value, bound = distributed.mean_over_ranks(_values(cost, objective), share)
         for what, value in (("cost", cost_value), ("objective", bound)):
             if value is not None and not math.isfinite(value):
                 raise FloatingPointError(f"non-finite {what} ({value}) at {self._where()}: "
@@ -234,6 +242,7 @@ class Trainer:
         self._ensure_optimizer()
         self.optimizer.zero_grad(set_to_none=True)
         cost.backward()
+        distributed.average_gradients(self.modules, self._params, share)
         if not _all_finite([p.grad for p in self._params if p.grad is not None]):
             bad = self._nonfinite_gradients()
             self.optimizer.zero_grad(set_to_none=True)
@@ -270,11 +279,13 @@ class Trainer:
 
     def _lock(self, path=None):
         path = path or self.checkpoint_path
-        return contextlib.nullcontext() if path is None else checkpoint.writer_lock(path)
+        if path is None or not distributed.is_main():
+            return contextlib.nullcontext()
+        return checkpoint.writer_lock(path)
 
     def _fit(self, step_fn, batches, n_epochs):
         if self.resume and not self._started and self.checkpoint_path is not None \
-                and self.checkpoint_path.exists():
+                and distributed.on_main(self.checkpoint_path.exists()):
             self._load(step_fn, batches)
         self._started = True
         position = self._position
@@ -289,7 +300,8 @@ class Trainer:
                 iterator = _skipped(batches, epoch, position["step_in_epoch"])
             total = len(batches) if hasattr(batches, "__len__") else None
             bar = tqdm(iterator, total=total, initial=position["step_in_epoch"],
-                       desc=f"epoch {epoch + 1}/{n_epochs}", disable=not self.progress,
+                       desc=f"epoch {epoch + 1}/{n_epochs}",
+                       disable=not (self.progress and distributed.is_main()),
                        leave=False)
             for batch in bar:
                 cost, bound = self.step(step_fn, batch)
@@ -324,6 +336,8 @@ class Trainer:
         Raises FloatingPointError, writing nothing, when a parameter or buffer
         holds NaN/inf (an update overflowed): the last good checkpoint is kept.
         """
+        if not distributed.is_main():  # rank 0 holds what every rank holds
+            return
         path = Path(path or self.checkpoint_path)
         self._check_finite(path)
         position = self._position
