@@ -26,6 +26,7 @@ import functools
 
 import torch
 
+from inference import distributed
 from inference.model import LogJoint
 from inference.write_back import hand_out, write_back
 
@@ -170,7 +171,7 @@ class SGMCMC:
                                      f"{tuple(self.state.position[name].shape)}; use a new "
                                      f"sampler for a new chain layout")
             self.state = dataclasses.replace(self.state, position=position)
-        gradient = minibatch_gradient(meta_bn, observed, data_scale)
+        gradient = distributed.averaged(minibatch_gradient(meta_bn, observed, data_scale))
         self.state, info = self.kernel(self.state, gradient)
         samples = hand_out(self.state.position)
         write_back(latent, samples)
