@@ -31,6 +31,7 @@ pass derives them. A layer can instead be given its conditional,
 tests that the layer's units are conditionally independent.
 """
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -90,18 +91,47 @@ class EnergyModel:
 
     # -- the unnormalized density ------------------------------------------------
     def log_joint(self, values):
-        """log p*(x) for `values` (name -> [*batch, units], every layer): shape [*batch]."""
+        """log p*(x) for `values` (name -> [*batch, units], every layer): shape [*batch].
+
+        A layer given as probabilities (values strictly between 0 and 1, e.g.
+        mean-field means) is averaged over, as independent Bernoulli units with
+        those means: E_q[log p*]. log p* is linear in each such layer, so
+        t -> log p*(t * means) is a polynomial of degree at most the number of
+        these layers, and its Taylor series at t = 0 (all of them off, binary
+        values the net accepts) gives the average exactly.
+        """
         missing = [name for name in self.layers if name not in values]
         if missing:
             raise ValueError(f"EnergyModel.log_joint: no values for layers {missing}")
-        return self.meta_bn.observe(**values).log_joint()
+        means = {name: value for name, value in values.items()
+                 if name in self.layers and not _is_binary(value)}
+        if not means:
+            return self.meta_bn.observe(**values).log_joint()
+        keep_graph = torch.is_grad_enabled()
+        any_mean = next(iter(means.values()))
+        batch = torch.broadcast_shapes(*(value.shape[:-1] for value in means.values()))
+        t = torch.zeros(batch + (1,), dtype=any_mean.dtype, device=any_mean.device,
+                        requires_grad=True)
+        with torch.enable_grad():
+            term = self.meta_bn.observe(**{**values, **{name: t * value for name, value
+                                                        in means.items()}}).log_joint()
+            total = term
+            for order in range(1, len(means) + 1):
+                if not term.requires_grad:
+                    break
+                term, = torch.autograd.grad(term.sum(), t, create_graph=True, allow_unused=True)
+                if term is None:
+                    break
+                total = total + term[..., 0] / math.factorial(order)
+        return total if keep_graph else total.detach()
 
     # -- block conditionals ------------------------------------------------------
     def logits(self, name, values):
         """The logits [*batch, units] of layer `name`'s block conditional given the others.
 
-        A given conditional's, or d log p* / d x_name (exact for an energy linear in
-        each unit whose units within the layer do not interact); detached.
+        A given conditional's, or d log p* / d x_name at x_name = 0 (exact for an
+        energy linear in each unit whose units within the layer do not interact;
+        other layers given as probabilities give the mean-field logits); detached.
         """
         self._check_layer(name)
         if name in self.given:
@@ -111,10 +141,9 @@ class EnergyModel:
                 raise TypeError(f"conditionals['{name}'] must return a Bernoulli with logits, "
                                 f"got {type(dist).__name__}")
             return unwrap(logits).detach()
-        value = values[name].detach()
-        if not value.is_floating_point():
-            value = value.to(torch.get_default_dtype())
-        value = value.clone().requires_grad_(True)
+        value = values[name]
+        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
+        value = torch.zeros(value.shape, dtype=dtype, device=value.device, requires_grad=True)
         with torch.enable_grad():
             total = self.log_joint({**values, name: value}).sum()
             grad, = torch.autograd.grad(total, value)
@@ -224,3 +253,7 @@ class EnergyModel:
     def __repr__(self):
         shape = ", ".join(f"{name}: {size}" for name, size in self.layers.items())
         return f"EnergyModel({shape}; given conditionals: {sorted(self.given) or 'none'})"
+
+
+def _is_binary(value):
+    return bool(((value == 0) | (value == 1)).all())
