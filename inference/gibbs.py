@@ -162,7 +162,9 @@ class Gibbs:
                 raise TypeError(f"latent['{name}'] must be a tensor, got {type(value).__name__}")
         # copies: the continuous kernel writes its samples into the latents it is given
         values = {k: v.detach().clone() for k, v in latent.items()}
-        bn = log_joint.bn(values)
+        # the net is read only for nodes without a given conditional (a model of only
+        # given conditionals, e.g. an EnergyModel's layers, is not run here at all)
+        bn = log_joint.bn(values) if set(values) - set(self.conditionals) else None
         discrete, continuous = self._split(bn, values)
         chain_ndim = self._chain_ndim(bn, values) if discrete else 0
         for name in values:
