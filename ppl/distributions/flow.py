@@ -5,13 +5,19 @@
     z = q.sample(10)                                      # [10, n, 2]
     q.log_prob(z)                                         # [10, n], cached
 
-The flow acts on the last axis, of size `dim`. The base gives that axis one of
-two ways: a vector distribution with `value_shape [dim]` (e.g.
-`MultivariateNormalCholesky`) keeps its batch shape; a scalar one (e.g.
-`Normal`) has its last batch axis read as the value axis, like
-`torch.distributions.Independent` (its `group_ndims` may be 0 or 1, both
-meaning that axis is summed). Grouping further axes is the flow's own
-`group_ndims`, as for every ppl distribution.
+The flow acts on the trailing axes the first transform reads, its
+`event_shape`: `[dim]` for vectors, `[C, H, W]` for images. The base gives
+them one of two ways: a distribution with `value_shape` equal to that shape
+(e.g. `MultivariateNormalCholesky` for `[dim]`) keeps its batch shape; a
+scalar one (e.g. `Normal`) has its last batch axes read as the event, like
+`torch.distributions.Independent` (its `group_ndims` may be 0 or the event's
+rank, both meaning those axes are summed). The value has the last
+transform's `out_shape` (a squeeze may change it). Grouping further axes is
+the flow's own `group_ndims`, as for every ppl distribution. An image flow is
+a node like any other:
+
+    base = Normal(torch.zeros(1, 28, 28), std=1.)         # batch [1, 28, 28]
+    bn.stochastic("x", FlowDistribution(base, realnvp_transforms))  # value [1, 28, 28]
 
 Scoring: `log_prob` of the very tensor `sample()` returned uses the density
 computed while sampling (cached by identity, last sample only, as Pyro's
@@ -51,11 +57,11 @@ class _Method(nn.Module):
 class FlowDistribution(Distribution):
     """`base` pushed through `transforms` (applied in order), a normalizing flow.
 
-    `base`: a continuous ppl distribution giving the flow's axis (see the
+    `base`: a continuous ppl distribution giving the flow's event (see the
     module docstring); `transforms`: a `ppl.flows.Transform` or a sequence of
-    them (e.g. an `nn.ModuleList`), all of the base's `dim` and dtype.
-    Shapes: `batch_shape` is the base's without the flow's axis,
-    `value_shape` is `[dim]`.
+    them (e.g. an `nn.ModuleList`), each reading the shape the previous one
+    writes, all of the base's dtype. Shapes: `batch_shape` is the base's
+    without the event axes, `value_shape` is the last transform's `out_shape`.
     """
 
     def __init__(self, base, transforms, group_ndims=0, check_numerics=False):
@@ -66,8 +72,11 @@ class FlowDistribution(Distribution):
             raise self._error(f"`base` must be a continuous distribution with a density, "
                               f"got {base!r}")
         self.base = base
-        self._batch_shape, self._dim, self._sum_base_axis = self._read_base(base)
         self.transforms = self._check_transforms(transforms)
+        self._event_shape = self.transforms[0].event_shape if self.transforms else None
+        self._batch_shape, self._event_shape, self._sum_base_axes = self._read_base(base)
+        self._value_shape = self.transforms[-1].out_shape if self.transforms \
+            else self._event_shape
         self.params = dict(base.params)
         self.dtype = base.dtype
         self.is_reparameterized = base.is_reparameterized
@@ -77,43 +86,68 @@ class FlowDistribution(Distribution):
         self._cache = None
         if self.use_path_derivative:
             self._require_inverses("use path derivatives (set on the base)")
+        self._check_dtypes()
 
     def _read_base(self, base):
-        """(batch_shape, dim, whether base.log_prob leaves the flow's axis to sum)."""
-        if len(base.value_shape) == 1:
+        """(batch_shape, event_shape, how many trailing axes base.log_prob leaves to sum)."""
+        event = self._event_shape
+        k = 1 if event is None else len(event)
+        value_shape = base.value_shape
+        if len(value_shape) > 0:
+            if event is not None and value_shape != event:
+                raise self._error(self._mismatch(f"the base's value_shape {tuple(value_shape)}"))
             if base.group_ndims != 0:
-                raise self._error(f"a base with value_shape {tuple(base.value_shape)} must have "
+                raise self._error(f"a base with value_shape {tuple(value_shape)} must have "
                                   f"group_ndims=0 (group batch axes with the flow's own "
                                   f"`group_ndims`), got {base.group_ndims}")
-            return base.batch_shape, base.value_shape[0], False
-        if len(base.value_shape) == 0:
-            if len(base.batch_shape) == 0:
-                raise self._error("a scalar base needs a batch axis for the flow to act on "
-                                  "(its last one), got batch_shape ()")
-            if base.group_ndims > 1:
-                raise self._error(f"a scalar base may group only the flow's axis "
-                                  f"(group_ndims 0 or 1), got {base.group_ndims}; group "
-                                  f"other axes with the flow's own `group_ndims`")
-            return base.batch_shape[:-1], base.batch_shape[-1], base.group_ndims == 0
-        raise self._error(f"`base` must have value_shape [] or [dim], "
-                          f"got {tuple(base.value_shape)}")
+            return base.batch_shape, value_shape, 0
+        batch_shape = base.batch_shape
+        if len(batch_shape) < k:
+            raise self._error(f"a scalar base needs a batch axis for the flow to act on "
+                              f"(its last {k}), got batch_shape {tuple(batch_shape)}")
+        if event is not None and batch_shape[len(batch_shape) - k:] != event:
+            raise self._error(self._mismatch(f"the base's last batch axes "
+                                             f"{tuple(batch_shape[len(batch_shape) - k:])}"))
+        if base.group_ndims not in (0, k):
+            raise self._error(f"a scalar base may group only the flow's axes "
+                              f"(group_ndims 0 or {k}), got {base.group_ndims}; group "
+                              f"other axes with the flow's own `group_ndims`")
+        return batch_shape[:len(batch_shape) - k], batch_shape[len(batch_shape) - k:], \
+            0 if base.group_ndims else k
+
+    def _mismatch(self, what):
+        first = self.transforms[0]
+        if len(first.event_shape) == 1:
+            return f"transforms[0] ({type(first).__name__}) acts on dim {first.dim}, but " \
+                   f"{what} differ"
+        return f"transforms[0] ({type(first).__name__}) reads values of shape " \
+               f"{tuple(first.event_shape)}, but {what} differ"
 
     def _check_transforms(self, transforms):
         transforms = [transforms] if isinstance(transforms, Transform) else list(transforms)
-        dtype = self.base._default_given_dtype()
         for i, t in enumerate(transforms):
             if not isinstance(t, Transform):
                 raise TypeError(f"FlowDistribution: transforms[{i}] must be a "
                                 f"ppl.flows.Transform, got {type(t).__name__}")
-            if t.dim != self._dim:
-                raise self._error(f"transforms[{i}] ({type(t).__name__}) acts on dim {t.dim}, "
-                                  f"but the base's flow axis has size {self._dim}")
+            if i and t.event_shape != transforms[i - 1].out_shape:
+                before = transforms[i - 1]
+                if len(t.event_shape) == 1 and len(before.out_shape) == 1:
+                    raise self._error(f"transforms[{i}] ({type(t).__name__}) acts on dim "
+                                      f"{t.dim}, but transforms[{i - 1}] "
+                                      f"({type(before).__name__}) gives dim {before.out_shape[0]}")
+                raise self._error(f"transforms[{i}] ({type(t).__name__}) reads values of shape "
+                                  f"{tuple(t.event_shape)}, but transforms[{i - 1}] "
+                                  f"({type(before).__name__}) writes {tuple(before.out_shape)}")
+        return transforms
+
+    def _check_dtypes(self):
+        dtype = self.base._default_given_dtype()
+        for i, t in enumerate(self.transforms):
             wrong = next((p.dtype for p in t.parameters() if p.dtype != dtype), None)
             if wrong is not None:
                 raise self._error(f"transforms[{i}] ({type(t).__name__}) has {wrong} "
                                   f"parameters but the base is {dtype}; convert it with "
                                   f".to({dtype})")
-        return transforms
 
     def _require_inverses(self, purpose):
         for i, t in enumerate(self.transforms):
@@ -130,7 +164,7 @@ class FlowDistribution(Distribution):
 
     @property
     def value_shape(self):
-        return torch.Size([self._dim])
+        return self._value_shape
 
     @property
     def support(self):
@@ -139,10 +173,11 @@ class FlowDistribution(Distribution):
     # -- sampling --------------------------------------------------------
     def _base_log_prob(self, x):
         log_p = self.base.log_prob(x)
-        return log_p.sum(-1) if self._sum_base_axis else log_p
+        k = self._sum_base_axes
+        return log_p.sum(dim=tuple(range(-k, 0))) if k else log_p
 
     def push_forward(self, x):
-        """Base points `x` ((...) + batch_shape + [dim]) through the flow.
+        """Base points `x` ((...) + batch_shape + event shape) through the flow.
 
         Returns `(y, log_density)`: the values and their log-density under this
         flow, of shape (...) + batch_shape (not summed over `group_ndims`).
@@ -154,7 +189,7 @@ class FlowDistribution(Distribution):
         return x, log_density
 
     def sample(self, n_samples=None):
-        """Draw `batch_shape + [dim]`, or `[n_samples] + ...`; caches the log-density."""
+        """Draw `batch_shape + value_shape`, or `[n_samples] + ...`; caches the log-density."""
         base_sample = self.base.sample(n_samples)
         if self.is_reparameterized:
             y, log_density = self.push_forward(base_sample)
@@ -182,9 +217,8 @@ class FlowDistribution(Distribution):
         self._require_inverses("score a value the flow did not just sample")
         total_log_abs_det = 0.
         for t in reversed(self.transforms):
-            x = self._call(t, "inverse", y)
-            total_log_abs_det = total_log_abs_det + self._call(t, "forward", x)[1]
-            y = x
+            y, log_abs_det = self._call(t, "inverse_and_log_det", y)
+            total_log_abs_det = total_log_abs_det + log_abs_det
         return self._base_log_prob(y) - total_log_abs_det
 
     def _call(self, transform, method, x):

@@ -53,14 +53,17 @@ class MaskedAutoregressive(Transform):
         return y, log_scale.sum(-1)
 
     def _inverse(self, y):
+        return self._inverse_and_log_det(y)[0]
+
+    def _inverse_and_log_det(self, y):
         if self.sampling == "sequential":
             shift, log_scale = self._shift_and_log_scale(y)
-            return (y - shift) * (-log_scale).exp()
+            return (y - shift) * (-log_scale).exp(), log_scale.sum(-1)
         x = torch.zeros_like(y)
         for _ in range(self.dim):
             shift, log_scale = self._shift_and_log_scale(x)
             x = (y - shift) * (-log_scale).exp()
-        return x
+        return x, log_scale.sum(-1)
 
     def extra_repr(self):
         return f"dim={self.dim}, sampling={self.sampling!r}"

@@ -4,7 +4,34 @@ from torch import nn
 
 from ppl.flows.transform import Transform, hidden_sizes
 
-__all__ = ["AffineCoupling"]
+__all__ = ["AffineCoupling", "coupling_mask", "mlp"]
+
+
+def coupling_mask(owner, dim, parity, mask):
+    """The 0/1 float mask of a vector coupling layer: `mask` as given (shape [dim],
+    both values present) or, when None, the coordinates whose index has parity `parity`."""
+    if mask is None:
+        if parity not in (0, 1):
+            raise ValueError(f"{owner}: `parity` must be 0 or 1, got {parity!r}")
+        return (torch.arange(dim) % 2 == parity).to(torch.get_default_dtype())
+    mask = torch.as_tensor(mask)
+    if mask.shape != (dim,) or not ((mask == 0) | (mask == 1)).all() \
+            or mask.all() or not mask.any():
+        raise ValueError(f"{owner}: `mask` must be a 0/1 tensor of shape [{dim}] "
+                         f"holding both values, got {mask.tolist()}")
+    return mask.to(torch.get_default_dtype())
+
+
+def mlp(owner, n_in, hidden, n_out):
+    """A ReLU MLP n_in -> hidden... -> n_out whose output layer starts at zero."""
+    sizes = [n_in, *hidden_sizes(owner, hidden)]
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    output = nn.Linear(sizes[-1], n_out)
+    nn.init.zeros_(output.weight)
+    nn.init.zeros_(output.bias)
+    return nn.Sequential(*layers, output)
 
 
 class AffineCoupling(Transform):
@@ -29,29 +56,9 @@ class AffineCoupling(Transform):
         if dim < 2:
             raise ValueError(f"AffineCoupling: `dim` must be at least 2 (one part conditions "
                              f"the other), got {dim}")
-        self.register_buffer("mask", self._make_mask(dim, parity, mask))
-        sizes = [dim, *hidden_sizes("AffineCoupling", hidden)]
-        layers = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-        output = nn.Linear(sizes[-1], 2 * dim)
-        nn.init.zeros_(output.weight)
-        nn.init.zeros_(output.bias)
-        self.net = nn.Sequential(*layers, output)
+        self.register_buffer("mask", coupling_mask("AffineCoupling", dim, parity, mask))
+        self.net = mlp("AffineCoupling", dim, hidden, 2 * dim)
         self.scale = nn.Parameter(torch.ones(dim))
-
-    @staticmethod
-    def _make_mask(dim, parity, mask):
-        if mask is None:
-            if parity not in (0, 1):
-                raise ValueError(f"AffineCoupling: `parity` must be 0 or 1, got {parity!r}")
-            return (torch.arange(dim) % 2 == parity).to(torch.get_default_dtype())
-        mask = torch.as_tensor(mask)
-        if mask.shape != (dim,) or not ((mask == 0) | (mask == 1)).all() \
-                or mask.all() or not mask.any():
-            raise ValueError(f"AffineCoupling: `mask` must be a 0/1 tensor of shape [{dim}] "
-                             f"holding both values, got {mask.tolist()}")
-        return mask.to(torch.get_default_dtype())
 
     def _log_scale_and_shift(self, kept):
         """`s` and `t` of shape (...) + [dim], zero on the masked coordinates."""
@@ -64,8 +71,11 @@ class AffineCoupling(Transform):
         return x * s.exp() + t, s.sum(-1)
 
     def _inverse(self, y):
+        return self._inverse_and_log_det(y)[0]
+
+    def _inverse_and_log_det(self, y):
         s, t = self._log_scale_and_shift(y * self.mask)
-        return (y - t) * (-s).exp()
+        return (y - t) * (-s).exp(), s.sum(-1)
 
     def extra_repr(self):
         return f"dim={self.dim}, mask={self.mask.int().tolist()}"
