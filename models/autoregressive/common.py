@@ -1,0 +1,122 @@
+"""What the autoregressive zoo models share: the net, training, evaluation, outputs.
+
+Each model is a `BayesianNet` with one node, `x ~ Autoregressive(net, family)`;
+its log-joint is log p(x), maximized by Adam over the training set with a
+cosine learning-rate decay (one `inference.Trainer` epoch at a time, so a
+checkpointed run resumes where it stopped), and evaluated as the mean test
+log-likelihood in nats.
+"""
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import inference
+import ppl
+from models import zoo
+
+__all__ = ["build_model", "log_lik_step", "epoch_batches", "mean_over", "train",
+           "add_training_args", "run_binarized_mnist"]
+
+
+def build_model(net, family="bernoulli", value_shape=(784,), observed=None, order=None,
+                n_samples=None):
+    """The model as a BayesianNet: the node `x ~ Autoregressive(net, family, value_shape)`
+    (`n_samples` draws in front when `x` is not observed)."""
+    bn = ppl.BayesianNet(observed=observed)
+    bn.autoregressive("x", net, family, value_shape, order, n_samples=n_samples)
+    return bn
+
+
+def log_lik_step(net, **model_kwargs):
+    """`step_fn(x) -> (cost, log p(x))` for `inference.Trainer`: cost is the mean NLL."""
+    def step(x):
+        log_lik = build_model(net, observed={"x": x}, **model_kwargs).log_joint()
+        return -log_lik.mean(), log_lik
+    return step
+
+
+def epoch_batches(data, batch_size, seed):
+    """A callable epoch -> list of shuffled batches of `data` (the same for the same epoch,
+    so a resumed run sees what the uninterrupted one would have)."""
+    def batches(epoch):
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))
+        return [data[order[i:i + batch_size]] for i in range(0, len(data), batch_size)]
+    return batches
+
+
+def mean_over(fn, data, batch_size=500, desc="test log-likelihood", progress=True):
+    """The mean of `fn(batch)` (a [b] tensor) over `data`, batch by batch, without gradients."""
+    total = 0.
+    with torch.no_grad():
+        for i in tqdm(range(0, len(data), batch_size), desc=desc, disable=not progress,
+                      leave=False):
+            total += fn(data[i:i + batch_size]).double().sum().item()
+    return total / len(data)
+
+
+def train(args, modules, step_fn, train_data, settings, lr_at=None):
+    """Adam on `step_fn` for `args.epochs` epochs with a cosine learning-rate decay from
+    `args.lr` (or `lr_at(epoch)`); checkpointed to `args.checkpoint` when given."""
+    batches = epoch_batches(train_data, args.batch_size, args.seed)
+    trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
+                                checkpoint_path=args.checkpoint, checkpoint_every=100
+                                if args.checkpoint else None, progress=not args.no_progress,
+                                fingerprint={"train": train_data, "settings": settings})
+    lr_at = lr_at or (lambda e: args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs)))
+    history = []
+    for epoch in range(1, args.epochs + 1):
+        if epoch <= len(history):
+            continue
+        history = trainer.fit(step_fn, batches, n_epochs=epoch)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = lr_at(len(history))
+        if not args.no_progress:
+            print(f"epoch {len(history)}: train log-likelihood {history[-1]:.2f}", flush=True)
+    return history
+
+
+def add_training_args(parser, lr, batch_size):
+    parser.add_argument("--lr", type=float, default=lr, help=f"Adam's learning rate ({lr})")
+    parser.add_argument("--batch-size", type=zoo.positive_int, default=batch_size)
+    return parser
+
+
+def run_binarized_mnist(args, net, settings, model_kwargs=None, step_fn=None,
+                        test_log_lik=None, sampler=None, extra=None):
+    """Train `net` (the `x` node's network) on binarized MNIST, then write metrics and samples.
+
+    `model_kwargs`: more arguments of `build_model` (e.g. `value_shape`); `step_fn`:
+    the training step (default: `log_lik_step(net, **model_kwargs)`);
+    `test_log_lik(x) -> [b]` (default: the model's log-joint), `sampler(n) -> [n, ...]`
+    (default: the node's own sampler); `extra` metrics (name -> fn of the test set).
+    """
+    model_kwargs = model_kwargs or {}
+    from models.data import load_binarized_mnist
+    zoo.start(args)
+    budget = zoo.Budget()
+    data = load_binarized_mnist(None if args.data == "binarized_mnist" else args.data,
+                                seed=args.seed)
+    train_x = torch.from_numpy(zoo.first(data.train, args.train_size).astype(np.float32))
+    test_x = torch.from_numpy(zoo.first(data.test, args.test_size).astype(np.float32))
+    settings = {**settings, "batch_size": args.batch_size, "seed": args.seed}
+    if len(model_kwargs.get("value_shape", (784,))) == 3:
+        train_x, test_x = train_x.reshape(-1, 1, 28, 28), test_x.reshape(-1, 1, 28, 28)
+    step_fn = step_fn or log_lik_step(net, **model_kwargs)
+    history = train(args, {"net": net}, step_fn, train_x, settings)
+    net.eval()
+    if test_log_lik is None:
+        def test_log_lik(x):
+            return build_model(net, observed={"x": x}, **model_kwargs).log_joint()
+    metrics = {"test_loglik_nats": mean_over(test_log_lik, test_x, progress=not args.no_progress),
+               "train_loglik_nats_last_epoch": history[-1]}
+    for name, fn in (extra or {}).items():
+        metrics[name] = fn(test_x)
+    with torch.no_grad():
+        samples = (sampler(args.n_samples) if sampler is not None
+                   else build_model(net, n_samples=args.n_samples, **model_kwargs)["x"].tensor)
+    zoo.save_samples(args.out, samples.reshape(args.n_samples, -1))
+    result = zoo.write_metrics(args.out, metrics, budget.as_dict(args.epochs, **settings))
+    print(", ".join(f"{k} = {v:.3f}" for k, v in metrics.items()))
+    return result

@@ -1,0 +1,110 @@
+"""MADE (Germain et al. 2015) on binarized MNIST: one mask, or order-agnostic with an ensemble.
+
+An MLP made autoregressive by masking its weights (`ppl.flows.MADE`): with
+`--masks 1` one natural-order mask; with `--masks K` each training step draws
+one of K masks (a random input order and random hidden-unit degrees, as in
+the paper's connectivity-agnostic training), and the test log-likelihood is
+that of the ensemble, log (1/K) sum_k p_k(x).
+
+    python -m models.autoregressive.made --epochs 40 --checkpoint runs/made.pt
+    python -m models.autoregressive.made --masks 32 --hidden 500 500
+"""
+import math
+
+import torch
+from torch import nn
+
+from models import zoo
+from models.autoregressive import common
+from ppl.flows import MADE
+
+__all__ = ["MaskedMADE", "main"]
+
+
+class MaskedMADE(nn.Module):
+    """`ppl.flows.MADE` (x [B, D] -> Bernoulli logits [B, 1, D]) with `n_masks` masks.
+
+    Mask 0 is `ppl.flows.MADE`'s own (natural order); masks 1.. have a random
+    order and hidden degrees drawn uniformly from [min degree below, D - 1].
+    `use_mask(k)` switches the network (and its `order`) to mask k.
+    """
+
+    def __init__(self, dim=784, hidden=(500,), n_masks=1, seed=0):
+        super().__init__()
+        self.made = MADE(dim, list(hidden), n_params=1)
+        self.layers = [m for m in self.made.net if isinstance(m, nn.Linear)]
+        generator = torch.Generator().manual_seed(seed)
+        orders, masks = [torch.arange(dim)], [[layer.mask.clone() for layer in self.layers]]
+        for _ in range(1, n_masks):
+            order, layer_masks = _random_masks(dim, hidden, generator)
+            orders.append(order)
+            masks.append(layer_masks)
+        self.register_buffer("orders", torch.stack(orders))
+        for i in range(len(self.layers)):
+            self.register_buffer(f"masks_{i}", torch.stack([m[i] for m in masks]))
+        self.n_masks = n_masks
+        self.use_mask(0)
+
+    def use_mask(self, k):
+        """Mask the network with mask `k` (0 <= k < n_masks)."""
+        for i, layer in enumerate(self.layers):
+            layer.mask.copy_(getattr(self, f"masks_{i}")[k])
+        self.order = self.orders[k].tolist()
+        self.mask_index = k
+
+    def forward(self, x):
+        return self.made(x)
+
+
+def _random_masks(dim, hidden, generator):
+    """(order, masks of every layer) for a random order and random hidden degrees."""
+    order = torch.randperm(dim, generator=generator)
+    degrees = torch.empty(dim, dtype=torch.long)
+    degrees[order] = torch.arange(1, dim + 1)
+    masks, previous = [], degrees
+    for width in hidden:
+        low = int(previous.min())
+        current = torch.randint(low, dim, (width,), generator=generator)
+        masks.append((current[:, None] >= previous[None, :]).float())
+        previous = current
+    masks.append((degrees[:, None] > previous[None, :]).float())
+    return order, masks
+
+
+def ensemble_log_lik(net, x):
+    """log (1/K) sum_k p_k(x) over the K masks of `net`: [b]."""
+    per_mask = []
+    for k in range(net.n_masks):
+        net.use_mask(k)
+        per_mask.append(common.build_model(net, observed={"x": x}).log_joint())
+    net.use_mask(0)
+    return torch.logsumexp(torch.stack(per_mask), 0) - math.log(net.n_masks)
+
+
+def main(argv=None):
+    parser = zoo.parser("autoregressive.made", __doc__.splitlines()[0],
+                        data="binarized_mnist", epochs=40)
+    parser.add_argument("--hidden", type=zoo.positive_int, nargs="+", default=[500])
+    parser.add_argument("--masks", type=zoo.positive_int, default=1,
+                        help="masks: 1 (natural order) or K for order-agnostic training")
+    args = common.add_training_args(parser, lr=1e-3, batch_size=100).parse_args(argv)
+    net = MaskedMADE(784, args.hidden, args.masks, seed=args.seed)
+    settings = {"model": "made", "hidden": args.hidden, "masks": args.masks, "lr": args.lr}
+    if args.masks == 1:
+        return common.run_binarized_mnist(args, net, settings)
+
+    def step(x):
+        net.use_mask(int(torch.randint(args.masks, ())))
+        return common.log_lik_step(net)(x)
+
+    def one_mask(x):
+        net.use_mask(0)
+        return common.build_model(net, observed={"x": x}).log_joint()
+
+    return common.run_binarized_mnist(
+        args, net, settings, step_fn=step, test_log_lik=lambda x: ensemble_log_lik(net, x),
+        extra={"test_loglik_nats_one_mask": lambda x: common.mean_over(one_mask, x)})
+
+
+if __name__ == "__main__":
+    main()
