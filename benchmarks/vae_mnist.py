@@ -96,17 +96,15 @@ def train_plain(plain, objective, k, batches, n_epochs, seed=SEED):
 def evaluate(test, ours, plains, iw_samples):
     """Per-image test log-likelihoods and ELBOs of ours and of each plain model."""
     gen, q_net = ours
+    model = experiment.zhusuan_model(gen, q_net, test.shape[1], Z_DIM, step=None)
     torch.manual_seed(SEED + 1)
     out = {"ours_ll": [], "ours_elbo": []}
     for name in plains:
         out[f"{name}_ll"], out[f"{name}_elbo"] = [], []
     with torch.no_grad():
         for x in iterate_batches(test, 100):
-            out["ours_ll"].append(experiment.is_loglikelihood(gen, q_net, x, Z_DIM, iw_samples))
-            model = gen(x.shape[1], Z_DIM, len(x), 1)
-            out["ours_elbo"].append(inference.elbo(model, {"x": x},
-                                                   variational=q_net(x, Z_DIM, 1),
-                                                   axis=0).tensor)
+            out["ours_ll"].append(experiment.is_loglikelihood(model, x, iw_samples))
+            out["ours_elbo"].append(experiment.lower_bound(model, x).tensor)
             for name, plain in plains.items():
                 out[f"{name}_ll"].append(plain.is_loglikelihood(x, iw_samples))
                 out[f"{name}_elbo"].append(plain.elbo(x))

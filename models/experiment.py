@@ -1,22 +1,32 @@
-"""What the runnable image models share: evaluation, pictures, the command line.
+"""What the latent-variable image models share: their interface, evaluation, pictures, a run.
 
-The models of `models.latent` (`vae`, `iwae`, `bernoulli_vae`, ...) follow
-ZhuSuan's calling convention, so one evaluation fits all of them:
+A model of `models.latent` describes itself to `run` as a `LatentModel`: its
+modules, its training step, and two functions in ZhuSuan's style,
 
-- `gen(x_dim, z_dim, n, n_particles)` -> a `MetaBayesianNet` whose latent
-  node "z" has shape `[n_particles, n, ...]` and whose node "x" is observed;
-  it records the pixel probabilities as the deterministic node "x_mean";
-- `q_net(x, z_dim, n_particles)` -> the guide's `BayesianNet` with node "z".
+- `joint(batch, k)` -> (the model's `BayesianNet` built for k particles per
+  image on axis 0, its observations), e.g. `(build_gen(x_dim, z_dim, n, k), {"x": x})`;
+- `guide(batch, k)` -> the guide: a `BayesianNet` whose latent nodes match the
+  model's, or a dict name -> (samples, log q) (`inference.elbo`'s `latent`),
 
+where a batch is images x [n, x_dim] (or (x, y) for a label-conditioned model),
+so that one evaluation fits them all: the test ELBO, the test log-likelihood by
+importance sampling with the guide as proposal, samples and reconstructions.
+`zhusuan_model` builds a `LatentModel` from templates with ZhuSuan's calling
+convention `gen(x_dim, z_dim, n, n_particles)` / `q_net(x, z_dim, n_particles)`.
+
+The command line is the zoo's (`models.zoo.parser`) plus the image models'
+options (`common_parser`); a run writes the zoo's outputs (metrics.json,
+samples.npy/png) and `run.json` (settings and the per-epoch bounds).
 This module is a library; `python -m models.experiment` lists the runnable models.
 """
 import argparse
 import contextlib
 import json
 import math
-import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -24,73 +34,164 @@ from tqdm.auto import tqdm
 
 import inference
 from inference import checkpoint
-from models.data import DATASETS, BinarizedBatches, iterate_batches, load_binary_images
+from models import zoo
+from models.data import DATASETS, BinarizedBatches, load_binary_images
+from models.zoo import quick_mode
 
-__all__ = ["is_loglikelihood", "mean_over_batches", "sample_images", "reconstruct",
-           "save_image_grid", "common_parser", "quick_mode", "run", "main"]
+__all__ = ["LatentModel", "zhusuan_model", "lower_bound", "is_loglikelihood",
+           "mean_over_batches", "LabelledBatches", "save_image_grid", "common_parser",
+           "quick_mode", "run", "main"]
 
 RUNNABLE = {
     "models.latent.vae": "ZhuSuan's VAE, trained by the ELBO (SGVB)",
-    "models.latent.iwae": "the same VAE trained by the importance weighted bound",
+    "models.latent.iwae": "the VAE by the importance weighted bound; --layers 2: Burda's 2-layer",
     "models.latent.bernoulli_vae": "a VAE with binary latent units, by NVIL or VIMCO",
+    "models.latent.conv_vae": "ZhuSuan's convolutional VAE on MNIST",
+    "models.latent.cvae": "a label-conditioned VAE p(x | z, y), class-conditional samples",
+    "models.latent.vae_flow": "a VAE whose guide is a normalizing flow (planar or IAF)",
     "models.bnn_uci": "a Bayesian neural net on the UCI regression sets, SGHMC within Gibbs",
     "models.demo": "the eight-schools model: prior draws, log_joint, log p(y), its graph",
 }
 
 
-def quick_mode():
-    """True under CI (`CI=true`): runnable examples then shorten their defaults."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+@dataclass
+class LatentModel:
+    """A latent-variable image model as `run` trains and evaluates it.
+
+    `modules`: name -> template (nn.Module), trained and checkpointed together.
+    `step(batch) -> (cost, objective)`: one training step (`inference.Trainer`).
+    `joint`, `guide`: see the module docstring. `sample(n)` -> pixel
+    probabilities [n, x_dim] of n images drawn from the model (at least 1).
+    `bound_particles`: k of a test k-sample bound to report as well (None: none).
+    `settings`: what else shapes the model (recorded in checkpoints and run.json).
+    """
+    modules: dict
+    step: Callable
+    joint: Callable
+    guide: Callable
+    sample: Callable
+    bound_particles: Optional[int] = None
+    settings: dict = field(default_factory=dict)
+
+
+def zhusuan_model(gen, q_net, x_dim, z_dim, step, *, modules=None, bound_particles=None,
+                  settings=None, **kwargs):
+    """A `LatentModel` from templates called as `gen(x_dim, z_dim, n, n_particles, **kwargs)`
+    and `q_net(x, z_dim, n_particles, **kwargs)`, the model recording "x_mean".
+
+    `modules` default to {"model": gen, "guide": q_net}.
+    """
+    def joint(x, k):
+        return gen(x_dim, z_dim, x.shape[0], k, **kwargs), {"x": x}
+
+    def sample(n):
+        return gen(x_dim, z_dim, n, 1, **kwargs).observe()["x_mean"][0]
+
+    return LatentModel(modules or {"model": gen, "guide": q_net}, step, joint,
+                       lambda x, k: q_net(x, z_dim, k, **kwargs), sample,
+                       bound_particles, settings or {})
+
+
+def _images(batch):
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+def _guide_arguments(guide, name):
+    """The keyword arguments that hand `guide` to an objective: `name=` a net, or `latent=`."""
+    return {"latent": guide} if isinstance(guide, dict) else {name: guide}
+
+
+def lower_bound(model, batch, k=1, objective=inference.elbo):
+    """`objective` (`inference.elbo` or `inference.iw_objective`) of each image with k
+    particles: the objective object (its `.tensor` is [n])."""
+    net, observed = model.joint(batch, k)
+    return objective(net, observed, axis=0,
+                     **_guide_arguments(model.guide(batch, k), "variational"))
 
 
 @torch.no_grad()
-def is_loglikelihood(gen, q_net, x, z_dim, n_samples=1000, max_elements=2 ** 22):
-    """log p(x) for each row of `x` [n, x_dim] by importance sampling with the guide: [n].
+def is_loglikelihood(model, batch, n_samples=1000, max_elements=2 ** 22):
+    """log p(x) of each image of `batch` by importance sampling with the guide: [n].
 
     The `n_samples` proposals are drawn in chunks so that one chunk's pixel
     logits hold at most about `max_elements` numbers; chunk estimates are
     merged exactly: log mean_k w_k = logsumexp_c(log mean_c w + log k_c) - log K.
     """
-    n, x_dim = x.shape
+    n, x_dim = _images(batch).shape
     chunk = max(1, min(n_samples, max_elements // max(1, n * x_dim)))
     parts, sizes = [], []
     for start in range(0, n_samples, chunk):
         k = min(chunk, n_samples - start)
-        model = gen(x_dim, z_dim, n, k)
-        proposal = q_net(x, z_dim, k)
-        parts.append(inference.is_loglikelihood(model, {"x": x}, proposal=proposal, axis=0))
+        net, observed = model.joint(batch, k)
+        parts.append(inference.is_loglikelihood(
+            net, observed, axis=0, **_guide_arguments(model.guide(batch, k), "proposal")))
         sizes.append(k)
-    log_sizes = torch.log(torch.tensor(sizes, dtype=x.dtype))[:, None]
+    log_sizes = torch.log(torch.tensor(sizes, dtype=parts[0].dtype))[:, None]
     return torch.logsumexp(torch.stack(parts) + log_sizes, dim=0) - math.log(n_samples)
 
 
 @torch.no_grad()
-def mean_over_batches(fn, images, batch_size, *, desc=None, progress=True):
-    """The mean over all rows of `images` of `fn(x_batch)` (a per-row tensor [b]).
+def reconstruct(model, batch):
+    """Pixel probabilities of x -> z ~ q(z | x) -> p(x | z) for each image: [n, x_dim]."""
+    guide = model.guide(batch, 1)
+    if isinstance(guide, dict):
+        latents = {name: value[0] for name, value in guide.items()}
+    else:
+        latents = {name: node.tensor for name, node in guide.stochastic_nodes.items()
+                   if not node.is_observed}
+    net, _ = model.joint(batch, 1)
+    return net.observe(**latents)["x_mean"][0]
 
+
+def iterate_rows(data, batch_size):
+    """Batches of `batch_size` rows, in order: float32 image tensors, or (x, y) tensors
+    when `data` is a pair (images, int64 labels)."""
+    if isinstance(data, tuple):
+        images, labels = data
+        for start in range(0, len(images), batch_size):
+            yield (torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size],
+                                                         dtype=np.float32)),
+                   torch.from_numpy(np.ascontiguousarray(labels[start:start + batch_size])))
+    else:
+        for start in range(0, len(data), batch_size):
+            yield torch.from_numpy(np.ascontiguousarray(data[start:start + batch_size],
+                                                        dtype=np.float32))
+
+
+@torch.no_grad()
+def mean_over_batches(fn, data, batch_size, *, desc=None, progress=True):
+    """The mean over all rows of `data` of `fn(batch)` (a per-row tensor [b]).
+
+    `data`: images [n, pixels], or a pair (images, labels) (see `iterate_rows`).
     Shows a progress bar over the batches (titled `desc`) unless `progress` is False.
     """
-    if len(images) == 0:
+    n = len(_images(data))
+    if n == 0:
         raise ValueError("mean_over_batches: `images` has no rows")
-    total, count = 0.0, 0
-    for x in tqdm(iterate_batches(images, batch_size), total=math.ceil(len(images) / batch_size),
-                  desc=desc, disable=not progress, leave=False):
-        total += float(torch.sum(fn(x)))
-        count += len(x)
-    return total / count
+    total = 0.0
+    for batch in tqdm(iterate_rows(data, batch_size), total=math.ceil(n / batch_size),
+                      desc=desc, disable=not progress, leave=False):
+        total += float(torch.sum(fn(batch)))
+    return total / n
 
 
-@torch.no_grad()
-def sample_images(gen, x_dim, z_dim, n=100):
-    """Pixel probabilities of `n` images drawn from the model: [n, x_dim]."""
-    return gen(x_dim, z_dim, n, 1).observe()["x_mean"][0]
+class LabelledBatches(BinarizedBatches):
+    """`BinarizedBatches` of pairs (x, y): the images as there, with their labels (int64 [b])."""
 
+    def __init__(self, images, labels, batch_size, seed=0, binarize=True):
+        super().__init__(images, batch_size, seed, binarize)
+        if len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
 
-@torch.no_grad()
-def reconstruct(gen, q_net, x, z_dim):
-    """Pixel probabilities of x -> z ~ q(z|x) -> p(x|z) for each row of `x`: [n, x_dim]."""
-    z = q_net(x, z_dim, 1)["z"].tensor
-    return gen(x.shape[1], z_dim, len(x), 1).observe(z=z)["x_mean"][0]
+    def __call__(self, epoch):
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.images))[:len(self) * self.batch_size]
+        for rows in np.split(order, len(self)):
+            x = torch.from_numpy(np.ascontiguousarray(self.images[rows], dtype=np.float32))
+            if self.binarize:
+                x = (torch.from_numpy(rng.random(x.shape, dtype=np.float32)) < x).float()
+            yield x, self.labels[torch.from_numpy(rows)]
 
 
 def save_image_grid(path, panels, image_shape, columns=10):
@@ -120,65 +221,49 @@ def save_image_grid(path, panels, image_shape, columns=10):
     return fig
 
 
-def common_parser(name, description, digits_defaults, mnist_defaults, quick_epochs):
-    """The command line every example shares.
+def common_parser(name, description, digits_defaults, mnist_defaults, quick_epochs, *,
+                  data="digits"):
+    """The zoo's command line (`models.zoo.parser`) plus the latent image models' options.
 
     `digits_defaults` / `mnist_defaults`: dicts of epochs, batch_size, z_dim and
-    hidden used when the flag is not given (MNIST's for both MNIST forms);
-    `quick_epochs` replaces the epochs under CI=true.
+    (for MLP nets) hidden, used when the flag is not given (MNIST's for both
+    MNIST forms; `digits_defaults=None`: MNIST's everywhere); `quick_epochs`
+    replaces the epochs under CI=true; `data`: the default `--data`.
     """
-    parser = argparse.ArgumentParser(prog=f"python -m models.latent.{name}",
-                                     description=description)
+    digits_defaults = digits_defaults or mnist_defaults
+    parser = zoo.parser(f"latent.{name}", description, data=data,
+                        epochs=mnist_defaults["epochs"], quick_epochs=quick_epochs)
+
     def show(key):
         text = [",".join(map(str, v)) if isinstance(v, tuple) else str(v)
                 for v in (digits_defaults[key], mnist_defaults[key])]
-        return f"{text[0]} on digits, {text[1]} on MNIST"
+        return text[0] if text[0] == text[1] else f"{text[0]} on digits, {text[1]} on MNIST"
 
-    parser.add_argument("--data", default="digits",
-                        help=f"one of {', '.join(DATASETS)}, or a folder with the MNIST IDX "
-                             f"files, or a binarized_mnist .npz (default: digits)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help=f"training epochs (default: {show('epochs')}; {quick_epochs} "
-                             f"under CI=true)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    for action in parser._actions:  # the per-data-set defaults, in the zoo's options' help
+        if action.dest == "data":
+            action.help = (f"one of {', '.join(DATASETS)}, or a folder with the MNIST IDX "
+                           f"files, or a binarized_mnist .npz (default: {data})")
+        elif action.dest == "epochs":
+            action.help = f"training epochs (default: {show('epochs')}; {quick_epochs} " \
+                          f"under CI=true)"
+    parser.add_argument("--batch-size", type=zoo.positive_int, default=None,
                         help=f"default: {show('batch_size')}")
-    parser.add_argument("--z-dim", type=int, default=None, help=f"default: {show('z_dim')}")
-    parser.add_argument("--hidden", type=_sizes, default=None,
-                        help=f"hidden layer sizes of both networks, e.g. 500,500 "
-                             f"(default: {show('hidden')})")
+    parser.add_argument("--z-dim", type=zoo.positive_int, default=None,
+                        help=f"default: {show('z_dim')}")
+    if "hidden" in mnist_defaults:
+        parser.add_argument("--hidden", type=_sizes, default=None,
+                            help=f"hidden layer sizes of both networks, e.g. 500,500 "
+                                 f"(default: {show('hidden')})")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--iw-samples", type=int, default=None,
+    parser.add_argument("--iw-samples", type=zoo.positive_int, default=None,
                         help="importance samples per test image for log p(x) (default: 1000, "
                              "100 under CI=true)")
-    parser.add_argument("--test-size", type=_positive, default=None,
-                        help="evaluate on the first N test images only, N >= 1 (default: all)")
-    parser.add_argument("--out", default=f"runs/{name}",
-                        help="folder for the image grid and the results JSON")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint file: written every epoch, resumed from when it exists")
-    parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: for nets this small, more threads "
-                             "barely help and slow down a busy machine; try more for MNIST "
-                             "on a many-core machine; 0: torch's default)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-trace", action="store_true",
                         help="run the model and guide programs in Python on every step "
                              "(default: record the step once per batch shape and replay it, "
                              "see inference.TracedStep)")
-    parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults,
-                        quick_epochs=quick_epochs)
+    parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults)
     return parser
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
-    return value
 
 
 def _sizes(text):
@@ -193,70 +278,84 @@ def _sizes(text):
 
 
 def _resolve_defaults(args, data):
+    """Fill in the per-data-set defaults of the flags not given (epochs: by `zoo.start`)."""
     defaults = dict(args.digits_defaults if data.name == "digits" else args.mnist_defaults)
-    if quick_mode():
-        defaults["epochs"] = args.quick_epochs
+    args.default_epochs = defaults.pop("epochs")
     for key, value in defaults.items():
-        if getattr(args, key) is None:
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
     if args.iw_samples is None:
         args.iw_samples = 100 if quick_mode() else 1000
-    for flag in ("epochs", "batch_size", "iw_samples", "z_dim"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"--{flag.replace('_', '-')} must be at least 1")
 
 
-def run(args, name, setup):
-    """Load the data, train with `inference.Trainer`, evaluate, save a PNG and a JSON.
+def run(args, name, setup, *, labelled=False):
+    """Load the data, train with `inference.Trainer`, evaluate, write the zoo's outputs.
 
-    `setup(args)` (called once the per-dataset defaults are filled in) returns
-    (modules, step_fn, held_out_metrics, gen, q_net): the nn.Modules to train and
-    checkpoint, `step_fn(x) -> (cost, objective)`, `held_out_metrics(images) ->
-    {metric: value}`, and the model and guide templates. Returns the results.
+    `setup(args, data)` (called once the defaults are filled in, `data` a
+    `models.data.ImageData`) returns the `LatentModel`. `labelled`: batches are
+    pairs (x, y) of images and int64 labels. Writes to `--out`: metrics.json
+    (test_elbo_nats, test_loglik_nats by importance sampling with `--iw-samples`
+    per image, the model's own, and the budget), samples.npy/png
+    (`--n-samples` draws), reconstructions.png and run.json (settings, bounds
+    per epoch). Returns the metrics as written.
 
     With `--checkpoint`, the run holds the checkpoint's writer lock throughout;
     the checkpoint records the training images and the settings that shape the
     model, and a resume with others is an error. A `--lr` given on resume
     overrides the checkpoint's (the Trainer warns).
     """
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     data = load_binary_images(args.data, seed=args.seed)
+    if labelled and data.train_labels is None:
+        raise SystemExit(f"{name}: --data {args.data} has no labels; use mnist or digits")
     _resolve_defaults(args, data)
-    modules, step_fn, held_out_metrics, gen, q_net = setup(args)
-    z_dim = args.z_dim
-    test = data.test if args.test_size is None else data.test[:args.test_size]
-    batches = BinarizedBatches(data.train, args.batch_size, seed=args.seed,
-                               binarize=data.dynamic)
-    print(f"{name} on {data.name}: {len(data.train)} train / {len(test)} test images, "
-          f"{len(batches)} batches of {args.batch_size} per epoch, {args.epochs} epochs")
-    settings = {"model": name, "data": data.name, "z_dim": z_dim, "hidden": list(args.hidden),
-                "batch_size": args.batch_size, "seed": args.seed}
-    trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
+    zoo.start(args)
+    budget = zoo.Budget()
+    model = setup(args, data)
+    train = zoo.first(data.train, args.train_size)
+    test = zoo.first(data.test, args.test_size)
+    batch_size = min(args.batch_size, len(train))
+    if labelled:
+        batches = LabelledBatches(train, zoo.first(data.train_labels, args.train_size),
+                                  batch_size, seed=args.seed, binarize=data.dynamic)
+        test = (test, zoo.first(data.test_labels, args.test_size))
+    else:
+        batches = BinarizedBatches(train, batch_size, seed=args.seed, binarize=data.dynamic)
+    n_test = len(_images(test))
+    print(f"{name} on {data.name}: {len(train)} train / {n_test} test images, "
+          f"{len(batches)} batches of {batch_size} per epoch, {args.epochs} epochs")
+    settings = {"model": name, "data": data.name, "z_dim": args.z_dim,
+                "batch_size": args.batch_size, "seed": args.seed, **model.settings}
+    if hasattr(args, "hidden"):
+        settings["hidden"] = list(args.hidden)
+    trainer = inference.Trainer(model.modules,
+                                lambda params: torch.optim.Adam(params, lr=args.lr),
                                 checkpoint_path=args.checkpoint, progress=not args.no_progress,
                                 trace=not args.no_trace,
-                                fingerprint={"train_images": data.train, "settings": settings})
+                                fingerprint={"train_images": train, "settings": settings})
     with (contextlib.nullcontext() if args.checkpoint is None
           else checkpoint.writer_lock(args.checkpoint)):
-        history, train_seconds = _train(trainer, step_fn, batches, args)
-    metrics = _evaluate(held_out_metrics, gen, q_net, test, args)
+        history, train_seconds = _train(trainer, model.step, batches, args)
+    for module in model.modules.values():
+        module.eval()  # batch norm and dropout in evaluation mode from here on
+    metrics = _evaluate(model, test, args)
 
     out = Path(args.out)
-    x_show = torch.from_numpy(test[:50])
-    save_image_grid(out / f"{name}_{data.name}.png",
-                    [("samples", sample_images(gen, data.x_dim, z_dim)),
-                     ("test images / reconstructions",
-                      _interleave_rows(x_show, reconstruct(gen, q_net, x_show, z_dim)))],
-                    data.image_shape)
-    results = {"model": name, "data": data.name, "epochs": args.epochs,
-               "batch_size": args.batch_size, "z_dim": z_dim, "hidden": list(args.hidden),
-               "lr": args.lr, "seed": args.seed, "iw_samples": args.iw_samples,
-               "test_size": len(test), "train_seconds": round(train_seconds, 2),
-               "history": history, **metrics}
-    (out / f"{name}_{data.name}.json").write_text(json.dumps(results, indent=2))
-    print(f"saved {out / f'{name}_{data.name}.png'} and .json")
-    return results
+    with torch.no_grad():
+        zoo.save_samples(out, model.sample(args.n_samples), data.image_shape)
+        shown = next(iterate_rows(test, 50))
+        save_image_grid(out / "reconstructions.png",
+                        [("test images / reconstructions",
+                          _interleave_rows(_images(shown), reconstruct(model, shown)))],
+                        data.image_shape)
+    (out / "run.json").write_text(json.dumps(
+        {**settings, "epochs": args.epochs, "lr": args.lr, "train_size": len(train),
+         "test_size": n_test, "iw_samples": args.iw_samples,
+         "train_seconds": round(train_seconds, 2), "history": history}, indent=2))
+    written = zoo.write_metrics(out, metrics, budget.as_dict(
+        args.epochs, data=data.name, train_size=len(train), test_size=n_test,
+        loglik_is_samples=args.iw_samples))
+    print(f"saved {out}/metrics.json, samples.npy, samples.png, reconstructions.png, run.json")
+    return written
 
 
 def _train(trainer, step_fn, batches, args):
@@ -281,15 +380,23 @@ def _train(trainer, step_fn, batches, args):
     return history, train_seconds
 
 
-def _evaluate(held_out_metrics, gen, q_net, test, args):
-    """The held-out metrics and the IS log-likelihood on `test`, printed as they come."""
+def _evaluate(model, test, args):
+    """The test ELBO, the model's k-sample bound and the IS log-likelihood, printed."""
     started = time.perf_counter()
-    print(f"evaluating on {len(test)} test images (log p(x) by IS with {args.iw_samples} "
-          f"samples per image)", flush=True)
-    metrics = held_out_metrics(test)
-    metrics["test_log_likelihood"] = mean_over_batches(
-        lambda x: is_loglikelihood(gen, q_net, x, args.z_dim, n_samples=args.iw_samples),
-        test, batch_size=100, desc="test log-likelihood", progress=not args.no_progress)
+    progress = not args.no_progress
+    print(f"evaluating on {len(_images(test))} test images (log p(x) by IS with "
+          f"{args.iw_samples} samples per image)", flush=True)
+    metrics = {"test_elbo_nats": mean_over_batches(
+        lambda batch: lower_bound(model, batch).tensor, test, batch_size=400,
+        desc="test ELBO", progress=progress)}
+    k = model.bound_particles
+    if k is not None:
+        metrics[f"test_iw_bound_k{k}_nats"] = mean_over_batches(
+            lambda batch: lower_bound(model, batch, k, inference.iw_objective).tensor, test,
+            batch_size=100, desc=f"test L_{k}", progress=progress)
+    metrics["test_loglik_nats"] = mean_over_batches(
+        lambda batch: is_loglikelihood(model, batch, n_samples=args.iw_samples), test,
+        batch_size=100, desc="test log-likelihood", progress=progress)
     for key, value in metrics.items():
         print(f">> {key.replace('_', ' ')} = {value:.2f}")
     print(f"(IS with {args.iw_samples} samples per image; "
@@ -312,8 +419,8 @@ def main(argv=None):
         prog="python -m models.experiment", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The shared code of the image models (evaluation, pictures, the command\n"
                     "line); it trains nothing itself. The runnable models:\n\n" + listing,
-        epilog="Each takes --help; the models.latent models share "
-               "their options (--data, --epochs, --checkpoint, ...).")
+        epilog="Each takes --help; all share the zoo's options (--data, --epochs, --seed, "
+               "--out, --checkpoint, --n-samples, --train-size, --test-size, ...).")
     parser.parse_args(argv)
     parser.print_help()
 

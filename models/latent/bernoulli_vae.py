@@ -17,8 +17,9 @@ function log q(z | x) (as in ZhuSuan's bernoulli_latent_vae example):
 - `--estimator vimco`: VIMCO (Mnih & Rezende 2016), k samples per image
   (default 10), the importance weighted bound with leave-one-out baselines.
 
-Reported: the test ELBO, the test k-sample bound (VIMCO), and the test
-log-likelihood by importance sampling with q as proposal.
+Reported (DIR/metrics.json): the test ELBO, the test k-sample bound (VIMCO),
+and the test log-likelihood by importance sampling with q as proposal; samples
+in DIR/samples.npy.
 
     python -m models.latent.bernoulli_vae --estimator vimco
 """
@@ -31,7 +32,7 @@ from models import experiment
 from models.latent.vae import check_images, mlp
 
 __all__ = ["build_gen", "build_q_net", "build_baseline", "new_templates", "reinforce_step",
-           "vimco_step", "held_out_metrics", "main"]
+           "vimco_step", "main"]
 
 
 @ppl.meta_bayesian_net(scope="gen", reuse_variables=True)
@@ -94,27 +95,8 @@ def vimco_step(gen, q_net, z_dim, n_particles=10, hidden=(500, 500)):
     return step
 
 
-def held_out_metrics(gen, q_net, z_dim, n_particles=None, *, progress=True):
-    """held_out_metrics(images) -> the test ELBO, and the test k-sample bound when k is given."""
-    def bound(objective, k):
-        def per_image(x):
-            model = gen(x.shape[1], z_dim, x.shape[0], k)
-            return objective(model, {"x": x}, variational=q_net(x, z_dim, k), axis=0)
-        return per_image
-
-    def metrics(images):
-        results = {"test_elbo": experiment.mean_over_batches(
-            bound(inference.elbo, 1), images, batch_size=400, desc="test ELBO",
-            progress=progress)}
-        if n_particles is not None:
-            results[f"test_iw_bound_k{n_particles}"] = experiment.mean_over_batches(
-                bound(inference.iw_objective, n_particles), images, batch_size=100,
-                desc=f"test k={n_particles} bound", progress=progress)
-        return results
-    return metrics
-
-
 def main(argv=None):
+    """`python -m models.latent.bernoulli_vae ARGV`; returns the metrics (DIR/metrics.json)."""
     parser = experiment.common_parser(
         "bernoulli_vae", "Train a VAE with binary latent units by REINFORCE (NVIL) or VIMCO.",
         {"epochs": 100, "batch_size": 64, "z_dim": 10, "hidden": (200, 200)},
@@ -126,20 +108,19 @@ def main(argv=None):
     if args.estimator == "vimco" and args.particles < 2:
         parser.error("--particles must be at least 2 for VIMCO")
 
-    def setup(args):
+    def setup(args, data):
         if args.estimator == "reinforce":
-            return ({"model": build_gen, "guide": build_q_net, "baseline": build_baseline},
-                    reinforce_step(build_gen, build_q_net, build_baseline, args.z_dim,
-                                   hidden=args.hidden),
-                    held_out_metrics(build_gen, build_q_net, args.z_dim,
-                                     progress=not args.no_progress), build_gen, build_q_net)
-        return ({"model": build_gen, "guide": build_q_net},
-                vimco_step(build_gen, build_q_net, args.z_dim, args.particles,
-                           hidden=args.hidden),
-                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles,
-                                 progress=not args.no_progress),
-                build_gen, build_q_net)
-    return experiment.run(args, f"bernoulli_vae_{args.estimator}", setup)
+            return experiment.zhusuan_model(
+                build_gen, build_q_net, data.x_dim, args.z_dim,
+                reinforce_step(build_gen, build_q_net, build_baseline, args.z_dim,
+                               hidden=args.hidden),
+                modules={"model": build_gen, "guide": build_q_net, "baseline": build_baseline},
+                settings={"estimator": "reinforce"}, hidden=args.hidden)
+        return experiment.zhusuan_model(
+            build_gen, build_q_net, data.x_dim, args.z_dim,
+            vimco_step(build_gen, build_q_net, args.z_dim, args.particles, hidden=args.hidden),
+            bound_particles=args.particles, settings={"estimator": "vimco"}, hidden=args.hidden)
+    return experiment.run(args, "bernoulli_vae", setup)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,36 @@
 """Importance weighted autoencoder (Burda, Grosse & Salakhutdinov 2016).
 
-The VAE of `models.latent.vae` (same model and guide) trained on the importance
-weighted bound with k particles per image,
+The VAE of `models.latent.vae` (same model and guide) trained on the
+importance weighted bound with k particles per image,
 
     L_k = E[log (1/k) sum_i p(x, z_i) / q(z_i | x)],   z_i ~ q(z | x),
 
 which tightens towards log p(x) as k grows (k=50 by default), with its SGVB
-gradient. Reported: the test L_k, the test ELBO, and the test
-log-likelihood by importance sampling.
+gradient. `--layers 2` is the paper's model with two stochastic layers,
+
+    z2 ~ N(0, I),  z1 | z2 ~ N(mu(z2), sigma(z2)^2),  x | z1 ~ Bernoulli(f(z1))
+    q(z1 | x) = N(.., ..),  q(z2 | z1) = N(.., ..)
+
+with tanh nets as in the paper: between x and z1 the `--hidden` layers, between
+z1 and z2 layers half as wide, and z2 half of `--z-dim` (on MNIST: 784-100-100-
+z1 100-50-50-z2 50). Reported: the test L_k, the test ELBO, and the test
+log-likelihood by importance sampling (DIR/metrics.json), and samples.
 
     python -m models.latent.iwae                   # scikit-learn digits
-    python -m models.latent.iwae --data mnist --epochs 100 --checkpoint runs/iwae.pt
+    python -m models.latent.iwae --data mnist --layers 2 --epochs 100 --checkpoint runs/iwae2.pt
 """
+import torch
+from torch import nn
+
 import inference
 import ppl
 from models import experiment
-from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS
+from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS, check_images, mlp
 from models.latent.vae import build_gen as vae_gen
 from models.latent.vae import build_q_net as vae_q_net
-from models.latent.vae import held_out_metrics as vae_held_out_metrics
 
-__all__ = ["build_gen", "build_q_net", "new_templates", "iw_step", "held_out_metrics", "main"]
+__all__ = ["build_gen", "build_q_net", "build_gen2", "build_q_net2", "new_templates",
+           "iw_objective", "iw_step", "main"]
 
 # The IWAE is the VAE's model and guide with another objective; it owns its
 # own copies of the templates so that it trains its own parameters.
@@ -28,14 +38,58 @@ build_gen = ppl.meta_bayesian_net(scope="gen")(vae_gen.fn)
 build_q_net = ppl.reuse_variables(scope="q_net")(vae_q_net.fn)
 
 
-def new_templates():
-    """Fresh, untrained copies of (`build_gen`, `build_q_net`)."""
-    return (ppl.meta_bayesian_net(scope="gen")(vae_gen.fn),
-            ppl.reuse_variables(scope="q_net")(vae_q_net.fn))
+def _halved(sizes):
+    return tuple(max(1, size // 2) for size in sizes)
+
+
+@ppl.meta_bayesian_net(scope="gen", reuse_variables=True)
+def build_gen2(x_dim, z_dims, n, n_particles=1, hidden=(100, 100)):
+    """p(z2) p(z1 | z2) p(x | z1): z2 [k, n, z_dims[1]], z1 [k, n, z_dims[0]], x [k, n, x_dim]."""
+    z1_dim, z2_dim = z_dims
+    bn = ppl.BayesianNet()
+    z2 = bn.normal("z2", torch.zeros(n, z2_dim), std=1., group_ndims=1, n_samples=n_particles)
+    h2 = ppl.module("h2", lambda: mlp(z2_dim, _halved(hidden), nn.Tanh))(z2)
+    z1_mean = ppl.module("z1_mean", lambda: nn.Linear(_halved(hidden)[-1], z1_dim))(h2)
+    z1_logstd = ppl.module("z1_logstd", lambda: nn.Linear(_halved(hidden)[-1], z1_dim))(h2)
+    z1 = bn.normal("z1", z1_mean, logstd=z1_logstd, group_ndims=1)
+    h1 = ppl.module("h1", lambda: mlp(z1_dim, hidden, nn.Tanh))(z1)
+    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h1)
+    bn.output("x_mean", torch.sigmoid(x_logits))
+    bn.bernoulli("x", x_logits, group_ndims=1)
+    return bn
+
+
+@ppl.reuse_variables(scope="q_net")
+def build_q_net2(x, z_dims, n_z_per_x, hidden=(100, 100)):
+    """q(z1 | x) q(z2 | z1): z1 [n_z_per_x, n, z_dims[0]], z2 [n_z_per_x, n, z_dims[1]]."""
+    check_images(x)
+    z1_dim, z2_dim = z_dims
+    bn = ppl.BayesianNet()
+    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden, nn.Tanh))
+    check_images(x, encoder[0].in_features)
+    h1 = encoder(x)
+    z1_mean = ppl.module("z1_mean", lambda: nn.Linear(hidden[-1], z1_dim))(h1)
+    z1_logstd = ppl.module("z1_logstd", lambda: nn.Linear(hidden[-1], z1_dim))(h1)
+    z1 = bn.normal("z1", z1_mean, logstd=z1_logstd, group_ndims=1, n_samples=n_z_per_x)
+    h2 = ppl.module("h2", lambda: mlp(z1_dim, _halved(hidden), nn.Tanh))(z1)
+    z2_mean = ppl.module("z2_mean", lambda: nn.Linear(_halved(hidden)[-1], z2_dim))(h2)
+    z2_logstd = ppl.module("z2_logstd", lambda: nn.Linear(_halved(hidden)[-1], z2_dim))(h2)
+    bn.normal("z2", z2_mean, logstd=z2_logstd, group_ndims=1)
+    return bn
+
+
+def new_templates(layers=1):
+    """Fresh, untrained copies of (gen, q_net): `build_gen`/`build_q_net`, or the 2-layer ones."""
+    gen, q_net = (vae_gen, vae_q_net) if layers == 1 else (build_gen2, build_q_net2)
+    return (ppl.meta_bayesian_net(scope="gen", reuse_variables=True)(gen.fn),
+            ppl.reuse_variables(scope="q_net")(q_net.fn))
 
 
 def iw_objective(gen, q_net, x, z_dim, n_particles, hidden=(500, 500)):
-    """The importance weighted bound L_k of images `x` [n, x_dim], k = `n_particles`."""
+    """The importance weighted bound L_k of images `x` [n, x_dim], k = `n_particles`.
+
+    `z_dim`: an int for the one-layer templates, (z1_dim, z2_dim) for the 2-layer ones.
+    """
     model = gen(x.shape[1], z_dim, x.shape[0], n_particles, hidden=hidden)
     variational = q_net(x, z_dim, n_particles, hidden=hidden)
     return inference.iw_objective(model, {"x": x}, variational=variational, axis=0)
@@ -49,32 +103,30 @@ def iw_step(gen, q_net, z_dim, n_particles=50, hidden=(500, 500)):
     return step
 
 
-def held_out_metrics(gen, q_net, z_dim, n_particles=50, *, progress=True):
-    """held_out_metrics(images) -> the test L_k (k = `n_particles`) and the test ELBO."""
-    elbo_metrics = vae_held_out_metrics(gen, q_net, z_dim, progress=progress)
-
-    def metrics(images):
-        bound = experiment.mean_over_batches(
-            lambda x: iw_objective(gen, q_net, x, z_dim, n_particles), images, batch_size=100,
-            desc=f"test L_{n_particles}", progress=progress)
-        return {f"test_iw_bound_k{n_particles}": bound, **elbo_metrics(images)}
-    return metrics
-
-
 def main(argv=None):
+    """`python -m models.latent.iwae ARGV`; returns the metrics written to DIR/metrics.json."""
     parser = experiment.common_parser(
-        "iwae", "Train the VAE (784-500-500, z=40 on MNIST) by the importance weighted bound.",
+        "iwae", "Train the VAE (784-500-500, z=40 on MNIST), or with --layers 2 Burda et al.'s "
+                "two-stochastic-layer model, by the importance weighted bound.",
         {**DIGITS_DEFAULTS, "epochs": 50}, MNIST_DEFAULTS, quick_epochs=2)
     parser.add_argument("--particles", type=int, default=50,
                         help="k, importance samples per image in the training bound")
+    parser.add_argument("--layers", type=int, choices=(1, 2), default=1,
+                        help="stochastic layers (2: z-dim and hidden default to 100 and "
+                             "100,100 on MNIST, 10 and 100,100 on digits)")
     args = parser.parse_args(argv)
+    if args.layers == 2:
+        args.mnist_defaults = {**args.mnist_defaults, "z_dim": 100, "hidden": (100, 100)}
+        args.digits_defaults = {**args.digits_defaults, "hidden": (100, 100)}
+    gen, q_net = (build_gen, build_q_net) if args.layers == 1 else (build_gen2, build_q_net2)
 
-    def setup(args):
-        return ({"model": build_gen, "guide": build_q_net},
-                iw_step(build_gen, build_q_net, args.z_dim, args.particles, hidden=args.hidden),
-                held_out_metrics(build_gen, build_q_net, args.z_dim, args.particles,
-                                 progress=not args.no_progress),
-                build_gen, build_q_net)
+    def setup(args, data):
+        z_dim = args.z_dim if args.layers == 1 else (args.z_dim, max(1, args.z_dim // 2))
+        return experiment.zhusuan_model(
+            gen, q_net, data.x_dim, z_dim,
+            iw_step(gen, q_net, z_dim, args.particles, hidden=args.hidden),
+            bound_particles=args.particles, settings={"layers": args.layers},
+            hidden=args.hidden)
     return experiment.run(args, "iwae", setup)
 
 

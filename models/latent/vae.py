@@ -6,9 +6,11 @@
 
 trained by maximizing the ELBO with the SGVB (reparameterization) gradient
 and Adam (1e-3), and evaluated by the test ELBO and the test log-likelihood
-estimated by importance sampling with q as proposal. On MNIST the defaults
-are ZhuSuan's (784-500-500, z=40, batches of 128); on the small 8x8 digits
-set, a smaller net (64-200-200, z=10, batches of 64) that learns in a minute.
+estimated by importance sampling with q as proposal (`--iw-samples` per
+image), written to DIR/metrics.json with DIR/samples.npy as the zoo does. On
+MNIST the defaults are ZhuSuan's (784-500-500, z=40, batches of 128); on the
+small 8x8 digits set, a smaller net (64-200-200, z=10, batches of 64) that
+learns in a minute.
 
     python -m models.latent.vae                    # scikit-learn digits, ~1-2 min
     python -m models.latent.vae --data mnist --epochs 100 --checkpoint runs/vae.pt
@@ -20,15 +22,15 @@ import inference
 import ppl
 from models import experiment
 
-__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "elbo_step", "held_out_metrics",
+__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "check_images", "elbo_step",
            "main"]
 
 
-def mlp(in_dim, hidden):
-    """Fully connected ReLU layers in_dim -> hidden[0] -> ... -> hidden[-1]."""
+def mlp(in_dim, hidden, activation=nn.ReLU):
+    """Fully connected layers in_dim -> hidden[0] -> ... -> hidden[-1], each then `activation`."""
     layers, width = [], in_dim
     for size in hidden:
-        layers += [nn.Linear(width, size), nn.ReLU()]
+        layers += [nn.Linear(width, size), activation()]
         width = size
     return nn.Sequential(*layers)
 
@@ -90,35 +92,21 @@ def elbo_step(gen, q_net, z_dim, n_particles=1, hidden=(500, 500)):
     return step
 
 
-def held_out_metrics(gen, q_net, z_dim, *, progress=True):
-    """held_out_metrics(images) -> {"test_elbo": mean single-sample ELBO over the images}.
-
-    `progress`: show a progress bar over the batches.
-    """
-    def metrics(images):
-        def elbo(x):
-            model = gen(x.shape[1], z_dim, x.shape[0], 1)
-            return inference.elbo(model, {"x": x}, variational=q_net(x, z_dim, 1), axis=0)
-        return {"test_elbo": experiment.mean_over_batches(elbo, images, batch_size=400,
-                                                          desc="test ELBO", progress=progress)}
-    return metrics
-
-
 DIGITS_DEFAULTS = {"epochs": 200, "batch_size": 64, "z_dim": 10, "hidden": (200, 200)}
 MNIST_DEFAULTS = {"epochs": 10, "batch_size": 128, "z_dim": 40, "hidden": (500, 500)}
 
 
 def main(argv=None):
+    """`python -m models.latent.vae ARGV`; returns the metrics written to DIR/metrics.json."""
     parser = experiment.common_parser(
         "vae", "Train ZhuSuan's VAE (784-500-500, z=40 on MNIST) by the ELBO (SGVB).",
         DIGITS_DEFAULTS, MNIST_DEFAULTS, quick_epochs=5)
     args = parser.parse_args(argv)
 
-    def setup(args):
-        return ({"model": build_gen, "guide": build_q_net},
-                elbo_step(build_gen, build_q_net, args.z_dim, hidden=args.hidden),
-                held_out_metrics(build_gen, build_q_net, args.z_dim,
-                                 progress=not args.no_progress), build_gen, build_q_net)
+    def setup(args, data):
+        return experiment.zhusuan_model(
+            build_gen, build_q_net, data.x_dim, args.z_dim,
+            elbo_step(build_gen, build_q_net, args.z_dim, hidden=args.hidden), hidden=args.hidden)
     return experiment.run(args, "vae", setup)
 
 

@@ -1,4 +1,5 @@
 """`models.experiment`: the command line's checks, resume options, progress and --help."""
+import json
 import multiprocessing
 import subprocess
 import sys
@@ -72,9 +73,9 @@ def test_resume_with_a_smaller_lr_uses_it_and_says_so(tmp_path, monkeypatch):
           "--checkpoint", path)
     with pytest.warns(UserWarning, match=r"with the optimizer settings given now: lr 0\.0001 "
                                          r"\(the checkpoint had 0\.001\)"):
-        results = _main(monkeypatch, *SMALL, "--epochs", "2", "--out", str(tmp_path),
-                        "--no-progress", "--checkpoint", path, "--lr", "1e-4")
-    assert len(results["history"]) == 2
+        _main(monkeypatch, *SMALL, "--epochs", "2", "--out", str(tmp_path),
+              "--no-progress", "--checkpoint", path, "--lr", "1e-4")
+    assert len(json.loads((tmp_path / "run.json").read_text())["history"]) == 2
     saved = checkpoint.load(path)
     assert saved["optimizer"]["param_groups"][0]["lr"] == 1e-4
 

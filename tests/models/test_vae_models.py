@@ -75,10 +75,10 @@ def test_importance_sampling_chunks_merge_exactly(digits):
     x = torch.from_numpy(digits.test)
     torch.manual_seed(2)
     elbo = per_image_elbo(gen, q_net, x, 8, particles=200)
-    whole = experiment.is_loglikelihood(gen, q_net, x, 8, n_samples=200)
+    model = experiment.zhusuan_model(gen, q_net, x.shape[1], 8, step=None)
+    whole = experiment.is_loglikelihood(model, x, n_samples=200)
     # one sample per chunk: 200 chunks merged by logsumexp
-    chunked = experiment.is_loglikelihood(gen, q_net, x, 8, n_samples=200,
-                                          max_elements=x.numel())
+    chunked = experiment.is_loglikelihood(model, x, n_samples=200, max_elements=x.numel())
     assert whole.shape == chunked.shape == (300,)
     diff = chunked - whole
     assert abs(float(diff.mean())) < 5 * float(diff.std() / np.sqrt(len(diff)))
@@ -136,12 +136,16 @@ def test_cli_checkpoint_resume_replays_the_uninterrupted_run(tmp_path, monkeypat
     run(["--out", str(tmp_path / "b"), "--checkpoint", str(checkpoint)], epochs=2)
     assert checkpoint.exists()
     resumed, gen_resumed = run(["--out", str(tmp_path / "b"), "--checkpoint", str(checkpoint)])
-    assert len(straight["history"]) == len(resumed["history"]) == 3
-    np.testing.assert_allclose(resumed["history"], straight["history"], rtol=1e-6)
+    histories = [json.loads((tmp_path / run / "run.json").read_text())["history"]
+                 for run in "ab"]
+    assert len(histories[0]) == len(histories[1]) == 3
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-6)
     for (name, a), b in zip(gen_straight.state_dict().items(), gen_resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
-    assert resumed["test_log_likelihood"] == pytest.approx(straight["test_log_likelihood"])
-    saved = json.loads((tmp_path / "b" / "vae_digits.json").read_text())
-    assert saved["epochs"] == 3 and saved["hidden"] == [16]
-    assert saved["test_log_likelihood"] >= saved["test_elbo"] - 1.0
-    assert (tmp_path / "b" / "vae_digits.png").stat().st_size > 5000
+    assert resumed["test_loglik_nats"] == pytest.approx(straight["test_loglik_nats"])
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert saved == resumed and saved["budget"]["epochs"] == 3
+    assert saved["test_loglik_nats"] >= saved["test_elbo_nats"] - 1.0
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["hidden"] == [16]
+    assert np.load(tmp_path / "b" / "samples.npy").shape == (100, 64)
+    assert (tmp_path / "b" / "samples.png").stat().st_size > 5000
