@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference import checkpoint as checkpoints
-from inference import diagnostics
+from inference import diagnostics, distributed
 from inference.mcmc.adaptation import WindowedAdaptation, make_metric
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential, latent_nodes
@@ -109,6 +109,8 @@ def run(kernel, meta_bn, observed=None, init=None, n_chains=None, n_warmup=500, 
     _check_run_args(n_warmup, n_samples, thin, n_chains, init)
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"`checkpoint_every` must be a positive int, got {checkpoint_every!r}")
+    checkpoint = distributed.rank_path(checkpoint)  # under torchrun: each rank its chains
+    progress = progress and distributed.is_main()
     devices = []
     if init is not None:
         devices = [v.device for v in init.values() if isinstance(v, torch.Tensor)
@@ -150,6 +152,10 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
     metric = identity_metric(n, dim, dense=kernel.adapt_mass == "dense", dtype=potential.dtype,
                              device=potential.device)
     step_size = kernel.initial_step_size(state, potential, metric)
+    everything = potential  # all chains; under torchrun this rank runs a block of them
+    potential, state, step_size, metric = distributed.own_chains(kernel, potential, state,
+                                                                 step_size, metric)
+    n = potential.n_chains
     adaptation = WindowedAdaptation(
         n_warmup, adapt_step_size=kernel.adapt_step_size, adapt_mass=kernel.adapt_mass,
         target_acceptance_rate=kernel.target_acceptance_rate, gamma=kernel.gamma,
@@ -203,10 +209,11 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
         start = end
     bar.close()
     samples = potential.space.constrain(store.draws)  # each (chain, draw, ...)
-    return MCMCResult(samples=samples, stats=store.numpy(False),
-                      warmup_stats=store.numpy(True), step_size=step_size,
-                      inverse_mass_matrix=metric.inverse_mass, last_state=state,
-                      potential=potential, kernel=kernel, thin=thin)
+    result = MCMCResult(samples=samples, stats=store.numpy(False),
+                        warmup_stats=store.numpy(True), step_size=step_size,
+                        inverse_mass_matrix=metric.inverse_mass, last_state=state,
+                        potential=potential, kernel=kernel, thin=thin)
+    return distributed.all_chains(result, everything)  # every chain, in chain order
 
 
 class _Store:
