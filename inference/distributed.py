@@ -498,10 +498,8 @@ def own_chains(kernel, potential, state, step_size, metric):
     """
     if not is_active():
         return potential, state, step_size, metric
-    from inference.mcmc.metric import make_metric
-    from inference.mcmc.nuts import NUTS, new_streams
-    from inference.mcmc.potential import Potential
-    from inference.mcmc.state import HMCState
+    from inference.mcmc import NUTS, HMCState, Potential, nuts
+    from inference.mcmc.adaptation import make_metric
     n = potential.n_chains
     if len(potential.space.chain_shape) != 1:
         raise ValueError(f"chain-parallel MCMC splits one chain axis; the chains have axes "
@@ -510,7 +508,7 @@ def own_chains(kernel, potential, state, step_size, metric):
         raise ValueError(f"{n} chains cannot be split over {world_size()} ranks: run at "
                          f"least one chain per rank")
     start, stop = _chain_block(n)
-    rng = new_streams(n, state.position.device)[start:stop] if isinstance(kernel, NUTS) \
+    rng = nuts.new_streams(n, state.position.device)[start:stop] if isinstance(kernel, NUTS) \
         else None
     block = slice(start, stop)
     constrained = {k: v[block] for k, v in potential.constrain(state.position).items()}
@@ -528,7 +526,7 @@ def all_chains(result, potential):
     the one for all chains."""
     if not is_active():
         return result
-    from inference.mcmc.state import HMCState
+    from inference.mcmc import HMCState
     state = result.last_state
     mine = {"samples": result.samples, "stats": result.stats,
             "warmup_stats": result.warmup_stats, "step_size": result.step_size,
