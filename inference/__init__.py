@@ -26,3 +26,7 @@ __all__ += ["mcmc", "diagnostics", "HMC", "NUTS"]
 
 from inference.gibbs import Gibbs  # noqa: E402
 __all__ += ["Gibbs"]
+
+from inference import energy  # noqa: E402
+from inference.energy import ContrastiveDivergence  # noqa: E402
+__all__ += ["energy", "ContrastiveDivergence"]

@@ -127,7 +127,8 @@ class EnergyModel:
 
     # -- block conditionals ------------------------------------------------------
     def logits(self, name, values):
-        """The logits [*batch, units] of layer `name`'s block conditional given the others.
+        """The logits [*batch, units] of layer `name`'s block conditional given the others
+        (`values` need not hold the layer itself).
 
         A given conditional's, or d log p* / d x_name at x_name = 0 (exact for an
         energy linear in each unit whose units within the layer do not interact;
@@ -141,9 +142,10 @@ class EnergyModel:
                 raise TypeError(f"conditionals['{name}'] must return a Bernoulli with logits, "
                                 f"got {type(dist).__name__}")
             return unwrap(logits).detach()
-        value = values[name]
-        dtype = value.dtype if value.is_floating_point() else torch.get_default_dtype()
-        value = torch.zeros(value.shape, dtype=dtype, device=value.device, requires_grad=True)
+        other = values[name] if name in values else next(iter(values.values()))
+        dtype = other.dtype if other.is_floating_point() else torch.get_default_dtype()
+        value = torch.zeros(other.shape[:-1] + (self.layers[name],), dtype=dtype,
+                            device=other.device, requires_grad=True)
         with torch.enable_grad():
             total = self.log_joint({**values, name: value}).sum()
             grad, = torch.autograd.grad(total, value)
@@ -158,14 +160,6 @@ class EnergyModel:
         """name -> fn(values) -> Bernoulli, for `inference.Gibbs(conditionals=...)`."""
         names = self.layers if names is None else names
         return {name: functools.partial(self.conditional, name) for name in names}
-
-    def sweep(self, values, names=None):
-        """One block-Gibbs sweep over `names` (default: every layer, in order): new values."""
-        values = dict(values)
-        for name in (self.layers if names is None else names):
-            values[name] = torch.bernoulli(torch.sigmoid(self.logits(name, values))) \
-                .to(values[name].dtype)
-        return values
 
     def mean_field(self, values, names, n_iterations=10, init=None):
         """Mean-field means of layers `names` given the other layers' `values`.
@@ -188,23 +182,41 @@ class EnergyModel:
                 means[name] = torch.sigmoid(self.logits(name, {**values, **means}))
         return means
 
+    def linear_terms(self, names, values):
+        """(log p* with the layers `names` at 0: [*batch], name -> logits of each of them).
+
+        log p* is linear in each layer; for layers that interact with none of
+        each other it is log p*(names at 0) + sum over them of x . logits. One
+        autograd pass gives every derived term; under grad mode the results
+        stay differentiable in the model's parameters.
+        """
+        keep_graph = torch.is_grad_enabled()
+        template = next(v for k, v in values.items() if k not in names)
+        zeros = {name: torch.zeros(template.shape[:-1] + (self.layers[name],),
+                                   dtype=template.dtype, device=template.device,
+                                   requires_grad=name not in self.given)
+                 for name in names}
+        derived = [name for name in names if name not in self.given]
+        with torch.enable_grad():
+            base = self.log_joint({**values, **zeros})
+            grads = torch.autograd.grad(base.sum(), [zeros[name] for name in derived],
+                                        create_graph=keep_graph) if derived else ()
+        logits = dict(zip(derived, grads))
+        for name in names:
+            if name in self.given:
+                logits[name] = unwrap(self.given[name]({**values, **zeros}).logits)
+        if not keep_graph:
+            base, logits = base.detach(), {name: logit.detach() for name, logit in logits.items()}
+        return base, {name: logits[name] for name in names}
+
     def sum_out(self, names, values):
         """log sum over the layers `names` of p*(x): [*batch], given the other layers.
 
-        Exact when the units of `names` interact with none of each other: then
-        log p* = log p*(names at 0) + sum_i x_i logit_i, and each unit sums to
-        softplus(logit_i).
+        Exact when the units of `names` interact with none of each other (each
+        unit then sums to softplus(logit)).
         """
-        values = dict(values)
-        template = next(v for k, v in values.items() if k not in names)
-        batch = template.shape[:-1]
-        for name in names:
-            values[name] = torch.zeros(batch + (self.layers[name],), dtype=template.dtype,
-                                       device=template.device)
-        total = self.log_joint(values)
-        for name in names:
-            total = total + F.softplus(self.logits(name, values)).sum(-1)
-        return total
+        base, logits = self.linear_terms(names, values)
+        return base + sum(F.softplus(logit).sum(-1) for logit in logits.values())
 
     # -- checks ------------------------------------------------------------------
     def check(self, values, names=None, n_units=16, atol=1e-4, rtol=1e-4):
