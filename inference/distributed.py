@@ -147,11 +147,11 @@ def init(*, backend=None, timeout=None):
     return session.active
 
 
-def _store(rank_, world, timeout, host=False):
+def _store(world, timeout, host=False):
     """A client of the rendezvous store (torchrun's agent hosts it, or rank 0 does)."""
     store = dist.TCPStore(os.environ["MASTER_ADDR"], _env_int("MASTER_PORT"), world,
                           is_master=host, timeout=datetime.timedelta(seconds=timeout),
-                          wait_for_workers=host)
+                          wait_for_workers=False)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"/ppl/attempt_{attempt}", store)
 
@@ -162,7 +162,7 @@ def _join(session, backend):
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
-        store = _store(rank_, world, timeout, host=rank_ == 0 and not agent)
+        store = _store(world, timeout, host=rank_ == 0 and not agent)
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
@@ -170,7 +170,7 @@ def _join(session, backend):
         dist.init_process_group(backend, store=store, rank=rank_, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout))
         dist.barrier()  # every rank has joined: the group is complete
-        return _store(rank_, world, timeout)
+        return _store(world, timeout)
     except (RuntimeError, ValueError) as error:  # DistStoreError, DistNetworkError, ...
         raise LaunchError(f"rank {rank_} could not join the {world} processes at {where} "
                           f"within {timeout:g} s ({type(error).__name__}: {error}); were all "
@@ -372,13 +372,21 @@ def _state_tensors(modules):
 
 def broadcast_from_main(modules):
     """Copy every parameter and buffer of `modules` (name -> nn.Module) from rank 0, as
-    DDP does at construction (templates make their layers on their first call, with
-    each rank's own random initialization)."""
+    DDP does at construction (templates make their layers on their first call), and rank
+    0's torch random state (the common stream, as one process has it after the call)."""
     if not is_active():
         return
     with torch.no_grad():
         for tensor in _state_tensors(modules):
             _collective("copying rank 0's parameters", dist.broadcast, tensor, src=0)
+    _sync_rng()
+
+
+def _sync_rng():
+    """torch's (CPU) generator of rank 0 on every rank."""
+    state = torch.get_rng_state().to(_device())
+    _collective("copying rank 0's random state", dist.broadcast, state, src=0)
+    torch.set_rng_state(state.cpu())
 
 
 def mean_over_ranks(values, share):
@@ -437,11 +445,14 @@ def _rank_seed():
 
 
 @contextlib.contextmanager
-def own_noise():
+def own_noise(enabled=True):
     """Inside: torch's generator seeded for this rank from one draw of the common stream
     (the same draw on every rank), so ranks sample independent model noise; after: the
-    common stream, as every rank has it (batches shuffled with it stay the same)."""
-    if not is_active():
+    common stream, as every rank has it (batches shuffled with it stay the same).
+    enabled=False (the step that makes the templates' layers: they are initialized from
+    the common stream, as in one process): the common stream inside, synced from rank 0
+    after by `broadcast_from_main`."""
+    if not (enabled and is_active()):
         yield
         return
     seed = _rank_seed()
@@ -493,8 +504,9 @@ def own_chains(kernel, potential, state, step_size, metric):
     """This rank's block of the chains, set up for all of them on every rank: returns
     (potential, state, step_size, metric) for the block, NUTS's random streams drawn for
     every chain (as one process would at its first transition) and kept for the block.
-    HMC, which draws its momenta from torch's generator, gets a generator per rank: its
-    chains are independent, but chain k's draws depend on the world size (NUTS's do not).
+    What the chains draw from torch's generator (HMC's momenta; the step size search
+    at the end of each mass matrix window) comes from a generator per rank: independent
+    across ranks, but dependent on the world size (`all_chains` syncs the generators).
     """
     if not is_active():
         return potential, state, step_size, metric
@@ -515,8 +527,7 @@ def own_chains(kernel, potential, state, step_size, metric):
     log_joint = potential.log_joint
     local = Potential(log_joint.plain if log_joint.meta_bn is None else log_joint.meta_bn,
                       log_joint.observed, constrained, potential.supports)
-    if rng is None:  # HMC draws its momenta from torch's generator: one per rank
-        torch.manual_seed(_rank_seed())
+    torch.manual_seed(_rank_seed())  # momenta drawn from torch's generator: one per rank
     return (local, HMCState(state.position[block], state.log_prob[block], state.grad[block],
                             rng), step_size[block], make_metric(metric.inverse_mass[block]))
 
@@ -535,6 +546,7 @@ def all_chains(result, potential):
     mine = _to_cpu(mine)
     parts = [None] * world_size()
     _collective("gathering the chains", dist.all_gather_object, parts, mine)
+    _sync_rng()
     device = state.position.device
 
     def join(values):

@@ -232,7 +232,7 @@ class Trainer:
         if self._batch_spec is None:
             self._batch_spec = _batch_spec(batch)
         batch, share = distributed.shard_with_share(batch)  # (batch, 1.) in one process
-        with distributed.own_noise():
+        with distributed.own_noise(enabled=self._params is not None):  # after layers exist
             cost, objective = self._forward(step_fn, batch)
         cost_value, bound = distributed.mean_over_ranks(_values(cost, objective), share)
         for what, value in (("cost", cost_value), ("objective", bound)):
