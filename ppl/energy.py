@@ -154,7 +154,8 @@ class EnergyModel:
     def conditional(self, name, values):
         """Layer `name`'s block conditional: a ppl Bernoulli over [*batch, units]."""
         logits = self.logits(name, values)
-        return distributions.Bernoulli(logits=logits, dtype=values[name].dtype, group_ndims=1)
+        dtype = values[name].dtype if name in values else logits.dtype
+        return distributions.Bernoulli(logits=logits, dtype=dtype, group_ndims=1)
 
     def conditionals(self, names=None):
         """name -> fn(values) -> Bernoulli, for `inference.Gibbs(conditionals=...)`."""

@@ -15,6 +15,8 @@ with 500 hidden units and CD-25 (far longer training than the defaults here).
     python -m models.energy.rbm --epochs 10 --cd-k 1
     python -m models.energy.rbm --persistent --n-hidden 500 --out runs/rbm_pcd
 """
+import time
+
 import torch
 
 from inference import energy
@@ -51,7 +53,9 @@ def main(argv=None):
     zoo.start(args)
     budget = zoo.Budget()
     train, test = common.load_data(args)
+    started = time.process_time()
     template, model = fit(train, args, args.n_hidden)
+    train_cpu = time.process_time() - started
     with torch.no_grad():
         log_z = common.estimate_log_z(model, {"v": energy.base_rate_logits(train)}, args)
         loglik = energy.log_likelihood(model, log_z, {"v": test}, ["h"]).mean()
@@ -63,7 +67,7 @@ def main(argv=None):
     return zoo.write_metrics(args.out, metrics, budget.as_dict(
         args.epochs, n_hidden=args.n_hidden, cd_k=args.cd_k, persistent=args.persistent,
         lr=args.lr, batch_size=args.batch_size, ais_temperatures=args.n_temperatures,
-        ais_runs=args.ais_runs))
+        ais_runs=args.ais_runs, train_cpu_seconds=round(train_cpu, 2)))
 
 
 if __name__ == "__main__":
