@@ -17,9 +17,10 @@ L_k = E[log (1/k) sum_j p(x, h_j) / q(h_j | x)] (k = 10) is trained by one of
   samples), the guide descends the inclusive KL(p(h|x) || q(h|x)) (`klpq`).
 
 Adam (1e-3, eps 1e-4), batches of 24, dynamically binarized MNIST (ZhuSuan's
-settings). Reported: `test_loglik_nats`, log p(x) by importance sampling
-with the guide (1000 samples per image), and `test_iw_bound_k10` (the training
-bound on the test set).
+settings); `--z-dim` is the width of each latent layer. Trained and evaluated
+by `models.experiment.run`: `test_loglik_nats`, log p(x) by importance sampling
+with the guide (`--iw-samples`, 1000 per image), `test_iw_bound_k10_nats` (the
+training bound on the test set) and `test_elbo_nats`.
 
     python -m models.latent.sbn --estimator vimco
     python -m models.latent.sbn --estimator rws --epochs 10 --checkpoint runs/sbn.pt
@@ -29,13 +30,11 @@ from torch import nn
 
 import inference
 import ppl
-from models import zoo
-from models.data import BinarizedBatches, load_binary_images
-from models.experiment import is_loglikelihood, mean_over_batches
+from models import experiment, zoo
 from models.latent.vae import check_images
 
 __all__ = ["ESTIMATORS", "build_sbn", "build_q_net", "new_templates", "iw_bound", "sbn_step",
-           "sample_images", "main"]
+           "main"]
 
 ESTIMATORS = ("vimco", "rws")
 
@@ -110,65 +109,32 @@ def sbn_step(sbn, q_net, h_dim, estimator="vimco", n_particles=10):
     return vimco if estimator == "vimco" else rws
 
 
-@torch.no_grad()
-def sample_images(sbn, x_dim, h_dim, n):
-    """Pixel probabilities of `n` images drawn from the net: [n, x_dim]."""
-    return sbn(x_dim, h_dim, n, 1).observe()["x_mean"][0]
+SBN_DEFAULTS = {"epochs": 20, "batch_size": 24, "z_dim": 200}
 
 
 def main(argv=None):
-    parser = zoo.parser("latent.sbn", "A sigmoid belief net (200-200-200 binary units) trained "
-                        "by VIMCO or reweighted wake-sleep (ZhuSuan's sbn_vimco, "
-                        "sbn_adaptive_is).", data="mnist", epochs=20, quick_epochs=1)
+    """`python -m models.latent.sbn ARGV`; returns the metrics written to DIR/metrics.json."""
+    parser = experiment.common_parser(
+        "sbn", "A sigmoid belief net (three layers of 200 binary units) trained by VIMCO or "
+        "reweighted wake-sleep (ZhuSuan's sbn_vimco, sbn_adaptive_is).",
+        None, SBN_DEFAULTS, quick_epochs=1, data="mnist")
     parser.add_argument("--estimator", choices=ESTIMATORS, default="vimco",
                         help="vimco: VIMCO for model and guide; rws: the bound for the model, "
                              "the inclusive KL for the guide (default vimco)")
-    parser.add_argument("--h-dim", type=zoo.positive_int, default=200,
-                        help="binary units per latent layer (default 200)")
     parser.add_argument("--particles", type=zoo.positive_int, default=10,
                         help="k, samples per image in the training bound (default 10)")
-    parser.add_argument("--batch-size", type=zoo.positive_int, default=24)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--iw-samples", type=zoo.positive_int, default=1000,
-                        help="importance samples per test image for log p(x) (default 1000)")
+    parser.set_defaults(adam_eps=1e-4)  # ZhuSuan's
     args = parser.parse_args(argv)
     if args.particles < 2:
         parser.error("--particles must be at least 2 (both estimators are multi-sample)")
-    zoo.start(args)
-    budget = zoo.Budget()
-    data = load_binary_images(args.data, seed=args.seed)
-    train = zoo.first(data.train, args.train_size)
-    test = zoo.first(data.test, args.test_size)
-    batches = BinarizedBatches(train, min(args.batch_size, len(train)), seed=args.seed,
-                               binarize=data.dynamic)
-    settings = {"estimator": args.estimator, "h_dim": args.h_dim, "particles": args.particles,
-                "batch_size": batches.batch_size, "seed": args.seed}
-    trainer = inference.Trainer(
-        {"model": build_sbn, "guide": build_q_net},
-        lambda params: torch.optim.Adam(params, lr=args.lr, eps=1e-4),
-        checkpoint_path=args.checkpoint, progress=not args.no_progress,
-        fingerprint={"train_images": torch.from_numpy(train), "settings": settings})
-    step = sbn_step(build_sbn, build_q_net, args.h_dim, args.estimator, args.particles)
-    history = trainer.fit(step, batches, n_epochs=args.epochs)
-    print(f"sbn ({args.estimator}) on {data.name}: {len(train)} train images, {args.epochs} "
-          f"epochs, training bound {history[-1]:.2f}")
-    progress = not args.no_progress
-    test_images = torch.from_numpy(test)
-    metrics = {
-        "test_loglik_nats": mean_over_batches(
-            lambda x: is_loglikelihood(build_sbn, build_q_net, x, args.h_dim, args.iw_samples),
-            test_images, batch_size=100, desc="test log-likelihood", progress=progress),
-        f"test_iw_bound_k{args.particles}": mean_over_batches(
-            lambda x: iw_bound(build_sbn, build_q_net, x, args.h_dim, args.particles).tensor,
-            test_images, batch_size=100, desc="test bound", progress=progress),
-    }
-    zoo.save_samples(args.out, sample_images(build_sbn, data.x_dim, args.h_dim, args.n_samples),
-                     image_shape=data.image_shape)
-    print(", ".join(f"{name} {value:.2f}" for name, value in metrics.items()))
-    return zoo.write_metrics(args.out, metrics,
-                             budget.as_dict(args.epochs, estimator=args.estimator,
-                                            iw_samples=args.iw_samples, train_size=len(train),
-                                            test_size=len(test)))
+
+    def setup(args, data):
+        step = sbn_step(build_sbn, build_q_net, args.z_dim, args.estimator, args.particles)
+        return experiment.zhusuan_model(
+            build_sbn, build_q_net, data.x_dim, args.z_dim, step,
+            bound_particles=args.particles,
+            settings={"estimator": args.estimator, "particles": args.particles})
+    return experiment.run(args, "sbn", setup)
 
 
 if __name__ == "__main__":
