@@ -8,8 +8,9 @@
 Observations come from `observed`, and, inside a `MetaBayesianNet.observe`
 call, from the values given there (the explicit `observed` argument wins).
 
-Built in a `with ppl.BayesianNet(...) as bn:` block (ZhuSuan's form), a net
-made by hand also records its graph (`bn.graph`, `bn.markov_blanket(name)`).
+Every net knows its graph (`bn.graph`, `bn.markov_blanket(name)`), however
+it was built: see `ppl.graph` for how it is recorded. ZhuSuan's
+`with ppl.BayesianNet(...) as bn:` form works too.
 """
 import functools
 import inspect
@@ -40,9 +41,11 @@ class BayesianNet:
     Reading: `bn[name]`, `get`, `outputs`, `cond_log_prob` / `local_log_prob`,
     `query` (ZhuSuan 0.4), `log_joint()` (the sum of every node's log-prob and
     every factor, or the template's `log_joint` override). The graph: `graph`,
-    `parents`, `children`, `markov_blanket`, `draw_graph`; it is recorded for
-    nets built by a template, inside `ppl.track_graph()`, or in a
-    `with ppl.BayesianNet() as bn:` block.
+    `parents`, `children`, `markov_blanket`, `draw_graph`, for any net: a
+    template's net re-runs its call once, traced, when asked; a net built by
+    hand outside templates records it as it is built, its nodes handing model
+    code values that carry their names (`ppl.graph.Traced`; what the net stores
+    and `outputs` gives stay plain tensors).
     """
 
     def __init__(self, observed=None):
@@ -51,27 +54,28 @@ class BayesianNet:
         self._observed = {**inherited, **(observed or {})}
         self._given = tuple(observed or ())  # the names this constructor was asked to observe
         self._meta_bn = frame.meta_bn if frame is not None else None
+        self._rerun = self._index = None  # a guide's net: how to make it again, for its graph
+        if frame is not None and self._meta_bn is None:
+            self._rerun, self._index = frame.rerun, frame.made
+            frame.made += 1
+            if frame.nets is not None:
+                frame.nets.append(self)
         self.nodes = {}
         self._stochastic = {}  # the StochasticTensor nodes of `nodes`
         self.factors = {}
+        # What records the graph while nodes are added: `track_graph()`'s tracker, this
+        # net's own values for a net built by hand, or nothing in a template's call.
         self._tracker = graph_lib.active_tracker()
-        self._own_tracking = None  # the `track_graph()` a `with` block opened
+        if self._tracker is None and frame is None:
+            self._tracker = graph_lib.ValueTracker()
         self._parents = {}
         self._log_joint_cache = None
 
     def __enter__(self):
-        """`with ppl.BayesianNet() as bn:` records the graph of the nodes added inside."""
-        if self.nodes or self.factors:
-            raise RuntimeError("enter `with ppl.BayesianNet() as bn:` before adding nodes")
-        if self._tracker is None:
-            self._own_tracking = graph_lib.track_graph()
-            self._tracker = self._own_tracking.__enter__()
+        """ZhuSuan's `with ppl.BayesianNet() as bn:` form; the block changes nothing."""
         return self
 
     def __exit__(self, *exc_info):
-        if self._own_tracking is not None:
-            self._own_tracking.__exit__(*exc_info)
-            self._own_tracking = None
         return False
 
     # -- building ---------------------------------------------------------
@@ -96,7 +100,10 @@ class BayesianNet:
         observation = self._observed.get(name)
         if observation is not None:
             observation = self._check_observation(name, dist, observation, n_samples)
-        node = StochasticTensor(self, name, dist, n_samples=n_samples, observation=observation)
+            if self._tracker is not None:
+                observation = self._tracker.plain(observation)
+        node = StochasticTensor(self, name, dist, n_samples=n_samples, observation=observation,
+                                tracer=self._tracker)
         self.nodes[name] = self._stochastic[name] = node
         if self._tracker is not None:
             self._parents[name] = self._tracker.sources(list(dist.params.values()))
@@ -110,11 +117,12 @@ class BayesianNet:
             raise ValueError(f"node '{name}' is deterministic: it is computed from its parents "
                              f"and cannot be observed; observe the stochastic nodes it comes "
                              f"from, or drop '{name}' from the observations")
-        tensor = unwrap(tensor)
-        self.nodes[name] = tensor
         if self._tracker is not None:
             self._parents[name] = self._tracker.sources(tensor)
-            self._tracker.mark(tensor, {name})
+            tensor = self._tracker.named(unwrap(tensor), name)
+        else:
+            tensor = unwrap(tensor)
+        self.nodes[name] = tensor
         return tensor
 
     output = deterministic  # ZhuSuan's newer name for the same thing
@@ -122,12 +130,14 @@ class BayesianNet:
     def factor(self, name, log_value):
         """Add an unnormalized log-density term to `log_joint` (energy, Stan's target +=)."""
         self._claim(name)
+        if self._tracker is not None:
+            self._parents[name] = self._tracker.sources(log_value)
         log_value = unwrap(log_value)
         if not isinstance(log_value, torch.Tensor):
             log_value = torch.as_tensor(log_value, dtype=torch.get_default_dtype())
-        self.factors[name] = log_value
         if self._tracker is not None:
-            self._parents[name] = self._tracker.sources(log_value)
+            log_value = self._tracker.plain(log_value)
+        self.factors[name] = log_value
         return log_value
 
     def _check_observation(self, name, dist, value, n_samples):
@@ -174,6 +184,10 @@ class BayesianNet:
     def outputs(self, names):
         """The value tensor(s) of the named node(s), as plain tensors."""
         nodes = self.get(names)
+        if self._tracker is not None:
+            plain = self._tracker.plain
+            return plain(unwrap(nodes)) if isinstance(names, str) else [plain(unwrap(n))
+                                                                        for n in nodes]
         return unwrap(nodes) if isinstance(names, str) else [unwrap(n) for n in nodes]
 
     def cond_log_prob(self, names):
@@ -242,16 +256,18 @@ class BayesianNet:
     @property
     def graph(self):
         """The model as a `networkx.DiGraph` (see `ppl.graph`): an edge a -> b when b's
-        distribution arguments (or value) were computed from node a."""
+        distribution arguments (or value) were computed from node a.
+
+        A net built in a template's call recorded nothing: its call runs again once,
+        under `ppl.track_graph()`, and the graph is that of the net it makes again."""
         if self._tracker is None:
-            if self._meta_bn is None:
-                raise RuntimeError("this BayesianNet was built without graph tracking: the "
-                                   "graph is recorded while the nodes are added, so build the "
-                                   "net in a `with ppl.BayesianNet(...) as bn:` block (or "
-                                   "inside `with ppl.track_graph():`), or in a template "
-                                   "(@ppl.meta_bayesian_net), which re-runs itself traced")
+            if self._meta_bn is not None:
+                with graph_lib.track_graph():
+                    return self._meta_bn.observe(**self._observed).graph
+            again = []
             with graph_lib.track_graph():
-                return self._meta_bn.observe(**self._observed).graph
+                self._rerun(again)
+            return again[self._index].graph
         import networkx as nx
         g = nx.DiGraph()
         for name, node in self.nodes.items():
@@ -302,6 +318,9 @@ def _terms_broadcast_error(terms):
 
 def _node_helper(cls, method_name):
     def helper(self, name, *args, n_samples=None, **kwargs):
+        if self._tracker is not None:  # the distribution computes with plain tensors
+            args = [self._tracker.argument(a) for a in args]
+            kwargs = {k: self._tracker.argument(v) for k, v in kwargs.items()}
         return self.stochastic(name, cls(*args, **kwargs), n_samples=n_samples)
 
     helper.__name__ = method_name

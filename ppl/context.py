@@ -18,6 +18,12 @@ class Frame:
     # calls made so far in this run, per function that numbers its layers by call order
     # (ZhuSuan's flow functions: `planar_normalizing_flow_0`, `_1`, ...)
     calls: collections.Counter = field(default_factory=collections.Counter)
+    # For the graph of a guide's net (which has no `meta_bn` to observe again): `rerun(nets)`
+    # makes the same call again, each net made directly in its frame appended to `nets`;
+    # `made` counts the nets made directly in this frame so far; `nets`: such a list or None.
+    rerun: object = None
+    made: int = 0
+    nets: list = None
 
 
 _current = contextvars.ContextVar("ppl_frame", default=None)

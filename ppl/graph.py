@@ -1,31 +1,72 @@
 """The model graph: which nodes each node was computed from.
 
-Provenance is traced, not declared: inside `track_graph()` a
-`TorchFunctionMode` records, for every tensor a torch operation produces, the
-set of nodes its inputs came from. A `BayesianNet` built there records for each
-node the nodes its distribution parameters (or deterministic value) came from.
-Tracing is off by default, so training loops pay nothing for it;
-`bn.graph` re-runs a template's function under tracing when needed, and a net
-built by hand records its graph inside `with ppl.BayesianNet() as bn:`.
+Provenance is traced, not declared, in one of three ways:
 
-The graph is a `networkx.DiGraph` whose nodes carry `kind` ('stochastic',
-'deterministic' or 'factor'), `dist` (class name) and `observed`.
+- A template's net (`@ppl.meta_bayesian_net`, `@ppl.reuse_variables`, any
+  `MetaBayesianNet`) records nothing while it runs, so training loops pay
+  nothing: `bn.graph` re-runs the call once under `track_graph()`.
+- Inside `track_graph()` a `TorchFunctionMode` records, for every tensor a
+  torch operation produces, the set of nodes its inputs came from.
+- A net built by hand, outside any template (`bn = ppl.BayesianNet()` in a
+  script), has no call to re-run: its values carry their provenance. The node
+  values that model code computes with (a node in an operation, `bn[name]`,
+  what `deterministic` returns) are `Traced` tensors, a `torch.Tensor`
+  subclass whose `__torch_function__` hands the set of source nodes on to every
+  result. What the net stores (`node.tensor`, `cond_log_prob`, `log_joint`,
+  `outputs`) stays a plain tensor, so inference reads plain tensors. Only values
+  computed by torch operations are followed: `.item()`, `.tolist()` and numpy
+  arrays carry nothing, and a plain tensor written in place from a node
+  (`buf.add_(z)`, `buf[0] = z`) counts as coming from it when it is used as a
+  node's argument, but not what is computed from it afterwards.
+
+Each node records the nodes its distribution parameters (or deterministic
+value, or factor) came from. The graph is a `networkx.DiGraph` whose nodes
+carry `kind` ('stochastic', 'deterministic' or 'factor'), `dist` (class
+name) and `observed`.
 """
 import contextlib
+import copy
 
 import networkx as nx
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ppl.stochastic_tensor import StochasticTensor
 
-__all__ = ["track_graph", "parents", "children", "markov_blanket", "layout", "draw"]
+__all__ = ["track_graph", "Traced", "parents", "children", "markov_blanket", "layout", "draw"]
+
+
+def _leaves(obj):
+    """The tensors and nodes in a (nested) list, tuple or dict of torch arguments."""
+    if isinstance(obj, (torch.Tensor, StochasticTensor)):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _leaves(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _leaves(item)
+
+
+_IN_PLACE_DUNDERS = frozenset(f"__i{op}__" for op in (
+    "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor",
+    "lshift", "rshift")) | {"__setitem__"}
+
+
+def _written(func, args, kwargs):
+    """The tensors an operation writes in place: its `out=`, or its first argument for an
+    in-place method (`add_`, `copy_`, `x[i] = v`, `x += v`)."""
+    written = list(_leaves(kwargs.get("out")))
+    name = getattr(func, "__name__", "")
+    if args and (name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))):
+        written += _leaves(args[0])
+    return [leaf for leaf in written if isinstance(leaf, torch.Tensor)]
 
 
 class _Provenance(TorchFunctionMode):
-    """Propagates `origin[tensor] = {node names}` through every torch operation."""
+    """`track_graph()`'s tracker: propagates `origin[tensor] = {node names}` through every
+    torch operation while the block runs."""
 
     def __init__(self):
         super().__init__()
@@ -34,18 +75,29 @@ class _Provenance(TorchFunctionMode):
     def sources(self, obj):
         """Union of the node names behind every tensor in the (nested) object."""
         found = set()
-        for leaf in tree_flatten(obj)[0]:
+        for leaf in _leaves(obj):
             if isinstance(leaf, StochasticTensor):
                 found.add(leaf.name)
-            elif isinstance(leaf, torch.Tensor):
+            else:
                 found |= self.origin.get(leaf, frozenset())
         return found
 
     def mark(self, obj, names):
         names = frozenset(names)
-        for leaf in tree_flatten(obj)[0]:
+        for leaf in _leaves(obj):
             if isinstance(leaf, torch.Tensor):
                 self.origin[leaf] = names
+
+    def named(self, tensor, name):
+        """`tensor`, now standing for node `name`."""
+        self.mark(tensor, {name})
+        return tensor
+
+    @staticmethod
+    def plain(value):
+        return value
+
+    argument = plain
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -53,20 +105,141 @@ class _Provenance(TorchFunctionMode):
         names = self.sources((args, kwargs))
         if names:
             self.mark(out, names)
+            self.mark(_written(func, args, kwargs), names)
         return out
+
+
+class Traced(torch.Tensor):
+    """A value computed from nodes of a hand-built net; it knows which (see the module docs).
+
+    `_sources`: a frozenset of `(tracker, name)` pairs, so that a value carried over from
+    one net into another adds no edge to the second. Every torch operation with a
+    `Traced` argument returns `Traced` results carrying the union of its arguments'
+    sources (a plain argument's too, where its net marked it), and an in-place one
+    passes them on to the tensor it writes. Printed, formatted, pickled or saved
+    (`torch.save`) it is a plain tensor.
+    """
+
+    _sources = frozenset()
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if not all(issubclass(t, torch.Tensor) for t in types):
+            return NotImplemented  # a StochasticTensor argument: it unwraps itself first
+        kwargs = kwargs or {}
+        sources, plain = frozenset(), []
+        for leaf in _leaves((args, kwargs)):
+            if isinstance(leaf, Traced):
+                sources |= leaf._sources
+            else:
+                plain.append(leaf)
+        trackers = {tracker for tracker, _ in sources}
+        for tracker in trackers:
+            sources |= {(tracker, name) for leaf in plain for name in tracker.origin.get(leaf, ())}
+        out = super().__torch_function__(func, types, args, kwargs)
+        for leaf in _leaves(out):
+            if isinstance(leaf, Traced):
+                leaf._sources = sources
+        for leaf in _written(func, args, kwargs):
+            if isinstance(leaf, Traced):
+                leaf._sources = sources
+            else:
+                for tracker in trackers:
+                    tracker.mark(leaf, {name for owner, name in sources if owner is tracker})
+        return out
+
+    def __repr__(self, **kwargs):
+        return self.as_subclass(torch.Tensor).__repr__(**kwargs)
+
+    def __format__(self, spec):
+        return self.as_subclass(torch.Tensor).__format__(spec)
+
+    def __reduce_ex__(self, protocol):
+        return self.as_subclass(torch.Tensor).__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo):
+        twin = copy.deepcopy(self.as_subclass(torch.Tensor), memo).as_subclass(Traced)
+        twin._sources = self._sources
+        memo[id(self)] = twin
+        return twin
+
+
+class ValueTracker:
+    """The graph recorder of one hand-built net: its values carry their sources.
+
+    The same surface as `track_graph()`'s tracker, for `BayesianNet`: `sources`,
+    `mark`, `named` (the value model code gets for a node), `plain` (what the
+    net stores) and `argument` (what a distribution is built from). `origin`:
+    plain tensor -> the names it stands for (a stored node value, a tensor
+    written in place from a node), as long as both live.
+    """
+
+    def __init__(self):
+        self.origin = WeakIdKeyDictionary()
+
+    def sources(self, obj):
+        """The names of this net's nodes behind the tensors and nodes in `obj`."""
+        found = set()
+        for leaf in _leaves(obj):
+            if isinstance(leaf, StochasticTensor):
+                if leaf._tracer is self:
+                    found.add(leaf.name)
+            elif isinstance(leaf, Traced):
+                found.update(name for tracker, name in leaf._sources if tracker is self)
+            else:
+                found |= self.origin.get(leaf, frozenset())
+        return found
+
+    def mark(self, tensor, names):
+        """A plain tensor: used as it is, it stands for `names`."""
+        self.origin[tensor] = frozenset(names)
+
+    def named(self, tensor, name):
+        """The value model code computes with for node `name`: a `Traced` view of it.
+
+        A `Traced` tensor is renamed in place, as `track_graph()` re-marks one; a
+        plain one is marked, and a view of it returned.
+        """
+        own = frozenset({(self, name)})
+        if isinstance(tensor, Traced):
+            tensor._sources = frozenset(p for p in tensor._sources if p[0] is not self) | own
+            return tensor
+        self.mark(tensor, {name})
+        view = tensor.as_subclass(Traced)
+        view._sources = own
+        return view
+
+    @staticmethod
+    def plain(value):
+        """`value` as a plain tensor (what a net stores and inference reads)."""
+        return value.as_subclass(torch.Tensor) if isinstance(value, Traced) else value
+
+    def argument(self, value):
+        """A distribution argument as a plain tensor that still stands for its sources
+        when found among the distribution's parameters; the distribution then
+        computes at plain tensors' speed."""
+        if not isinstance(value, Traced):
+            return value
+        alias = value.as_subclass(torch.Tensor)
+        self.mark(alias, {name for tracker, name in value._sources if tracker is self})
+        return alias
 
 
 _active = []
 
 
 def active_tracker():
-    """The innermost `_Provenance` in effect, or None."""
+    """The innermost `track_graph()` tracker in effect, or None."""
     return _active[-1] if _active else None
 
 
 @contextlib.contextmanager
 def track_graph():
-    """Record the model graph of every `BayesianNet` built inside the block."""
+    """Record the model graph of every `BayesianNet` built inside the block.
+
+    Not needed to read a graph (see the module docs); it makes the nets built
+    inside record theirs as a template's re-run does.
+    """
     tracker = _Provenance()
     _active.append(tracker)
     try:

@@ -3,7 +3,9 @@
 It is not a `torch.Tensor` subclass: it holds one (the observation, or a
 cached sample of its distribution) and takes part in every torch function and
 Python operator through `__torch_function__`, so model code can write
-`h = linear(z)` or `z * 2 + 1` with `z` a node.
+`h = linear(z)` or `z * 2 + 1` with `z` a node. In a net built by hand the
+operations see a view of the value that carries the node's name, so that the
+net learns its graph (`ppl.graph`); `node.tensor` is always the plain value.
 """
 import operator
 import weakref
@@ -16,9 +18,14 @@ def unwrap(x):
     return x.tensor if isinstance(x, StochasticTensor) else x
 
 
+def _operand(x):
+    """What an operation on `x` computes with: a node's `_value()`, anything else as is."""
+    return x._value() if isinstance(x, StochasticTensor) else x
+
+
 def _unwrap_tree(obj):
     if isinstance(obj, StochasticTensor):
-        return obj.tensor
+        return obj._value()
     if isinstance(obj, (list, tuple)):
         return type(obj)(_unwrap_tree(o) for o in obj)
     if isinstance(obj, dict):
@@ -31,9 +38,11 @@ class StochasticTensor:
 
     `tensor` is the observation when the node is observed, else one sample of
     `dist` (drawn once, with `n_samples` in front when given, and cached).
+    `tracer`: the net's graph recorder (`ppl.graph`) or None; it names the
+    value operations see and keeps `tensor` and `cond_log_p` plain.
     """
 
-    def __init__(self, bn, name, dist, n_samples=None, observation=None):
+    def __init__(self, bn, name, dist, n_samples=None, observation=None, tracer=None):
         self._bn = weakref.ref(bn)
         self.name = name
         self.dist = dist
@@ -41,6 +50,8 @@ class StochasticTensor:
         self._observation = observation
         self._sample = None
         self._cond_log_p = None
+        self._tracer = tracer
+        self._view = None
 
     @property
     def bn(self):
@@ -61,10 +72,20 @@ class StochasticTensor:
             return self._observation
         if self._sample is None:
             try:
-                self._sample = self.dist.sample(self.n_samples)
+                sample = self.dist.sample(self.n_samples)
             except (ValueError, RuntimeError) as err:
                 raise type(err)(f"node '{self.name}': sampling failed: {err}") from err
+            self._sample = sample if self._tracer is None else self._tracer.plain(sample)
         return self._sample
+
+    def _value(self):
+        """The value operations on this node compute with: `tensor`, or where the net
+        records its graph, the tracer's view of it that stands for this node."""
+        if self._tracer is None:
+            return self.tensor
+        if self._view is None:
+            self._view = self._tracer.named(self.tensor, self.name)
+        return self._view
 
     @property
     def cond_log_p(self):
@@ -77,9 +98,10 @@ class StochasticTensor:
                                  f"samples)")
             try:
                 # The observation was checked when the node was made; samples are valid.
-                self._cond_log_p = self.dist._log_prob(self.tensor)
+                log_p = self.dist._log_prob(self.tensor)
             except ValueError as err:
                 raise ValueError(f"node '{self.name}': {err}") from None
+            self._cond_log_p = log_p if self._tracer is None else self._tracer.plain(log_p)
         return self._cond_log_p
 
     # ZhuSuan's older names -------------------------------------------------
@@ -124,7 +146,7 @@ class StochasticTensor:
         if item.startswith("_") or not hasattr(torch.Tensor, item):
             raise AttributeError(f"StochasticTensor '{self.__dict__.get('name', '?')}' has no "
                                  f"attribute '{item}' (neither has its value, a tensor)")
-        return getattr(self.tensor, item)
+        return getattr(self._value(), item)
 
     def __repr__(self):
         kind = "observed" if self.is_observed() else "latent"
@@ -135,10 +157,10 @@ class StochasticTensor:
         return len(self.tensor)
 
     def __iter__(self):
-        return iter(self.tensor)
+        return iter(self._value())
 
     def __getitem__(self, index):
-        return self.tensor[_unwrap_tree(index)]
+        return self._value()[_unwrap_tree(index)]
 
     def __bool__(self):
         return bool(self.tensor)
@@ -159,10 +181,10 @@ class StochasticTensor:
 
 def _binary(op):
     def forward(self, other):
-        return op(self.tensor, unwrap(other))
+        return op(self._value(), _operand(other))
 
     def reverse(self, other):
-        return op(unwrap(other), self.tensor)
+        return op(_operand(other), self._value())
 
     return forward, reverse
 
@@ -181,6 +203,6 @@ for _name, _op in [("lt", operator.lt), ("le", operator.le), ("gt", operator.gt)
 
 for _name, _op in [("neg", operator.neg), ("pos", operator.pos), ("abs", operator.abs),
                    ("invert", operator.invert)]:
-    setattr(StochasticTensor, f"__{_name}__", (lambda op: lambda self: op(self.tensor))(_op))
+    setattr(StochasticTensor, f"__{_name}__", (lambda op: lambda self: op(self._value()))(_op))
 
 del _name, _op, _fwd, _rev

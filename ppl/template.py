@@ -142,7 +142,13 @@ class Template(nn.Module):
         """Call the function in this template's frame; once the template was moved to a
         device (`.to("cuda")`), tensors the function creates (`torch.zeros(n, z_dim)` for a
         prior) are created there, as its layers are."""
-        frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn)
+        return self._run(args, kwargs, observed, meta_bn)
+
+    def _run(self, args, kwargs, observed, meta_bn, nets=None):
+        """`run`; `nets`: a list the nets made directly in this call are appended to."""
+        rerun = functools.partial(self._run, args, kwargs, observed, meta_bn)
+        frame = context.Frame(template=self, observed=observed, meta_bn=meta_bn, rerun=rerun,
+                              nets=nets)
         if not self._ran:
             self._ran, self._latest = True, None
         placement = self._placement()

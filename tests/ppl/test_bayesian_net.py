@@ -14,12 +14,19 @@ import ppl
 from ppl.stochastic_tensor import StochasticTensor
 
 
-@pytest.fixture
-def node():
-    """A latent Normal node of shape [3, 2] and the plain tensor it holds."""
+def _normal_node():
     bn = ppl.BayesianNet()
-    z = bn.normal("z", torch.tensor([[0., 1.], [2., 3.], [4., 5.]]), std=0.5)
-    return z, z.tensor
+    bn.normal("z", torch.tensor([[0., 1.], [2., 3.], [4., 5.]]), std=0.5)
+    return bn
+
+
+@pytest.fixture(params=["by hand", "by a template"])
+def node(request):
+    """A latent Normal node of shape [3, 2] and the plain tensor it holds, in a net built
+    by hand or by a template."""
+    bn = (_normal_node() if request.param == "by hand"
+          else ppl.meta_bayesian_net()(_normal_node)().observe())
+    return bn["z"], bn["z"].tensor
 
 
 # -- StochasticTensor as a tensor --------------------------------------------
@@ -34,8 +41,9 @@ def test_python_operators_act_on_the_value(node):
         (z @ other.T, t @ other.T), (other.T @ z, other.T @ t),
         (z // 1, t // 1), (z % 1, t % 1),
     ]
+    by_hand = z._tracer is not None  # its values carry their provenance (ppl.graph)
     for got, expected in pairs:
-        assert type(got) is torch.Tensor
+        assert type(got) is (ppl.graph.Traced if by_hand else torch.Tensor)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -345,7 +353,8 @@ def test_query_and_local_log_prob_follow_zhusuan():
     pairs = bn.query(["z", "x"], outputs=True, local_log_prob=True)
     assert isinstance(pairs, list) and [len(p) for p in pairs] == [2, 2]
     assert pairs[1][0] is x.tensor and pairs[1][1] is x.cond_log_p
-    assert [p[0] for p in bn.query(["h", "z"], outputs=True)] == [h, z.tensor]
+    (h_out,), (z_out,) = bn.query(["h", "z"], outputs=True)
+    assert z_out is z.tensor and torch.equal(h_out, h) and type(h_out) is torch.Tensor
     assert bn.local_log_prob("x") is x.cond_log_p
     assert bn.local_log_prob(["z", "x"]) == [z.cond_log_p, x.cond_log_p]
     with pytest.raises(ValueError, match="no query option"):

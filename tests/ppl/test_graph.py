@@ -1,5 +1,8 @@
 """The model graph: traced edges, parents/children, Markov blankets, drawing."""
+import copy
+import io
 import math
+import pickle
 
 import matplotlib.image
 import matplotlib.pyplot
@@ -9,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import inference
 import ppl
 from ppl import graph as graph_lib
 
@@ -90,8 +94,7 @@ def test_hand_built_net_inside_track_graph():
 
 
 def test_hand_built_net_in_a_with_block_records_its_graph():
-    """ZhuSuan 0.3's `with BayesianNet() as model:` form: the graph of a net built by hand,
-    without knowing about `ppl.track_graph()`."""
+    """ZhuSuan 0.3's `with BayesianNet() as model:` form: the block itself changes nothing."""
     with ppl.BayesianNet(observed={"y": torch.zeros(3)}) as bn:
         mu = bn.normal("mu", 0., std=1.)
         scale = bn.half_normal("scale", 1.)
@@ -103,11 +106,6 @@ def test_hand_built_net_in_a_with_block_records_its_graph():
         assert graph_lib.active_tracker() is outer
         inner.normal("a", 0., std=1.)
     assert set(inner.graph.nodes) == {"a"}
-    with pytest.raises(RuntimeError, match="before adding nodes"):
-        late = ppl.BayesianNet()
-        late.normal("a", 0., std=1.)
-        with late:
-            pass
 
 
 def test_unknown_names_in_graph_queries_list_the_nodes(hier_bn):
@@ -125,15 +123,6 @@ def test_constants_and_parameters_add_no_edges():
         bn.normal("w", u + v, std=1.)
     assert set(bn.graph.edges) == {("u", "w"), ("v", "w")}
     assert bn.parents("u") == set() and bn.parents("v") == set()
-
-
-def test_graph_without_tracking_or_template_is_an_error():
-    bn = ppl.BayesianNet()
-    bn.normal("z", 0., std=1.)
-    with pytest.raises(RuntimeError, match=r"without graph tracking.*track_graph"):
-        bn.graph
-    with pytest.raises(RuntimeError, match="track_graph"):
-        bn.markov_blanket("z")
 
 
 def test_graph_of_a_module_model_through_as_meta_bn():
@@ -213,3 +202,187 @@ def test_draw_graph_into_given_axes_labels_factors():
     assert bn.draw_graph(ax=ax) is fig
     assert sorted(t.get_text() for t in ax.texts) == ["a\nNormal", "prior"]
     matplotlib.pyplot.close(fig)
+
+
+# -- a net built by hand, outside any template or track_graph() -----------------------
+
+def test_hand_built_net_knows_its_graph():
+    """#20 item 9: no template, no `with` block, no `track_graph()`."""
+    bn = ppl.BayesianNet()
+    theta = bn.normal("theta", 0., std=1.)
+    bn.normal("y", theta * 2, std=1.)
+    assert set(bn.graph.edges) == {("theta", "y")}
+    assert bn.markov_blanket("theta") == {"y"}
+    assert bn.parents("y") == {"theta"} and bn.children("theta") == {"y"}
+    assert graph_lib.active_tracker() is None
+
+
+LAYER = torch.nn.Linear(2, 3)
+GROUPS = torch.tensor([0, 0, 1, 2, 2])
+
+
+def _hierarchy(bn):
+    """Indexing, arithmetic and a deterministic node."""
+    mu = bn.normal("mu", 0., std=5.)
+    tau = bn.half_normal("tau", 2.)
+    sigma = bn.half_normal("sigma", 1.)
+    theta = bn.normal("theta", mu * torch.ones(3), std=tau, group_ndims=1)
+    y_mean = bn.deterministic("y_mean", theta[..., GROUPS])
+    bn.normal("y", y_mean, std=sigma, group_ndims=1)
+
+
+def _module_between(bn):
+    """An nn.Module, torch functions, tuple outputs, a factor and an observed node."""
+    a = bn.normal("a", torch.zeros(4, 2), std=1., group_ndims=1)
+    b = bn.normal("b", torch.zeros(4, 3), std=1., group_ndims=1)
+    c = bn.normal("c", 0., std=1.)
+    h = bn.deterministic("h", torch.tanh(LAYER(a)))
+    first, _ = torch.split(b, [1, 2], dim=-1)
+    top = torch.stack([b, b], 0).max(0).values[:, :1]
+    bn.normal("x", h + first + top + F.softplus(torch.cat([a, a], -1)[:, :3]), std=0.5,
+              group_ndims=1)
+    bn.factor("tie", -((a - b[:, :2]) ** 2).sum() - c ** 2)
+
+
+def _in_place_and_raw_nodes(bn):
+    """In-place writes into plain tensors, detach, dtype moves, node attributes, iteration,
+    a raw node as an argument, a distribution built by the user, and `bn[name]`."""
+    u = bn.normal("u", torch.zeros(3), std=1., group_ndims=1)
+    v = bn.half_normal("v", 1.)
+    scale = torch.ones(3)
+    scale.mul_(v.exp())
+    shifted = torch.zeros(3)
+    shifted[1] = u[0]
+    bn.normal("w", shifted, std=scale, group_ndims=1)
+    bn.normal("q", u, std=v)
+    total = sum(list(u.detach().double())).float()
+    bn.stochastic("r", ppl.distributions.Normal(torch.where(u > 0, u, total), std=1.))
+    bn.deterministic("d", u.abs() + 1)
+    bn.normal("s", bn["d"].log(), std=bn["v"])
+
+
+def _discrete(bn):
+    """A categorical node indexing a vector node; Bernoulli logits from a node."""
+    means = bn.normal("means", torch.tensor([-2., 0., 2.]), std=1., group_ndims=1)
+    k = bn.categorical("k", logits=torch.zeros(3))
+    bn.normal("obs", means[k], std=0.3)
+    bn.bernoulli("flip", logits=means.sum(-1, keepdim=True) * 0.)
+
+
+def _hand_built(program, observed):
+    bn = ppl.BayesianNet(observed=observed)
+    program(bn)
+    return bn
+
+
+def _by_template(program, observed):
+    def fn():
+        bn = ppl.BayesianNet()
+        program(bn)
+        return bn
+
+    return ppl.meta_bayesian_net(scope=program.__name__)(fn)().observe(**observed)
+
+
+@pytest.mark.parametrize("program, observed", [
+    (_hierarchy, {"y": torch.randn(5)}),
+    (_module_between, {"x": torch.randn(4, 3)}),
+    (_in_place_and_raw_nodes, {"w": torch.randn(3)}),
+    (_discrete, {"obs": torch.tensor(1.9), "k": torch.tensor(2)}),
+])
+def test_hand_built_graph_equals_the_template_graph(program, observed):
+    torch.manual_seed(0)
+    by_hand = _hand_built(program, observed).graph
+    by_template = _by_template(program, observed).graph
+    assert by_hand.edges, program.__name__
+    assert dict(by_hand.nodes(data=True)) == dict(by_template.nodes(data=True))
+    assert set(by_hand.edges) == set(by_template.edges)
+    with ppl.track_graph():
+        in_block = _hand_built(program, observed)
+    assert set(in_block.graph.edges) == set(by_hand.edges)
+
+
+def test_hand_built_graph_edges_of_each_program():
+    """The equality above against the edges the programs were written to have."""
+    assert set(_hand_built(_in_place_and_raw_nodes, {}).graph.edges) == {
+        ("u", "w"), ("v", "w"), ("u", "q"), ("v", "q"), ("u", "r"), ("u", "d"), ("d", "s"),
+        ("v", "s")}
+    assert set(_hand_built(_discrete, {}).graph.edges) == {
+        ("means", "obs"), ("k", "obs"), ("means", "flip")}
+
+
+def test_hand_built_net_stores_plain_tensors():
+    """What the net keeps, and inference reads, is plain; model code's values carry names
+    but print, format, pickle and save as tensors, and gradients flow through them."""
+    loc = torch.zeros(2, requires_grad=True)
+    bn = ppl.BayesianNet(observed={"x": torch.ones(2)})
+    z = bn.normal("z", loc, std=1., group_ndims=1)
+    h = bn.deterministic("h", z * 2)
+    bn.normal("x", h, std=1., group_ndims=1)
+    bn.factor("f", -(z ** 2).sum())
+    for value in (z.tensor, bn.cond_log_prob("x"), bn.log_joint(), bn.outputs("h"),
+                  bn.outputs(["h"])[0], bn.factors["f"], bn.query("z", outputs=True)[0]):
+        assert type(value) is torch.Tensor
+    assert isinstance(h, graph_lib.Traced) and isinstance(z + 1, graph_lib.Traced)
+    assert repr(h).startswith("tensor(") and f"{h.detach().sum():.2f}" == f"{float(h.sum()):.2f}"
+    saved = io.BytesIO()
+    torch.save(h, saved)
+    saved.seek(0)
+    assert type(torch.load(saved, weights_only=True)) is torch.Tensor
+    assert type(pickle.loads(pickle.dumps(h))) is torch.Tensor
+    twin = copy.deepcopy(h.detach())
+    torch.testing.assert_close(twin, h.detach())
+    assert isinstance(twin, graph_lib.Traced)
+    assert np.asarray(h.detach()).shape == (2,) and isinstance(h.sum().item(), float)
+    bn.log_joint().backward()
+    assert loc.grad is not None and torch.isfinite(loc.grad).all()
+
+
+def test_values_carried_into_another_net_add_no_edge():
+    first = ppl.BayesianNet()
+    a = first.normal("a", 0., std=1.)
+    doubled = a * 2
+    second = ppl.BayesianNet()
+    b = second.normal("b", doubled, std=1.)
+    second.normal("a", b + doubled, std=1.)  # the same name as first's node
+    assert set(second.graph.edges) == {("b", "a")}
+    assert set(first.graph.edges) == set()
+
+
+def test_template_and_guide_nets_record_nothing_while_running():
+    """A template's call costs what it did: plain values, no tracker; the graph of a net
+    made by a guide template (no MetaBayesianNet to observe again) re-runs its call."""
+    @ppl.reuse_variables(scope="q")
+    def guide(x):
+        bn = ppl.BayesianNet()
+        loc = ppl.module("loc", lambda: torch.nn.Linear(3, 2))(x)
+        z = bn.normal("z", loc, std=1., group_ndims=1)
+        bn.normal("w", z.sum(-1), std=1.)
+        ppl.BayesianNet().normal("other", 0., std=1.)  # a second net in the same call
+        return bn
+
+    bn = guide(torch.randn(4, 3))
+    assert bn._tracker is None and type(bn["z"] * 2) is torch.Tensor
+    assert set(bn.graph.edges) == {("z", "w")}
+    assert bn.markov_blanket("z") == {"w"}
+    assert len(list(guide.parameters())) == 2
+    hier = hierarchical(GROUP, 4).observe()
+    assert hier._tracker is None and type(hier["theta"] * 2) is torch.Tensor
+
+
+def test_inference_reads_a_hand_built_guide():
+    """A guide built by hand, passed to `elbo` as `variational`: a plain objective."""
+    @ppl.meta_bayesian_net(scope="gauss")
+    def model():
+        bn = ppl.BayesianNet()
+        z = bn.normal("z", torch.zeros(2), std=1., group_ndims=1, n_samples=8)
+        bn.normal("x", z, std=1., group_ndims=1)
+        return bn
+
+    loc = torch.zeros(2, requires_grad=True)
+    q = ppl.BayesianNet()
+    q.normal("z", loc * 1., std=1., group_ndims=1, n_samples=8)
+    objective = inference.elbo(model(), {"x": torch.ones(2)}, variational=q).sgvb()
+    assert type(objective) is torch.Tensor
+    objective.mean().backward()
+    assert loc.grad is not None
