@@ -37,6 +37,11 @@ class NADE(nn.Module):
             a = torch.addcmul(a, x[:, d:d + 1], self.W[:, d])
         return (torch.stack(logits, 1) + self.b).unsqueeze(1)
 
+    def conditional(self, x, d):
+        """Dimension d's logit alone, [B, 1] (for sampling: O(dH), not a full pass)."""
+        h = torch.sigmoid(self.c + x[:, :d] @ self.W[:, :d].t())
+        return (h @ self.V[d] + self.b[d]).unsqueeze(1)
+
 
 def main(argv=None):
     parser = zoo.parser("autoregressive.nade", __doc__.splitlines()[0],

@@ -44,6 +44,11 @@ class RNADE(nn.Module):
             a = torch.addcmul(a, x[:, d:d + 1], self.W[:, d])
         return torch.stack(params, 2)
 
+    def conditional(self, x, d):
+        """Dimension d's mixture parameters alone, [B, 3K] (for sampling)."""
+        h = torch.relu(self.rho[d] * (self.c + x[:, :d] @ self.W[:, :d].t()))
+        return h @ self.V[d].t() + self.b[d]
+
 
 def main(argv=None):
     from models.data.uci import load_uci

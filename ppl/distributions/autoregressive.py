@@ -14,7 +14,10 @@ in the flattened `value_shape` (raster order for images). The per-dimension
 `family` reads those parameters: Bernoulli logits (`n_params` 1), 256-way
 categorical logits (256), or a mixture of Gaussians (3 x components: logits,
 means, log-scales). That each output sees only earlier inputs is the
-network's promise; the tests check it through the Jacobian.
+network's promise; the tests check it through the Jacobian. A network whose
+pass costs far more than one dimension's conditional (NADE) may also define
+`net.conditional(x, i) -> [B, n_params]`, dimension `i`'s parameters alone,
+which sampling then calls instead of a full pass per dimension.
 
 Shapes follow every ppl distribution: `sample(n_samples)` gives
 `[n_samples] + batch_shape + value_shape`, `log_prob(given)` takes `(...) +
@@ -236,10 +239,15 @@ class Autoregressive(Distribution):
         x = torch.zeros((n,) + self._value_shape, dtype=self._float_dtype(),
                         device=self._device())
         flat = x.view(n, self._dim)
+        one = getattr(self.net, "conditional", None)
         with torch.no_grad():
             for i in self.order:
-                params = self.conditionals(x).reshape(n, self.family.n_params, self._dim)
-                flat[:, i] = self.family.sample(params[:, :, i])
+                if one is not None:
+                    params = one(x, i)
+                else:
+                    params = self.conditionals(x).reshape(n, self.family.n_params, self._dim)
+                    params = params[:, :, i]
+                flat[:, i] = self.family.sample(params)
         x = x.reshape(tuple(front) + tuple(self._value_shape))
         return x if self.dtype is None else x.to(self.dtype)
 
