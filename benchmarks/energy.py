@@ -116,6 +116,7 @@ def main(argv=None):
     runs = Path(args.runs)
     rows = []
     for part in args.parts.split(","):
+        done = len(rows)
         if part == "rbm":
             ours = rbm.main(_model_args(args, runs / "rbm", n_hidden=args.n_hidden,
                                         persistent=True))
@@ -142,14 +143,14 @@ def main(argv=None):
                              PUBLISHED["dbm"]))
         else:
             raise SystemExit(f"unknown part {part!r} (rbm, rbm_cd, dbn, dbm)")
-        for row in rows[-2:]:
+        for row in rows[done:]:
             print(f"{row['part']:12s} {row['model']:40s} {row['test_loglik_nats']:9.2f} nats "
-                  f"(published {row['published']})")
-    settings = {key: getattr(args, key) for key in ("epochs", "n_hidden", "n_hidden2", "lr",
-                                                    "batch_size", "cd_k", "n_temperatures",
-                                                    "ais_runs", "train_size", "test_size")}
-    write_report(NAME, __doc__, argv, rows, args.out, quick, threads=1, settings=settings,
-                 published=PUBLISHED)
+                  f"(published {row['published']})", flush=True)
+        settings = {key: getattr(args, key) for key in (
+            "epochs", "n_hidden", "n_hidden2", "lr", "batch_size", "cd_k", "n_temperatures",
+            "ais_runs", "train_size", "test_size")}
+        write_report(NAME, __doc__, argv, rows, args.out, quick, threads=1, settings=settings,
+                     published=PUBLISHED)  # after each part: a partial run keeps its rows
     return rows
 
 
