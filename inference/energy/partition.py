@@ -79,7 +79,9 @@ def exact_log_partition(model, summed=None, max_states=2 ** 22, chunk_size=2 ** 
     """log Z by enumerating every joint state of the layers not in `summed`.
 
     summed: layers summed out analytically (see `EnergyModel.sum_out`; default
-    none). Refuses more than `max_states` states. Returns a float.
+    none). Refuses more than `max_states` states. Returns a 0-d float64 tensor,
+    differentiable in the model's parameters under grad mode (exact maximum
+    likelihood for small models).
     """
     summed = tuple(summed or ())
     kept = [name for name in model.layers if name not in summed]
@@ -97,10 +99,9 @@ def exact_log_partition(model, summed=None, max_states=2 ** 22, chunk_size=2 ** 
         index = torch.arange(start, min(start + chunk_size, 2 ** n_bits))
         bits = ((index[:, None] // powers) % 2).to(dtype)
         values = dict(zip(kept, torch.split(bits, [model.layers[n] for n in kept], dim=-1)))
-        with torch.no_grad():
-            log_p = model.sum_out(summed, values) if summed else model.log_joint(values)
+        log_p = model.sum_out(summed, values) if summed else model.log_joint(values)
         totals.append(torch.logsumexp(log_p.double(), 0))
-    return torch.logsumexp(torch.stack(totals), 0).item()
+    return torch.logsumexp(torch.stack(totals), 0)
 
 
 def ais_log_partition(model, base_logits=None, *, summed=None, n_temperatures=1000,

@@ -9,7 +9,7 @@ from models import zoo
 from models.data import load_binarized_mnist
 
 __all__ = ["rbm_template", "rbm_model", "load_data", "add_options", "train", "estimate_log_z",
-           "gibbs_samples", "batches"]
+           "gibbs_chains", "gibbs_samples", "batches"]
 
 
 def rbm_template(scope, n_visible, n_hidden, visible="v", hidden="h", visible_logits=None):
@@ -55,15 +55,18 @@ def rbm_model(template, visible="v", hidden="h"):
                                          hidden: hidden_given_visible})
 
 
-def add_options(parser, *, lr, batch_size, n_temperatures, ais_runs):
+def add_options(parser, *, lr, batch_size, n_temperatures=None, ais_runs=None,
+                gibbs_steps=1000):
+    """The energy models' own options (AIS ones when given defaults); returns `parser`."""
     parser.add_argument("--lr", type=float, default=lr, help=f"SGD learning rate ({lr})")
     parser.add_argument("--batch-size", type=zoo.positive_int, default=batch_size)
-    parser.add_argument("--n-temperatures", type=int, default=n_temperatures,
-                        help=f"AIS inverse temperatures ({n_temperatures}; at least 2)")
-    parser.add_argument("--ais-runs", type=int, default=ais_runs,
-                        help=f"AIS runs, for log Z and its standard error ({ais_runs})")
-    parser.add_argument("--gibbs-steps", type=zoo.positive_int, default=1000,
-                        help="Gibbs sweeps of the sample chains, started from noise (1000)")
+    if n_temperatures is not None:
+        parser.add_argument("--n-temperatures", type=int, default=n_temperatures,
+                            help=f"AIS inverse temperatures ({n_temperatures}; at least 2)")
+        parser.add_argument("--ais-runs", type=int, default=ais_runs,
+                            help=f"AIS runs, for log Z and its standard error ({ais_runs})")
+    parser.add_argument("--gibbs-steps", type=zoo.positive_int, default=gibbs_steps,
+                        help=f"Gibbs sweeps of the sample chains, from noise ({gibbs_steps})")
     return parser
 
 
@@ -98,13 +101,21 @@ def estimate_log_z(model, base_logits, args, summed=None):
                                     progress=not args.no_progress)
 
 
-def gibbs_samples(model, start, n_steps, progress=True, show="v"):
-    """Run `inference.Gibbs` with the model's conditionals from `start` for `n_steps`
-    sweeps; returns the final state and the conditional means of layer `show` [n, units]."""
-    gibbs = inference.Gibbs(conditionals=model.conditionals())
+def gibbs_chains(meta_bn, start, n_steps, progress=True, gibbs=None):
+    """`n_steps` sweeps of `gibbs` (default `inference.Gibbs()`, element-wise enumeration)
+    on the net from `start` (name -> [chains, units]); returns the final state."""
+    gibbs = gibbs or inference.Gibbs()
     state = dict(start)
     with torch.no_grad():
         for _ in tqdm(range(n_steps), desc="Gibbs", disable=not progress, leave=False):
-            state, _ = gibbs.sample(model.meta_bn, {}, state)
-        means = torch.sigmoid(model.logits(show, state))
-    return state, means
+            state, _ = gibbs.sample(meta_bn, {}, state)
+    return state
+
+
+def gibbs_samples(model, start, n_steps, progress=True, show="v"):
+    """Block-Gibbs chains of an EnergyModel (`inference.Gibbs` with its conditionals) from
+    `start`; returns the final state and the conditional means of layer `show`."""
+    state = gibbs_chains(model.meta_bn, start, n_steps, progress,
+                         inference.Gibbs(conditionals=model.conditionals()))
+    with torch.no_grad():
+        return state, torch.sigmoid(model.logits(show, state))

@@ -35,9 +35,10 @@ def test_ais_matches_the_exact_log_partition_within_its_standard_error(case):
 def test_exact_log_partition_sums_out_analytically_and_refuses_huge_models():
     _, model = random_rbm(n_visible=10, n_hidden=4, seed=3)
     full = exact_log_z(model)
-    assert energy.exact_log_partition(model) == pytest.approx(full, abs=1e-9)
-    assert energy.exact_log_partition(model, summed=["v"]) == pytest.approx(full, abs=1e-9)
-    assert energy.exact_log_partition(model, summed=["h"]) == pytest.approx(full, abs=1e-9)
+    for summed in (None, ["v"], ["h"]):
+        with torch.no_grad():
+            log_z = energy.exact_log_partition(model, summed=summed)
+        assert log_z.item() == pytest.approx(full, abs=1e-9)
     big = ppl.EnergyModel(model.meta_bn, {"v": 30, "h": 4})
     with pytest.raises(ValueError, match="2\\^30 joint states"):
         energy.exact_log_partition(big, summed=["h"])
