@@ -13,11 +13,14 @@ Provenance is traced, not declared, in one of three ways:
   what `deterministic` returns) are `Traced` tensors, a `torch.Tensor`
   subclass whose `__torch_function__` hands the set of source nodes on to every
   result. What the net stores (`node.tensor`, `cond_log_prob`, `log_joint`,
-  `outputs`) stays a plain tensor, so inference reads plain tensors. Only values
-  computed by torch operations are followed: `.item()`, `.tolist()` and numpy
-  arrays carry nothing, and a plain tensor written in place from a node
-  (`buf.add_(z)`, `buf[0] = z`) counts as coming from it when it is used as a
-  node's argument, but not what is computed from it afterwards.
+  `outputs`) stays a plain tensor, so inference reads plain tensors, and the
+  distributions compute on plain aliases of their arguments; model code pays
+  one Python call per operation on a `Traced` value. Only values computed by
+  torch operations are followed: `.item()`, `.tolist()` and numpy arrays carry
+  nothing. A plain tensor that stands for a node (`node.tensor`, or one
+  written in place from a node: `buf.add_(z)`, `buf[0] = z`) counts as the
+  node where it is passed to the net as it is, but what is computed from it
+  afterwards is not followed.
 
 Each node records the nodes its distribution parameters (or deterministic
 value, or factor) came from. The graph is a `networkx.DiGraph` whose nodes
