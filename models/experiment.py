@@ -38,9 +38,9 @@ from models import zoo
 from models.data import DATASETS, BinarizedBatches, load_binary_images
 from models.zoo import quick_mode
 
-__all__ = ["LatentModel", "zhusuan_model", "lower_bound", "is_loglikelihood",
-           "mean_over_batches", "LabelledBatches", "save_image_grid", "common_parser",
-           "quick_mode", "run", "main"]
+__all__ = ["LatentModel", "zhusuan_model", "lower_bound", "is_loglikelihood", "reconstruct",
+           "mean_over_batches", "iterate_rows", "check_labels", "LabelledBatches",
+           "save_image_grid", "common_parser", "quick_mode", "run", "main"]
 
 RUNNABLE = {
     "models.latent.vae": "ZhuSuan's VAE, trained by the ELBO (SGVB)",
@@ -64,6 +64,7 @@ class LatentModel:
     probabilities [n, x_dim] of n images drawn from the model (at least 1).
     `bound_particles`: k of a test k-sample bound to report as well (None: none).
     `settings`: what else shapes the model (recorded in checkpoints and run.json).
+    `samples_title`: the title of samples.png.
     """
     modules: dict
     step: Callable
@@ -72,23 +73,30 @@ class LatentModel:
     sample: Callable
     bound_particles: Optional[int] = None
     settings: dict = field(default_factory=dict)
+    samples_title: str = "samples"
 
 
 def zhusuan_model(gen, q_net, x_dim, z_dim, step, *, modules=None, bound_particles=None,
-                  settings=None, **kwargs):
+                  settings=None, q_kwargs=None, latent=None, **kwargs):
     """A `LatentModel` from templates called as `gen(x_dim, z_dim, n, n_particles, **kwargs)`
-    and `q_net(x, z_dim, n_particles, **kwargs)`, the model recording "x_mean".
+    and `q_net(x, z_dim, n_particles, **kwargs, **q_kwargs)`, the model recording "x_mean".
 
-    `modules` default to {"model": gen, "guide": q_net}.
+    `modules` default to {"model": gen, "guide": q_net}. `latent`: the node's
+    name when q_net returns (samples, log q) rather than a net (a flow guide).
     """
+    q_kwargs = {**kwargs, **(q_kwargs or {})}
+
     def joint(x, k):
         return gen(x_dim, z_dim, x.shape[0], k, **kwargs), {"x": x}
+
+    def guide(x, k):
+        q = q_net(x, z_dim, k, **q_kwargs)
+        return q if latent is None else {latent: q}
 
     def sample(n):
         return gen(x_dim, z_dim, n, 1, **kwargs).observe()["x_mean"][0]
 
-    return LatentModel(modules or {"model": gen, "guide": q_net}, step, joint,
-                       lambda x, k: q_net(x, z_dim, k, **kwargs), sample,
+    return LatentModel(modules or {"model": gen, "guide": q_net}, step, joint, guide, sample,
                        bound_particles, settings or {})
 
 
@@ -175,13 +183,28 @@ def mean_over_batches(fn, data, batch_size, *, desc=None, progress=True):
     return total / n
 
 
-class LabelledBatches(BinarizedBatches):
-    """`BinarizedBatches` of pairs (x, y): the images as there, with their labels (int64 [b])."""
+def check_labels(labels, n_classes, n=None):
+    """Raise a ValueError naming node 'y' unless `labels` are ints in [0, n_classes) ([n])."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) \
+            or (n is not None and len(labels) != n):
+        raise ValueError(f"node 'y': expected integer class labels of shape "
+                         f"[{'n' if n is None else n}], got {labels.dtype} {labels.shape}")
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if len(bad):
+        raise ValueError(f"node 'y': labels must lie in [0, {n_classes}), found {bad[0]}")
 
-    def __init__(self, images, labels, batch_size, seed=0, binarize=True):
+
+class LabelledBatches(BinarizedBatches):
+    """`BinarizedBatches` of pairs (x, y): the images as there, with their labels (int64 [b]).
+
+    The labels are checked once here to lie in [0, `n_classes`), so that the
+    recorded training step need not read them.
+    """
+
+    def __init__(self, images, labels, batch_size, seed=0, binarize=True, *, n_classes=10):
         super().__init__(images, batch_size, seed, binarize)
-        if len(labels) != len(images):
-            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        check_labels(labels, n_classes, len(images))
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
 
     def __call__(self, epoch):
@@ -262,7 +285,8 @@ def common_parser(name, description, digits_defaults, mnist_defaults, quick_epoc
                         help="run the model and guide programs in Python on every step "
                              "(default: record the step once per batch shape and replay it, "
                              "see inference.TracedStep)")
-    parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults)
+    parser.set_defaults(digits_defaults=digits_defaults, mnist_defaults=mnist_defaults,
+                        adam_eps=1e-8)  # a model may set its own (ZhuSuan's conv VAE: 1e-4)
     return parser
 
 
@@ -293,7 +317,7 @@ def run(args, name, setup, *, labelled=False):
 
     `setup(args, data)` (called once the defaults are filled in, `data` a
     `models.data.ImageData`) returns the `LatentModel`. `labelled`: batches are
-    pairs (x, y) of images and int64 labels. Writes to `--out`: metrics.json
+    pairs (x, y) of images and int64 labels in [0, 10). Writes to `--out`: metrics.json
     (test_elbo_nats, test_loglik_nats by importance sampling with `--iw-samples`
     per image, the model's own, and the budget), samples.npy/png
     (`--n-samples` draws), reconstructions.png and run.json (settings, bounds
@@ -318,6 +342,7 @@ def run(args, name, setup, *, labelled=False):
         batches = LabelledBatches(train, zoo.first(data.train_labels, args.train_size),
                                   batch_size, seed=args.seed, binarize=data.dynamic)
         test = (test, zoo.first(data.test_labels, args.test_size))
+        check_labels(test[1], 10, len(test[0]))
     else:
         batches = BinarizedBatches(train, batch_size, seed=args.seed, binarize=data.dynamic)
     n_test = len(_images(test))
@@ -328,7 +353,8 @@ def run(args, name, setup, *, labelled=False):
     if hasattr(args, "hidden"):
         settings["hidden"] = list(args.hidden)
     trainer = inference.Trainer(model.modules,
-                                lambda params: torch.optim.Adam(params, lr=args.lr),
+                                lambda params: torch.optim.Adam(params, lr=args.lr,
+                                                                eps=args.adam_eps),
                                 checkpoint_path=args.checkpoint, progress=not args.no_progress,
                                 trace=not args.no_trace,
                                 fingerprint={"train_images": train, "settings": settings})
@@ -341,7 +367,8 @@ def run(args, name, setup, *, labelled=False):
 
     out = Path(args.out)
     with torch.no_grad():
-        zoo.save_samples(out, model.sample(args.n_samples), data.image_shape)
+        zoo.save_samples(out, model.sample(args.n_samples), data.image_shape,
+                         title=model.samples_title)
         shown = next(iterate_rows(test, 50))
         save_image_grid(out / "reconstructions.png",
                         [("test images / reconstructions",
