@@ -63,3 +63,13 @@ def joint_table(model):
 
 def exact_log_z(model):
     return torch.logsumexp(joint_table(model)[1], 0).item()
+
+
+def block_conditional_by_enumeration(model, name, values):
+    """p(x_name = s | the other layers' values) for every state s of the layer: [2^n, batch]."""
+    candidates = states(model.layers[name], dtype=values[name].dtype)
+    batch = values[name].shape[0]
+    expanded = {k: v.expand(len(candidates), *v.shape) for k, v in values.items()}
+    expanded[name] = candidates[:, None, :].expand(-1, batch, -1)
+    with torch.no_grad():
+        return torch.softmax(model.log_joint(expanded).double(), 0)

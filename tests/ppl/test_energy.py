@@ -6,17 +6,8 @@ from scipy import stats
 
 import inference
 import ppl
-from tests.inference._energy_models import joint_table, random_dbm, random_rbm, states
-
-
-def _block_conditional_by_enumeration(model, name, values):
-    """p(x_name = s | rest) for every state s of the layer: [2^n, batch]."""
-    candidates = states(model.layers[name])
-    batch = values[name].shape[0]
-    expanded = {k: v.expand(len(candidates), *v.shape) for k, v in values.items()}
-    expanded[name] = candidates[:, None, :].expand(-1, batch, -1)
-    with torch.no_grad():
-        return torch.softmax(model.log_joint(expanded), 0)
+from tests.inference._energy_models import (block_conditional_by_enumeration, joint_table,
+                                            random_dbm, random_rbm, states)
 
 
 @pytest.mark.parametrize("build", [random_rbm, random_dbm], ids=["rbm", "dbm"])
@@ -27,7 +18,7 @@ def test_derived_block_conditionals_match_enumeration(build):
     values = {name: torch.bernoulli(torch.full((7, n), 0.5, dtype=torch.float64))
               for name, n in model.layers.items()}
     for name, n in model.layers.items():
-        exact = _block_conditional_by_enumeration(model, name, values)
+        exact = block_conditional_by_enumeration(model, name, values)
         claimed = model.conditional(name, values).log_prob(states(n)[:, None, :]).exp()
         torch.testing.assert_close(claimed, exact)
         model.check(values, [name])
