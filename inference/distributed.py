@@ -314,8 +314,11 @@ def shard_with_share(batch):
                          f"the same global batches, each rank takes its rows; shuffle with "
                          f"a generator seeded alike on every rank "
                          f"(inference.distributed.shuffled_batches) and do not shard yourself")
+    if rows < world_size():
+        raise ValueError(f"a batch of {rows} rows cannot be split over {world_size()} ranks: "
+                         f"each rank needs at least one row (a bigger batch, or drop_last)")
     part = shard(batch)
-    return part, (_rows(part) or 0) / rows
+    return part, _rows(part) / rows
 
 
 def _checksum(batch):

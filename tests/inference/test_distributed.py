@@ -23,7 +23,7 @@ import inference
 import ppl
 from inference import distributed
 
-X, Z, H, N_DATA, BATCH = 6, 2, 8, 16, 8
+X, Z, H, N_DATA, BATCH = 6, 2, 8, 15, 5  # 2 ranks: 3 and 2 rows
 
 
 def _free_port():
@@ -90,9 +90,12 @@ def _vae_templates():
     return gen, encoder
 
 
-def _vae_step(gen, encoder):
+def _vae_step(gen, encoder, rows=None):
+    """The SGVB step with the noise from the batch; appends the rows seen to `rows`."""
     def step(batch):
         x, eps = batch
+        if rows is not None:
+            rows.append(len(x))
         loc, logstd = encoder(x)
         z = loc + logstd.exp() * eps
         log_q = torch.distributions.Normal(loc, logstd.exp()).log_prob(z).sum(-1)
@@ -108,15 +111,15 @@ def _vae_data():
     return distributed.shuffled_batches((x, eps), BATCH, seed=7)
 
 
-def _train_vae(n_epochs, checkpoint_path=None):
+def _train_vae(n_epochs, checkpoint_path=None, rows=None):
     """The VAE trained for `n_epochs` (resuming from `checkpoint_path` when it exists):
-    its parameters by name."""
+    its parameters by name; the rows of each step go to `rows`."""
     torch.manual_seed(0)
     gen, encoder = _vae_templates()
     trainer = inference.Trainer({"model": gen, "guide": encoder},
                                 lambda params: torch.optim.Adam(params, lr=0.05),
                                 checkpoint_path=checkpoint_path, progress=False)
-    trainer.fit(_vae_step(gen, encoder), _vae_data(), n_epochs)
+    trainer.fit(_vae_step(gen, encoder, rows), _vae_data(), n_epochs)
     return {f"{name}.{key}": value.detach().clone()
             for name, module in trainer.modules.items()
             for key, value in module.state_dict().items()}
@@ -163,9 +166,24 @@ def _nuts_draws():
     return {"w": result.samples["w"], "step_size": result.step_size}
 
 
+def _given_different_batches():
+    """The error when each rank is given a batch of its own (it shards them itself)."""
+    gen, encoder = _vae_templates()
+    trainer = inference.Trainer({"model": gen, "guide": encoder},
+                                lambda params: torch.optim.Adam(params, lr=0.05),
+                                progress=False)
+    own_batch = _vae_data()(distributed.rank())[0]
+    with pytest.raises(ValueError, match="the ranks were given different batches") as error:
+        trainer.step(_vae_step(gen, encoder), own_batch)
+    return str(error.value)
+
+
 def _all_scenarios(folder):
     _train_vae(1, folder / "written_by_2.pt")  # 2 ranks write, one process resumes
-    return {"vae": _train_vae(2),
+    rows = []
+    return {"vae": _train_vae(2, rows=rows), "rows": torch.tensor(rows),
+            "held_out": distributed.mean(distributed.shard(torch.arange(11.) ** 2)),
+            "different_batches": _given_different_batches(),
             "resumed_in_2": _train_vae(2, folder / "written_by_1.pt"),
             "sgld": _sgld_chain(),
             "nuts": _nuts_draws()}
@@ -189,7 +207,18 @@ def _assert_close(actual, expected, atol):
 
 def test_two_ranks_train_the_vae_as_one_process_on_the_global_batch(two_ranks):
     _, result = two_ranks
+    assert result["rows"].tolist() == [3] * 6  # rank 0: 3 of the 5 rows, 3 batches x 2 epochs
     _assert_close(result["vae"], _train_vae(2), atol=1e-5)
+
+
+def test_held_out_means_over_unequal_shards_are_the_global_mean(two_ranks):
+    _, result = two_ranks
+    assert float(result["held_out"]) == pytest.approx(float((torch.arange(11.) ** 2).mean()))
+
+
+def test_ranks_given_different_batches_are_told(two_ranks):
+    _, result = two_ranks
+    assert "rank 0: the ranks were given different batches" in result["different_batches"]
 
 
 def test_checkpoints_resume_at_another_world_size(two_ranks):
