@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from inference import distributed
+
 __all__ = ["parser", "start", "quick_mode", "first", "Budget", "write_metrics",
            "save_samples", "positive_int"]
 
@@ -126,9 +128,10 @@ def write_metrics(out, metrics, budget):
             raise ValueError(f"write_metrics: metric {name!r} is {value}, expected a finite number")
         flat[name] = value
     flat["budget"] = dict(budget)
-    path = Path(out) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(flat, indent=2))
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        path = Path(out) / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(flat, indent=2))
     return flat
 
 
@@ -146,8 +149,10 @@ def save_samples(out, samples, image_shape=(28, 28), columns=10, title="samples"
                          f"{int(np.prod(image_shape))} for images of shape {tuple(image_shape)}")
     if array.size and (array.min() < 0 or array.max() > 1 or not np.isfinite(array).all()):
         raise ValueError("save_samples: samples must lie in [0, 1]")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "samples.npy", array)
-    save_image_grid(out / "samples.png", [(title, array[:100])], image_shape, columns=columns)
+    if distributed.is_main():  # under torchrun, rank 0 writes
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "samples.npy", array)
+        save_image_grid(out / "samples.png", [(title, array[:100])], image_shape,
+                        columns=columns)
     return array
