@@ -72,8 +72,7 @@ def train(args, modules, step_fn, train_data, settings, lr_at=None):
         history = trainer.fit(step_fn, batches, n_epochs=epoch)
         for group in trainer.optimizer.param_groups:
             group["lr"] = lr_at(len(history))
-        if not args.no_progress:
-            print(f"epoch {len(history)}: train log-likelihood {history[-1]:.2f}", flush=True)
+        print(f"epoch {len(history)}: train log-likelihood {history[-1]:.2f}", flush=True)
     return history
 
 

@@ -24,9 +24,12 @@ __all__ = ["MaskedMADE", "main"]
 class MaskedMADE(nn.Module):
     """`ppl.flows.MADE` (x [B, D] -> Bernoulli logits [B, 1, D]) with `n_masks` masks.
 
-    Mask 0 is `ppl.flows.MADE`'s own (natural order); masks 1.. have a random
-    order and hidden degrees drawn uniformly from [min degree below, D - 1].
-    `use_mask(k)` switches the network (and its `order`) to mask k.
+    Mask 0 has the natural order and hidden degrees spread evenly over
+    1..D-1 (`ppl.flows.MADE`'s own cycle 1, 2, ... leaves the inputs of degree
+    above a layer's width unconnected when the layer is narrower than D - 1);
+    masks 1.. have a random order and hidden degrees drawn uniformly from
+    [min degree below, D - 1]. `use_mask(k)` switches the network (and its
+    `order`) to mask k.
     """
 
     def __init__(self, dim=784, hidden=(500,), n_masks=1, seed=0):
@@ -34,9 +37,9 @@ class MaskedMADE(nn.Module):
         self.made = MADE(dim, list(hidden), n_params=1)
         self.layers = [m for m in self.made.net if isinstance(m, nn.Linear)]
         generator = torch.Generator().manual_seed(seed)
-        orders, masks = [torch.arange(dim)], [[layer.mask.clone() for layer in self.layers]]
-        for _ in range(1, n_masks):
-            order, layer_masks = _random_masks(dim, hidden, generator)
+        orders, masks = [], []
+        for k in range(n_masks):
+            order, layer_masks = _masks(dim, hidden, None if k == 0 else generator)
             orders.append(order)
             masks.append(layer_masks)
         self.register_buffer("orders", torch.stack(orders))
@@ -56,15 +59,19 @@ class MaskedMADE(nn.Module):
         return self.made(x)
 
 
-def _random_masks(dim, hidden, generator):
-    """(order, masks of every layer) for a random order and random hidden degrees."""
-    order = torch.randperm(dim, generator=generator)
+def _masks(dim, hidden, generator=None):
+    """(order, masks of every layer): the natural order with evenly spread hidden degrees
+    without `generator`, else a random order and random hidden degrees."""
+    order = torch.arange(dim) if generator is None else torch.randperm(dim, generator=generator)
     degrees = torch.empty(dim, dtype=torch.long)
     degrees[order] = torch.arange(1, dim + 1)
     masks, previous = [], degrees
     for width in hidden:
         low = int(previous.min())
-        current = torch.randint(low, dim, (width,), generator=generator)
+        if generator is None:
+            current = torch.linspace(low, max(dim - 1, low), width).round().long()
+        else:
+            current = torch.randint(low, max(dim, low + 1), (width,), generator=generator)
         masks.append((current[:, None] >= previous[None, :]).float())
         previous = current
     masks.append((degrees[:, None] > previous[None, :]).float())
@@ -76,7 +83,8 @@ def ensemble_log_lik(net, x):
     per_mask = []
     for k in range(net.n_masks):
         net.use_mask(k)
-        per_mask.append(common.build_model(net, observed={"x": x}).log_joint())
+        per_mask.append(common.build_model(net, value_shape=(net.made.dim,),
+                                           observed={"x": x}).log_joint())
     net.use_mask(0)
     return torch.logsumexp(torch.stack(per_mask), 0) - math.log(net.n_masks)
 
