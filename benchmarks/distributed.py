@@ -24,6 +24,7 @@ cores cannot show the speed-up of 2 idle ones, so the efficiency measured
 here is a lower bound; the communication share is the steadier number.
 """
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import socket
@@ -78,6 +79,7 @@ def _nuts(n_warmup, n_samples):
     import inference
     from benchmarks.hmc_blr import breast_cancer, ppl_model
     from inference import distributed
+    from inference.mcmc import HMCState
     x, y = map(torch.from_numpy, breast_cancer())
     model = ppl_model()(x)
     _barrier()
@@ -89,16 +91,21 @@ def _nuts(n_warmup, n_samples):
                                     n_samples=n_samples, progress=False, seed=0)
     wall = time.perf_counter() - started
     gather = 0.
-    if distributed.is_active():  # the same gather again, timed on its own
-        import torch.distributed as dist
+    if distributed.is_active():  # the run's gather of the chains, again, timed on its own
         block = torch.tensor_split(torch.arange(N_CHAINS),
                                    distributed.world_size())[distributed.rank()]
-        mine = {"samples": {k: v[block] for k, v in result.samples.items()},
-                "stats": {k: v[block.numpy()] for k, v in result.stats.items()}}
-        parts = [None] * distributed.world_size()
+        state = result.last_state
+        mine = dataclasses.replace(
+            result, samples={k: v[block] for k, v in result.samples.items()},
+            stats={k: v[block.numpy()] for k, v in result.stats.items()},
+            warmup_stats={k: v[block.numpy()] for k, v in result.warmup_stats.items()},
+            step_size=result.step_size[block],
+            inverse_mass_matrix=result.inverse_mass_matrix[block],
+            last_state=HMCState(state.position[block], state.log_prob[block],
+                                state.grad[block], state.rng[block]))
         _barrier()
         started = time.perf_counter()
-        dist.all_gather_object(parts, mine)
+        distributed.all_chains(mine, result.potential)
         gather = time.perf_counter() - started
     return wall, gather
 
@@ -150,6 +157,7 @@ def main(argv=None):
     quick = is_quick(args.quick)
     settings = ({"steps": 5, "warmup": 2, "n_warmup": 20, "n_samples": 20} if quick else
                 {"steps": 20, "warmup": 3, "n_warmup": 60, "n_samples": 60})
+    load = os.getloadavg()[0]
     runs = {world: measure(world, settings) for world in (1, 2)}
     rows = []
     for world, run in runs.items():
@@ -174,7 +182,9 @@ def main(argv=None):
           f"NUTS {efficiency['nuts']:.2f}")
     write_report(NAME, __doc__, argv if argv is not None else sys.argv[1:], rows, args.out,
                  quick, threads=1, efficiency=efficiency, settings=settings,
-                 machine=f"{os.cpu_count()} cores shared with other jobs while it ran")
+                 machine=f"{os.cpu_count()} cores shared with other jobs (other helpers' tests "
+                         f"and benchmarks): load average {load:.1f} at the start, "
+                         f"{os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -42,12 +42,14 @@ A rank that dies or hangs makes the others raise `RankFailedError` naming it
 launch raises `LaunchError` saying what is wrong.
 """
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import os
 import threading
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -107,10 +109,6 @@ def _launch_settings():
     if world < 1 or not 0 <= rank_ < world:
         raise LaunchError(f"RANK={rank_} with WORLD_SIZE={world}: a rank must be in 0.."
                           f"{world - 1} (world size mismatch between the processes?)")
-    if os.environ.get("LOCAL_WORLD_SIZE") and world % _env_int("LOCAL_WORLD_SIZE"):
-        raise LaunchError(f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE="
-                          f"{os.environ['LOCAL_WORLD_SIZE']} (processes per node): the "
-                          f"nodes were launched with different --nproc_per_node")
     return rank_, world
 
 
@@ -190,8 +188,10 @@ def _beat(session):
 
 
 def _heartbeats(session):
-    return {r: tuple(map(int, session.monitor.get(f"heartbeat/{r}").split()))
-            for r in range(session.world) if r != session.rank}
+    """rank -> (beats, collectives entered) of every other rank ((0, 0): none written)."""
+    keys = {r: f"heartbeat/{r}" for r in range(session.world) if r != session.rank}
+    return {r: tuple(map(int, session.monitor.get(key).split()))
+            if session.monitor.check([key]) else (0, 0) for r, key in keys.items()}
 
 
 def _failure(session, what, error):
@@ -296,9 +296,9 @@ def shard(batch):
 
 
 def shard_with_share(batch):
-    """(this rank's rows, their share of the global batch's rows); checks that every rank
-    was given the same global batch (its size and a checksum), naming the ranks that differ.
-    """
+    """(this rank's rows, their share of the global batch's rows). Every rank must be given
+    the same global batch: its size and a checksum are compared, and every rank raises
+    ValueError when they differ (before any update)."""
     if not is_active():
         return batch, 1.
     rows = _rows(batch)
@@ -324,7 +324,7 @@ def shard_with_share(batch):
 def _checksum(batch):
     """One float summarizing the batch's values (equal batches give equal sums)."""
     if isinstance(batch, torch.Tensor):
-        return float(batch.detach().double().sum()) if batch.numel() else 0.
+        return float(batch.detach().double().nan_to_num().sum()) if batch.numel() else 0.
     if isinstance(batch, (list, tuple)):
         return sum(_checksum(item) * (i + 1) for i, item in enumerate(batch))
     if isinstance(batch, dict):
@@ -488,11 +488,9 @@ def averaged(gradient):
 
 
 # -- chain-parallel MCMC ------------------------------------------------------
-def _chain_block(n_chains):
-    """This rank's chains: range(start, stop), contiguous blocks as `torch.tensor_split`."""
-    sizes = [len(part) for part in torch.tensor_split(torch.arange(n_chains), world_size())]
-    start = sum(sizes[:rank()])
-    return start, start + sizes[rank()]
+def _block_sizes(n_chains):
+    """How many chains each rank runs: contiguous blocks, as `torch.tensor_split`."""
+    return [len(part) for part in torch.tensor_split(torch.arange(n_chains), world_size())]
 
 
 def rank_path(path):
@@ -522,7 +520,9 @@ def own_chains(kernel, potential, state, step_size, metric):
     if n < world_size():
         raise ValueError(f"{n} chains cannot be split over {world_size()} ranks: run at "
                          f"least one chain per rank")
-    start, stop = _chain_block(n)
+    sizes = _block_sizes(n)
+    start = sum(sizes[:rank()])
+    stop = start + sizes[rank()]
     rng = nuts.new_streams(n, state.position.device)[start:stop] if isinstance(kernel, NUTS) \
         else None
     block = slice(start, stop)
@@ -541,40 +541,33 @@ def all_chains(result, potential):
     if not is_active():
         return result
     from inference.mcmc import HMCState
+    sizes = _block_sizes(potential.n_chains)
     state = result.last_state
-    mine = {"samples": result.samples, "stats": result.stats,
-            "warmup_stats": result.warmup_stats, "step_size": result.step_size,
-            "inverse_mass_matrix": result.inverse_mass_matrix,
-            "last_state": (state.position, state.log_prob, state.grad, state.rng)}
-    mine = _to_cpu(mine)
-    parts = [None] * world_size()
-    _collective("gathering the chains", dist.all_gather_object, parts, mine)
+    joined = _gathered({"samples": result.samples, "stats": result.stats,
+                        "warmup_stats": result.warmup_stats, "step_size": result.step_size,
+                        "inverse_mass_matrix": result.inverse_mass_matrix,
+                        "last_state": (state.position, state.log_prob, state.grad, state.rng)},
+                       sizes)
     _sync_rng()
-    device = state.position.device
-
-    def join(values):
-        first = values[0]
-        if first is None:
-            return None
-        if isinstance(first, dict):
-            return {k: join([v[k] for v in values]) for k, v in first.items()}
-        if isinstance(first, tuple):
-            return tuple(join(list(items)) for items in zip(*values))
-        if isinstance(first, torch.Tensor):
-            return torch.cat(values).to(device)
-        import numpy as np
-        return np.concatenate(values)
-    joined = join(parts)
-    return type(result)(samples=joined["samples"], stats=joined["stats"],
-                        warmup_stats=joined["warmup_stats"], step_size=joined["step_size"],
-                        inverse_mass_matrix=joined["inverse_mass_matrix"],
-                        last_state=HMCState(*joined["last_state"]), potential=potential,
-                        kernel=result.kernel, thin=result.thin)
+    return dataclasses.replace(result, **{k: v for k, v in joined.items() if k != "last_state"},
+                               last_state=HMCState(*joined["last_state"]), potential=potential)
 
 
-def _to_cpu(value):
+def _gathered(value, sizes):
+    """Every rank's `value` (tensors or arrays, chains first; in dicts and tuples) joined
+    along the chains: rank r holds sizes[r] of them (padded to the largest to gather)."""
+    if value is None:
+        return None
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        return {k: _gathered(v, sizes) for k, v in value.items()}
     if isinstance(value, tuple):
-        return tuple(_to_cpu(v) for v in value)
-    return value.cpu() if isinstance(value, torch.Tensor) else value
+        return tuple(_gathered(v, sizes) for v in value)
+    if isinstance(value, np.ndarray):
+        return _gathered(torch.from_numpy(value), sizes).numpy()
+    wire = torch.uint8 if value.dtype == torch.bool else value.dtype  # gloo sends no bool
+    padded = value.new_zeros((max(sizes),) + value.shape[1:], dtype=wire, device=_device())
+    padded[:len(value)] = value.to(padded)
+    parts = [torch.empty_like(padded) for _ in sizes]
+    _collective("gathering the chains", dist.all_gather, parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)]) \
+        .to(device=value.device, dtype=value.dtype)

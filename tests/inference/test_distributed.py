@@ -267,7 +267,7 @@ def test_a_dead_rank_is_named_by_the_others(tmp_path):
 def fresh_session(monkeypatch):
     """A process that has not joined a group yet, with no launch variables."""
     monkeypatch.setattr(distributed, "_session", None)
-    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
