@@ -100,7 +100,7 @@ def test_command_line_trains_and_writes_metrics_and_samples(estimator, tmp_path,
     out = tmp_path / estimator
     metrics = sbn.main(["--estimator", estimator, "--epochs", "1", "--train-size", "96",
                         "--test-size", "20", "--z-dim", "8", "--iw-samples", "20",
-                        "--n-samples", "12", "--out", str(out), "--no-progress"])
+                        "--n-samples", "12", "--out", str(out), "--no-progress", "--no-trace"])
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["test_loglik_nats"] < 0 and metrics["test_iw_bound_k10_nats"] < 0
     assert metrics["test_elbo_nats"] < 0
