@@ -69,7 +69,7 @@ def _vae(n_steps, warmup):
         started = time.perf_counter()
         _, share = distributed.shard_with_share(x)
         distributed.mean_over_ranks((1., 1.), share)
-        distributed.average_gradients(trainer.modules, params, share)
+        distributed.average_gradients(params, share)
         communication.append(time.perf_counter() - started)
     return statistics.median(times), statistics.median(communication)
 

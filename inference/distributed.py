@@ -13,14 +13,15 @@ identity and the library runs as one process.
 
 - `inference.Trainer`: each batch it is given is the global batch; each rank
   trains on its rows (`shard`), the cost and bound reported are the global
-  batch's, the gradients of every template's parameters (and the floating
-  buffers, e.g. `reinforce()`'s moving average) are averaged over ranks
-  weighted by shard size (`average_gradients`: one all-reduce; DDP does not
-  fit templates, whose parameters appear on their first call and which are
-  not called through `forward`), new parameters are copied from rank 0 when
-  they appear (`broadcast_from_main`), and each rank draws its own model
-  noise (`own_noise`) from the common random stream. Rank 0 alone writes
-  checkpoints and shows progress; a checkpoint resumes at any world size.
+  batch's, the gradients of every template's parameters are averaged over
+  ranks weighted by shard size (`average_gradients`: one all-reduce; DDP does
+  not fit templates, whose parameters appear on their first call and which
+  are not called through `forward`), new parameters and buffers are copied
+  from rank 0 when they appear (`broadcast_from_main`), and each rank draws
+  its own model noise (`own_noise`) from the common random stream. Buffers
+  then stay each rank's own (moving averages of its rows, persistent chains:
+  averaging those would mix chain states). Rank 0 alone writes checkpoints
+  (its buffers) and shows progress; a checkpoint resumes at any world size.
   The batches must be the same on every rank: a callable `epoch -> batches`
   that shuffles with torch's global generator is (the common stream), and so
   is `shuffled_batches` (DistributedSampler's semantics: a permutation seeded
@@ -34,7 +35,9 @@ identity and the library runs as one process.
   (`own_chains`); each rank runs its block as one batch and every rank gets
   every chain back, in chain order (`all_chains`). The start, the initial step
   size search and NUTS's per-chain random streams are drawn for all chains on
-  every rank, so NUTS's chain k is the same whatever the world size.
+  every rank, so NUTS's chain k is the same whatever the world size, but for
+  the step size search at the end of each mass matrix window (it draws its
+  momentum from torch's generator, per rank).
 
 A rank that dies or hangs makes the others raise `RankFailedError` naming it
 (each rank beats a heartbeat in the rendezvous store) within the timeout
@@ -403,40 +406,29 @@ def mean_over_ranks(values, share):
     return tuple(None if v is None else next(totals) for v in values)
 
 
-def average_gradients(modules, params, share):
-    """grad <- sum_r share_r * grad_r for `params`, and the same weighted mean of the
-    floating buffers of `modules` (moving averages), in one all-reduce per dtype.
-    A parameter no rank computed a gradient for keeps grad None."""
+def average_gradients(params, share):
+    """grad <- sum_r share_r * grad_r for `params` (share_r: rank r's share of the global
+    batch's rows), in one all-reduce per dtype. A parameter no rank computed a gradient
+    for keeps grad None."""
     if not is_active():
         return
-    buffers = [b for b in _state_tensors(modules)
-               if b.is_floating_point() and not isinstance(b, torch.nn.Parameter)]
     groups = {}
     for param in params:
         if param.grad is not None and param.grad.is_sparse:
             raise ValueError("sparse gradients are not averaged across ranks")
-        groups.setdefault(param.dtype, ([], []))[0].append(param)
-    for buffer in buffers:
-        groups.setdefault(buffer.dtype, ([], []))[1].append(buffer)
-    for dtype, (group_params, group_buffers) in groups.items():
+        groups.setdefault(param.dtype, []).append(param)
+    for dtype, group in groups.items():
         grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) * share
-                 for p in group_params]
-        values = [b.detach().reshape(-1) * share for b in group_buffers]
-        used = torch.tensor([p.grad is not None for p in group_params], dtype=dtype)
-        flat = torch.cat([t.to(_device()) for t in grads + values + [used]])
+                 for p in group]
+        used = torch.tensor([p.grad is not None for p in group], dtype=dtype)
+        flat = torch.cat([t.to(_device()) for t in grads + [used]])
         _collective("averaging the gradients", dist.all_reduce, flat)
-        had_grad = flat[flat.numel() - len(group_params):] > 0
         offset = 0
-        for param, used in zip(group_params, had_grad.tolist()):
+        for param, had_grad in zip(group, (flat[-len(group):] > 0).tolist()):
             size = param.numel()
             param.grad = flat[offset:offset + size].view_as(param).to(param.device) \
-                if used else None
+                if had_grad else None
             offset += size
-        with torch.no_grad():
-            for buffer in group_buffers:
-                size = buffer.numel()
-                buffer.copy_(flat[offset:offset + size].view_as(buffer))
-                offset += size
 
 
 def _rank_seed():

@@ -242,7 +242,7 @@ class Trainer:
         self._ensure_optimizer()
         self.optimizer.zero_grad(set_to_none=True)
         cost.backward()
-        distributed.average_gradients(self.modules, self._params, share)
+        distributed.average_gradients(self._params, share)
         if not _all_finite([p.grad for p in self._params if p.grad is not None]):
             bad = self._nonfinite_gradients()
             self.optimizer.zero_grad(set_to_none=True)
