@@ -24,6 +24,9 @@ an estimate of it:
   Tieleman 2008); the last layer of the sweep is replaced by its
   conditional means (Rao-Blackwellized).
 
+The first step checks the model's conditionals against its energy
+(`EnergyModel.check`): a wrong hand-written one stops training at once.
+
 The objective reported is the reconstruction log-likelihood
 log p(v | h), h drawn given v, per example: a cheap monitor of training
 (not the likelihood, which needs the partition function: see
@@ -72,6 +75,7 @@ class ContrastiveDivergence(nn.Module):
         self.n_chains = n_chains
         self.mean_field_iterations = mean_field_iterations
         self.gibbs = Gibbs(conditionals=model.conditionals())
+        self._checked = False
         if persistent and n_chains is not None:
             self._make_chains(n_chains, torch.get_default_dtype())
 
@@ -99,6 +103,9 @@ class ContrastiveDivergence(nn.Module):
                                           self.mean_field_iterations)
             _check_finite(data_means, "the data term's means")
             drawn = {name: torch.bernoulli(mean) for name, mean in data_means.items()}
+            if not self._checked:  # a conditional that disagrees with the energy: say so now
+                model.check({self.visible: v[:8], **{n: d[:8] for n, d in drawn.items()}})
+                self._checked = True
             reconstruction = model.conditional(self.visible, {self.visible: v, **drawn}) \
                 .log_prob(v)
             state = self._start(v, drawn)

@@ -149,6 +149,9 @@ def ais_log_partition(model, base_logits=None, *, summed=None, n_temperatures=10
 
     state = {name: torch.bernoulli(torch.sigmoid(base[name]).expand(n_runs, -1).contiguous())
              for name in kept}
+    model.check({**state, **{name: torch.bernoulli(torch.full((n_runs, model.layers[name]), 0.5,
+                                                              dtype=dtype, device=device))
+                             for name in summed}})  # the conditionals the runs move by
     log_w = torch.zeros(n_runs, dtype=torch.float64, device=device)
     with torch.no_grad():
         for t in tqdm(range(1, len(betas)), desc="AIS", disable=not progress, leave=False):

@@ -13,7 +13,7 @@ from tests.inference._energy_models import exact_log_z, joint_table, random_dbm,
 
 # -- the partition function --------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["rbm", "rbm-base-rates", "dbm", "dbm-v-h2-summed"])
+@pytest.mark.parametrize("case", ["rbm-base-rates", "dbm", "dbm-v-h2-summed"])
 def test_ais_matches_the_exact_log_partition_within_its_standard_error(case):
     torch.manual_seed(0)
     if case.startswith("rbm"):
@@ -24,7 +24,7 @@ def test_ais_matches_the_exact_log_partition_within_its_standard_error(case):
         summed = ("v", "h2") if case.endswith("summed") else None
     exact = exact_log_z(model)
     base = {"v": torch.linspace(-1, 1, 10, dtype=torch.float64)} if "base" in case else None
-    est = energy.ais_log_partition(model, base, summed=summed, n_temperatures=200, n_runs=200,
+    est = energy.ais_log_partition(model, base, summed=summed, n_temperatures=150, n_runs=200,
                                    progress=False)
     assert 0 < est.log_z_se < 0.1
     assert abs(est.log_z - exact) < 5 * est.log_z_se
@@ -174,16 +174,31 @@ def test_pcd_trains_through_the_trainer_and_its_chains_are_checkpointed(tmp_path
     pcd = energy.ContrastiveDivergence(model, k=1, persistent=True, n_chains=64)
     path = tmp_path / "rbm.pt"
     trainer = inference.Trainer({"rbm": template, "pcd": pcd},
-                                lambda p: torch.optim.SGD(p, lr=0.1), checkpoint_path=path,
+                                lambda p: torch.optim.SGD(p, lr=0.2), checkpoint_path=path,
                                 progress=False)
     batches = list(torch.split(data[torch.randperm(512)], 64))
-    trainer.fit(pcd.step, batches, n_epochs=8)
+    trainer.fit(pcd.step, batches, n_epochs=4)
     assert mean_loglik() > before + 0.3
     saved = inference.checkpoint.load(path)["modules"]["pcd"]
     torch.testing.assert_close(saved["chains_v"], pcd.chains["v"])
     fresh = energy.ContrastiveDivergence(model, k=1, persistent=True, n_chains=64)
     resumed = inference.Trainer({"rbm": template, "pcd": fresh},
-                                lambda p: torch.optim.SGD(p, lr=0.1), checkpoint_path=path,
+                                lambda p: torch.optim.SGD(p, lr=0.2), checkpoint_path=path,
                                 progress=False)
-    resumed.fit(fresh.step, batches, n_epochs=8)   # nothing left to do: state restored
+    resumed.fit(fresh.step, batches, n_epochs=4)   # nothing left to do: state restored
     torch.testing.assert_close(fresh.chains["h"], pcd.chains["h"])
+
+
+def test_a_wrong_conditional_stops_learning_and_ais_at_once():
+    template, derived = random_rbm()
+    W = template.params["W"]
+
+    def wrong(values):  # forgets the hidden biases
+        return ppl.distributions.Bernoulli(logits=values["v"] @ W, group_ndims=1)
+
+    model = ppl.EnergyModel(derived.meta_bn, derived.layers, conditionals={"h": wrong})
+    data = torch.bernoulli(torch.full((16, 5), 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="layer 'h': the conditional does not match"):
+        energy.ContrastiveDivergence(model).step(data)
+    with pytest.raises(ValueError, match="layer 'h': the conditional does not match"):
+        energy.ais_log_partition(model, n_temperatures=5, n_runs=4, progress=False)

@@ -73,7 +73,7 @@ MNIST = data_root() / "binarized_mnist" / "binarized_mnist.npz"
     (rbm, ["--n-hidden", "20", "--cd-k", "2"]),
     (dbn, ["--n-hidden", "20", "--n-hidden2", "15", "--is-samples", "3"]),
     (dbm, ["--n-hidden", "20", "--n-hidden2", "15", "--n-chains", "20"]),
-    (bm, ["--n-hidden", "2"]),
+    (bm, ["--n-hidden", "1"]),
 ], ids=["rbm-pcd", "rbm-cd2", "dbn", "dbm", "bm"])
 def test_each_model_runs_a_few_steps_from_its_command_line(module, extra, tmp_path):
     out = tmp_path / "run"
