@@ -53,8 +53,11 @@ def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
 @ppl.reuse_variables(scope="q_z")
 def build_q_z(x, y, z_dim, n_particles, hidden=(500, 500)):
     """q(z | x, y): a diagonal Normal, z [k, n, z_dim], for images x [n, x_dim], y [n, 10]."""
+    check_images(x)
     bn = ppl.BayesianNet()
-    h = ppl.module("encoder", lambda: mlp(x.shape[1] + N_CLASSES, hidden))(torch.cat([x, y], -1))
+    encoder = ppl.module("encoder", lambda: mlp(x.shape[1] + N_CLASSES, hidden))
+    check_images(x, encoder[0].in_features - N_CLASSES)
+    h = encoder(torch.cat([x, y], -1))
     z_mean = ppl.module("z_mean", lambda: nn.Linear(hidden[-1], z_dim))(h)
     z_logstd = ppl.module("z_logstd", lambda: nn.Linear(hidden[-1], z_dim))(h)
     bn.normal("z", z_mean, logstd=z_logstd, group_ndims=1, n_samples=n_particles)
@@ -64,8 +67,10 @@ def build_q_z(x, y, z_dim, n_particles, hidden=(500, 500)):
 @ppl.reuse_variables(scope="classifier")
 def build_classifier(x, hidden=(500, 500)):
     """q(y | x): the classifier's logits [n, 10] for images x [n, x_dim]."""
-    h = ppl.module("hidden", lambda: mlp(x.shape[1], hidden))(x)
-    return ppl.module("y_logits", lambda: nn.Linear(hidden[-1], N_CLASSES))(h)
+    check_images(x)
+    net = ppl.module("hidden", lambda: mlp(x.shape[1], hidden))
+    check_images(x, net[0].in_features)
+    return ppl.module("y_logits", lambda: nn.Linear(hidden[-1], N_CLASSES))(net(x))
 
 
 def new_templates():

@@ -81,6 +81,29 @@ def test_bad_images_are_refused_naming_x():
         ssvae.unlabeled_bound(gen, q_z, classifier, torch.zeros(2, 1, X_DIM), Z_DIM, 1, HIDDEN)
 
 
+def test_images_of_another_width_than_the_nets_are_refused_naming_x():
+    gen, q_z, classifier = ssvae.new_templates()
+    ssvae.unlabeled_bound(gen, q_z, classifier, torch.zeros(2, X_DIM), Z_DIM, 1, HIDDEN)
+    with pytest.raises(ValueError, match=r"node 'x': .* shape \[n, 6\]"):
+        ssvae.unlabeled_bound(gen, q_z, classifier, torch.zeros(2, 7), Z_DIM, 1, HIDDEN)
+    with pytest.raises(ValueError, match=r"node 'x': .* shape \[n, 6\]"):
+        ssvae.labeled_bound(gen, q_z, torch.zeros(2, 7), torch.tensor([0, 1]), Z_DIM, 1, HIDDEN)
+
+
+def test_labeled_batches_pair_unlabelled_and_labelled_images_per_epoch():
+    x_u = np.random.default_rng(0).random((50, X_DIM), dtype=np.float32)
+    batches = ssvae.LabeledBatches(x_u[:10], np.arange(10), x_u, 20, seed=3)
+    epoch = list(batches(0))
+    assert len(epoch) == len(batches) == 2
+    for x_l, y_l, x_u_batch in epoch:
+        assert x_l.shape == x_u_batch.shape == (20, X_DIM) and y_l.shape == (20,)
+        assert set(torch.cat([x_l, x_u_batch]).unique().tolist()) <= {0., 1.}
+        assert y_l.dtype == torch.int64 and 0 <= int(y_l.min()) and int(y_l.max()) < 10
+    again = list(batches(0))
+    assert all(torch.equal(a, b) for one, two in zip(epoch, again) for a, b in zip(one, two))
+    assert not torch.equal(epoch[0][2], next(iter(batches(1)))[2])
+
+
 def test_split_labels_takes_the_same_number_per_class():
     labels = np.arange(200) % 10
     chosen = ssvae.split_labels(labels, 30, seed=0)
