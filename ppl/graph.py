@@ -100,7 +100,7 @@ class _Provenance(TorchFunctionMode):
     def plain(value):
         return value
 
-    argument = plain
+    argument = release = plain
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -171,8 +171,8 @@ class ValueTracker:
     """The graph recorder of one hand-built net: its values carry their sources.
 
     The same surface as `track_graph()`'s tracker, for `BayesianNet`: `sources`,
-    `mark`, `named` (the value model code gets for a node), `plain` (what the
-    net stores) and `argument` (what a distribution is built from). `origin`:
+    `mark`, `named` (the value model code gets for a node), `plain` and `release`
+    (what the net stores) and `argument` (what a distribution is built from). `origin`:
     plain tensor -> the names it stands for (a stored node value, a tensor
     written in place from a node), as long as both live.
     """
@@ -214,8 +214,18 @@ class ValueTracker:
 
     @staticmethod
     def plain(value):
-        """`value` as a plain tensor (what a net stores and inference reads)."""
+        """`value` as a plain tensor (what a net stores and inference reads): a `Traced`
+        one as a plain alias, the caller's own left as it is."""
         return value.as_subclass(torch.Tensor) if isinstance(value, Traced) else value
+
+    @staticmethod
+    def release(value):
+        """A tensor the net itself made (a sample, a log-probability) made plain in place,
+        keeping its identity: a flow recognises the sample it drew by it."""
+        if isinstance(value, Traced):
+            value.__class__ = torch.Tensor
+            value.__dict__.pop("_sources", None)
+        return value
 
     def argument(self, value):
         """A distribution argument as a plain tensor that still stands for its sources

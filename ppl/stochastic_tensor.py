@@ -75,7 +75,7 @@ class StochasticTensor:
                 sample = self.dist.sample(self.n_samples)
             except (ValueError, RuntimeError) as err:
                 raise type(err)(f"node '{self.name}': sampling failed: {err}") from err
-            self._sample = sample if self._tracer is None else self._tracer.plain(sample)
+            self._sample = sample if self._tracer is None else self._tracer.release(sample)
         return self._sample
 
     def _value(self):
@@ -101,7 +101,7 @@ class StochasticTensor:
                 log_p = self.dist._log_prob(self.tensor)
             except ValueError as err:
                 raise ValueError(f"node '{self.name}': {err}") from None
-            self._cond_log_p = log_p if self._tracer is None else self._tracer.plain(log_p)
+            self._cond_log_p = log_p if self._tracer is None else self._tracer.release(log_p)
         return self._cond_log_p
 
     # ZhuSuan's older names -------------------------------------------------

@@ -386,3 +386,18 @@ def test_inference_reads_a_hand_built_guide():
     assert type(objective) is torch.Tensor
     objective.mean().backward()
     assert loc.grad is not None
+
+
+def test_hand_built_flow_node_scores_its_own_sample():
+    """A flow recognises the sample it drew by identity (Planar has no inverse): the
+    plain value the net keeps is that very tensor, though its base was built from a node."""
+    from ppl.flows import Planar
+
+    bn = ppl.BayesianNet()
+    mu = bn.normal("mu", torch.zeros(2), std=1., group_ndims=1)
+    z = bn.flow("z", ppl.distributions.Normal(2 * mu, std=torch.ones(2)), [Planar(2)],
+                n_samples=4)
+    bn.normal("x", z, std=1., group_ndims=1)
+    assert type(z.tensor) is torch.Tensor
+    torch.testing.assert_close(bn.cond_log_prob("z"), z.dist.log_prob(z.tensor))
+    assert set(bn.graph.edges) == {("mu", "z"), ("z", "x")}
