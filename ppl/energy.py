@@ -95,10 +95,12 @@ class EnergyModel:
 
         A layer given as probabilities (values strictly between 0 and 1, e.g.
         mean-field means) is averaged over, as independent Bernoulli units with
-        those means: E_q[log p*]. log p* is linear in each such layer, so
-        t -> log p*(t * means) is a polynomial of degree at most the number of
-        these layers, and its Taylor series at t = 0 (all of them off, binary
-        values the net accepts) gives the average exactly.
+        those means: E_q[log p*]. log p* is linear in each unit (no x_i^2
+        terms), so E_q[log p*] = log p*(means), and t -> log p*(t * means) is a
+        polynomial of degree at most 2 for pairwise energies, or the number of
+        averaged layers when units within a layer do not interact: its Taylor
+        series at t = 0 (all of them off, binary values the net accepts) to
+        that order gives the average exactly.
         """
         missing = [name for name in self.layers if name not in values]
         if missing:
@@ -116,7 +118,7 @@ class EnergyModel:
             term = self.meta_bn.observe(**{**values, **{name: t * value for name, value
                                                         in means.items()}}).log_joint()
             total = term
-            for order in range(1, len(means) + 1):
+            for order in range(1, max(2, len(means)) + 1):
                 if not term.requires_grad:
                     break
                 term, = torch.autograd.grad(term.sum(), t, create_graph=True, allow_unused=True)

@@ -120,3 +120,23 @@ def test_gibbs_runs_the_model_through_its_conditionals():
 def test_non_binary_data_is_refused_by_name():
     with pytest.raises(ValueError, match="layer 'v'.*not 0 or 1.*binarize"):
         ppl.energy.check_binary("v", torch.tensor([[0., 0.5, 1.]]))
+
+
+def test_probabilities_average_a_coupled_layer_exactly():
+    """Within-layer couplings (a Boltzmann machine): E_q[v_i v_j] = mu_i mu_j, second order."""
+    J = torch.tensor([[0., 1.5, -2.], [0., 0., 0.7], [0., 0., 0.]], dtype=torch.float64)
+
+    def bm():
+        bn = ppl.BayesianNet()
+        x = bn.bernoulli("x", logits=torch.tensor([0.3, -0.2, 0.1], dtype=torch.float64),
+                         group_ndims=1)
+        bn.factor("pairs", ((x @ J) * x).sum(-1))
+        return bn
+
+    model = ppl.EnergyModel(bm, {"x": 3})
+    mu = torch.tensor([[0.2, 0.6, 0.9]], dtype=torch.float64)
+    every = states(3)
+    q = (every * mu + (1 - every) * (1 - mu)).prod(-1)
+    with torch.no_grad():
+        expected = (q * model.log_joint({"x": every})).sum()
+        torch.testing.assert_close(model.log_joint({"x": mu})[0], expected)
