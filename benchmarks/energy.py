@@ -4,6 +4,9 @@
     python -m benchmarks.energy --parts rbm --epochs 5
     python -m benchmarks.energy --quick             # a minute (also under CI=true)
 
+Each row records its own settings and command; a run of some parts keeps the
+report's rows of the other parts (run the parts at different budgets).
+
 Parts (each a row, with its CPU seconds; one torch / BLAS thread):
 
 - `rbm`: an RBM with `--n-hidden` units learnt by PCD-1 (chains = batch size)
@@ -24,6 +27,8 @@ Published, after far longer training: RBM 500 hidden by CD-25 -86.34
 numbers show the machinery at a stated budget, not the published optimum.
 """
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +92,23 @@ def _row(part, description, metrics, published):
             "train_cpu_seconds": budget.get("train_cpu_seconds"), "published": published}
 
 
+def _command(argv):
+    return f"python -m benchmarks.{NAME} " + " ".join(argv or [])
+
+
+def _merged(out, rows):
+    """`rows`, after the rows of `out`'s earlier report for parts not run now (each row
+    carries its own settings and command)."""
+    path = Path(out)
+    if not path.is_file():
+        return rows
+    parts = {row["part"] for row in rows}
+    report = json.loads(path.read_text())
+    earlier = [{"settings": report.get("settings"), "command": report.get("command"), **row}
+               for row in report.get("rows", []) if row["part"] not in parts]
+    return earlier + rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="rbm,dbn,dbm")
@@ -106,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--runs", default="runs/benchmark_energy",
                         help="folder for each part's metrics.json and samples")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     quick = is_quick(args.quick)
     if quick:
@@ -149,7 +172,9 @@ def main(argv=None):
         settings = {key: getattr(args, key) for key in (
             "epochs", "n_hidden", "n_hidden2", "lr", "batch_size", "cd_k", "n_temperatures",
             "ais_runs", "train_size", "test_size")}
-        write_report(NAME, __doc__, argv, rows, args.out, quick, threads=1, settings=settings,
+        for row in rows[done:]:
+            row.update(settings=settings, command=_command(argv))
+        write_report(NAME, __doc__, argv, _merged(args.out, rows), args.out, quick, threads=1,
                      published=PUBLISHED)  # after each part: a partial run keeps its rows
     return rows
 
