@@ -4,7 +4,8 @@ One 2-rank job (module fixture) runs every scenario; the references run in the
 test process (one process: every distributed function is the identity there).
 - VAE training (reparameterization noise carried in the data, so that 1 and 2
   ranks use the same numbers): parameters within 1e-5 of one process's.
-- SGLD with each rank on half of every minibatch: the same chain, step for step.
+- SGLD and SGHMC with each rank on half of every minibatch: the same chain, step
+  for step.
 - NUTS, 4 chains on 2 ranks: each chain's draws as with 4 chains in one process.
 - A checkpoint written by 2 ranks resumes in 1 and one written by 1 resumes in 2.
 Failures: a rank that dies is named by the survivor; bad launches say what is wrong.
@@ -125,9 +126,13 @@ def _train_vae(n_epochs, checkpoint_path=None, rows=None):
             for key, value in module.state_dict().items()}
 
 
-def _sgld_chain(n_steps=5):
-    """SGLD on Bayesian linear regression, each rank on its rows of every minibatch:
-    the position after each step."""
+SG_SAMPLERS = {"sgld": lambda: inference.SGLD(learning_rate=0.01),
+               "sghmc": lambda: inference.SGHMC(learning_rate=0.01, n_iter_resample_v=3)}
+
+
+def _sg_chain(name, n_steps=5):
+    """SGLD / SGHMC on Bayesian linear regression, each rank on its rows of every
+    minibatch: the position after each step."""
     generator = torch.Generator().manual_seed(2)
     x = torch.randn(32, 3, generator=generator, dtype=torch.float64)
     y = x @ torch.tensor([1., -2., .5], dtype=torch.float64) \
@@ -142,7 +147,7 @@ def _sgld_chain(n_steps=5):
 
     torch.manual_seed(11)
     latent = {"w": torch.zeros(3, dtype=torch.float64)}
-    sampler, path = inference.SGLD(learning_rate=0.01), []
+    sampler, path = SG_SAMPLERS[name](), []
     for step in range(n_steps):
         rows = slice(step * 8 % 32, step * 8 % 32 + 8)
         x_batch, y_batch = distributed.shard((x[rows], y[rows]))
@@ -185,7 +190,7 @@ def _all_scenarios(folder):
             "held_out": distributed.mean(distributed.shard(torch.arange(11.) ** 2)),
             "different_batches": _given_different_batches(),
             "resumed_in_2": _train_vae(2, folder / "written_by_1.pt"),
-            "sgld": _sgld_chain(),
+            **{name: _sg_chain(name) for name in SG_SAMPLERS},
             "nuts": _nuts_draws()}
 
 
@@ -229,9 +234,10 @@ def test_checkpoints_resume_at_another_world_size(two_ranks):
     _assert_close(_train_vae(2, folder / "written_by_2.pt"), reference, atol=1e-5)
 
 
-def test_two_rank_sgld_is_the_global_minibatch_chain(two_ranks):
+@pytest.mark.parametrize("name", SG_SAMPLERS)
+def test_two_rank_sgmcmc_is_the_global_minibatch_chain(two_ranks, name):
     _, result = two_ranks
-    torch.testing.assert_close(result["sgld"], _sgld_chain(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(result[name], _sg_chain(name), atol=1e-12, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore::inference.mcmc.SamplingWarning")  # 20 draws
