@@ -57,7 +57,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["LaunchError", "RankFailedError", "init", "is_active", "rank", "world_size",
-           "is_main", "shard", "shuffled_batches", "mean", "broadcast_from_main",
+           "is_main", "shard", "shard_with_share", "shuffled_batches", "mean",
+           "broadcast_from_main",
            "average_gradients", "mean_over_ranks", "own_noise", "averaged", "own_chains",
            "all_chains", "rank_path", "on_main"]
 
