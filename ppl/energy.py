@@ -235,6 +235,9 @@ class EnergyModel:
         for name in (self.layers if names is None else names):
             value = values[name]
             logits = self.logits(name, values)
+            if not bool(torch.isfinite(logits).all()):
+                raise FloatingPointError(f"layer '{name}' has non-finite values in its "
+                                         f"conditional's logits (the weights overflowed?)")
             units = torch.randperm(value.shape[-1], generator=generator)[:n_units].tolist()
             for unit in units:
                 on, off = value.clone(), value.clone()

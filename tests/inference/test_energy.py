@@ -202,3 +202,13 @@ def test_a_wrong_conditional_stops_learning_and_ais_at_once():
         energy.ContrastiveDivergence(model).step(data)
     with pytest.raises(ValueError, match="layer 'h': the conditional does not match"):
         energy.ais_log_partition(model, n_temperatures=5, n_runs=4, progress=False)
+
+
+def test_overflowed_weights_are_reported_with_the_layer():
+    template, model = random_rbm()
+    with torch.no_grad():
+        template.params["W"][0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="layer '[vh]' has non-finite values"):
+        energy.ContrastiveDivergence(model).step(torch.ones(4, 5, dtype=torch.float64))
+    with pytest.raises(FloatingPointError, match="layer '[vh]' has non-finite values"):
+        energy.ais_log_partition(model, n_temperatures=5, n_runs=4, progress=False)
