@@ -324,7 +324,8 @@ def test_hand_built_net_stores_plain_tensors():
                   bn.outputs(["h"])[0], bn.factors["f"], bn.query("z", outputs=True)[0]):
         assert type(value) is torch.Tensor
     assert isinstance(h, graph_lib.Traced) and isinstance(z + 1, graph_lib.Traced)
-    assert repr(h).startswith("tensor(") and f"{h.detach().sum():.2f}" == f"{float(h.detach().sum()):.2f}"
+    total = h.detach().sum()
+    assert repr(h).startswith("tensor(") and f"{total:.2f}" == f"{float(total):.2f}"
     saved = io.BytesIO()
     torch.save(h, saved)
     saved.seek(0)
