@@ -60,7 +60,8 @@ VALID = {
                                                 dtype=F64), ()),
 }
 NOT_HERE = {"Distribution", "Empirical", "Implicit",  # tested at the end of this file
-            "Flow", "FlowDistribution"}  # flows have their own tests
+            "Flow", "FlowDistribution",  # flows have their own tests
+            "Autoregressive"}  # so has it: tests/ppl/distributions/test_autoregressive.py
 SAMPLEABLE = sorted(set(VALID) - {"UnnormalizedMultinomial"})
 
 
