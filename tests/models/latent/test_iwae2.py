@@ -44,5 +44,5 @@ def test_the_two_layer_step_trains():
     trainer = inference.Trainer({"model": gen, "guide": q_net},
                                 lambda params: torch.optim.Adam(params, lr=1e-2), progress=False,
                                 trace=False)
-    history = trainer.fit(step, [x] * 20, n_epochs=3)
+    history = trainer.fit(step, [x] * 10, n_epochs=3)
     assert history[-1] > history[0] + 1.0
