@@ -21,6 +21,10 @@ Parts (each a row, with its CPU seconds; one torch / BLAS thread):
 - `dbn`: `models.energy.dbn` (greedy: RBM 784-n_hidden, then a top RBM).
 - `dbm`: `models.energy.dbm` (784-n_hidden-n_hidden2, PCD, mean-field).
 
+log_z is that of each net's log_joint (its Bernoulli nodes' normalizers
+included), so it differs between nets by constants; compare the
+log-likelihoods, and read log_z_se as the AIS estimate's reliability.
+
 Published, after far longer training: RBM 500 hidden by CD-25 -86.34
 (Salakhutdinov & Murray 2008), DBN 784-500-2000 -86.22 (ibid.), DBM
 784-500-1000 -84.62 (Salakhutdinov & Hinton 2009). Our runs are short: the

@@ -21,6 +21,9 @@ The importance weight of a run is prod_t p_t*(x_t) / p_{t-1}*(x_t); its mean
 over runs is an unbiased estimate of Z / Z_A. `log_z` is the log of that mean
 (a stochastic lower bound of log Z, by Jensen's inequality); `log_z_se` its
 standard error over runs by the delta method, sd(w) / (sqrt(n_runs) mean(w)).
+Z is that of the net's `log_joint` as written (an RBM's Bernoulli nodes
+bring their normalizers, -sum softplus(bias)), so log Z values of two nets
+differ by such constants; the log-likelihoods they give are comparable.
 """
 import dataclasses
 import math
