@@ -24,7 +24,7 @@ from torch import nn
 
 import inference
 import ppl
-from models import experiment
+from models import experiment, zoo
 from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS, check_images, mlp
 from models.latent.vae import build_gen as vae_gen
 from models.latent.vae import build_q_net as vae_q_net
@@ -109,7 +109,7 @@ def main(argv=None):
         "iwae", "Train the VAE (784-500-500, z=40 on MNIST), or with --layers 2 Burda et al.'s "
                 "two-stochastic-layer model, by the importance weighted bound.",
         {**DIGITS_DEFAULTS, "epochs": 50}, MNIST_DEFAULTS, quick_epochs=2)
-    parser.add_argument("--particles", type=int, default=50,
+    parser.add_argument("--particles", type=zoo.positive_int, default=50,
                         help="k, importance samples per image in the training bound")
     parser.add_argument("--layers", type=int, choices=(1, 2), default=1,
                         help="stochastic layers (2: z-dim and hidden default to 100 and "
