@@ -30,3 +30,6 @@ __all__ += ["Gibbs"]
 from inference import energy  # noqa: E402
 from inference.energy import ContrastiveDivergence  # noqa: E402
 __all__ += ["energy", "ContrastiveDivergence"]
+
+from inference.adversarial import AdversarialTrainer  # noqa: E402
+__all__ += ["AdversarialTrainer"]
