@@ -217,12 +217,12 @@ def _failure(session, what, error):
     if dead:
         return RankFailedError(
             f"rank {', '.join(map(str, dead))} died (no heartbeat for {3 * _HEARTBEAT_S:g} s) "
-            f"while rank {session.rank} waited in {what}; see that rank's own error")
+            f"while rank {session.rank} waited for it in {what}; see that rank's own error")
     behind = [r for r in after if after[r][1] < session.collectives]
     if behind:
         return RankFailedError(
-            f"rank {', '.join(map(str, behind))} did not reach {what} within the timeout "
-            f"({session.timeout:g} s; it is alive: stuck or slow, or it runs other code)")
+            f"rank {', '.join(map(str, behind))} did not join {what} within the timeout "
+            f"({session.timeout:g} s); it is alive: stuck, slow, or running other code")
     return RankFailedError(f"rank {session.rank}: {what} failed ({error}); every rank is alive")
 
 

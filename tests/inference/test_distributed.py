@@ -8,7 +8,8 @@ test process (one process: every distributed function is the identity there).
   for step.
 - NUTS, 4 chains on 2 ranks: each chain's draws as with 4 chains in one process.
 - A checkpoint written by 2 ranks resumes in 1 and one written by 1 resumes in 2.
-Failures: a rank that dies is named by the survivor; bad launches say what is wrong.
+Failures: a rank that dies or hangs is named by the other; bad launches say what is
+wrong.
 """
 import multiprocessing
 import os
@@ -267,6 +268,20 @@ def test_a_dead_rank_is_named_by_the_others(tmp_path):
     assert codes == [1, 3] and list(errors) == [0]
     assert "RankFailedError: rank 1 died" in errors[0]
     assert time.monotonic() - start < 30
+
+
+def _hangs_past_the_timeout():
+    if distributed.rank() == 1:
+        time.sleep(6)  # alive (its heartbeat beats), but not in the collective
+    else:
+        distributed.mean(torch.ones(3))
+
+
+def test_a_hung_rank_is_named_after_the_timeout(tmp_path):
+    _, codes, errors = _launch(_hangs_past_the_timeout, tmp_path, timeout=2)
+    assert codes == [1, 0] and list(errors) == [0]
+    assert "RankFailedError: rank 1 did not join reducing a held-out metric within the " \
+           "timeout (2 s); it is alive" in errors[0]
 
 
 @pytest.fixture
