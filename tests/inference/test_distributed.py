@@ -11,6 +11,7 @@ test process (one process: every distributed function is the identity there).
 Failures: a rank that dies or hangs is named by the other; bad launches say what is
 wrong.
 """
+import collections
 import multiprocessing
 import os
 import socket
@@ -160,16 +161,20 @@ def _sg_chain(name, n_steps=5):
 
 def _nuts_draws():
     """4 NUTS chains (eager) on a 2-d Gaussian, started from the prior: draws
-    (chain, draw, 2) and step sizes."""
+    (chain, draw, 2), step sizes, and how many chains the model was run on most often."""
+    chains = []
+
     @ppl.meta_bayesian_net(scope="gaussian")
     def model():
         bn = ppl.BayesianNet()
-        bn.normal("w", torch.tensor([1., -1.]), std=torch.tensor([1., 2.]), group_ndims=1)
+        w = bn.normal("w", torch.tensor([1., -1.]), std=torch.tensor([1., 2.]), group_ndims=1)
+        chains.append(w.tensor.shape[0] if w.tensor.dim() == 2 else 1)
         return bn
 
     result = inference.mcmc.run(inference.NUTS(jit_compile=False, adapt_mass=None), model(), n_chains=4,
                                 n_warmup=40, n_samples=20, progress=False, seed=4)
-    return {"w": result.samples["w"], "step_size": result.step_size}
+    return {"w": result.samples["w"], "step_size": result.step_size,
+            "chains_per_run": torch.tensor(collections.Counter(chains).most_common(1)[0][0])}
 
 
 def _given_different_batches():
@@ -245,6 +250,7 @@ def test_two_rank_sgmcmc_is_the_global_minibatch_chain(two_ranks, name):
 def test_chain_parallel_nuts_draws_each_chain_as_one_process(two_ranks):
     _, result = two_ranks
     reference = _nuts_draws()
+    assert int(result["nuts"]["chains_per_run"]) == 2 and int(reference["chains_per_run"]) == 4
     assert result["nuts"]["w"].shape == (4, 20, 2)
     torch.testing.assert_close(result["nuts"]["w"], reference["w"], atol=1e-6, rtol=0)
     torch.testing.assert_close(result["nuts"]["step_size"], reference["step_size"])
