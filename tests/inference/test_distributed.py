@@ -159,7 +159,7 @@ def _sg_chain(name, n_steps=5):
     return torch.stack(path)
 
 
-def _nuts_draws():
+def _nuts_draws(checkpoint=None):
     """4 NUTS chains (eager) on a 2-d Gaussian, started from the prior: draws
     (chain, draw, 2), step sizes, and how many chains the model was run on most often."""
     chains = []
@@ -172,7 +172,8 @@ def _nuts_draws():
         return bn
 
     result = inference.mcmc.run(inference.NUTS(jit_compile=False, adapt_mass=None), model(), n_chains=4,
-                                n_warmup=40, n_samples=20, progress=False, seed=4)
+                                n_warmup=40, n_samples=20, progress=False, seed=4,
+                                checkpoint=checkpoint, checkpoint_every=20)
     return {"w": result.samples["w"], "step_size": result.step_size,
             "chains_per_run": torch.tensor(collections.Counter(chains).most_common(1)[0][0])}
 
@@ -197,7 +198,7 @@ def _all_scenarios(folder):
             "different_batches": _given_different_batches(),
             "resumed_in_2": _train_vae(2, folder / "written_by_1.pt"),
             **{name: _sg_chain(name) for name in SG_SAMPLERS},
-            "nuts": _nuts_draws()}
+            "nuts": _nuts_draws(folder / "nuts.pt")}
 
 
 @pytest.fixture(scope="module")
@@ -248,9 +249,10 @@ def test_two_rank_sgmcmc_is_the_global_minibatch_chain(two_ranks, name):
 
 @pytest.mark.filterwarnings("ignore::inference.mcmc.SamplingWarning")  # 20 draws
 def test_chain_parallel_nuts_draws_each_chain_as_one_process(two_ranks):
-    _, result = two_ranks
+    folder, result = two_ranks
     reference = _nuts_draws()
     assert int(result["nuts"]["chains_per_run"]) == 2 and int(reference["chains_per_run"]) == 4
+    assert {"nuts.pt.rank0of2", "nuts.pt.rank1of2"} <= set(os.listdir(folder))  # each its own
     assert result["nuts"]["w"].shape == (4, 20, 2)
     torch.testing.assert_close(result["nuts"]["w"], reference["w"], atol=1e-6, rtol=0)
     torch.testing.assert_close(result["nuts"]["step_size"], reference["step_size"])
