@@ -7,6 +7,7 @@ checkpointed run resumes where it stopped), and evaluated as the mean test
 log-likelihood in nats.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 import inference
 import ppl
+from inference import checkpoint
 from models import zoo
 
 __all__ = ["build_model", "log_lik_step", "epoch_batches", "mean_over", "train",
@@ -60,11 +62,15 @@ def train(args, modules, step_fn, train_data, settings, lr_at=None):
     """Adam on `step_fn` for `args.epochs` epochs with a cosine learning-rate decay from
     `args.lr` (or `lr_at(epoch)`); checkpointed to `args.checkpoint` when given."""
     batches = epoch_batches(train_data, args.batch_size, args.seed)
-    trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
+    lr_at = lr_at or (lambda e: args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs)))
+    lr = lr_at(0)  # a checkpoint holds the learning rate of the epoch it was written in
+    if args.checkpoint and Path(args.checkpoint).is_file():
+        saved = checkpoint.load(args.checkpoint)
+        lr = lr_at(saved["epoch"] - (saved["epoch"] > 0 and saved["step_in_epoch"] == 0))
+    trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=lr),
                                 checkpoint_path=args.checkpoint, checkpoint_every=100
                                 if args.checkpoint else None, progress=not args.no_progress,
                                 fingerprint={"train": train_data, "settings": settings})
-    lr_at = lr_at or (lambda e: args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs)))
     history = []
     for epoch in range(1, args.epochs + 1):
         if epoch <= len(history):

@@ -47,3 +47,18 @@ def test_rnade_writes_metrics(tmp_path):
                 "--out", str(tmp_path)])
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert np.isfinite(metrics["test_loglik_nats"]) and "test_loglik_nats_raw" in metrics
+
+
+@needs_bmnist
+def test_a_finished_checkpoint_resumes_without_training_or_warnings(tmp_path):
+    """The second run reads the checkpoint (its learning rate included: no warning that the
+    optimizer settings changed) and trains no further: the same test log-likelihood."""
+    import warnings
+
+    from models.autoregressive import fvsbn
+    argv = SMALL + ["--checkpoint", str(tmp_path / "c.pt")]
+    first = fvsbn.main(argv + ["--out", str(tmp_path / "a")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = fvsbn.main(argv + ["--out", str(tmp_path / "b")])
+    assert second["test_loglik_nats"] == pytest.approx(first["test_loglik_nats"], abs=1e-4)
