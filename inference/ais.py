@@ -38,11 +38,11 @@ import torch
 from tqdm.auto import tqdm
 
 import ppl
-from inference.mcmc.hmc import HMC
+from inference.mcmc.sampler import HMC
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.state import HMCState
 from inference.mcmc.transforms import LatentSpace, transform_to
-from inference.model import LogJoint
+from inference.model import LogJoint, value_and_grad
 from inference.utils import log_mean_exp
 from inference.write_back import write_back
 from ppl.stochastic_tensor import unwrap
@@ -95,7 +95,7 @@ class AIS:
             raise TypeError("AIS: `proposal_meta_bn` (the second argument) is a dict; AIS takes "
                             "ZhuSuan's arguments (meta_bn, proposal_meta_bn, hmc, observed, "
                             "latent, ...): pass the observations as `observed=`")
-        if proposal_meta_bn is None and self._model.meta_bn is None:
+        if proposal_meta_bn is None and self._model.is_plain:
             raise ValueError("AIS: a plain log_joint callable cannot sample its latents; give "
                              "a `proposal_meta_bn` (a model whose nodes start the chains)")
         self._proposal = None if proposal_meta_bn is None else ppl.as_meta_bn(proposal_meta_bn)
@@ -213,7 +213,7 @@ class AIS:
 
     def _space(self, values, supports):
         """The flat unconstrained layout of the latents; checks nodes and shapes."""
-        if self._model.meta_bn is not None:
+        if not self._model.is_plain:
             bn = self._model.bn(values)
             uncovered = [n for n, node in bn.stochastic_nodes.items() if not node.is_observed()]
             if uncovered:
@@ -246,22 +246,19 @@ class AIS:
                            [transform_to(supports[name], name) for name in values], chains)
 
     def _potential(self, space, beta):
-        """x [n_chains, D] -> (log f_beta + log|det J|, its gradient, log L), detached.
-
-        Chains with a non-finite value or gradient get -inf and a zero gradient
-        (the kernel rejects moves there).
-        """
+        """x [n_chains, D] -> (log f_beta + log|det J|, its gradient, log L), detached
+        (`inference.model.value_and_grad`: chains with a non-finite value or gradient get
+        -inf and a zero gradient, which the kernel rejects)."""
         def evaluate(x):
-            with torch.enable_grad():
-                x = x.detach().requires_grad_(True)
+            found = []
+
+            def log_f(x):
                 values, log_det = space.constrain(x, with_log_det=True)
                 log_q, log_l = self._log_terms(space.from_chains(values))
-                log_f = (log_q + beta * log_l).reshape(-1) + log_det
-                grad, = torch.autograd.grad(log_f.sum(), x)
-            bad = ~(torch.isfinite(log_f) & torch.isfinite(grad).all(-1))
-            log_f = torch.where(bad, torch.full_like(log_f, -math.inf), log_f.detach())
-            grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)
-            return log_f, grad, log_l.detach().reshape(-1)
+                found.append(log_l.detach().reshape(-1))
+                return (log_q + beta * log_l).reshape(-1) + log_det
+            value, grad = value_and_grad(log_f, x)
+            return value, grad, found[0]
         return evaluate
 
     # -- the annealing -----------------------------------------------------------

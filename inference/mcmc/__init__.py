@@ -5,28 +5,40 @@
   `SamplingWarning`: what `run` found wrong with the draws (divergences, R-hat, ESS, ...).
 - `FirstCompileWarning`: a compiled run is building NUTS's tree step (once per machine;
   `python -m inference.mcmc.precompile` builds it at install).
-- Building blocks (BlackJAX style: kernel = state in, state out):
-  `hmc_kernel`, `nuts_kernel` (kernels), `Potential` (log density + gradient
+- Building blocks (BlackJAX style: kernel = state in, state out; states and infos
+  are named tuples): `hmc_kernel`, `nuts_kernel` (kernels: `hmc`, `nuts`, built
+  from `integrators`, `metric`, `termination`, `proposals` and `trajectory`),
+  `run_transitions` (`batching`: many NUTS transitions, each chain at its own
+  pace, randomness from per-chain `streams`), `Potential` (log density + gradient
   over flat unconstrained positions), `LatentSpace` / `transform_to`
-  (constrained <-> unconstrained), `leapfrog`, metrics, and adaptation
-  (`DualAveraging`, `WindowedAdaptation`, `find_initial_step_size`).
+  (constrained <-> unconstrained), and adaptation outside the kernels (pure
+  dual averaging `dual_averaging_init` / `dual_averaging_update`,
+  `WindowedAdaptation`, `find_initial_step_size`). Compilation is an adapter
+  around the kernels' pure steps (`jit`).
 """
-from inference.mcmc.adaptation import (DualAveraging, ExponentialMovingVariance,
-                                       WelfordCovariance, WindowedAdaptation,
-                                       find_initial_step_size, window_schedule)
-from inference.mcmc.hmc import HMC, hmc_kernel
-from inference.mcmc.integrators import leapfrog
+from inference.mcmc.adaptation import (DualAveraging, DualAveragingState,
+                                       ExponentialMovingVariance, WelfordCovariance,
+                                       WindowedAdaptation, dual_averaging_init,
+                                       dual_averaging_update, find_initial_step_size,
+                                       window_schedule)
+from inference.mcmc.batching import run_transitions
+from inference.mcmc.hmc import hmc_kernel
+from inference.mcmc.integrators import IntegratorState, leapfrog
 from inference.mcmc.metric import DenseMetric, DiagonalMetric, identity_metric
-from inference.mcmc.nuts import NUTS, nuts_kernel
+from inference.mcmc.nuts import TreeState, nuts_kernel
 from inference.mcmc.potential import Potential, latent_nodes
+from inference.mcmc.proposals import Proposal
 from inference.mcmc.runner import MCMCResult, SamplingWarning, Summary, run
-from inference.mcmc.sampler import HamiltonianSampler, HMCInfo
+from inference.mcmc.sampler import HMC, NUTS, HamiltonianSampler, HMCInfo
 from inference.mcmc.shared_compile import FirstCompileWarning
 from inference.mcmc.state import HMCState, TransitionInfo, init_state
+from inference.mcmc.trajectory import Trajectory
 from inference.mcmc.transforms import LatentSpace, LowerCholeskyTransform, transform_to
 
 __all__ = ["HMC", "NUTS", "run", "MCMCResult", "Summary", "HMCInfo", "HamiltonianSampler",
-           "hmc_kernel", "nuts_kernel", "leapfrog", "Potential", "latent_nodes", "LatentSpace",
+           "hmc_kernel", "nuts_kernel", "run_transitions", "leapfrog", "IntegratorState",
+           "Trajectory", "Proposal", "TreeState", "DualAveragingState", "dual_averaging_init",
+           "dual_averaging_update", "Potential", "latent_nodes", "LatentSpace",
            "transform_to", "LowerCholeskyTransform", "HMCState", "TransitionInfo", "init_state",
            "DiagonalMetric", "DenseMetric", "identity_metric", "DualAveraging",
            "WelfordCovariance", "ExponentialMovingVariance", "WindowedAdaptation",

@@ -2,11 +2,15 @@
 
 - `find_initial_step_size`: Hoffman & Gelman's (2014, Alg. 4) heuristic:
   double or halve the step until one leapfrog step's acceptance crosses 1/2.
-- `DualAveraging`: Hoffman & Gelman's (2014, Alg. 5) step size adaptation
+- Dual averaging, Hoffman & Gelman's (2014, Alg. 5) step size adaptation
   towards a target acceptance rate (parameters gamma, t0, kappa as in ZhuSuan
-  and Stan).
-- `WelfordCovariance`: streaming (co)variance of the positions, regularized as
-  Stan does (shrunk with weight 5 / (n + 5); see `covariance`).
+  and Stan): pure (`dual_averaging_init`, `dual_averaging_update`) on a
+  `DualAveragingState`, which NUTS runs inside its leaf step (`dual_averaging`),
+  and `DualAveraging`, the same with its state kept.
+- Welford's streaming (co)variance of the positions, regularized as Stan does
+  (shrunk with weight 5 / (n + 5)): pure (`welford_init`, `welford_update`,
+  `welford_covariance`) on a `WelfordState`, and `WelfordCovariance`, the same
+  with its state kept.
 - `ExponentialMovingVariance`: ZhuSuan's moving (co)variance for `.sample()`.
 - `window_schedule`, `WindowedAdaptation`: Stan's warm-up: a fast initial
   buffer (75 iterations), slow windows of doubling size (25, 50, ...) at the
@@ -14,14 +18,19 @@
   step size is searched again, and a fast final buffer (50 iterations).
 """
 import math
+from typing import NamedTuple
 
 import torch
 
 from inference.mcmc.integrators import leapfrog
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
+from inference.mcmc.nuts import Adaptation
 
-__all__ = ["find_initial_step_size", "dual_averaging_update", "DualAveraging", "WelfordCovariance",
-           "ExponentialMovingVariance", "window_schedule", "WindowedAdaptation", "make_metric"]
+__all__ = ["find_initial_step_size", "DualAveragingState", "dual_averaging_init",
+           "dual_averaging_update", "dual_averaging_final", "dual_averaging", "DualAveraging",
+           "WelfordState", "welford_init", "welford_update", "welford_covariance",
+           "WelfordCovariance", "ExponentialMovingVariance", "window_schedule",
+           "WindowedAdaptation", "make_metric"]
 
 
 def make_metric(covariance):
@@ -58,32 +67,54 @@ def find_initial_step_size(state, potential, metric, step_size, max_doublings=60
     return step_size
 
 
-def dual_averaging_update(mu, count, error_avg, log_step_avg, accept_prob, target, gamma, t0,
-                          kappa):
-    """One step of dual averaging per chain (pure: compiled NUTS steps run it too).
+class DualAveragingState(NamedTuple):
+    """Per-chain dual averaging state, [n_chains] each: mu (the log step size the iterates
+    are pulled towards), count (updates so far, as a float), error_avg, log_step_avg, and
+    the current step_size."""
 
-    mu, count, error_avg, log_step_avg, accept_prob: [n_chains] (count as a
-    float, each chain's number of updates so far). Returns the new (count,
-    error_avg, log_step_avg, step_size).
-    """
+    mu: torch.Tensor
+    count: torch.Tensor
+    error_avg: torch.Tensor
+    log_step_avg: torch.Tensor
+    step_size: torch.Tensor
+
+
+def dual_averaging_init(step_size, explore=10.):
+    """Start from `step_size` [n]; the iterates are pulled towards `explore` times it (Stan's
+    10: try larger steps first)."""
+    zeros = torch.zeros_like(step_size)
+    return DualAveragingState(torch.log(explore * step_size), zeros, zeros, zeros, step_size)
+
+
+def dual_averaging_update(state, accept_prob, target=0.8, gamma=0.05, t0=10, kappa=0.75):
+    """One step of dual averaging per chain (pure): the state after a transition with
+    acceptance statistic `accept_prob` [n] (Hoffman & Gelman 2014, Alg. 5)."""
     accept_prob = torch.nan_to_num(accept_prob, nan=0.).clamp(0., 1.)
-    count = count + 1.
+    count = state.count + 1.
     eta = 1. / (count + t0)
-    error_avg = (1. - eta) * error_avg + eta * (target - accept_prob)
-    log_step = mu - count.sqrt() / gamma * error_avg
+    error_avg = (1. - eta) * state.error_avg + eta * (target - accept_prob)
+    log_step = state.mu - count.sqrt() / gamma * error_avg
     weight = count.pow(-kappa)
-    log_step_avg = weight * log_step + (1. - weight) * log_step_avg
-    return count, error_avg, log_step_avg, log_step.exp()
+    log_step_avg = weight * log_step + (1. - weight) * state.log_step_avg
+    return DualAveragingState(state.mu, count, error_avg, log_step_avg, log_step.exp())
+
+
+def dual_averaging_final(state):
+    """The averaged step size used after warm-up [n] (the current one where no update ran)."""
+    return torch.where(state.count > 0, state.log_step_avg.exp(), state.step_size)
+
+
+def dual_averaging(target=0.8, gamma=0.05, t0=10, kappa=0.75):
+    """Dual averaging as the (init, update, settings) a NUTS leaf step runs after each
+    transition of a chain (`inference.mcmc.nuts.Adaptation`)."""
+    return Adaptation(dual_averaging_init, dual_averaging_update, (target, gamma, t0, kappa))
 
 
 class DualAveraging:
-    """Per-chain dual averaging of the log step size (Hoffman & Gelman 2014, Alg. 5).
-
-    After `restart(step_size)`, each `update(accept_prob)` returns the next step
-    size [n_chains]; `final_step_size` is the averaged one used after warm-up.
-    Each chain counts its own updates (`count`, [n_chains]): NUTS chains run
-    their transitions unsynchronized (`inference.mcmc.nuts`).
-    """
+    """Dual averaging with its state kept: `update(accept_prob)` returns the next step size
+    [n_chains] (`dual_averaging_update`); `final_step_size` is the averaged one used after
+    warm-up. Each chain counts its own updates: NUTS chains run their transitions
+    unsynchronized (`inference.mcmc.nuts`)."""
 
     def __init__(self, step_size, target_acceptance_rate=0.8, gamma=0.05, t0=10, kappa=0.75):
         self.target = target_acceptance_rate
@@ -91,13 +122,8 @@ class DualAveraging:
         self.restart(step_size)
 
     def restart(self, step_size, explore=10.):
-        """Start again from `step_size`; the iterates are pulled towards `explore`
-        times it (Stan's 10: try larger steps first)."""
-        self.mu = torch.log(explore * step_size)
-        self.count = torch.zeros_like(step_size)
-        self.error_avg = torch.zeros_like(step_size)
-        self.log_step_avg = torch.zeros_like(step_size)
-        self.step_size = step_size
+        """Start again from `step_size` (see `dual_averaging_init`)."""
+        self.state = dual_averaging_init(step_size, explore)
 
     @property
     def settings(self):
@@ -105,80 +131,110 @@ class DualAveraging:
         return self.target, self.gamma, self.t0, self.kappa
 
     def update(self, accept_prob):
-        self.count, self.error_avg, self.log_step_avg, self.step_size = dual_averaging_update(
-            self.mu, self.count, self.error_avg, self.log_step_avg, accept_prob, *self.settings)
-        return self.step_size
+        self.state = dual_averaging_update(self.state, accept_prob, *self.settings)
+        return self.state.step_size
+
+    def __getattr__(self, name):  # the state's fields: mu, count, error_avg, ...
+        if name != "state" and name in DualAveragingState._fields:
+            return getattr(self.state, name)
+        raise AttributeError(name)
 
     @property
     def final_step_size(self):
-        return torch.where(self.count > 0, self.log_step_avg.exp(), self.step_size)
+        return dual_averaging_final(self.state)
 
     def state_dict(self):
-        return {"mu": self.mu, "count": self.count, "error_avg": self.error_avg,
-                "log_step_avg": self.log_step_avg, "step_size": self.step_size}
+        return self.state._asdict()
 
     def load_state_dict(self, state):
-        self.mu, self.count, self.error_avg = state["mu"], state["count"], state["error_avg"]
-        self.log_step_avg, self.step_size = state["log_step_avg"], state["step_size"]
+        self.state = DualAveragingState(**state)
+
+
+class WelfordState(NamedTuple):
+    """Streaming (co)variance per chain: count (an int), mean [n, D] and the sum of squared
+    deviations m2 ([n, D], or [n, D, D] when dense); mean and m2 are None before a draw."""
+
+    count: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+
+def welford_init():
+    return WelfordState(0, None, None)
+
+
+def welford_update(state, x, dense=False):
+    """The state with one more draw per chain, x: [n, D] (Welford's algorithm)."""
+    count = state.count + 1
+    mean = torch.zeros_like(x) if state.mean is None else state.mean
+    m2 = state.m2
+    if m2 is None:
+        m2 = x.new_zeros(x.shape + x.shape[-1:]) if dense else torch.zeros_like(x)
+    delta = x - mean
+    mean = mean + delta / count
+    if dense:
+        m2 = m2 + delta[:, :, None] * (x - mean)[:, None, :]
+    else:
+        m2 = m2 + delta * (x - mean)
+    return WelfordState(count, mean, m2)
+
+
+def welford_covariance(state, regularize=True):
+    """Sample (co)variance of each chain, regularized unless `regularize=False`.
+
+    As Stan: the estimate S from n draws becomes n/(n+5) S + 5/(n+5) 1e-3 I,
+    a shrinkage small enough to keep the small eigenvalues of a strongly
+    correlated posterior (shrinking towards diag(S) instead added 1% of the
+    marginal variances to them: on posteriordb's diamonds, an 8x smaller
+    step size and 8x longer trajectories). A dense S from no more draws than
+    dimensions is singular, with no information about the directions the
+    draws did not span: such a window gives the diagonal of S (regularized
+    the same way) instead, as a diagonal window would.
+    """
+    if state.count < 2:
+        raise ValueError("WelfordCovariance: need at least 2 draws")
+    n = state.count
+    cov = state.m2 / (n - 1)
+    if not regularize:
+        return cov
+    weight = 5. / (n + 5.)
+    if cov.dim() == 3:
+        if n <= cov.shape[-1]:
+            cov = torch.diag_embed(cov.diagonal(dim1=-2, dim2=-1))
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        return (1. - weight) * cov + weight * 1e-3 * eye
+    return (1. - weight) * cov + weight * 1e-3
 
 
 class WelfordCovariance:
-    """Streaming per-chain variance [n, D] (or covariance [n, D, D] if `dense`)."""
+    """Streaming per-chain variance [n, D] (or covariance [n, D, D] if `dense`): the
+    `welford_*` functions with their state kept."""
 
     def __init__(self, dense=False):
         self.dense = dense
         self.reset()
 
     def reset(self):
-        self.count = 0
-        self.mean = None
-        self.m2 = None
+        self.state = welford_init()
+
+    @property
+    def count(self):
+        return self.state.count
 
     def state_dict(self):
-        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+        return self.state._asdict()
 
     def load_state_dict(self, state):
-        self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
+        self.state = WelfordState(**state)
 
     def update(self, x):
         """Add one draw per chain, x: [n, D]."""
-        self.count += 1
-        if self.mean is None:
-            self.mean = torch.zeros_like(x)
-            self.m2 = x.new_zeros(x.shape + x.shape[-1:]) if self.dense else torch.zeros_like(x)
-        delta = x - self.mean
-        self.mean = self.mean + delta / self.count
-        if self.dense:
-            self.m2 = self.m2 + delta[:, :, None] * (x - self.mean)[:, None, :]
-        else:
-            self.m2 = self.m2 + delta * (x - self.mean)
+        self.state = welford_update(self.state, x, self.dense)
         return self
 
     def covariance(self, regularize=True):
-        """Sample (co)variance of each chain, regularized unless `regularize=False`.
-
-        As Stan: the estimate S from n draws becomes n/(n+5) S + 5/(n+5) 1e-3 I,
-        a shrinkage small enough to keep the small eigenvalues of a strongly
-        correlated posterior (shrinking towards diag(S) instead added 1% of the
-        marginal variances to them: on posteriordb's diamonds, an 8x smaller
-        step size and 8x longer trajectories). A dense S from no more draws than
-        dimensions is singular, with no information about the directions the
-        draws did not span: such a window gives the diagonal of S (regularized
-        the same way) instead, as a diagonal window would.
-        """
-        if self.count < 2:
-            raise ValueError("WelfordCovariance: need at least 2 draws")
-        n = self.count
-        cov = self.m2 / (n - 1)
-        if not regularize:
-            return cov
-        weight = 5. / (n + 5.)
-        if self.dense:
-            if n <= cov.shape[-1]:
-                cov = torch.diag_embed(cov.diagonal(dim1=-2, dim2=-1))
-            eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-            return (1. - weight) * cov + weight * 1e-3 * eye
-        return (1. - weight) * cov + weight * 1e-3
+        """See `welford_covariance`."""
+        return welford_covariance(self.state, regularize)
 
 
 class ExponentialMovingVariance:

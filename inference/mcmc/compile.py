@@ -23,14 +23,18 @@ What tracing assumes, and how it is checked:
   (`inference.mcmc.cache`), named by a hash of the traced graph, its
   constants (the observed data) and the inputs' shapes: the same model on the
   same data loads in later runs, after a reboot too. A step that must be
-  compiled says so first (a line on stderr), since it takes seconds.
+  compiled says so first (a line on stderr), since it takes seconds; so does
+  a load that takes over a second (`LOAD_NOTICE_AFTER`).
 - Anything that fails (tracing, Inductor, a missing C++ compiler) falls back
   to the eager function with a warning that says why, so `jit_compile=True`
   is never worse than off, apart from the time spent trying.
 """
 import functools
 import hashlib
+import os
+import shutil
 import sys
+import threading
 import time
 import warnings
 
@@ -41,7 +45,34 @@ from inference import torch_compat
 from inference.mcmc.cache import (ENTRY_FORMAT, compiled_entry, inductor_cache,
                                   inductor_headers_checked)
 
-__all__ = ["CompiledStep", "shifted"]
+__all__ = ["CompiledStep", "shifted", "compiler_available", "LOAD_NOTICE_AFTER"]
+
+# A load from the cache that takes longer than this (seconds) says so (Inductor's first
+# load in a process can take seconds: the run would sit at 0% without a word).
+LOAD_NOTICE_AFTER = 1.
+
+
+def compiler_available():
+    """Whether a C++ compiler that Inductor would use is on this machine ($CXX, g++, c++
+    or clang++)."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else []
+    return any(shutil.which(name) for name in names + ["g++", "c++", "clang++"])
+
+
+def said_if_slow(load, what):
+    """`load`, which writes one line to stderr ("loading the compiled <what> from the cache
+    ...") should it take more than `LOAD_NOTICE_AFTER` seconds."""
+    def loading(*args):
+        timer = threading.Timer(LOAD_NOTICE_AFTER, tqdm.write,
+                                (f"jit_compile: loading the compiled {what} from the cache "
+                                 f"...",), {"file": sys.stderr})
+        timer.daemon = True
+        timer.start()
+        try:
+            return load(*args)
+        finally:
+            timer.cancel()
+    return loading
 
 # Shapes are taken as given (the chain count and dimension are fixed in a run). A
 # step is called tens of thousands of times with small tensors, so per-call costs
@@ -137,7 +168,8 @@ class CompiledStep:
         graph = make_fx(self.traceable)(*args)
         build = functools.partial(compile_graph, graph, list(args), "from_example_inputs")
         compiled, self.loaded_from_disk = compiled_entry(
-            graph_key(graph, args), build, lambda entry: build(entry)[0],
+            graph_key(graph, args), build,
+            said_if_slow(lambda entry: build(entry)[0], f"{self.name} for this model"),
             announce=self._announce)
         return compiled
 

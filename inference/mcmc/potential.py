@@ -17,7 +17,7 @@ import math
 import torch
 from torch.distributions import constraints
 
-from inference.model import LogJoint
+from inference.model import LogJoint, value_and_grad
 from inference.mcmc.transforms import LatentSpace, transform_to
 from ppl.distributions.base import values_trusted
 from ppl.stochastic_tensor import StochasticTensor
@@ -31,7 +31,7 @@ def latent_nodes(meta_bn, observed):
     `meta_bn` is anything `LogJoint` accepts except a plain callable (which has no nodes).
     """
     log_joint = LogJoint(meta_bn, observed)
-    if log_joint.meta_bn is None:
+    if log_joint.is_plain:
         raise ValueError("a plain log_joint callable has no nodes to inspect: give the latent "
                          "values (`latent` / `init`) explicitly")
     bn = log_joint.meta_bn.observe(**log_joint.observed)
@@ -70,7 +70,7 @@ class Potential:
             raise ValueError(f"`supports` names {sorted(unknown)} that are not latents "
                              f"(latents: {sorted(latent)})")
         latent = {k: self._as_tensor(k, v) for k, v in latent.items()}
-        if self.log_joint.meta_bn is None:
+        if self.log_joint.is_plain:
             chain_shape = self._chain_shape_plain(latent)
             node_supports = {}
         else:
@@ -86,8 +86,7 @@ class Potential:
         self.dtype = next(iter(latent.values())).dtype
         self.device = next(iter(latent.values())).device
         self._reshape_chains = self.space.chain_shape != (self.space.n_chains,)
-        self._ones = None
-        self._last_good = None  # the last x where every chain evaluated finitely
+        self._last_good = None  # each chain's last x with a finite log density (no host sync)
 
     # -- set-up checks -----------------------------------------------------
     @staticmethod
@@ -270,8 +269,8 @@ class Potential:
 
         A model can raise at some points (a value outside a support after
         overflow, a failed Cholesky factorization). The failing chains are
-        found by bisection, re-evaluating with the others put back at the last
-        position where every chain evaluated (zeros before there is one); they
+        found by bisection, re-evaluating with the others put back at their last
+        position with a finite log density (zeros before there is one); they
         get -inf, which the kernels reject like any divergence. If even that
         position fails, the model's own error is raised.
         """
@@ -314,23 +313,11 @@ class Potential:
         return torch.where(torch.isnan(log_prob), torch.full_like(log_prob, -math.inf), log_prob)
 
     def __call__(self, x):
-        """(log_prob [n_chains], grad [n_chains, D]) at flat unconstrained `x` [n_chains, D]."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            log_prob = self._evaluate_or_mask(x)
-            if log_prob.requires_grad:
-                if self._ones is None or self._ones.shape != log_prob.shape:
-                    self._ones = torch.ones_like(log_prob)
-                grad, = torch.autograd.grad(log_prob, x, self._ones)
-            else:
-                grad = torch.zeros_like(x)
-        log_prob = log_prob.detach()
-        if torch.isfinite(log_prob.sum() + grad.sum()):
-            self._last_good = x.detach()
-        else:
-            bad = ~(torch.isfinite(log_prob) & torch.isfinite(grad).all(-1))
-            log_prob = torch.where(bad, torch.full_like(log_prob, -math.inf), log_prob)
-            grad = torch.where(bad[:, None], torch.zeros_like(grad), grad)
+        """(log_prob [n_chains], grad [n_chains, D]) at flat unconstrained `x` [n_chains, D]
+        (`inference.model.value_and_grad`: non-finite chains get -inf and a zero gradient)."""
+        log_prob, grad = value_and_grad(self._evaluate_or_mask, x)
+        good = torch.zeros_like(x) if self._last_good is None else self._last_good
+        self._last_good = torch.where(torch.isfinite(log_prob)[:, None], x.detach(), good)
         return log_prob, grad
 
     def traceable(self, x):
@@ -341,13 +328,8 @@ class Potential:
         support checks are skipped (`values_trusted`): the bijections put the
         latents in their supports, and a check cannot be traced.
         """
-        with torch.enable_grad(), values_trusted():
-            x = x.detach().requires_grad_(True)
-            log_prob = self._evaluate(x)
-            grad, = torch.autograd.grad(log_prob, x, torch.ones_like(log_prob))
-        finite = torch.isfinite(log_prob) & torch.isfinite(grad).all(-1)
-        return (torch.where(finite, log_prob.detach(), -math.inf),
-                torch.where(finite[:, None], grad, 0.))
+        with values_trusted():
+            return value_and_grad(self._evaluate, x)
 
     def rebind(self, meta_bn, observed):
         """Evaluate another model object / other observed values with the same latent layout.

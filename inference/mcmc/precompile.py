@@ -26,7 +26,7 @@ import warnings
 
 import torch
 
-from inference.mcmc.nuts import NUTS
+from inference.mcmc.sampler import NUTS
 from inference.mcmc.runner import SamplingWarning, run
 from inference.mcmc.shared_compile import FirstCompileWarning
 

@@ -1,28 +1,38 @@
-"""ZhuSuan's sampler object: configuration plus `.sample(meta_bn, observed, latent)`.
+"""ZhuSuan's sampler objects, `HMC` and `NUTS`: configuration plus `.sample(meta_bn,
+observed, latent)`, around the pure kernels of `inference.mcmc.hmc` and `.nuts`.
 
 `HMC` and `NUTS` subclass `HamiltonianSampler` and supply `transition(state,
-potential, step_size, metric)` (their kernel). `inference.mcmc.run` reads the
-configuration and drives the kernel with Stan's windowed warm-up; `.sample()`
-is ZhuSuan's step-at-a-time interface: it keeps the chains' step sizes, mass
-matrices and adaptation state between calls (keyed on the latents' names and
-shapes) and adapts online while `adapt_step_size` / `adapt_mass` are true.
+potential, step_size, metric)` (their kernel) and `iterate` (many transitions).
+`inference.mcmc.run` reads the configuration and drives them with Stan's windowed
+warm-up; `.sample()` is ZhuSuan's step-at-a-time interface: it keeps the chains' step
+sizes, mass matrices and adaptation state between calls (keyed on the latents' names
+and shapes) and adapts online while `adapt_step_size` / `adapt_mass` are true. With
+`jit_compile`, the kernels' steps are compiled from outside (`inference.mcmc.jit`).
 """
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
 
+from inference.mcmc import jit
 from inference.mcmc.adaptation import (DualAveraging, ExponentialMovingVariance,
-                                       find_initial_step_size, make_metric)
-from inference.mcmc.compile import CompiledStep
+                                       dual_averaging, find_initial_step_size, make_metric)
+from inference.mcmc.batching import run_transitions
+from inference.mcmc.compile import compiler_available
+from inference.mcmc.hmc import hmc_kernel, hmc_step
 from inference.mcmc.metric import identity_metric
+from inference.mcmc.nuts import eager_leaf_step, nuts_kernel
 from inference.mcmc.potential import Potential
 from inference.mcmc.state import init_state
+from inference.mcmc.streams import new_streams
 from inference.write_back import hand_out, write_back
 
-__all__ = ["HamiltonianSampler", "HMCInfo"]
+__all__ = ["HamiltonianSampler", "HMCInfo", "HMC", "NUTS"]
 
 # Per-transition statistics `iterate` returns (those of `TransitionInfo`, and the step size).
 _RECORDED = ("accept_prob", "step_size", "diverging", "tree_depth", "n_steps", "energy")
+_SAID_NO_COMPILER = []  # the no-compiler warning is given once per process
 
 
 @dataclass
@@ -75,7 +85,7 @@ class HamiltonianSampler:
     """Shared configuration and the stateful `.sample()` of HMC and NUTS."""
 
     def __init__(self, step_size, adapt_step_size, target_acceptance_rate, gamma, t0, kappa,
-                 adapt_mass, mass_collect_iters, mass_decay, max_energy_error, jit_compile=False):
+                 adapt_mass, mass_collect_iters, mass_decay, max_energy_error, jit_compile=None):
         _check_positive("step_size", step_size, allow_none=True)
         if not 0. < target_acceptance_rate < 1.:
             raise ValueError(f"`target_acceptance_rate` must be in (0, 1), got "
@@ -96,9 +106,12 @@ class HamiltonianSampler:
         self.mass_collect_iters = int(mass_collect_iters)
         self.mass_decay = mass_decay
         self.max_energy_error = max_energy_error
-        if not isinstance(jit_compile, bool):
-            raise ValueError(f"`jit_compile` must be True or False, got {jit_compile!r}")
+        if jit_compile is not None and not isinstance(jit_compile, bool):
+            raise ValueError(f"`jit_compile` must be None (compile in `inference.mcmc.run` "
+                             f"where a C++ compiler is found), True or False, got "
+                             f"{jit_compile!r}")
         self.jit_compile = jit_compile
+        self._in_run = False  # whether `iterate` runs (jit_compile=None compiles there)
         self._online = None
         self._steps = {}  # (kind, metric type) -> step function, for `_step_function`
         self._steps_for = None  # the (potential, version) they were made for
@@ -120,6 +133,15 @@ class HamiltonianSampler:
         name -> [k, n], step_size [n] after the last update); positions and
         statistics are None with `out`.
         """
+        self._in_run = True
+        try:
+            return self._iterate(state, potential, step_size, metric, n_iterations,
+                                 dual_averaging, progress, out)
+        finally:
+            self._in_run = False
+
+    def _iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging,
+                 progress, out):
         positions, stats = [], {name: [] for name in _RECORDED}
         chains = torch.arange(state.position.shape[0], device=state.position.device)
         for i in range(n_iterations):
@@ -141,21 +163,42 @@ class HamiltonianSampler:
         return (state, torch.stack(positions), {k: torch.stack(v) for k, v in stats.items()},
                 step_size)
 
-    def _step_function(self, kind, potential, metric, build, perturb):
+    def _compiling(self, potential):
+        """Whether this call compiles: `jit_compile` if given; by default (None) within
+        `iterate` (a run of many transitions, `inference.mcmc.run`) of a `Potential` on
+        the CPU where a C++ compiler is found (else eager, said once per process)."""
+        if self.jit_compile is not None:
+            return self.jit_compile
+        if not (self._in_run and isinstance(potential, Potential)
+                and potential.device.type == "cpu"):
+            return False
+        if compiler_available():
+            return True
+        if not _SAID_NO_COMPILER:
+            _SAID_NO_COMPILER.append(True)
+            warnings.warn("HMC/NUTS: no C++ compiler found (g++, c++, clang++ or $CXX), so "
+                          "their steps run eagerly, several times slower than compiled; "
+                          "install one (e.g. `apt install g++`) for the fast path, or pass "
+                          "jit_compile=False to run eagerly without this warning",
+                          RuntimeWarning, stacklevel=2)
+        return False
+
+    def _step_function(self, kind, potential, metric, build):
         """The kernel's inner step, `build(value_and_grad)`, on `potential`.
 
-        Eager unless `jit_compile`: then traced and compiled at its first call
-        (`inference.mcmc.compile.CompiledStep`), once per potential and metric
+        Eager unless compiling (`_compiling`): then traced and compiled at its first
+        call (`inference.mcmc.compile.CompiledStep`), once per potential and metric
         type, and kept while the kernel is used with that potential.
         """
-        if not self.jit_compile:
+        if not self._compiling(potential):
             return build(potential)
         if self._steps_for != (potential, potential.version):
             self._steps, self._steps_for = {}, (potential, potential.version)
         key = (kind, type(metric))
         if key not in self._steps:
-            self._steps[key] = CompiledStep(build(potential.traceable), build(potential),
-                                            perturb, name=f"{type(self).__name__} {kind}")
+            self._steps[key] = jit.compiled_function(build(potential.traceable),
+                                                     build(potential),
+                                                     name=f"{type(self).__name__} {kind}")
         return self._steps[key]
 
     def initial_step_size(self, state, potential, metric):
@@ -273,3 +316,192 @@ class _OnlineChains:
     def _dual_averaging(sampler, step_size):
         return DualAveraging(step_size, sampler.target_acceptance_rate, sampler.gamma,
                              sampler.t0, sampler.kappa)
+
+
+class HMC(HamiltonianSampler):
+    """Hamiltonian Monte Carlo with ZhuSuan's `zs.HMC` signature, chains batched.
+
+        hmc = inference.HMC(step_size=0.1, n_leapfrogs=10, adapt_step_size=True)
+        x = torch.zeros(n_chains, n_x)
+        for it in range(n_iters):
+            hmc.adapt_step_size = it < n_warmup      # ZhuSuan feeds this placeholder
+            _, info = hmc.sample(model, observed, {"x": x})   # x holds the new sample
+            kept.append(info.samples["x"])
+
+    `.sample` returns (samples, info) and writes the samples into the
+    caller's latent tensors, as ZhuSuan assigns its Variables
+    (`inference.write_back`; `latent, info = hmc.sample(model, observed,
+    latent)` works too). info: ZhuSuan's `HMCInfo` fields (samples,
+    acceptance_rate, updated_step_size, orig_hamiltonian, hamiltonian,
+    orig_log_prob, log_prob) and more (see `inference.mcmc.sampler.HMCInfo`).
+    Every chain (the leading axes of the latents, i.e. the shape of the log
+    joint) has its own step size, momentum, acceptance and adaptation.
+
+    ZhuSuan's arguments, in its order:
+
+    step_size: initial step size (the start of the heuristic search when adapting).
+    n_leapfrogs: leapfrog steps per transition.
+    adapt_step_size: None/False (off) or True: dual averaging (Hoffman & Gelman
+        2014) towards `target_acceptance_rate` with `gamma`, `t0`, `kappa`.
+    adapt_mass: None/False, True or 'diag', or 'dense'. In `.sample()`, the mass
+        follows ZhuSuan: an exponential moving variance (decay `mass_decay`) used
+        from iteration `mass_collect_iters` on; `inference.mcmc.run` uses Stan's
+        windowed warm-up instead.
+
+    Keyword only (this library's):
+    trajectory_length: instead of `n_leapfrogs`, each chain takes
+        ceil(trajectory_length / its step size) steps (at most `max_leapfrogs`).
+    jitter: each transition multiplies every chain's step size by a uniform
+        factor in [1 - jitter, 1 + jitter] (the number of steps is set from the
+        unjittered one), so the trajectory length varies: with a fixed length,
+        HMC can return to where it started on near-Gaussian targets (Neal 2011,
+        sec. 5.4.5). 0 (the default) keeps ZhuSuan's behaviour.
+    max_energy_error: energy error above which a transition counts as divergent.
+    jit_compile: compile the leapfrog step (model gradient included) into one
+        native function at the first transition (`inference.mcmc.jit`). None (the
+        default): compile within `inference.mcmc.run` where a C++ compiler is
+        found (else run eagerly, saying so once), and run `.sample()` eagerly;
+        True / False: always / never.
+    """
+
+    def __init__(self, step_size=1., n_leapfrogs=10, adapt_step_size=None,
+                 target_acceptance_rate=0.8, gamma=0.05, t0=100, kappa=0.75, adapt_mass=None,
+                 mass_collect_iters=10, mass_decay=0.99, *, trajectory_length=None, jitter=0.,
+                 max_leapfrogs=1000, max_energy_error=1000., jit_compile=None):
+        super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
+                         target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,
+                         kappa=kappa, adapt_mass=adapt_mass,
+                         mass_collect_iters=mass_collect_iters, mass_decay=mass_decay,
+                         max_energy_error=max_energy_error, jit_compile=jit_compile)
+        if trajectory_length is None:
+            if not isinstance(n_leapfrogs, int) or isinstance(n_leapfrogs, bool) \
+                    or n_leapfrogs < 1:
+                raise ValueError(f"HMC: `n_leapfrogs` must be a positive int, got "
+                                 f"{n_leapfrogs!r}")
+        elif not trajectory_length > 0:
+            raise ValueError(f"HMC: `trajectory_length` must be positive, got "
+                             f"{trajectory_length!r}")
+        self.n_leapfrogs = n_leapfrogs
+        if not 0. <= jitter < 1.:
+            raise ValueError(f"HMC: `jitter` must be in [0, 1), got {jitter!r}")
+        self.trajectory_length = trajectory_length
+        self.jitter = jitter
+        self.max_leapfrogs = int(max_leapfrogs)
+
+    def transition(self, state, potential, step_size, metric):
+        if self.trajectory_length is None:
+            n_leapfrogs = self.n_leapfrogs
+        else:
+            n_leapfrogs = torch.ceil(self.trajectory_length / step_size).long()
+            n_leapfrogs = n_leapfrogs.clamp(1, self.max_leapfrogs)
+        if self.jitter:
+            step_size = step_size * (1. + self.jitter * (2. * torch.rand_like(step_size) - 1.))
+        velocity_from = type(metric).velocity_from
+        step_fn = self._step_function(
+            "leapfrog", potential, metric,
+            lambda value_and_grad: functools.partial(hmc_step, value_and_grad, velocity_from))
+        return hmc_kernel(state, potential, step_size, metric, n_leapfrogs,
+                          self.max_energy_error, step_fn)
+
+    def __repr__(self):
+        steps = (f"n_leapfrogs={self.n_leapfrogs}" if self.trajectory_length is None
+                 else f"trajectory_length={self.trajectory_length}")
+        jit = ", jit_compile=True" if self.jit_compile else ""
+        return (f"HMC({steps}, adapt_step_size={self.adapt_step_size}, "
+                f"adapt_mass={self.adapt_mass!r}{jit})")
+
+
+class NUTS(HamiltonianSampler):
+    """The No-U-Turn sampler with the same interface as `inference.HMC`.
+
+    step_size: initial step size; None finds one with Hoffman's heuristic.
+    max_tree_depth: at most 2^max_tree_depth - 1 leapfrog steps per transition.
+    adapt_step_size, target_acceptance_rate, gamma, t0, kappa: dual averaging
+        (Stan's defaults: gamma=0.05, t0=10, kappa=0.75).
+    adapt_mass: 'diag' (default), 'dense', or None.
+    jit_compile: compile the step into native code at the first transition
+        (`inference.mcmc.jit`): the model's gradient for this model (seconds),
+        the tree bookkeeping and step size adaptation once per machine and
+        metric type, for every model, chain count, dimension and max_tree_depth
+        (`inference.mcmc.shared_compile`: tens of seconds the first time, then
+        loaded from disk). Several times faster than eager on small and medium
+        models. Falls back to eager, with a warning, where the model cannot be
+        traced. None (the default): compile within `inference.mcmc.run` where
+        a C++ compiler is found (else run eagerly, saying so once), and run
+        `.sample()` eagerly; True / False: always / never.
+    """
+
+    def __init__(self, step_size=None, max_tree_depth=10, adapt_step_size=True,
+                 target_acceptance_rate=0.8, gamma=0.05, t0=10, kappa=0.75, adapt_mass="diag",
+                 mass_collect_iters=10, mass_decay=0.99, max_energy_error=1000.,
+                 jit_compile=None):
+        super().__init__(step_size=step_size, adapt_step_size=adapt_step_size,
+                         target_acceptance_rate=target_acceptance_rate, gamma=gamma, t0=t0,
+                         kappa=kappa, adapt_mass=adapt_mass,
+                         mass_collect_iters=mass_collect_iters, mass_decay=mass_decay,
+                         max_energy_error=max_energy_error, jit_compile=jit_compile)
+        if not isinstance(max_tree_depth, int) or isinstance(max_tree_depth, bool) \
+                or max_tree_depth < 1:
+            raise ValueError(f"NUTS: `max_tree_depth` must be a positive int, got "
+                             f"{max_tree_depth!r}")
+        self.max_tree_depth = max_tree_depth
+        self._built = {}  # the compiled tree steps this kernel loaded or built
+        self._shared = {}  # metric type -> the last SharedCompiledStep used
+
+    def _leaf_step(self, potential, metric, adapting=False):
+        """The `LeafStep` on `potential` (with dual averaging when `adapting`). With
+        `jit_compile`, the model's gradient is compiled for this model and the tree step's
+        model-independent part once per machine, for every model (`inference.mcmc.jit`)."""
+        metric_type = type(metric)
+        adaptation = dual_averaging(self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
+        if not self._compiling(potential):
+            return eager_leaf_step(potential, metric_type, self.max_energy_error, adaptation)
+        gradient = self._step_function("gradient", potential, metric,
+                                       lambda value_and_grad: lambda x: value_and_grad(x))
+        step, shared = jit.nuts_leaf_step(gradient, metric_type, self.max_energy_error,
+                                          adaptation, metric.inverse_mass.dtype,
+                                          metric.inverse_mass.device, self._built)
+        self._shared[metric_type] = shared
+        return step
+
+    def transition(self, state, potential, step_size, metric):
+        return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
+                           self.max_energy_error, self._leaf_step(potential, metric))
+
+    def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
+                progress=None, out=None):
+        """`n_iterations` transitions of every chain, each chain at its own pace
+        (`inference.mcmc.batching`); with `dual_averaging` (a `DualAveraging`, updated in
+        place), each chain adapts its step size after each of its transitions. Returns
+        (state, positions [k, n, D], stats, step_size); with `out`, positions and stats go
+        there as they are made (see `HamiltonianSampler.iterate`) and come back None."""
+        if state.rng is None:
+            state = state._replace(rng=new_streams(state.position.shape[0],
+                                                   state.position.device))
+        self._in_run, adapting = True, dual_averaging is not None
+        store = None if out is None else \
+            lambda index, which, points, stats: out(index, which, points, _stats_dict(stats))
+        try:
+            step = self._leaf_step(potential, metric)
+        finally:
+            self._in_run = False
+        state, adapted, positions, stats = run_transitions(
+            step, state, step_size, metric, self.max_tree_depth,
+            n_iterations, adaptation=dual_averaging.state if adapting else None,
+            adapting=adapting, progress=progress, out=store)
+        if adapting:
+            dual_averaging.state = adapted
+        return state, positions, None if out else _stats_dict(stats), adapted.step_size
+
+    def __repr__(self):
+        return (f"NUTS(max_tree_depth={self.max_tree_depth}, adapt_step_size="
+                f"{self.adapt_step_size}, adapt_mass={self.adapt_mass!r}"
+                f"{', jit_compile=True' if self.jit_compile else ''})")
+
+
+def _stats_dict(stats):
+    """The runner's statistics from a `LeafStats` of [...] tensors: name -> [...]."""
+    return {"accept_prob": stats.accept_prob, "step_size": stats.step_size,
+            "diverging": stats.diverging, "tree_depth": stats.tree_depth,
+            "n_steps": stats.n_steps, "energy": stats.energy,
+            "orig_energy": stats.orig_energy}

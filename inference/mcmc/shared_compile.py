@@ -21,7 +21,8 @@ How:
   also says what it refuses to load), named by a hash of everything the code
   depends on (the function's key, dtype, device, the source of the modules
   it is built from, the torch version and the CPU's vector instructions).
-  Later processes load it from there in milliseconds.
+  Later processes load it from there (a load that takes over a second, as
+  Inductor's first in a process can, says so on stderr).
 - As with `CompiledStep`, the first call in each process compares the
   compiled function with the eager one at the given point and at a
   perturbed one; anything that fails falls back to the eager function with
@@ -42,7 +43,8 @@ import torch
 
 from inference import torch_compat
 from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry
-from inference.mcmc.compile import INDUCTOR_OPTIONS, CompiledStep, compile_graph, load_compiled
+from inference.mcmc.compile import (INDUCTOR_OPTIONS, CompiledStep, compile_graph, load_compiled,
+                                    said_if_slow)
 
 __all__ = ["SharedCompiledStep", "FirstCompileWarning", "CANONICAL"]
 
@@ -77,7 +79,8 @@ class SharedCompiledStep(CompiledStep):
             raise ValueError(f"{self.name}: {len(args)} arguments for a layout of "
                              f"{len(self.layout)}")
         compiled, self.loaded_from_disk = compiled_entry(
-            self._digest(args), functools.partial(self._compile_into, args), load_compiled,
+            self._digest(args), functools.partial(self._compile_into, args),
+            said_if_slow(load_compiled, self.name),
             announce=functools.partial(self._announce_shared, args))
         return compiled
 

@@ -27,7 +27,7 @@ import functools
 import torch
 
 from inference import distributed
-from inference.model import LogJoint
+from inference.model import LogJoint, value_and_grad
 from inference.write_back import hand_out, write_back
 
 __all__ = ["SGMCMC", "minibatch_gradient"]
@@ -37,7 +37,7 @@ def _scaled_log_joint(log_joint, latent, data_scale):
     """log p(latent) + sum_k data_scale[k] * log p(node k | parents), summed to a scalar."""
     if not data_scale:
         return log_joint(latent).sum()
-    if log_joint.plain is not None:
+    if log_joint.is_plain:
         raise ValueError("`data_scale` needs a BayesianNet model; a plain log_joint(values) "
                          "callable must scale its minibatch likelihood itself")
     if log_joint.meta_bn.log_joint is not None:
@@ -75,15 +75,13 @@ def minibatch_gradient(meta_bn, observed, data_scale=None):
     log_joint = LogJoint(meta_bn, observed)
 
     def gradient(position):
-        leaves = {k: v.detach().requires_grad_(True) for k, v in position.items()}
-        with torch.enable_grad():
-            value = _scaled_log_joint(log_joint, leaves, data_scale)
-            if not isinstance(value, torch.Tensor) or not value.requires_grad:
-                raise ValueError(f"the log joint does not depend on the latent nodes "
-                                 f"{sorted(leaves)}")
-            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+        value, grads = value_and_grad(
+            lambda leaves: _scaled_log_joint(log_joint, leaves, data_scale), position)
+        if all(grad is None for grad in grads.values()):
+            raise ValueError(f"the log joint does not depend on the latent nodes "
+                             f"{sorted(position)}")
         out = {}
-        for name, grad in zip(leaves, grads):
+        for name, grad in grads.items():
             if grad is None:
                 raise ValueError(f"latent node '{name}' does not affect the log joint: "
                                  f"its gradient is undefined")
@@ -92,7 +90,7 @@ def minibatch_gradient(meta_bn, observed, data_scale=None):
                                          f"'{name}' is not finite (NaN or inf); lower the "
                                          f"learning rate or check the model")
             out[name] = grad
-        return value.detach(), out
+        return value, out
 
     return gradient
 

@@ -1,4 +1,5 @@
 """Step size and mass matrix adaptation: schedule, estimators, and the targets they reach."""
+import functools
 import math
 
 import numpy as np
@@ -10,6 +11,10 @@ from inference.mcmc import (DualAveraging, ExponentialMovingVariance, HMCState, 
                             WelfordCovariance, find_initial_step_size, identity_metric,
                             window_schedule)
 from inference.mcmc.integrators import leapfrog
+
+# Compilation is tested in test_compile: the kernels here run eagerly.
+NUTS = functools.partial(inference.NUTS, jit_compile=False)
+HMC = functools.partial(inference.HMC, jit_compile=False)
 
 
 def test_window_schedule_matches_stan():
@@ -133,8 +138,8 @@ def _diagonal_gaussian(v):
 
 
 @pytest.mark.parametrize("kernel", [
-    inference.NUTS(target_acceptance_rate=0.65),
-    inference.HMC(step_size=0.1, trajectory_length=2., jitter=0.2, adapt_step_size=True,
+    NUTS(target_acceptance_rate=0.65),
+    HMC(step_size=0.1, trajectory_length=2., jitter=0.2, adapt_step_size=True,
                   adapt_mass=True, target_acceptance_rate=0.65, t0=10),
 ], ids=["nuts", "hmc"])
 def test_warmup_reaches_target_acceptance_and_posterior_scales(kernel):
@@ -160,7 +165,7 @@ def test_warmup_reaches_target_acceptance_and_posterior_scales(kernel):
 def test_short_warmup_of_hmc_ends_with_a_usable_step(n_warmup):
     """ZhuSuan's t0=100 moves dual averaging slowly: after the last metric update a
     short final buffer must not leave the step at ten times the heuristic one."""
-    kernel = inference.HMC(trajectory_length=3., adapt_step_size=True, adapt_mass="diag")
+    kernel = HMC(trajectory_length=3., adapt_step_size=True, adapt_mass="diag")
     result = inference.mcmc.run(kernel, _diagonal_gaussian, init={"z": torch.zeros(4, 6)},
                                 n_warmup=n_warmup, n_samples=50, progress=False, seed=0)
     assert result.num_divergences.sum() == 0
@@ -174,9 +179,10 @@ def test_dense_mass_estimates_the_covariance():
     def log_joint(v):
         return -0.5 * ((v["z"] @ precision) * v["z"]).sum(-1)
 
-    result = inference.mcmc.run(inference.NUTS(adapt_mass="dense"), log_joint,
+    result = inference.mcmc.run(NUTS(adapt_mass="dense"), log_joint,
                                 init={"z": torch.zeros(4, 3)}, n_warmup=500, n_samples=20,
                                 progress=False, seed=0)
+
     estimate = result.inverse_mass_matrix
     assert estimate.shape == (4, 3, 3)
     # From the last window's 200 draws per chain (ESS 50 or more): variances within a

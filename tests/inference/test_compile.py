@@ -8,6 +8,8 @@ import inference
 import ppl
 from inference import torch_compat
 from inference.mcmc import Potential, hmc_kernel, identity_metric, init_state, nuts_kernel
+from inference.mcmc import compile as mcmc_compile
+from inference.mcmc import sampler
 from inference.mcmc.compile import CompiledStep, shifted
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases
 
@@ -87,6 +89,33 @@ def test_compiled_step_gives_the_eager_transitions(name):
         assert shared.is_compiled and shared.n_fallbacks == 0, shared.reason
     _assert_same_transitions(eager, compiled)
     assert max(int(i.n_steps.max()) for i in compiled[1]) > 3  # real trajectories were built
+
+
+@needs_compiler
+def test_nuts_without_flags_compiles_in_a_run_and_steps_eagerly_in_sample():
+    """The default (jit_compile=None) takes the compiled path in `inference.mcmc.run`, and
+    ZhuSuan's step-at-a-time `.sample()` (often on new data at every call) runs eagerly."""
+    potential, state, metric, step_size = _setup()
+    kernel = inference.NUTS(max_tree_depth=6)
+    kernel.iterate(state, potential, step_size, metric, 3)
+    assert _only_step(kernel).is_compiled
+    (shared,) = kernel._shared.values()
+    assert shared.is_compiled, shared.reason
+    online = inference.NUTS()
+    online.sample(lambda v: -0.5 * v["z"].square().sum(-1), {}, {"z": torch.zeros(2, 3)})
+    assert online._steps == {} and online._shared == {}
+
+
+def test_nuts_without_flags_says_once_that_it_runs_eagerly_without_a_compiler(monkeypatch):
+    monkeypatch.setattr(sampler, "compiler_available", lambda: False)
+    monkeypatch.setattr(sampler, "_SAID_NO_COMPILER", [])
+    potential, state, metric, step_size = _setup()
+    kernel = inference.NUTS(max_tree_depth=5)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found .* run eagerly") as said:
+        for _ in range(2):
+            after, positions, _, _ = kernel.iterate(state, potential, step_size, metric, 2)
+    assert len(said) == 1 and kernel._steps == {} and kernel._shared == {}
+    assert positions.shape == (2, 4, 3) and torch.isfinite(after.position).all()
 
 
 def test_failed_compilation_warns_and_runs_eagerly(monkeypatch):
@@ -186,9 +215,12 @@ def test_a_model_error_in_a_compiled_step_rejects_the_move():
 
 
 @needs_compiler
-def test_a_compile_says_so_before_it_starts_and_a_load_is_quiet(empty_cache, capfd):
+def test_a_compile_says_so_before_it_starts_and_a_load_is_quiet(empty_cache, capfd,
+                                                                monkeypatch):
     """A run that must compile pauses for seconds: it says so first (the README's NUTS example
-    sat at 0% for 8 s without a word); a load is quiet."""
+    sat at 0% for 8 s without a word). A load is quiet, unless it takes more than
+    `LOAD_NOTICE_AFTER` seconds (Inductor's first load in a process took 4-5 s): then it
+    says so in one line."""
     def step(x):
         return (torch.cos(x).sum(-1) * 0.75,)
     x = torch.randn(4, 3, dtype=torch.float64)
@@ -196,10 +228,18 @@ def test_a_compile_says_so_before_it_starts_and_a_load_is_quiet(empty_cache, cap
     torch.testing.assert_close(first(x)[0], step(x)[0])
     assert first.status == "compiled", first.status
     assert "jit_compile: compiling the test gradient for this model" in capfd.readouterr().err
+    monkeypatch.setattr(mcmc_compile, "LOAD_NOTICE_AFTER", 1e9)
     later = CompiledStep(step, step, shifted(0), name="test gradient")
     torch.testing.assert_close(later(x)[0], step(x)[0])
     assert later.status == "loaded", later.status
-    assert "compiling" not in capfd.readouterr().err
+    assert capfd.readouterr().err == ""
+    monkeypatch.setattr(mcmc_compile, "LOAD_NOTICE_AFTER", 0.)  # every load is slow
+    slow = CompiledStep(step, step, shifted(0), name="test gradient")
+    torch.testing.assert_close(slow(x)[0], step(x)[0])
+    assert slow.status == "loaded", slow.status
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "compiling" not in err
+    assert "jit_compile: loading the compiled test gradient for this model from the cache" in err
 
 
 @needs_compiler

@@ -1,5 +1,6 @@
 """`inference.mcmc.run`: storage layout, thinning, statistics, summaries, seeds, errors,
 checkpoints and the sampling-problem warning."""
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,10 @@ import ppl
 from inference import diagnostics
 from inference.checkpoint import CheckpointInUseError, CheckpointMismatchError
 from tests.inference._mcmc_targets import assert_moments
+
+# Compilation is tested in test_compile: the kernels here run eagerly.
+NUTS = functools.partial(inference.NUTS, jit_compile=False)
+HMC = functools.partial(inference.HMC, jit_compile=False)
 
 
 @ppl.meta_bayesian_net()
@@ -32,7 +37,7 @@ COUNTS = torch.tensor([3., 10., 4., 0.])
 def result():
     """NUTS on a Dirichlet-multinomial: a simplex latent, sampled unconstrained."""
     model = dirichlet_multinomial(int(COUNTS.sum()))
-    return inference.mcmc.run(inference.NUTS(), model, {"counts": COUNTS}, n_chains=6,
+    return inference.mcmc.run(NUTS(), model, {"counts": COUNTS}, n_chains=6,
                               n_warmup=150, n_samples=300, thin=2, progress=False, seed=0)
 
 
@@ -97,18 +102,18 @@ def test_seed_reproduces_and_leaves_the_global_generator_alone():
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    runs = [inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(2, 3)},
+    runs = [inference.mcmc.run(NUTS(), _std_normal, init={"z": torch.zeros(2, 3)},
                                n_warmup=20, n_samples=10, progress=False, seed=5)
             for _ in range(2)]
     assert torch.equal(torch.rand(3), expected_next)
     assert torch.equal(runs[0].samples["z"], runs[1].samples["z"])
-    other = inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(2, 3)},
+    other = inference.mcmc.run(NUTS(), _std_normal, init={"z": torch.zeros(2, 3)},
                                n_warmup=20, n_samples=10, progress=False, seed=6)
     assert not torch.equal(runs[0].samples["z"], other.samples["z"])
 
 
 def test_several_chain_axes_are_flattened_in_the_result():
-    result = inference.mcmc.run(inference.HMC(step_size=0.5, n_leapfrogs=3), _std_normal,
+    result = inference.mcmc.run(HMC(step_size=0.5, n_leapfrogs=3), _std_normal,
                                 init={"z": torch.zeros(2, 3, 4)}, n_warmup=0, n_samples=5,
                                 progress=False, seed=0)
     assert result.samples["z"].shape == (6, 5, 4)
@@ -117,7 +122,7 @@ def test_several_chain_axes_are_flattened_in_the_result():
 
 def test_prior_initialization_is_uniform_on_the_unconstrained_scale():
     model = dirichlet_multinomial(int(COUNTS.sum()))
-    kernel = inference.HMC(step_size=1e-6, n_leapfrogs=1)  # (almost) does not move
+    kernel = HMC(step_size=1e-6, n_leapfrogs=1)  # (almost) does not move
     result = inference.mcmc.run(kernel, model, {"counts": COUNTS}, n_chains=50, n_warmup=0,
                                 n_samples=1, progress=False, seed=0)
     x = result.potential.unconstrain({k: v[:, 0] for k, v in result.samples.items()})
@@ -125,7 +130,7 @@ def test_prior_initialization_is_uniform_on_the_unconstrained_scale():
 
 
 def test_progress_bar(capsys):
-    inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(2, 3)},
+    inference.mcmc.run(NUTS(), _std_normal, init={"z": torch.zeros(2, 3)},
                        n_warmup=5, n_samples=5, progress=True, seed=0)
     err = capsys.readouterr().err
     assert "sample" in err and "10/10" in err
@@ -133,7 +138,7 @@ def test_progress_bar(capsys):
 
 def test_argument_errors():
     init = {"z": torch.zeros(2, 3)}
-    nuts = inference.NUTS()
+    nuts = NUTS()
     with pytest.raises(ValueError, match="give `init`"):
         inference.mcmc.run(nuts, _std_normal, progress=False)
     with pytest.raises(ValueError, match="plain log_joint callable has no nodes"):
@@ -157,7 +162,7 @@ def test_plain_log_joint_with_declared_support():
     def log_joint(v):
         return torch.distributions.Gamma(3., 2.).log_prob(v["rate"])
 
-    result = inference.mcmc.run(inference.NUTS(), log_joint, init={"rate": torch.ones(4)},
+    result = inference.mcmc.run(NUTS(), log_joint, init={"rate": torch.ones(4)},
                                 supports={"rate": constraints.positive}, n_warmup=150,
                                 n_samples=250, progress=False, seed=0)
     assert (result.samples["rate"] > 0).all()
@@ -171,7 +176,7 @@ def test_lkj_cholesky_factor_through_corr_cholesky_support():
     def log_joint(v):
         return lkj.log_prob(v["L"])
 
-    result = inference.mcmc.run(inference.NUTS(), log_joint,
+    result = inference.mcmc.run(NUTS(), log_joint,
                                 init={"L": torch.eye(3).repeat(4, 1, 1)},
                                 supports={"L": constraints.corr_cholesky}, n_warmup=150,
                                 n_samples=250, progress=False, seed=0)
@@ -187,11 +192,11 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
     args = dict(init={"z": torch.zeros(3, 2)}, n_warmup=30, n_samples=20, thin=2,
                 progress=False, seed=4, checkpoint_every=10)
     # Chains meet at checkpoints, so the uninterrupted run checkpoints alike (elsewhere).
-    full = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=tmp_path / "full.pt",
+    full = inference.mcmc.run(NUTS(), _std_normal, checkpoint=tmp_path / "full.pt",
                               **args)
     # An interrupted run: the kernel fails in the sampling phase. It runs the chains
     # between meeting points: 10, 20 (checkpoints), 27 (a window's end), 30, 40, ...
-    kernel = inference.NUTS()
+    kernel = NUTS()
     calls = []
     original = kernel.iterate
 
@@ -206,14 +211,14 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
         inference.mcmc.run(kernel, _std_normal, checkpoint=path, **args)
     saved = torch.load(path, weights_only=True)
     assert saved["iteration"] == 30 and saved["draws"].shape[1] == 0
-    resumed = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=path, **args)
+    resumed = inference.mcmc.run(NUTS(), _std_normal, checkpoint=path, **args)
     assert torch.equal(resumed.samples["z"], full.samples["z"])
     for name in full.stats:
         assert np.array_equal(resumed.stats[name], full.stats[name]), name
         assert np.array_equal(resumed.warmup_stats[name], full.warmup_stats[name]), name
     assert torch.equal(resumed.step_size, full.step_size)
     with pytest.raises(CheckpointMismatchError, match="n_samples: 20 in the checkpoint, now 40"):
-        inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint=path,
+        inference.mcmc.run(NUTS(), _std_normal, checkpoint=path,
                            **{**args, "n_samples": 40})
 
 
@@ -233,19 +238,19 @@ def test_checkpoint_of_other_data_is_refused(tmp_path):
                 checkpoint=path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: sampling problems
-        first = inference.mcmc.run(inference.NUTS(), normal_mean(3), {"y": torch.zeros(3)},
+        first = inference.mcmc.run(NUTS(), normal_mean(3), {"y": torch.zeros(3)},
                                    **args)
-        again = inference.mcmc.run(inference.NUTS(), normal_mean(3), {"y": torch.zeros(3)},
+        again = inference.mcmc.run(NUTS(), normal_mean(3), {"y": torch.zeros(3)},
                                    **args)
     assert torch.equal(first.samples["mu"], again.samples["mu"])  # a finished run resumes
     with pytest.raises(CheckpointMismatchError, match=r"observed\.y\.sha256.*delete"):
-        inference.mcmc.run(inference.NUTS(), normal_mean(3), {"y": torch.full((3,), 5.)},
+        inference.mcmc.run(NUTS(), normal_mean(3), {"y": torch.full((3,), 5.)},
                            **args)
     with pytest.raises(CheckpointMismatchError, match=r"observed\.y\.shape"):
-        inference.mcmc.run(inference.NUTS(), normal_mean(4), {"y": torch.zeros(4)}, **args)
+        inference.mcmc.run(NUTS(), normal_mean(4), {"y": torch.zeros(4)}, **args)
     with pytest.raises(CheckpointMismatchError, match=r"kernel\.max_tree_depth: 10 in the "
                                                       r"checkpoint, now 5"):
-        inference.mcmc.run(inference.NUTS(max_tree_depth=5), normal_mean(3),
+        inference.mcmc.run(NUTS(max_tree_depth=5), normal_mean(3),
                            {"y": torch.zeros(3)}, **args)
 
 
@@ -260,9 +265,9 @@ def test_checkpoint_of_a_model_with_other_baked_in_data_is_refused(tmp_path):
                 seed=0, checkpoint=tmp_path / "run.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: sampling problems
-        inference.mcmc.run(inference.NUTS(), model_of(torch.zeros(3)), **args)
+        inference.mcmc.run(NUTS(), model_of(torch.zeros(3)), **args)
     with pytest.raises(CheckpointMismatchError, match="log density differs"):
-        inference.mcmc.run(inference.NUTS(), model_of(torch.ones(3)), **args)
+        inference.mcmc.run(NUTS(), model_of(torch.ones(3)), **args)
 
 
 def test_second_process_on_a_checkpoint_path_gets_a_clear_error(tmp_path):
@@ -276,7 +281,7 @@ def test_second_process_on_a_checkpoint_path_gets_a_clear_error(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(CheckpointInUseError, match="in use by another run"):
-            inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(2, 1)},
+            inference.mcmc.run(NUTS(), _std_normal, init={"z": torch.zeros(2, 1)},
                                n_warmup=5, n_samples=5, progress=False, checkpoint=path)
         assert not path.exists()
     finally:
@@ -290,9 +295,9 @@ def test_draws_do_not_depend_on_checkpoint_every(tmp_path):
                 progress=False, seed=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: sampling problems
-        plain = inference.mcmc.run(inference.NUTS(), _std_normal, **args)
+        plain = inference.mcmc.run(NUTS(), _std_normal, **args)
         for every in (7, 100):
-            other = inference.mcmc.run(inference.NUTS(), _std_normal, checkpoint_every=every,
+            other = inference.mcmc.run(NUTS(), _std_normal, checkpoint_every=every,
                                        checkpoint=tmp_path / f"every{every}.pt", **args)
             assert torch.equal(other.samples["z"], plain.samples["z"]), every
             for name in plain.stats:
@@ -312,7 +317,7 @@ def test_sampling_problems_are_reported_in_one_warning():
     torch.manual_seed(0)
     init = {"z": torch.randn(4, 3)}
     with pytest.warns(inference.mcmc.SamplingWarning) as caught:
-        result = inference.mcmc.run(inference.NUTS(max_tree_depth=6), _funnel, init=init,
+        result = inference.mcmc.run(NUTS(max_tree_depth=6), _funnel, init=init,
                                     n_warmup=60, n_samples=60, progress=False, seed=1)
     messages = [str(w.message) for w in caught if w.category is inference.mcmc.SamplingWarning]
     assert len(messages) == 1
@@ -332,7 +337,7 @@ def test_improper_posterior_runaway_draws_are_flagged():
         return 0. * v["z"].sum(-1)
 
     with pytest.warns(inference.mcmc.SamplingWarning, match="latent 'z' runs away"):
-        inference.mcmc.run(inference.NUTS(max_tree_depth=4), flat,
+        inference.mcmc.run(NUTS(max_tree_depth=4), flat,
                            init={"z": torch.zeros(2, 2)}, n_warmup=100, n_samples=20,
                            progress=False, seed=0)
 
@@ -340,7 +345,7 @@ def test_improper_posterior_runaway_draws_are_flagged():
 def test_good_run_gives_no_sampling_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", inference.mcmc.SamplingWarning)
-        inference.mcmc.run(inference.NUTS(), _std_normal, init={"z": torch.zeros(4, 2)},
+        inference.mcmc.run(NUTS(), _std_normal, init={"z": torch.zeros(4, 2)},
                            n_warmup=200, n_samples=300, progress=False, seed=0)
 
 
@@ -368,9 +373,10 @@ def test_progress_bar_shows_divergences_as_they_happen(monkeypatch):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", inference.mcmc.SamplingWarning)
-        result = inference.mcmc.run(inference.NUTS(max_tree_depth=6), _funnel,
+        result = inference.mcmc.run(NUTS(max_tree_depth=6), _funnel,
                                     init={"z": torch.randn(4, 3)}, n_warmup=60, n_samples=60,
                                     progress=True, seed=1)
+
     total = int(result.stats["diverging"].sum())
     assert shown[-1] == (120, total) and total > 0
     assert any(0 < count and n < 120 for n, count in shown)

@@ -10,7 +10,8 @@ import inference
 import ppl
 from inference.mcmc import (DiagonalMetric, DualAveraging, HMCState, identity_metric, nuts_kernel,
                             Potential)
-from inference.mcmc.nuts import _checkpoint_slots, leaf_table
+from inference.mcmc import batching, nuts, streams
+from inference.mcmc.termination import checkpoint_slots, leaf_table
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
 
 CONJUGATE = conjugate_cases()
@@ -19,7 +20,8 @@ CONJUGATE = conjugate_cases()
 @pytest.mark.parametrize("case", CONJUGATE, ids=[c[0] for c in CONJUGATE])
 def test_conjugate_posteriors(case):
     name, model, observed, latent, mean, second = case
-    result = inference.mcmc.run(inference.NUTS(), model, observed, n_chains=8, n_warmup=200,
+    result = inference.mcmc.run(inference.NUTS(jit_compile=False), model, observed, n_chains=8,
+                                n_warmup=200,
                                 n_samples=250, progress=False, seed=1)
     draws = result.samples[latent]
     assert draws.shape[:2] == (8, 250)
@@ -29,7 +31,7 @@ def test_conjugate_posteriors(case):
 
 def test_correlated_gaussian_50d_dense_mass():
     log_joint, mean, second = correlated_gaussian(50)
-    result = inference.mcmc.run(inference.NUTS(adapt_mass="dense"), log_joint,
+    result = inference.mcmc.run(inference.NUTS(adapt_mass="dense", jit_compile=False), log_joint,
                                 init={"z": torch.zeros(16, 50)}, n_warmup=300, n_samples=200,
                                 progress=False, seed=2)
     assert_moments(result.samples["z"], mean, second, name="gaussian-50d")
@@ -47,7 +49,7 @@ def test_stationary_start_stays_stationary_without_adaptation():
     torch.manual_seed(0)
     init = {"z": torch.randn(400, 3) * scales}
     kernel = inference.NUTS(step_size=0.1, adapt_step_size=False, adapt_mass=None,
-                            max_tree_depth=12)
+                            max_tree_depth=12, jit_compile=False)
     result = inference.mcmc.run(kernel, log_joint, init=init, n_warmup=0, n_samples=30,
                                 progress=False, seed=3)
     assert_moments(result.samples["z"], np.zeros(3), scales.numpy() ** 2, name="stationary")
@@ -62,7 +64,7 @@ def test_leaf_table_rows_follow_the_tree(max_tree_depth):
     expected = []
     for depth in range(max_tree_depth):
         for leaf in range(2 ** depth):
-            lo, hi = _checkpoint_slots(leaf)
+            lo, hi = checkpoint_slots(leaf)
             slots = sum(1 << slot for slot in range(lo, hi + 1))
             expected.append([depth, leaf == 0, leaf == 2 ** depth - 1,
                              depth == max_tree_depth - 1, 0 if leaf % 2 else slots,
@@ -77,7 +79,7 @@ def test_checkpoint_slots_cover_every_aligned_block():
     for n_leaves in [2, 8, 64]:
         stored = {}
         for leaf in range(n_leaves):
-            lo, hi = _checkpoint_slots(leaf)
+            lo, hi = checkpoint_slots(leaf)
             if leaf % 2 == 0:
                 stored[hi] = leaf
                 continue
@@ -91,7 +93,7 @@ def test_max_tree_depth_caps_the_trajectory():
         return -0.5 * (v["z"] ** 2).sum(-1)
 
     kernel = inference.NUTS(step_size=1e-3, adapt_step_size=False, adapt_mass=None,
-                            max_tree_depth=4)
+                            max_tree_depth=4, jit_compile=False)
     result = inference.mcmc.run(kernel, log_joint, init={"z": torch.ones(3, 2)}, n_warmup=0,
                                 n_samples=5, progress=False, seed=0)
     assert (result.stats["tree_depth"] == 4).all() and (result.stats["n_steps"] == 15).all()
@@ -107,7 +109,8 @@ def test_funnel_divergences_are_counted_and_never_propagated():
 
     # start in the neck, where the scale of x (exp(-2.5)) is far below the step size
     init = {"v": torch.full((4,), -5.), "x": 0.05 * torch.randn(4, 9)}
-    kernel = inference.NUTS(step_size=0.5, adapt_step_size=False, adapt_mass=None)
+    kernel = inference.NUTS(step_size=0.5, adapt_step_size=False, adapt_mass=None,
+                            jit_compile=False)
     result = inference.mcmc.run(kernel, funnel(), init=init, n_warmup=0, n_samples=50,
                                 progress=False, seed=0)
     assert result.num_divergences.sum() > 0
@@ -125,7 +128,8 @@ def test_region_with_non_finite_log_joint_is_never_entered(bad):
     # 150 warm-up iterations: Stan's schedule then ends with a 50-iteration step size
     # window. With 100 (a 10-iteration one) a chain near the wall can restart dual
     # averaging at a tiny heuristic step and keep it, making 1023-step trees (a minute).
-    result = inference.mcmc.run(inference.NUTS(), log_joint, init={"z": torch.zeros(4, 2)},
+    result = inference.mcmc.run(inference.NUTS(jit_compile=False), log_joint,
+                                init={"z": torch.zeros(4, 2)},
                                 n_warmup=150, n_samples=100, progress=False, seed=0)
     z = result.samples["z"]
     assert torch.isfinite(z).all() and (z[..., 0] <= 0.5).all()
@@ -156,7 +160,7 @@ def test_chains_with_different_tree_depths_are_masked():
 def test_zhusuan_sample_interface_adapts_then_samples():
     case = CONJUGATE[1]
     _, model, observed, latent, mean, second = case
-    nuts = inference.NUTS()
+    nuts = inference.NUTS(jit_compile=False)
     values = {latent: torch.ones(8)}
     draws = []
     for it in range(500):
@@ -184,9 +188,8 @@ def _anisotropic_chains():
 def test_chains_run_their_transitions_unsynchronized():
     """One step call advances every chain by one leapfrog of its own tree: the calls needed
     for k transitions are the largest per-chain total of leapfrogs (a chain never waits
-    for another), not the sum over transitions of the batch's longest tree."""
-    from inference.mcmc.nuts import (STATS, Settings, eager_step, init_chains, new_streams,
-                                     run_transitions)
+    for another; the driver asks whether all are through every 8 steps), not the sum over
+    transitions of the batch's longest tree."""
     potential, state, step_size = _anisotropic_chains()
     calls = []
 
@@ -194,22 +197,40 @@ def test_chains_run_their_transitions_unsynchronized():
         calls.append(1)
         return potential(x)
 
-    step = eager_step(value_and_grad, DiagonalMetric, Settings(1000., 0.8, 0.05, 10, 0.75))
+    step = nuts.eager_leaf_step(value_and_grad, DiagonalMetric)
     torch.manual_seed(1)
-    chains = init_chains(state, step_size, 10)
-    _, _, positions, stats = run_transitions(step, chains, identity_metric(5, 2), leaf_table(10),
-                                             20, new_streams(5))
-    n_steps = stats[..., STATS.index("n_steps")]  # [transition, chain]
-    assert len(calls) == int(n_steps.sum(0).max())
-    assert len(calls) < int(n_steps.max(1).values.sum())  # what lock-step trees would take
+    state = state._replace(rng=streams.new_streams(5))
+    step_size = torch.full((5,), 0.1)  # no chain makes the longest tree every time
+    _, _, positions, stats = batching.run_transitions(step, state, step_size,
+                                                      identity_metric(5, 2), 10, 20)
+    most = int(stats.n_steps.sum(0).max())  # [transition, chain]
+    assert most <= len(calls) < most + 8
+    assert len(calls) < int(stats.n_steps.max(1).values.sum())  # what lock-step trees take
     assert positions.shape == (20, 5, 2) and torch.isfinite(positions).all()
+
+
+def test_the_kernel_and_the_driver_draw_the_same_transitions():
+    """`nuts_kernel` (one transition, state in, state out) called k times and
+    `run_transitions` for k transitions draw from the same per-chain streams by the same
+    counts: the same points and statistics."""
+    potential, state, step_size = _anisotropic_chains()
+    state = state._replace(rng=streams.new_streams(5))
+    metric = identity_metric(5, 2)
+    after, _, positions, stats = batching.run_transitions(
+        nuts.eager_leaf_step(potential, DiagonalMetric), state, step_size, metric, 10, 6)
+    for k in range(6):
+        state, info = nuts_kernel(state, potential, step_size, metric)
+        assert torch.equal(state.position, positions[k])
+        assert torch.equal(info.n_steps, stats.n_steps[k])
+        assert torch.equal(info.accept_prob, stats.accept_prob[k])
+    assert torch.equal(state.rng, after.rng)
 
 
 def test_dual_averaging_inside_the_step_matches_the_eager_updates():
     """Each chain updates its step size after each of its transitions, as `DualAveraging`
     does with the acceptance statistics of those transitions."""
     potential, state, step_size = _anisotropic_chains()
-    kernel = inference.NUTS()
+    kernel = inference.NUTS(jit_compile=False)
     dual = DualAveraging(step_size, target_acceptance_rate=0.8)
     torch.manual_seed(2)
     _, _, stats, final = kernel.iterate(state, potential, step_size, identity_metric(5, 2), 30,
@@ -255,43 +276,41 @@ def test_each_chain_draws_from_its_own_counts_across_calls():
     """Chain c's k-th transition starts with the momentum noise of count k of its stream and
     its s-th leapfrog step uses the uniforms of count s, however the transitions are split
     into calls and blocks (so meeting points, e.g. checkpoints, do not change the draws)."""
-    from inference.mcmc import nuts
     scales = torch.tensor([1., 4., 9., 100.])
 
     def value_and_grad(x):
         return -0.5 * (x ** 2 * scales).sum(-1), -x * scales
 
-    eager = nuts.eager_step(value_and_grad, DiagonalMetric, nuts.Settings(1000., .8, .05, 10, .75))
-    seen = []  # (scalars going into step_begin, its noise, its uniforms, target)
+    eager = nuts.eager_leaf_step(value_and_grad, DiagonalMetric)
+    seen = []  # (tree going into leaf_begin, its noise, its uniforms, target)
 
-    def begin(vectors, scalars, inverse_mass, factor, noise, uniform, table, target):
-        seen.append((scalars, noise, uniform, target))
-        return eager.begin(vectors, scalars, inverse_mass, factor, noise, uniform, table, target)
+    def begin(tree, inverse_mass, factor, noise, uniform, table, target):
+        seen.append((tree, noise, uniform, target))
+        return eager.begin(tree, inverse_mass, factor, noise, uniform, table, target)
 
     def end_begin(*args):
         out = eager.end_begin(*args)
-        seen.append((out[6], args[10], args[11], args[13]))  # next noise, uniforms
+        seen.append((nuts.leaf_end(DiagonalMetric, nuts.NO_ADAPTATION.update, *args[:6], args[7],
+                                   *args[10:], 1000., ())[0], args[8], args[9], args[11]))
         return out
 
-    step = nuts.NUTSStep(begin, value_and_grad, end_begin)
+    step = nuts.LeafStep(begin, value_and_grad, end_begin, eager.init_adaptation)
     torch.manual_seed(0)
     n, dim = 3, 4
     x = torch.randn(n, dim)
-    state = HMCState(x, *value_and_grad(x))
-    rng = nuts.new_streams(n)
+    state = HMCState(x, *value_and_grad(x), streams.new_streams(n))
     for k in (5, 3, 7):
-        chains = nuts.init_chains(state, torch.full((n,), 0.3), 10)
-        chains, rng, _, _ = nuts.run_transitions(step, chains, identity_metric(n, dim),
-                                                 leaf_table(10), k, rng, block=4)
-        state, _ = nuts.chains_state(chains, rng)
+        state, _, _, _ = batching.run_transitions(step, state, torch.full((n,), 0.3),
+                                                  identity_metric(n, dim), 10, k, block=4,
+                                                  check_every=4)
+    rng = state.rng
     key = rng[:, 0]
     for c in range(n):
-        running = [(s, z, u) for s, z, u, target in seen
-                   if s[c, nuts.SLOT["iteration"]] < target]
-        noise = torch.stack([z[c] for s, z, u in running if s[c, nuts.SLOT["leaf"]] == 0])
-        uniform = torch.stack([u[c] for s, z, u in running])
+        running = [(t, z, u) for t, z, u, target in seen if t.iteration[c] < target]
+        noise = torch.stack([z[c] for t, z, u in running if t.leaf[c] == 0])
+        uniform = torch.stack([u[c] for t, z, u in running])
         assert len(noise) == 15 and rng[c, 2] == 15 and rng[c, 1] == len(uniform)
         counts = torch.arange(len(noise))[:, None].expand(-1, n)
-        assert torch.equal(noise, nuts._normals(key, counts, dim, torch.float32)[:, c])
+        assert torch.equal(noise, streams.normals(key, counts, dim, torch.float32)[:, c])
         counts = torch.arange(len(uniform))[:, None].expand(-1, n)
-        assert torch.equal(uniform, nuts._uniforms(key, counts, torch.float32)[:, c])
+        assert torch.equal(uniform, streams.uniforms(key, counts, torch.float32)[:, c])

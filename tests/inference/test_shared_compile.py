@@ -11,27 +11,34 @@ import pytest
 import torch
 
 from inference import torch_compat
-from inference.mcmc import adaptation, nuts
+from inference.mcmc import adaptation, jit, nuts
 from inference.mcmc.cache import CacheWarning, cache_root
 from inference.mcmc.compile import shifted
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
 from inference.mcmc.shared_compile import CANONICAL, FirstCompileWarning, SharedCompiledStep
 from inference.mcmc.state import HMCState
+from inference.mcmc.termination import Checkpoints, leaf_table
 from tests.inference.test_compile import needs_compiler
 
 DEPTH = 10
+ADAPTATION = adaptation.dual_averaging()
+
+
+def _eager(metric_type):
+    """`nuts.leaf_end_begin` on flat tensors, as `jit.nuts_leaf_step` compiles it."""
+    spec, _ = jit._canonical_layout(metric_type, ADAPTATION, torch.float64)
+    return functools.partial(jit._end_begin_flat, metric_type, ADAPTATION.update, spec, [None])
 
 
 def _shared(metric_type):
+    _, layout = jit._canonical_layout(metric_type, ADAPTATION, torch.float64)
     return SharedCompiledStep(
-        functools.partial(nuts._end_begin_given_settings, metric_type),
-        key=f"test step_end_begin {metric_type.__qualname__}",
-        layout=nuts.end_begin_layout(metric_type) + ((None,),),
-        modules=(nuts, adaptation), perturb=shifted(0), name="test tree step")
+        _eager(metric_type), key=f"test leaf_end_begin {metric_type.__qualname__}",
+        layout=layout, modules=(nuts, adaptation), perturb=shifted(0), name="test tree step")
 
 
 def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
-    """`step_end_begin`'s arguments mid-trajectory: chains that have made a few steps."""
+    """`leaf_end_begin`'s arguments mid-trajectory, flat: chains that have made a few steps."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -41,26 +48,26 @@ def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
         return torch.rand(shape, generator=g, dtype=dtype)
 
     state = HMCState(randn(n, dim), randn(n), randn(n, dim))
-    vectors, scalars, checkpoints = nuts.init_chains(state, 0.1 + rand(n), depth)
+    step_size = 0.1 + rand(n)
+    tree = nuts.init_tree(state, step_size, depth, ADAPTATION.init(step_size))
     if metric_type.dense:
         root = randn(n, dim, dim) / dim ** 0.5
-        inverse_mass = root @ root.mT + torch.eye(dim, dtype=dtype)
-        metric = DenseMetric(inverse_mass)
+        metric = DenseMetric(root @ root.mT + torch.eye(dim, dtype=dtype))
     else:
         metric = DiagonalMetric(0.5 + rand(n, dim))
-    table = nuts.leaf_table(depth)
-    target = torch.tensor(3., dtype=dtype)
-    values = torch.tensor([1000., 0.8, 0.05, 10., 0.75], dtype=dtype)
+    table = leaf_table(depth)
+    target = torch.tensor(3)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
-    vectors, scalars, position, momentum = nuts.step_begin(
-        metric_type, nuts.Settings(*values.tolist()), vectors, scalars, inverse_mass,
-        factor, randn(n, dim), rand(n, 3), table, target)
+    tree, position, momentum = nuts.leaf_begin(metric_type, tree, inverse_mass, factor,
+                                               randn(n, dim), rand(n, 3), table, target)
     # chains at different leaves of their trees, some at the first or last leaf of a subtree
     leaves = torch.randint(0, min(7, 2 ** depth - 1), (n,), generator=g)
-    scalars[:, nuts.SLOT["leaf"]] = leaves.to(dtype)
-    return (vectors, scalars, checkpoints + randn(*checkpoints.shape), position, momentum,
-            -randn(n).abs(), randn(n, dim), inverse_mass, factor, rand(n, 3), randn(n, dim),
-            rand(n, 3), table, target, torch.tensor(True), values)
+    tree = tree._replace(leaf=leaves, checkpoints=Checkpoints(
+        *(c + randn(*c.shape) for c in tree.checkpoints)))
+    args = (tree, position, momentum, -randn(n).abs(), randn(n, dim), inverse_mass, factor,
+            rand(n, 3), randn(n, dim), rand(n, 3), table, target, torch.tensor(True),
+            torch.tensor(1000., dtype=dtype), torch.tensor([0.8, 0.05, 10., 0.75], dtype=dtype))
+    return tuple(jit.flatten(args)[0])
 
 
 def _assert_same(compiled, eager):
@@ -75,10 +82,11 @@ def _assert_same(compiled, eager):
 def test_one_compilation_serves_every_chain_count_and_dimension(metric_type):
     """Compiled once (at canonical sizes), the step equals the eager one at other sizes:
     one chain, one dimension, chains = dimension, and sizes equal to fixed sizes of the
-    state (22 vectors, 3 uniforms, the depth), where a trace could confuse them."""
+    arguments (3 uniforms, 4 adaptation settings, 6 columns of the leaf table, the depth),
+    where a trace could confuse them."""
     step = _shared(metric_type)
-    eager = functools.partial(nuts._end_begin_given_settings, metric_type)
-    sizes = [(5, 4), (1, 1), (1, 6), (7, 1), (6, 6), (22, 3), (3, 22), (DEPTH, 2),
+    eager = _eager(metric_type)
+    sizes = [(5, 4), (1, 1), (1, 6), (7, 1), (6, 6), (4, 3), (3, 4), (DEPTH, 2),
              (CANONICAL["n"], CANONICAL["D"]), (CANONICAL["D"], CANONICAL["n"])]
     for seed, (n, dim) in enumerate(sizes):
         args = _arguments(metric_type, n, dim, seed)
@@ -89,13 +97,13 @@ def test_one_compilation_serves_every_chain_count_and_dimension(metric_type):
 
 @needs_compiler
 def test_one_compilation_serves_every_maximum_tree_depth():
-    """The depth sizes the checkpoints [2, T, n, D] and the leaf table [2^T - 1, 6]: both are
+    """The depth sizes the checkpoints [T, n, D] and the leaf table [2^T - 1, 6]: both are
     symbolic, so depth 1 (one slot, one leaf), depths equal to fixed sizes of the state and a
     deep tree give the eager step's results from the same compiled code."""
     step = _shared(DiagonalMetric)
     for seed, depth in enumerate([1, 2, 3, 5, 6, DEPTH, CANONICAL["T"], 15]):
         args = _arguments(DiagonalMetric, 4, 3, seed, depth=depth)
-        _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, *args))
+        _assert_same(step(*args), _eager(DiagonalMetric)(*args))
         assert step.is_compiled, step.reason
     assert step.n_fallbacks == 0
 
@@ -115,7 +123,7 @@ def test_a_later_kernel_loads_the_step_from_disk(monkeypatch):
     other = _arguments(DiagonalMetric, 9, 5, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FirstCompileWarning)  # a load is silent
-        _assert_same(later(*other), nuts._end_begin_given_settings(DiagonalMetric, *other))
+        _assert_same(later(*other), _eager(DiagonalMetric)(*other))
     assert later.is_compiled and later.loaded_from_disk
     assert os.listdir(os.path.join(cache_root(), "compiled")) == folders
 
@@ -166,7 +174,7 @@ def test_an_unwritable_cache_folder_compiles_for_this_process_only(tmp_path, mon
     step = _shared(DiagonalMetric)
     args = _arguments(DiagonalMetric, 3, 2, seed=0)
     with pytest.warns(CacheWarning, match=f"ppl cache {blocker} cannot be created"):
-        _assert_same(step(*args), nuts._end_begin_given_settings(DiagonalMetric, *args))
+        _assert_same(step(*args), _eager(DiagonalMetric)(*args))
     assert step.is_compiled and not step.loaded_from_disk, step.reason
     assert not seen["cache_dir"].startswith(str(blocker))
     assert os.path.isfile(blocker)

@@ -1,0 +1,117 @@
+"""Run many NUTS transitions, each chain at its own pace (program-counter batching).
+
+`run_transitions` calls a `LeafStep` (`inference.mcmc.nuts`) until every chain has
+made the transitions asked for; a chain that is through waits, its point unchanged. Its
+random numbers come from its own stream (`inference.mcmc.streams`), indexed by its own
+leapfrog step and transition counts and drawn a block of steps ahead, so that where the
+chains meet (adaptation windows, checkpoints) changes no draw. The ended transitions
+are handed on once per block, and whether every chain is through is asked once per
+`check_every` steps: the step itself never waits for the host.
+"""
+import torch
+
+from inference.mcmc.nuts import init_tree, tree_point
+from inference.mcmc.streams import normals, uniforms
+from inference.mcmc.termination import leaf_table
+
+__all__ = ["run_transitions"]
+
+
+def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations, adaptation=None,
+                    adapting=False, progress=None, block=None, check_every=8, out=None):
+    """Run `step` (a `LeafStep`) until every chain has made `n_iterations` transitions.
+
+    state: HMCState [n, D] with its random streams (`rng`, see `streams.new_streams`);
+    step_size [n]; adaptation: the state the step's adaptation starts from (default
+    `step.init_adaptation(step_size)`), updated after each transition where `adapting`.
+    Random numbers are made and ended transitions handed on `block` steps at a time
+    (default: up to 64, fewer when the chains' points are large, so that a block's
+    points stay within about 8 MB at float32).
+    progress: called with the number of transitions that every chain has newly completed.
+    out: a callable out(iteration [m], chain [m], position [m, D], stats) given the
+    transitions ended in each block (iteration counted from 0 in this call; stats a
+    `LeafStats` of [m] tensors); default: they are collected and returned.
+    Returns (state with the advanced streams, adaptation, positions [n_iterations, n, D]
+    after each transition and stats (`LeafStats` of [n_iterations, n]); both None with
+    `out`).
+    """
+    position, rng = state.position, state.rng
+    n, dim, dtype, device = position.shape[0], position.shape[1], position.dtype, position.device
+    if adaptation is None:
+        adaptation = step.init_adaptation(step_size.to(dtype))
+    tree = init_tree(state, step_size, max_tree_depth, adaptation)
+    table = leaf_table(max_tree_depth, device)
+    target = torch.tensor(n_iterations, device=device)
+    adapting = bool(adapting)
+    inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
+    positions = kept = None
+    if out is None:
+        positions = position.new_empty((n_iterations, n, dim))
+        kept = []
+
+        def out(index, which, points, ended):
+            positions[index, which] = points
+            kept.append((index, which, ended))
+    if block is None:
+        block = max(4, min(64, 2 ** 21 // (n * dim)))
+    block = -(-block // check_every) * check_every
+    chain = torch.arange(n, device=device)
+    # Uniforms for the next `block` steps of each chain, momenta for its next 2 * `block`
+    # transitions (renewed when a chain could run out within the next block).
+    ahead = torch.arange(2 * block, device=device)[:, None]
+    key, steps, done_before = rng.unbind(1)
+    step_base, transition_base = steps, done_before
+    uniform_block = uniforms(key, step_base + ahead[:block], dtype)
+    noise_block = normals(key, transition_base + ahead, dim, dtype)
+    tree, position, momentum = step.begin(tree, inverse_mass, factor, noise_block[0],
+                                          uniform_block[0], table, target)
+    uniform = uniform_block[0]
+    iterations, reported, done = tree.iteration, 0, False
+    while not done:
+        points, stats = [], []
+        for i in range(block):
+            log_prob, grad = step.value_and_grad(position)
+            # A chain running this step uses its next step count's numbers in the next one,
+            # and, should its transition end now, the next transition's momentum.
+            count = tree.iteration
+            steps = steps + (count < target).long()
+            if i == block - 1:
+                step_base = steps
+                uniform_block = uniforms(key, step_base + ahead[:block], dtype)
+            next_uniform = uniform_block[steps - step_base, chain]
+            next_noise = noise_block[done_before + count + 1 - transition_base, chain]
+            tree, position, momentum, ended = step.end_begin(
+                tree, position, momentum, log_prob.to(dtype), grad, inverse_mass, factor,
+                uniform, next_noise, next_uniform, table, target, adapting)
+            uniform = next_uniform
+            points.append(tree.position)
+            stats.append(ended)
+            if (i + 1) % check_every == 0 and bool((tree.iteration >= target).all()):
+                done = True
+                break
+        # Hand on what the chains that ended a transition in this block reported.
+        stats = type(stats[0])(*map(torch.stack, zip(*stats)))
+        counts = stats.iteration
+        ended = counts > torch.cat((iterations[None], counts[:-1]))
+        calls, which = ended.nonzero(as_tuple=True)
+        out(counts[calls, which] - 1, which, torch.stack(points)[calls, which],
+            type(stats)(*(s[calls, which] for s in stats)))
+        iterations = counts[-1]
+        made = done_before + iterations
+        if int((made + block - transition_base).max()) >= 2 * block:
+            transition_base = made + 1
+            noise_block = normals(key, transition_base + ahead, dim, dtype)
+        if progress is not None:
+            through = int(iterations.min())
+            if through > reported:
+                progress(through - reported)
+                reported = through
+    if kept is not None:
+        stats = type(kept[0][2])(*(torch.empty((n_iterations, n), dtype=s.dtype, device=device)
+                                   for s in kept[0][2]))
+        for index, which, ended in kept:
+            for table_, values in zip(stats, ended):
+                table_[index, which] = values
+    else:
+        stats = None
+    return tree_point(tree, torch.stack((key, steps, made), 1)), tree.adaptation, positions, stats
