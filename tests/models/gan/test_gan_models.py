@@ -1,0 +1,59 @@
+"""Each GAN of the zoo runs from its command line for a few steps on a small subset and writes
+metrics.json (with a budget), samples.npy [N, 784] in [0, 1], samples.png and progress.png;
+with a classifier in the cache (an untrained stand-in here) the classifier metrics too."""
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import data_root
+from models.gan import metrics
+
+MNIST, FASHION = data_root() / "mnist", data_root() / "fashion-mnist"
+SMALL = ["--epochs", "1", "--train-size", "48", "--batch-size", "16", "--test-size", "30",
+         "--n-samples", "12", "--fid-samples", "20", "--z-dim", "4", "--no-progress"]
+needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST not found at {MNIST}")
+
+
+@needs_mnist
+@pytest.mark.parametrize("name, extra", [
+    ("gan", ["--loss", "minimax"]),
+    ("dcgan", ["--width", "4"]),
+    ("wgan", ["--width", "4", "--penalty", "clip", "--n-critic", "2"]),
+    ("wgan", ["--width", "4", "--penalty", "gp", "--n-critic", "2"]),
+    pytest.param("dcgan", ["--width", "4", "--data", "fashion-mnist"], marks=pytest.mark.skipif(
+        not FASHION.is_dir(), reason=f"Fashion-MNIST not found at {FASHION}")),
+])
+def test_each_gan_runs_and_writes_its_outputs(name, extra, tmp_path, empty_cache):
+    module = importlib.import_module(f"models.gan.{name}")
+    written = module.main(SMALL + extra + ["--out", str(tmp_path)])
+    assert json.loads((tmp_path / "metrics.json").read_text()) == written
+    assert {"critic_loss", "parzen_loglik_nats", "parzen_sigma"} <= set(written)
+    assert "classifier_fid" not in written  # no classifier cached: said in the budget entry
+    assert ("not cached" in written["budget"]["classifier"]
+            or "Fashion" in written["budget"]["classifier"])
+    samples = np.load(tmp_path / "samples.npy")
+    assert samples.shape == (12, 784) and samples.dtype == np.float32
+    assert samples.min() >= 0 and samples.max() <= 1
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "progress.png").is_file()
+
+
+@needs_mnist
+def test_cgan_with_a_cached_classifier_writes_the_classifier_metrics(tmp_path, empty_cache):
+    metrics.classifier_path().parent.mkdir(parents=True)
+    torch.save({"format": 1, "state_dict": metrics.Classifier().state_dict(),
+                "test_accuracy": 0.5}, metrics.classifier_path())
+    from models.gan import cgan
+    written = cgan.main(SMALL + ["--epochs", "3", "--out", str(tmp_path)])
+    assert {"classifier_fid", "inception_score", "precision", "recall", "max_class_fraction",
+            "conditional_error", "critic_loss_fid_correlation"} <= set(written)
+    assert len(written["budget"]["fid_curve"]) == 3
+    assert np.load(tmp_path / "samples.npy").shape == (12, 784)
+
+
+def test_unknown_data_is_refused(tmp_path):
+    from models.gan import gan
+    with pytest.raises(ValueError, match="--data must be one of"):
+        gan.main(SMALL + ["--data", "cifar", "--out", str(tmp_path)])
