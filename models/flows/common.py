@@ -81,34 +81,41 @@ def load_images(args):
     return train.reshape(-1, *IMAGE_SHAPE), test.reshape(-1, *IMAGE_SHAPE)
 
 
-def epoch_batches(data, batch_size, seed):
-    """A callable epoch -> list of shuffled batches (the same for the same epoch, so a
-    resumed run sees what the uninterrupted one would have)."""
+def epoch_batches(data, batch_size, seed, stop=None):
+    """A callable epoch -> shuffled batches (the same for the same epoch, so a resumed run
+    sees what the uninterrupted one would have); the epoch ends early once `stop()` is true."""
     def batches(epoch):
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))
-        return [data[order[i:i + batch_size]] for i in range(0, len(data), batch_size)]
+        for i in range(0, len(data), batch_size):
+            if i and stop is not None and stop():
+                return
+            yield data[order[i:i + batch_size]]
     return batches
 
 
 def train(args, modules, step_fn, train_data, settings):
-    """Adam (`--lr`) on `step_fn` for `--epochs` epochs, one `Trainer.fit` epoch at a time
-    (stopping early once past `--cpu-budget` CPU seconds); checkpointed to `--checkpoint`.
-    Returns (history, epochs run)."""
-    batches = epoch_batches(train_data, args.batch_size, args.seed)
+    """Adam (`--lr`) on `step_fn` for `--epochs` epochs, one `Trainer.fit` epoch at a time,
+    stopping once past `--cpu-budget` CPU seconds (checked before each batch);
+    checkpointed to `--checkpoint`. Returns (history, epochs run, steps taken)."""
+    started = time.process_time()
+    budget = getattr(args, "cpu_budget", None)
+
+    def spent():
+        return budget is not None and time.process_time() - started > budget
+    batches = epoch_batches(train_data, args.batch_size, args.seed, stop=spent)
     trainer = inference.Trainer(modules, lambda params: torch.optim.Adam(params, lr=args.lr),
                                 checkpoint_path=args.checkpoint,
                                 checkpoint_every=100 if args.checkpoint else None,
                                 progress=not args.no_progress,
                                 fingerprint={"train": train_data, "settings": settings})
-    started = time.process_time()
     history = []
     for epoch in range(1, args.epochs + 1):
         history = trainer.fit(step_fn, batches, n_epochs=epoch)
         if not args.no_progress:
             print(f"epoch {len(history)}: train objective {history[-1]:.4f}", flush=True)
-        if args.cpu_budget is not None and time.process_time() - started > args.cpu_budget:
+        if spent():
             break
-    return history, len(history)
+    return history, len(history), trainer.log[-1]["step"] if trainer.log else 0
 
 
 def mean_over(fn, data, batch_size=500, desc="test", progress=True):
@@ -170,7 +177,7 @@ def run_images(args, flow, settings):
     train_x, test_x = load_images(args)
     settings = {**settings, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "data": args.data}
-    history, epochs = train(args, {"flow": flow}, flow_step(flow), train_x, settings)
+    history, epochs, steps = train(args, {"flow": flow}, flow_step(flow), train_x, settings)
     calibrate_batch_norm(flow, dequantize(train_x[:2000], generator=torch.Generator()
                                           .manual_seed(args.seed)))
     flow.eval()
@@ -180,7 +187,7 @@ def run_images(args, flow, settings):
     with torch.no_grad():   # Logit's alpha lets the sigmoid overshoot [0, 1] a little
         samples = flow.sample(args.n_samples).clamp(0, 1)
     zoo.save_samples(args.out, samples.reshape(args.n_samples, -1))
-    result = zoo.write_metrics(args.out, metrics, budget.as_dict(epochs, **settings))
+    result = zoo.write_metrics(args.out, metrics, budget.as_dict(epochs, train_steps=steps, **settings))
     print(", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
     return result
 

@@ -66,7 +66,7 @@ def run_table(args, settings):
     def step(x):
         log_p = flow.log_prob(x)
         return -log_p.mean(), log_p
-    history, epochs = train(args, {"flow": flow}, step, train_x, settings)
+    history, epochs, steps = train(args, {"flow": flow}, step, train_x, settings)
     calibrate_batch_norm(flow, train_x)
     flow.eval()
     metrics = mean_over(lambda x: {"test_loglik_nats": flow.log_prob(x)}, test_x,
@@ -76,7 +76,7 @@ def run_table(args, settings):
     with torch.no_grad():
         samples = flow.sample(args.n_samples)
     np.save(f"{args.out}/samples.npy", samples.numpy().astype(np.float32))
-    result = zoo.write_metrics(args.out, metrics, budget.as_dict(epochs, **settings))
+    result = zoo.write_metrics(args.out, metrics, budget.as_dict(epochs, train_steps=steps, **settings))
     print(", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
     return result
 

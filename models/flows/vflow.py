@@ -113,7 +113,7 @@ def main(argv=None):
     settings = {"model": "vflow", "aug_channels": args.aug_channels, "steps": args.steps,
                 "hidden": args.hidden, "batch_size": args.batch_size, "lr": args.lr,
                 "seed": args.seed, "data": args.data, "is_samples": args.is_samples}
-    history, epochs = train(args, {"vflow": vflow}, elbo_step(vflow), train_x, settings)
+    history, epochs, steps = train(args, {"vflow": vflow}, elbo_step(vflow), train_x, settings)
     vflow.eval()
     metrics = vflow_metrics(vflow, test_x, args.seed, args.is_samples,
                             progress=not args.no_progress)
@@ -122,7 +122,7 @@ def main(argv=None):
     with torch.no_grad():
         samples = vflow.sample(args.n_samples)
     zoo.save_samples(args.out, samples.reshape(args.n_samples, -1))
-    result = zoo.write_metrics(args.out, metrics, budget.as_dict(epochs, **settings))
+    result = zoo.write_metrics(args.out, metrics, budget.as_dict(epochs, train_steps=steps, **settings))
     print(", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
     return result
 

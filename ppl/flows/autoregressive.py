@@ -25,21 +25,30 @@ class MaskedAutoregressive(Transform):
     Both inverses are exact: pass k fixes the k-th coordinate in `order`.
     `log|det| = sum(a)`. `order` (a permutation of `range(dim)`) is the
     autoregressive order; reverse it between stacked layers. The MADE's output
-    layer starts at zero: the layer starts as the identity.
+    layer starts at zero: the layer starts as the identity. `max_log_scale`
+    (keyword, default None: unbounded) soft-clamps each log-scale to
+    (-max, max) by `a / (1 + |a| / max)`, as zuko's affine layers do (theirs:
+    max = -log(1e-3)), against runaway scales.
     """
 
-    def __init__(self, dim, hidden, order=None, sampling="parallel"):
+    def __init__(self, dim, hidden, order=None, sampling="parallel", *, max_log_scale=None):
         super().__init__(dim)
         if sampling not in ("parallel", "sequential"):
             raise ValueError(f"MaskedAutoregressive: `sampling` must be 'parallel' or "
                              f"'sequential', got {sampling!r}")
+        if max_log_scale is not None and not max_log_scale > 0:
+            raise ValueError(f"MaskedAutoregressive: `max_log_scale` must be None or positive, "
+                             f"got {max_log_scale!r}")
         self.sampling = sampling
+        self.max_log_scale = max_log_scale
         self.made = MADE(dim, hidden, n_params=2, order=order)
         nn.init.zeros_(self.made.output.weight)
         nn.init.zeros_(self.made.output.bias)
 
     def _shift_and_log_scale(self, z):
         shift, log_scale = self.made(z).unbind(-2)
+        if self.max_log_scale is not None:
+            log_scale = log_scale / (1 + log_scale.abs() / self.max_log_scale)
         return shift, log_scale
 
     def _forward(self, x):

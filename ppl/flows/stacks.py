@@ -9,13 +9,14 @@ __all__ = ["maf", "iaf", "autoregressive_stack"]
 
 
 def autoregressive_stack(dim, n_layers, hidden, *, sampling, permutation="reverse",
-                         batch_norm=False, generator=None):
+                         batch_norm=False, generator=None, max_log_scale=None):
     """`n_layers` `MaskedAutoregressive` layers (`sampling` sets MAF or IAF), base -> value.
 
     A `Permutation(dim, permutation)` ("reverse", "random") sits between
     consecutive layers, so each sees the coordinates in another order; with
     `batch_norm`, a `BatchNorm(dim)` follows each layer on the value side
-    (Papamakarios et al. 2017). Returns an `nn.ModuleList` for `FlowDistribution`.
+    (Papamakarios et al. 2017); `max_log_scale` is passed to each layer. Returns an
+    `nn.ModuleList` for `FlowDistribution`.
     """
     if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < 1:
         raise ValueError(f"autoregressive_stack: `n_layers` must be a positive int, "
@@ -24,7 +25,8 @@ def autoregressive_stack(dim, n_layers, hidden, *, sampling, permutation="revers
     for i in range(n_layers):
         if i:
             layers.append(Permutation(dim, permutation, generator=generator))
-        layers.append(MaskedAutoregressive(dim, hidden, sampling=sampling))
+        layers.append(MaskedAutoregressive(dim, hidden, sampling=sampling,
+                                           max_log_scale=max_log_scale))
         if batch_norm:
             layers.append(BatchNorm(dim))
     return nn.ModuleList(layers)

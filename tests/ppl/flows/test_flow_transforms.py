@@ -50,6 +50,7 @@ TRANSFORMS = {
     "permutation-random": (lambda: Permutation(4, "random"), real((3, 4))),
     "permutation-reverse": (lambda: Permutation(4), real((3, 4))),
     "maf-layer": (lambda: MaskedAutoregressive(4, 8, sampling="sequential"), real((3, 4))),
+    "iaf-layer-clamped": (lambda: MaskedAutoregressive(4, 8, max_log_scale=1.), real((3, 4))),
     "checkerboard-0": (lambda: ConvAffineCoupling((2, 3, 3), 4), real((2, 2, 3, 3))),
     "checkerboard-1": (lambda: ConvAffineCoupling((2, 3, 3), 4, parity=1), real((2, 2, 3, 3))),
     "channel-0": (lambda: ConvAffineCoupling((3, 2, 2), 4, mask="channel"), real((2, 3, 2, 2))),
