@@ -57,8 +57,8 @@ BUDGETS = {
     "large": {
         "fvsbn": ("fvsbn", ["--epochs", "10"]),
         "nade": ("nade", ["--epochs", "1", "--lr", "3e-3", "--n-samples", "20"]),
-        "made": ("made", ["--epochs", "40", "--lr", "2e-3"]),
-        "made_32_masks": ("made", ["--masks", "32", "--epochs", "30", "--lr", "2e-3"]),
+        "made": ("made", ["--epochs", "15", "--lr", "2e-3"]),
+        "made_32_masks": ("made", ["--masks", "32", "--epochs", "10", "--lr", "2e-3"]),
         "pixelcnn": ("pixelcnn", ["--epochs", "1", "--train-size", "20000", "--channels", "32",
                                   "--layers", "5", "--n-samples", "16"]),
     },
