@@ -65,7 +65,7 @@ BUDGETS = {
 }
 
 
-def run_nll(budget, root, fresh, models):
+def run_nll(budget, root, fresh, models, progress=True):
     """Run (or read back) each model of `budget`; rows of model, ours, published, CPU s."""
     rows = []
     for model, (module, options) in BUDGETS[budget].items():
@@ -77,7 +77,8 @@ def run_nll(budget, root, fresh, models):
         command = f"python -m models.autoregressive.{module} " + " ".join(argv)
         if fresh or not (out / "metrics.json").is_file():
             print(f"\n== {model} ({budget}): {command}", flush=True)
-            __import__(f"models.autoregressive.{module}", fromlist=["main"]).main(argv)
+            __import__(f"models.autoregressive.{module}", fromlist=["main"]).main(
+                argv + ([] if progress else ["--no-progress"]))
         metrics = json.loads((out / "metrics.json").read_text())
         published, source = PUBLISHED[model]
         ours = -metrics["test_loglik_nats"]
@@ -150,13 +151,14 @@ def main(argv=None):
                         help="folder of the runs (one per budget and model)")
     parser.add_argument("--fresh", action="store_true", help="rerun runs already finished")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/"
                                                     "autoregressive_<part>[_<budget>].json)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     quick = is_quick(args.quick)
     if args.part == "nll":
-        rows = run_nll(args.budget, args.root, args.fresh, args.models)
+        rows = run_nll(args.budget, args.root, args.fresh, args.models, not args.no_progress)
         out = args.out or RESULTS / f"{NAME}_nll_{args.budget}.json"
     else:
         rows = run_sampling(quick)
