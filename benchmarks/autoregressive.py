@@ -152,6 +152,7 @@ def main(argv=None):
     parser.add_argument("--fresh", action="store_true", help="rerun runs already finished")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--note", default=None, help="a note kept in the results JSON")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/"
                                                     "autoregressive_<part>[_<budget>].json)")
     argv = sys.argv[1:] if argv is None else argv
@@ -163,7 +164,8 @@ def main(argv=None):
     else:
         rows = run_sampling(quick)
         out = args.out or RESULTS / f"{NAME}_sampling.json"
-    return write_report(NAME, __doc__, argv, rows, out, quick, threads=1)
+    notes = {} if args.note is None else {"note": args.note}
+    return write_report(NAME, __doc__, argv, rows, out, quick, threads=1, **notes)
 
 
 if __name__ == "__main__":
