@@ -39,7 +39,7 @@ from torch import nn
 
 from inference.trainer import Trainer
 
-__all__ = ["AdversarialTrainer", "LOSSES", "critic_loss", "generator_loss", "gradient_penalty",
+__all__ = ["AdversarialTrainer", "PlayerOptimizers", "make_optimizer", "LOSSES", "critic_loss", "generator_loss", "gradient_penalty",
            "clip_weights"]
 
 LOSSES = ("minimax", "non_saturating", "wasserstein")
@@ -93,14 +93,14 @@ def clip_weights(module, clip):
         param.clamp_(-clip, clip)
 
 
-class _Players:
-    """The two players' optimizers as one, for `Trainer`: `step` updates only the player
-    whose turn it is (the generator's cost also reaches the critic's parameters), then
-    clips the critic's weights when asked; the state holds both optimizers."""
+class PlayerOptimizers:
+    """Several players' optimizers as one, for `Trainer`: `step` updates only the player
+    whose turn it is, `turn()` (a cost reaches the other players' parameters too), then
+    calls `after_step(player)` (WGAN clips its critic's weights there); the state holds
+    every optimizer. `optimizers`: player name -> torch optimizer."""
 
-    def __init__(self, generator, critic, turn, clip, critic_module):
-        self.players = {_GENERATOR: generator, _CRITIC: critic}
-        self._turn, self._clip, self._critic_module = turn, clip, critic_module
+    def __init__(self, optimizers, turn, after_step=None):
+        self.players, self._turn, self._after_step = dict(optimizers), turn, after_step
 
     @property
     def param_groups(self):
@@ -113,8 +113,8 @@ class _Players:
     def step(self):
         turn = self._turn()
         self.players[turn].step()
-        if turn == _CRITIC and self._clip is not None:
-            clip_weights(self._critic_module, self._clip)
+        if self._after_step is not None:
+            self._after_step(turn)
 
     def state_dict(self):
         return {name: opt.state_dict() for name, opt in self.players.items()}
@@ -124,7 +124,8 @@ class _Players:
             opt.load_state_dict(state[name])
 
 
-def _make(optimizer, params, which):
+def make_optimizer(optimizer, params, which):
+    """`optimizer` itself, or the factory `optimizer` called on `params`."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if callable(optimizer):
@@ -197,10 +198,15 @@ class AdversarialTrainer:
         self.clip, self.penalty_weight = clip, penalty_weight
         self._turn = _CRITIC
 
+        def clipped(turn):
+            if turn == _CRITIC and clip is not None:
+                clip_weights(critic, clip)
+
         def players(_):
-            return _Players(_make(optimizers[0], generator.parameters(), "generator"),
-                            _make(optimizers[1], critic.parameters(), "critic"),
-                            lambda: self._turn, clip, critic)
+            return PlayerOptimizers(
+                {_GENERATOR: make_optimizer(optimizers[0], generator.parameters(), "generator"),
+                 _CRITIC: make_optimizer(optimizers[1], critic.parameters(), "critic")},
+                lambda: self._turn, clipped)
         settings = {"loss": loss, "n_critic": n_critic, "clip": clip,
                     "penalty_weight": penalty_weight, "output": output}
         self.trainer = Trainer({"generator": generator, "critic": critic}, players,
