@@ -14,8 +14,9 @@ epoch), and draws `--n-samples` samples (2,000 by default, a budget for the
 shared 2-core machine; Goodfellow et al.'s protocol is `--n-samples 10000
 --test-size 10000`). The metrics use the cached MNIST classifier
 (`models.gan.metrics`; its test accuracy is recorded) against the first
-`--test-size` test images; the Parzen bandwidth is chosen on 1,000 validation images (train[50000:51000]). Each row records the CPU seconds of its
-run (training and evaluation) and, for the GANs, the class histogram of the
+`--test-size` test images; the Parzen bandwidth is chosen on 1,000 validation
+images (train[50000:51000]). Each row records the CPU seconds of its run
+(training and evaluation) and, for the GANs, the class histogram of the
 samples and the classifier FID after each epoch beside the critic's loss.
 The ceiling row scores `--n-samples` held-out training images (the last ones of
 train[:50000]) as if they were samples. The VAE's samples are its Bernoulli means.
