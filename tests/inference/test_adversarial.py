@@ -124,7 +124,25 @@ def _assert_same(a, b):
         assert a == b
 
 
-def test_exact_resume_of_both_players_and_optimizers(tmp_path):
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupted_after(batches, n):
+    """The same batches, but the run stops (an exception) once `n` of them were handed out."""
+    given = [0]
+
+    def epoch_batches(epoch):
+        for batch in batches(epoch):
+            if given[0] == n:
+                raise _Interrupted
+            given[0] += 1
+            yield batch
+    return epoch_batches
+
+
+@pytest.mark.parametrize("stop_after", [4, 7])  # at an epoch's end; mid-epoch, mid-cycle
+def test_exact_resume_of_both_players_and_optimizers(tmp_path, stop_after):
     data = _data()
     settings = {"loss": "wasserstein", "penalty_weight": 10., "n_critic": 3}
     torch.manual_seed(1)
@@ -136,8 +154,9 @@ def test_exact_resume_of_both_players_and_optimizers(tmp_path):
     torch.manual_seed(1)
     path = tmp_path / "wgan.pt"
     gen, critic = _generator(), _critic()
-    _trainer(gen, critic, checkpoint_path=path, checkpoint_every=4, **settings).fit(
-        _batches(data), n_epochs=1)
+    with pytest.raises(_Interrupted):  # checkpoints every 2 updates (5 per epoch)
+        _trainer(gen, critic, checkpoint_path=path, checkpoint_every=2, **settings).fit(
+            _interrupted_after(_batches(data), stop_after), n_epochs=3)
     torch.manual_seed(99)  # the resumed run's own start differs; the checkpoint restores all
     gen, critic = _generator(), _critic()
     resumed = _trainer(gen, critic, checkpoint_path=path, **settings)
