@@ -91,3 +91,12 @@ def test_classifier_cache_round_trip(empty_cache):
     torch.save({"something": 1}, metrics.classifier_path())
     with pytest.raises(ValueError, match="models.gan.metrics"):
         metrics.load_classifier()
+
+
+def test_any_zoo_run_is_scored_from_its_samples(tmp_path, empty_cache, data_dir):
+    if not (data_dir / "mnist").is_dir():
+        pytest.skip(f"MNIST not found at {data_dir / 'mnist'}")
+    np.save(tmp_path / "samples.npy", np.random.default_rng(0).random((40, 784), np.float32))
+    scores = metrics.main(["--score", str(tmp_path), "--test-size", "50"])
+    assert {"parzen_loglik", "parzen_sigma"} <= set(scores)
+    assert "classifier_fid" not in scores  # no classifier in this (empty) cache
