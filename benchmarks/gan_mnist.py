@@ -30,6 +30,7 @@ import argparse
 import importlib
 import json
 import multiprocessing
+import sys
 import tempfile
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
+    argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the report's command
     args = parser.parse_args(argv)
     quick = is_quick(args.quick)
     if quick:
