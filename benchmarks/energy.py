@@ -19,7 +19,8 @@ Parts (each a row, with its CPU seconds; one torch / BLAS thread):
   standard error, training CPU seconds and their ratio (ours / theirs).
 - `rbm_cd`: ours by CD-`--cd-k` (Salakhutdinov & Murray's setting is CD-25).
 - `dbn`: `models.energy.dbn` (greedy: RBM 784-n_hidden, then a top RBM).
-- `dbm`: `models.energy.dbm` (784-n_hidden-n_hidden2, PCD, mean-field).
+- `dbm`: `models.energy.dbm` (784-n_hidden-n_hidden2, PCD, mean-field), at
+  `--dbm-lr` (without pretraining it collapses onto a few modes at 0.05).
 
 log_z is that of each net's log_joint (its Bernoulli nodes' normalizers
 included), so it differs between nets by constants; compare the
@@ -47,8 +48,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
 PUBLISHED = {"rbm": -86.34, "rbm_cd": -86.34, "dbn": -86.22, "dbm": -84.62}
 
 
-def _model_args(args, out, **extra):
-    argv = ["--out", str(out), "--epochs", str(args.epochs), "--lr", str(args.lr),
+def _model_args(args, out, lr=None, **extra):
+    argv = ["--out", str(out), "--epochs", str(args.epochs), "--lr", str(lr or args.lr),
             "--batch-size", str(args.batch_size), "--n-temperatures", str(args.n_temperatures),
             "--ais-runs", str(args.ais_runs), "--gibbs-steps", str(args.gibbs_steps),
             "--n-samples", "100", "--seed", str(args.seed), "--no-progress"]
@@ -120,6 +121,8 @@ def main(argv=None):
     parser.add_argument("--n-hidden", type=int, default=500)
     parser.add_argument("--n-hidden2", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--dbm-lr", type=float, default=0.005,
+                        help="the DBM's learning rate (0.005: at 0.05 it collapses)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--cd-k", type=int, default=25)
     parser.add_argument("--n-temperatures", type=int, default=10000)
@@ -164,8 +167,8 @@ def main(argv=None):
             rows.append(_row("dbn", f"ours DBN 784-{args.n_hidden}-{args.n_hidden2}", ours,
                              PUBLISHED["dbn"]))
         elif part == "dbm":
-            ours = dbm.main(_model_args(args, runs / "dbm", n_hidden=args.n_hidden,
-                                        n_hidden2=args.n_hidden2))
+            ours = dbm.main(_model_args(args, runs / "dbm", lr=args.dbm_lr,
+                                        n_hidden=args.n_hidden, n_hidden2=args.n_hidden2))
             rows.append(_row("dbm", f"ours DBM 784-{args.n_hidden}-{args.n_hidden2}", ours,
                              PUBLISHED["dbm"]))
         else:
@@ -174,8 +177,8 @@ def main(argv=None):
             print(f"{row['part']:12s} {row['model']:40s} {row['test_loglik_nats']:9.2f} nats "
                   f"(published {row['published']})", flush=True)
         settings = {key: getattr(args, key) for key in (
-            "epochs", "n_hidden", "n_hidden2", "lr", "batch_size", "cd_k", "n_temperatures",
-            "ais_runs", "train_size", "test_size")}
+            "epochs", "n_hidden", "n_hidden2", "lr", "dbm_lr", "batch_size", "cd_k",
+            "n_temperatures", "ais_runs", "train_size", "test_size")}
         for row in rows[done:]:
             row.update(settings=settings, command=_command(argv))
         write_report(NAME, __doc__, argv, _merged(args.out, rows), args.out, quick, threads=1,
