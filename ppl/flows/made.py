@@ -27,8 +27,9 @@ class MADE(nn.Module):
     masks enforce: an input's degree is its position in `order` plus one, a
     hidden unit of degree `d` sees the inputs of degree <= d, and an output
     sees the hidden units of degree strictly less than its coordinate's.
-    Hidden degrees cycle through 1..dim-1 so every degree is represented when
-    the layers are at least dim-1 wide. With `hidden=()` the map is linear
+    Hidden degrees cycle through 1..dim-1 when a layer is at least dim-1 wide
+    (every degree represented); a narrower layer spreads them evenly over
+    1..dim-1, so that every input reaches some hidden unit. With `hidden=()` the map is linear
     (ZhuSuan's `linear_ar`).
     """
 
@@ -46,14 +47,21 @@ class MADE(nn.Module):
         degrees[torch.tensor(order)] = torch.arange(1, dim + 1)
         layers, previous = [], degrees
         for width in hidden_sizes("MADE", hidden):
-            current = torch.arange(width) % max(dim - 1, 1) + 1
+            if width >= dim - 1:
+                current = torch.arange(width) % max(dim - 1, 1) + 1
+            else:
+                current = torch.linspace(1, dim - 1, width).round().long()
             mask = current[:, None] >= previous[None, :]
             layers += [_MaskedLinear(len(previous), width, mask), nn.ReLU()]
             previous = current
         out_degrees = degrees.repeat(n_params)
-        self.output = _MaskedLinear(len(previous), n_params * dim,
-                                    out_degrees[:, None] > previous[None, :])
-        self.net = nn.Sequential(*layers, self.output)
+        self.net = nn.Sequential(*layers, _MaskedLinear(len(previous), n_params * dim,
+                                                        out_degrees[:, None] > previous[None, :]))
+
+    @property
+    def output(self):
+        """The masked output layer (registered once, as the last layer of `net`)."""
+        return self.net[-1]
 
     def forward(self, x):
         out = self.net(x)

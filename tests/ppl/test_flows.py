@@ -88,6 +88,24 @@ def test_made_outputs_depend_only_on_earlier_inputs():
                 assert (jac[:, i, j] == 0).all(), (i, j)
 
 
+def test_a_made_narrower_than_its_input_still_connects_every_input():
+    made = MADE(40, [10, 10], n_params=1)
+    masks = [layer.mask for layer in made.net if hasattr(layer, "mask")]
+    paths = masks[0]
+    for mask in masks[1:]:
+        paths = mask @ paths                            # [outputs, inputs]: number of paths
+    reached = paths.sum(0) > 0
+    assert reached[:-1].all()                           # every input but the last feeds some output
+    assert not reached[-1]
+
+
+def test_made_registers_each_layer_once():
+    made = MADE(4, [8], n_params=2)
+    assert made.output is made.net[-1]
+    names = [name for name, _ in made.named_modules(remove_duplicate=False)]
+    assert len(names) == len(set(id(m) for m in made.modules()))
+
+
 def test_coupling_keeps_the_masked_coordinates():
     t = make("coupling-even")
     x = randn(6, DIM)

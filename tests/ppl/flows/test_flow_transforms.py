@@ -152,7 +152,7 @@ def grid(half_width=9., n=450):
 def test_a_2d_flow_density_integrates_to_one():
     """Grid mass on [-9, 9]^2 plus the sampled mass outside it is 1 (within 2e-3: the
     outside fraction's SE is ~1e-4 here, the grid's error smaller)."""
-    flow = two_d_flow(seed=2)
+    flow = two_d_flow(seed=7)
     torch.manual_seed(0)
     with torch.no_grad():
         samples = flow.sample(20000)
