@@ -1,8 +1,9 @@
 """Conditional GAN (Mirza & Osindero 2014): images generated from a code z and a class label y.
 
     z ~ N(0, I)                        [n, z_dim]
-    x = G(z, onehot(y))                (z_dim + 10)-256-512-784, LeakyReLU(0.2), sigmoid
-    D(x, y) = sigmoid(f(x, onehot(y))) (784 + 10)-512-256-1, LeakyReLU(0.2)
+    x = G(z, onehot(y))                (z_dim + 10)-256-512-784, batch norm, LeakyReLU(0.2),
+                                       sigmoid (the GAN's networks, see models.gan.gan)
+    D(x, y) = sigmoid(f(x, onehot(y))) (784 + 10)-512-256-1, LeakyReLU(0.2), dropout 0.3
 
 The label y [n] (int64 in [0, 10)) is an input of the generator's program and
 of the discriminator, not a random node: batches are (images, labels).
@@ -31,8 +32,9 @@ def build_gen(y, z_dim=64, x_dim=784):
     bn = ppl.BayesianNet()
     z = bn.normal("z", torch.zeros(len(y), z_dim), std=1., group_ndims=1)
     net = ppl.module("g", lambda: nn.Sequential(
-        nn.Linear(z_dim + N_CLASSES, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512),
-        nn.LeakyReLU(0.2), nn.Linear(512, x_dim), nn.Sigmoid()))
+        nn.Linear(z_dim + N_CLASSES, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
+        nn.Linear(256, 512), nn.BatchNorm1d(512), nn.LeakyReLU(0.2),
+        nn.Linear(512, x_dim), nn.Sigmoid()))
     bn.output("x", net(torch.cat([z, y], dim=-1)))
     return bn
 
@@ -48,7 +50,8 @@ class Discriminator(nn.Module):
     def __init__(self, x_dim=784):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(x_dim + N_CLASSES, 512), nn.LeakyReLU(0.2),
-                                 nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Linear(256, 1))
+                                 nn.Dropout(0.3), nn.Linear(512, 256), nn.LeakyReLU(0.2),
+                                 nn.Dropout(0.3), nn.Linear(256, 1))
 
     def forward(self, x, y):
         return self.net(torch.cat([x, one_hot(y, len(x))], dim=-1))
