@@ -15,8 +15,6 @@ Fashion-MNIST's: `--data fashion-mnist`), scaled to [0, 1], and writes to `--out
   correlation with the critic's loss; always the Parzen-window log-likelihood
   of the test images (bandwidth chosen on 1,000 validation images, train[50000:]).
 """
-import math
-
 import numpy as np
 import torch
 
@@ -61,17 +59,19 @@ def load(args):
 
 class Batches:
     """epoch -> shuffled batches of images (or (images, labels) pairs when `labels` is given),
-    shuffled by the global torch RNG (so a resumed run replays them); has a length."""
+    shuffled by the global torch RNG (so a resumed run replays them); has a length. The
+    last partial batch is dropped (a batch of one row would stop batch norm), unless the
+    data is smaller than one batch."""
 
     def __init__(self, images, batch_size, labels=None):
         self.images, self.labels, self.batch_size = images, labels, batch_size
 
     def __len__(self):
-        return math.ceil(len(self.images) / self.batch_size)
+        return max(1, len(self.images) // self.batch_size)
 
     def __call__(self, epoch):
         order = torch.randperm(len(self.images))
-        for idx in order.split(self.batch_size):
+        for idx in order.split(self.batch_size)[:len(self)]:
             yield self.images[idx] if self.labels is None else (self.images[idx],
                                                                 self.labels[idx])
 

@@ -18,8 +18,6 @@ first 50,000 training images); the metric is the classifier's `test_error`.
 
     python -m models.gan.triple_gan --epochs 100
 """
-import math
-
 import numpy as np
 import torch
 from torch import nn
@@ -87,17 +85,21 @@ def losses(player, gen, disc, clf, batch, z_dim, alpha=0.5, alpha_p=0.1):
 
 class _Turns:
     """epoch -> (player, (x_u, x_l, y_l)) for each unlabelled batch and each player in turn;
-    labelled batches drawn from the labelled set with the global RNG (a resume replays it)."""
+    labelled batches drawn from the labelled set with the global RNG (a resume replays it).
+    The last partial batch is dropped (as `common.Batches`)."""
 
     def __init__(self, unlabelled, x_l, y_l, batch_size, labelled_batch):
         self.unlabelled, self.x_l, self.y_l = unlabelled, x_l, y_l
         self.batch_size, self.labelled_batch = batch_size, labelled_batch
 
     def __len__(self):
-        return len(PLAYERS) * math.ceil(len(self.unlabelled) / self.batch_size)
+        return len(PLAYERS) * self._n_batches()
+
+    def _n_batches(self):
+        return max(1, len(self.unlabelled) // self.batch_size)
 
     def __call__(self, epoch):
-        for idx in torch.randperm(len(self.unlabelled)).split(self.batch_size):
+        for idx in torch.randperm(len(self.unlabelled)).split(self.batch_size)[:self._n_batches()]:
             pick = torch.randint(len(self.x_l), (self.labelled_batch,))
             batch = (self.unlabelled[idx], self.x_l[pick], self.y_l[pick])
             for player in PLAYERS:

@@ -12,7 +12,7 @@ from models.data import data_root
 from models.gan import metrics
 
 MNIST, FASHION = data_root() / "mnist", data_root() / "fashion-mnist"
-SMALL = ["--epochs", "1", "--train-size", "48", "--batch-size", "16", "--test-size", "30",
+SMALL = ["--epochs", "1", "--train-size", "49", "--batch-size", "16", "--test-size", "30",
          "--n-samples", "12", "--fid-samples", "20", "--z-dim", "4", "--no-progress"]
 needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST not found at {MNIST}")
 
