@@ -35,9 +35,9 @@ identity and the library runs as one process.
   (`own_chains`); each rank runs its block as one batch and every rank gets
   every chain back, in chain order (`all_chains`). The start, the initial step
   size search and NUTS's per-chain random streams are drawn for all chains on
-  every rank, so NUTS's chain k is the same whatever the world size, but for
-  the step size search at the end of each mass matrix window (it draws its
-  momentum from torch's generator, per rank).
+  every rank, so NUTS's chain k is the same whatever the world size (the step
+  size search at the end of each mass matrix window draws from the chain's
+  own stream too).
 
 A rank that dies or hangs makes the others raise `RankFailedError` naming it
 (each rank beats a heartbeat in the rendezvous store) within the timeout
@@ -498,9 +498,9 @@ def own_chains(kernel, potential, state, step_size, metric):
     """This rank's block of the chains, set up for all of them on every rank: returns
     (potential, state, step_size, metric) for the block, NUTS's random streams drawn for
     every chain (as one process would at its first transition) and kept for the block.
-    What the chains draw from torch's generator (HMC's momenta; the step size search
-    at the end of each mass matrix window) comes from a generator per rank: independent
-    across ranks, but dependent on the world size (`all_chains` syncs the generators).
+    What the chains draw from torch's generator (HMC's momenta) comes from a generator
+    per rank: independent across ranks, but dependent on the world size (`all_chains`
+    syncs the generators).
     """
     if not is_active():
         return potential, state, step_size, metric

@@ -25,6 +25,7 @@ import torch
 from inference.mcmc.integrators import leapfrog
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
 from inference.mcmc.nuts import Adaptation
+from inference.mcmc.streams import normals
 
 __all__ = ["find_initial_step_size", "DualAveragingState", "dual_averaging_init",
            "dual_averaging_update", "dual_averaging_final", "dual_averaging", "DualAveraging",
@@ -38,14 +39,19 @@ def make_metric(covariance):
     return DenseMetric(covariance) if covariance.dim() == 3 else DiagonalMetric(covariance)
 
 
-def find_initial_step_size(state, potential, metric, step_size, max_doublings=60):
+def find_initial_step_size(state, potential, metric, step_size, max_doublings=60, *,
+                           noise=None):
     """Per-chain step size where one leapfrog step's acceptance is about 1/2.
 
     step_size: [n_chains] starting values. With a fixed momentum draw, a chain
     whose acceptance exceeds 1/2 doubles its step until it falls below, the
     others halve it until it rises above (Hoffman & Gelman 2014, Alg. 4).
+    noise: the standard normal [n_chains, D] behind that momentum (default: drawn
+    from torch's generator); chains whose noise is their own give step sizes
+    that do not depend on the other chains.
     """
-    momentum = metric.sample_momentum()
+    momentum = (metric.sample_momentum() if noise is None
+                else metric.momentum_from(noise, metric.momentum_factor))
     orig_energy = metric.kinetic_energy(momentum) - state.log_prob
 
     def log_accept(step):
@@ -383,7 +389,8 @@ class WindowedAdaptation:
         self.metric = make_metric(self.estimator.covariance())
         self.estimator.reset()
         if self.adapt_step_size:
-            step = find_initial_step_size(state, self.potential, self.metric, self.step_size)
+            step = find_initial_step_size(state, self.potential, self.metric, self.step_size,
+                                          noise=_window_noise(state, iteration))
             # Too few iterations left for the average to move far from where it
             # starts (t0 of them, about): start at the found step itself rather
             # than exploring from ten times it.
@@ -391,3 +398,15 @@ class WindowedAdaptation:
             explore = 10. if left >= self.dual_averaging.t0 else 1.
             self.dual_averaging.restart(step, explore)
             self.step_size = step
+
+
+def _window_noise(state, iteration):
+    """The momentum noise of the step size search that ends window `iteration`: from each
+    chain's own stream where the chains have them (NUTS), at a transition index no
+    transition uses (negative), so a chain's warm-up does not depend on the other chains
+    or on how they are split between processes; else None (torch's generator)."""
+    if state.rng is None:
+        return None
+    n, dim = state.position.shape
+    index = torch.full((1, n), -(iteration + 1), dtype=torch.int64, device=state.rng.device)
+    return normals(state.rng[:, 0], index, dim, state.position.dtype)[0]

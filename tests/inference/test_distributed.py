@@ -160,7 +160,7 @@ def _sg_chain(name, n_steps=5):
 
 
 def _nuts_draws(checkpoint=None):
-    """4 NUTS chains (eager) on a 2-d Gaussian, started from the prior: draws
+    """4 NUTS chains (eager, diagonal mass adapted in one window) on a 2-d Gaussian: draws
     (chain, draw, 2), step sizes, and how many chains the model was run on most often."""
     chains = []
 
@@ -171,7 +171,7 @@ def _nuts_draws(checkpoint=None):
         chains.append(w.tensor.shape[0] if w.tensor.dim() == 2 else 1)
         return bn
 
-    result = inference.mcmc.run(inference.NUTS(jit_compile=False, adapt_mass=None), model(), n_chains=4,
+    result = inference.mcmc.run(inference.NUTS(jit_compile=False), model(), n_chains=4,
                                 n_warmup=40, n_samples=20, progress=False, seed=4,
                                 checkpoint=checkpoint, checkpoint_every=20)
     return {"w": result.samples["w"], "step_size": result.step_size,
