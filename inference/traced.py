@@ -220,13 +220,19 @@ class TracedStep:
 
     # -- recording -----------------------------------------------------------------
     def _state(self):
-        names, tensors, seen = [], [], set()
-        for name, tensor in list(self._holder.named_parameters(remove_duplicate=False)) + \
-                list(self._holder.named_buffers(remove_duplicate=False)):
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                names.append(name)
-                tensors.append(tensor)
+        """The modules' parameters and buffers: (names, tensors). `names` holds (name,
+        index into `tensors`) for every slot that holds one, each module once (a module
+        registered under two names is one slot) and each tensor once in `tensors` (tied
+        weights: two slots, one tensor)."""
+        names, tensors, index = [], [], {}
+        for prefix, module in self._holder.named_modules():
+            slots = list(module.named_parameters(recurse=False)) + \
+                list(module.named_buffers(recurse=False))
+            for name, tensor in slots:
+                if id(tensor) not in index:
+                    index[id(tensor)] = len(tensors)
+                    tensors.append(tensor)
+                names.append((f"{prefix}.{name}" if prefix else name, index[id(tensor)]))
         return names, tensors
 
     def _trace(self, leaves, spec):
@@ -242,7 +248,8 @@ class TracedStep:
                 filled[position] = tensor
             with deferred_checks() as checks:
                 cost, objective = torch.func.functional_call(
-                    self._holder, dict(zip(names, flat[:n_state])), (spec, filled))
+                    self._holder, {name: flat[i] for name, i in names}, (spec, filled),
+                    tie_weights=False)
                 bound = None if objective is None else _bound_tensor(objective)
                 ok = None if not checks else checks[0] if len(checks) == 1 else \
                     torch.stack([c.reshape(()) for c in checks]).all()

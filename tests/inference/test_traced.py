@@ -335,3 +335,47 @@ def test_record_graph_replays_through_public_torch_functions():
 
     with pytest.raises(NotRecordable, match="reads tensor values in Python"):
         record_graph(lambda x: x if float(x.sum()) > 0 else -x, torch.ones(2))
+
+
+class _SharedLayers(nn.Module):
+    """A layer registered under two names, and a weight tied between two layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(X_DIM, 2 * Z_DIM)
+        self.net = nn.Sequential(self.first, nn.Tanh(), nn.Linear(2 * Z_DIM, 2 * Z_DIM))
+        self.tied = nn.Linear(2 * Z_DIM, 2 * Z_DIM)
+        self.tied.weight = self.net[2].weight
+
+    def forward(self, x):
+        return self.tied(self.net(x))
+
+
+def test_a_layer_registered_twice_and_tied_weights_replay_as_eager():
+    def train(traced):
+        torch.manual_seed(0)
+        gen, _ = _templates()
+
+        @ppl.reuse_variables(scope="q")
+        def guide(x, n_particles=1):
+            bn = ppl.BayesianNet()
+            h = ppl.module("h", _SharedLayers)(x)
+            bn.normal("z", h[..., :Z_DIM], logstd=h[..., Z_DIM:], group_ndims=1,
+                      n_samples=n_particles)
+            return bn
+
+        step = _sgvb_step(gen, guide)
+        trainer = inference.Trainer({"model": gen, "guide": guide},
+                                    lambda params: torch.optim.Adam(params, lr=0.05),
+                                    progress=False, trace=traced)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback to eager
+            history = trainer.fit(step, [_data(i) for i in range(6)], n_epochs=1)
+        return history, guide.state_dict()
+
+    traced_history, traced_state = train(traced=True)
+    eager_history, eager_state = train(traced=False)
+    torch.testing.assert_close(traced_history, eager_history, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(traced_state, eager_state, rtol=1e-6, atol=1e-6)
+    for value in traced_state.values():
+        assert type(value) is torch.Tensor  # no fake tensor left behind in the modules
