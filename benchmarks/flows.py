@@ -1,8 +1,9 @@
-"""Normalizing flows: bits/dim on MNIST at two CPU budgets beside the papers; MAF vs zuko.
+"""Normalizing flows: bits/dim on MNIST at two CPU budgets beside the papers; MAF vs zuko, nflows.
 
     python -m benchmarks.flows                          # both parts (~1 h of CPU)
     python -m benchmarks.flows --parts images --budgets 30 120 --test-size 1000
     python -m benchmarks.flows --parts zuko --steps 2000 --seeds 3
+    python -m benchmarks.flows --parts nflows --steps 1000 --seeds 3 --repeats 5
     python -m benchmarks.flows --quick                  # a minute (also under CI=true)
 
 Part `images`: each zoo model (`models.flows.nice`, `realnvp`, `glow`,
@@ -29,6 +30,13 @@ NLL of each (mean and spread over seeds: "equal within noise" means the
 difference is within the seed-to-seed spread), and the CPU time per
 training step and per sample batch (1000 samples), measured interleaved in
 one process (medians of `--repeats` rounds), as the ratio ours / zuko.
+
+Part `nflows`: the same comparison with nflows as a third column
+(`MaskedAffineAutoregressiveTransform` layers with `ReversePermutation`s
+between them, a non-residual MADE of 2 ReLU layers of 100 units, a standard
+normal base). What nflows cannot match: its scale is `softplus(u) + 1e-3`
+(no soft clamp of the log-scale; at init the scale is about 0.69, not 1).
+Each row says what differs (`differences_vs_<peer>`).
 """
 import argparse
 import json
@@ -94,25 +102,66 @@ def images_part(budgets, test_size, train_size=None, done=(), save=None, models=
     return rows
 
 
-# -- ppl vs zuko -------------------------------------------------------------
-def zuko_pair(dim, hidden, n_layers, seed):
-    """(ours, zuko's) MAF of the same layers, each with a fresh torch seed."""
-    import zuko
+# -- ppl vs zuko and nflows -------------------------------------------------
+# One builder per library: (module, log_prob(x), sample(n)) of the same MAF, each
+# drawing its initial weights after `torch.manual_seed(seed)`.
+def ppl_maf(dim, hidden, n_layers, seed):
+    """Ours: `ppl.flows.maf` (reversals between layers), log-scales soft-clamped as zuko's,
+    the MADE output layer at nn.Linear's default init as the peers' (ours starts it at zero)."""
     from ppl.distributions import FlowDistribution, Normal
     from ppl.flows import MaskedAutoregressive, maf
     torch.manual_seed(seed)
     layers = maf(dim, n_layers, list(hidden), max_log_scale=-math.log(1e-3))
-    for layer in layers:   # zuko's init: nn.Linear's default, not our zero (identity) start
+    for layer in layers:
         if isinstance(layer, MaskedAutoregressive):
             layer.made.output.reset_parameters()
     loc = torch.zeros(dim)
 
-    def ours():
+    def flow():
         return FlowDistribution(Normal(loc, std=1., group_ndims=1), layers)
+    return layers, lambda x: flow().log_prob(x), lambda n: flow().sample(n)
+
+
+def zuko_maf(dim, hidden, n_layers, seed):
+    """zuko's `MAF` (alternating orders, soft-clamped log-scales)."""
+    import zuko
     torch.manual_seed(seed)
-    theirs = zuko.flows.MAF(dim, transforms=n_layers, hidden_features=tuple(hidden))
-    return (layers, lambda x: ours().log_prob(x), lambda n: ours().sample(n)), \
-        (theirs, lambda x: theirs().log_prob(x), lambda n: theirs().sample((n,)))
+    flow = zuko.flows.MAF(dim, transforms=n_layers, hidden_features=tuple(hidden))
+    return flow, lambda x: flow().log_prob(x), lambda n: flow().sample((n,))
+
+
+def nflows_maf(dim, hidden, n_layers, seed):
+    """nflows' MAF: `MaskedAffineAutoregressiveTransform` layers with a `ReversePermutation`
+    between them; a plain (non-residual) MADE of `len(hidden)` ReLU layers of `hidden[0]`
+    units (nflows gives every hidden layer one width); scale `softplus(u) + 1e-3`."""
+    from nflows.distributions.normal import StandardNormal
+    from nflows.flows.base import Flow
+    from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
+    from nflows.transforms.base import CompositeTransform
+    from nflows.transforms.permutations import ReversePermutation
+    if len(set(hidden)) != 1:
+        raise ValueError(f"nflows' MADE has one hidden width, got hidden={list(hidden)}")
+    torch.manual_seed(seed)
+    transforms = []
+    for i in range(n_layers):
+        if i:
+            transforms.append(ReversePermutation(dim))
+        transforms.append(MaskedAffineAutoregressiveTransform(
+            dim, hidden[0], num_blocks=len(hidden) - 1, use_residual_blocks=False))
+    flow = Flow(CompositeTransform(transforms), StandardNormal([dim]))
+    return flow, flow.log_prob, flow.sample
+
+
+BUILDERS = {"ppl": ppl_maf, "zuko": zuko_maf, "nflows": nflows_maf}
+DIFFERENCES = {
+    "zuko": "same layers, widths, orders, init (nn.Linear default) and log-scale soft clamp "
+            "(|log scale| <= log 1e3); zuko's MADE masks and its transform direction are its own",
+    "nflows": "same layers, widths, reversals between layers, ReLU, nn.Linear default init; "
+              "scale parametrised as softplus(u) + 1e-3 (log-scale in [log 1e-3, inf), no "
+              "soft clamp) where ppl and zuko soft-clamp the log-scale; nflows applies the "
+              "permutation as a separate transform and samples by dim passes per layer like "
+              "the others",
+}
 
 
 def train_steps(module, log_prob, train, steps, batch_size, seed):
@@ -131,26 +180,28 @@ def train_steps(module, log_prob, train, steps, batch_size, seed):
     return times
 
 
-def zuko_part(steps, seeds, repeats, batch_size=512, hidden=(100, 100), n_layers=5):
+def peer_part(peers, steps, seeds, repeats, batch_size=512, hidden=(100, 100), n_layers=5):
+    """Ours beside each library in `peers`: test NLL per seed, then CPU time per step and
+    per sample batch measured interleaved (rounds of 50 steps and one batch each)."""
     from models.flows.maf import load_table
     torch.set_num_threads(1)
     train, test, _ = load_table("power-plant")
     dim = train.shape[1]
-    nll = {"ppl": [], "zuko": []}
+    names = ("ppl", *peers)
+    nll = {name: [] for name in names}
     for seed in range(seeds):
-        for name, (module, log_prob, _) in zip(("ppl", "zuko"),
-                                               zuko_pair(dim, hidden, n_layers, seed)):
+        for name in names:
+            module, log_prob, _ = BUILDERS[name](dim, hidden, n_layers, seed)
             train_steps(module, log_prob, train, steps, batch_size, seed)
             with torch.no_grad():
                 nll[name].append(-log_prob(test).mean().item())
-        print(f"seed {seed}: test NLL ppl {nll['ppl'][-1]:.4f}, zuko {nll['zuko'][-1]:.4f}",
+        print(f"seed {seed}: test NLL " + ", ".join(f"{n} {nll[n][-1]:.4f}" for n in names),
               flush=True)
-    # timings, interleaved: rounds of 50 steps / one sample batch each
-    pairs = zuko_pair(dim, hidden, n_layers, 0)
-    step_times = {"ppl": [], "zuko": []}
-    sample_times = {"ppl": [], "zuko": []}
+    flows = {name: BUILDERS[name](dim, hidden, n_layers, 0) for name in names}
+    step_times = {name: [] for name in names}
+    sample_times = {name: [] for name in names}
     for _ in range(repeats):
-        for name, (module, log_prob, sample) in zip(("ppl", "zuko"), pairs):
+        for name, (module, log_prob, sample) in flows.items():
             step_times[name].append(statistics.median(
                 train_steps(module, log_prob, train, 50, batch_size, 0)))
             with torch.no_grad():
@@ -159,34 +210,39 @@ def zuko_part(steps, seeds, repeats, batch_size=512, hidden=(100, 100), n_layers
                 sample_times[name].append(time.process_time() - started)
     step = {k: statistics.median(v) for k, v in step_times.items()}
     sample = {k: statistics.median(v) for k, v in sample_times.items()}
-    spread = max(statistics.stdev(v) if len(v) > 1 else 0. for v in nll.values())
     row = {"data": "power-plant (UCI, split 0, standardized)", "dim": dim,
            "layers": n_layers, "hidden": list(hidden), "batch_size": batch_size,
-           "steps": steps, "seeds": seeds,
-           "test_nll_ppl_mean": statistics.mean(nll["ppl"]),
-           "test_nll_zuko_mean": statistics.mean(nll["zuko"]),
-           "test_nll_ppl_per_seed": nll["ppl"], "test_nll_zuko_per_seed": nll["zuko"],
-           "test_nll_difference": statistics.mean(nll["ppl"]) - statistics.mean(nll["zuko"]),
-           "seed_spread_sd": spread,
-           "step_ms_ppl": 1000 * step["ppl"], "step_ms_zuko": 1000 * step["zuko"],
-           "step_time_ratio": step["ppl"] / step["zuko"],
-           "sample_1000_ms_ppl": 1000 * sample["ppl"], "sample_1000_ms_zuko": 1000 * sample["zuko"],
-           "sample_time_ratio": sample["ppl"] / sample["zuko"], "timing_rounds": repeats}
+           "steps": steps, "seeds": seeds, "timing_rounds": repeats}
+    for name in names:
+        row[f"test_nll_{name}_mean"] = statistics.mean(nll[name])
+        row[f"test_nll_{name}_sd"] = statistics.stdev(nll[name]) if seeds > 1 else 0.
+        row[f"test_nll_{name}_per_seed"] = nll[name]
+        row[f"step_ms_{name}"] = 1000 * step[name]
+        row[f"sample_1000_ms_{name}"] = 1000 * sample[name]
+    for peer in peers:
+        row[f"test_nll_difference_vs_{peer}"] = (row["test_nll_ppl_mean"]
+                                                 - row[f"test_nll_{peer}_mean"])
+        row[f"step_time_ratio_vs_{peer}"] = step["ppl"] / step[peer]
+        row[f"sample_time_ratio_vs_{peer}"] = sample["ppl"] / sample[peer]
+        row[f"differences_vs_{peer}"] = DIFFERENCES[peer]
     print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row.items()), flush=True)
+                           for k, v in row.items() if not k.startswith("differences")), flush=True)
     return [row]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.flows", description=__doc__)
-    parser.add_argument("--parts", nargs="+", choices=["images", "zuko"],
-                        default=["images", "zuko"])
+    parser.add_argument("--parts", nargs="+", choices=["images", "zuko", "nflows"],
+                        default=["images", "zuko"],
+                        help="nflows: ppl, zuko and nflows side by side")
     parser.add_argument("--budgets", type=float, nargs="+", default=[30, 120],
                         help="CPU seconds of training per model (30 120)")
     parser.add_argument("--test-size", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=2000, help="zuko part: training steps")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="zuko / nflows parts: training steps")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=7, help="zuko part: timing rounds")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="zuko / nflows parts: timing rounds")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
@@ -212,7 +268,9 @@ def main(argv=None):
             args.budgets, args.test_size, train_size=2000 if quick else None, done=done,
             save=lambda rows: report(partial=True, images=rows), models=args.models)
     if "zuko" in args.parts:
-        sections["zuko"] = zuko_part(args.steps, args.seeds, args.repeats)
+        sections["zuko"] = peer_part(("zuko",), args.steps, args.seeds, args.repeats)
+    if "nflows" in args.parts:
+        sections["nflows"] = peer_part(("zuko", "nflows"), args.steps, args.seeds, args.repeats)
     return report(**sections)
 
 
