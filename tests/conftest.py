@@ -1,6 +1,8 @@
 """Shared test set-up: a headless matplotlib, a fixed seed per test, the data folder, the
 compiled-step cache."""
 
+from pathlib import Path
+
 import matplotlib
 import pytest
 import torch
@@ -24,6 +26,20 @@ def empty_cache(tmp_path, monkeypatch):
     (about 180 MB, seconds to build) stays in Inductor's own folder, shared by every test."""
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "ppl"))
     return tmp_path / "ppl"
+
+
+_REPO = Path(__file__).resolve().parents[1]
+_OUTPUT_FOLDERS = ("runs", "checkpoints")  # the runnable models' default output folders
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_left_in_the_repository():
+    """No test writes into the repository: outputs go to tmp_path (a run leaves nothing
+    behind outside the user's cache)."""
+    before = {name for name in _OUTPUT_FOLDERS if (_REPO / name).exists()}
+    yield
+    made = [name for name in _OUTPUT_FOLDERS if (_REPO / name).exists() and name not in before]
+    assert not made, f"the tests wrote into the repository: {made} (pass --out tmp_path)"
 
 
 @pytest.fixture(autouse=True)

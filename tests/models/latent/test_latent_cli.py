@@ -82,18 +82,18 @@ def test_unknown_flow_is_refused_by_the_command_line(capsys):
     assert "--flow: invalid choice: 'radial' (choose from" in capsys.readouterr().err
 
 
-def test_a_model_without_28x28_images_is_refused_before_training(monkeypatch, capsys):
+def test_a_model_without_28x28_images_is_refused_before_training(monkeypatch, capsys, tmp_path):
     with pytest.raises(ValueError, match="conv_vae: the convolutional nets take 28x28 images; "
                                          "--data digits has 8x8 images"):
         run_main(monkeypatch, "conv_vae", ("build_gen", "build_q_net"),
-                 ["--data", "digits", "--no-progress"])
+                 ["--data", "digits", "--no-progress", "--out", str(tmp_path)])
     assert "Epoch" not in capsys.readouterr().out
 
 
-def test_binarized_mnist_has_no_labels_for_the_cvae(monkeypatch):
+def test_binarized_mnist_has_no_labels_for_the_cvae(monkeypatch, tmp_path):
     if not BMNIST.is_file():
         pytest.skip(f"binarized MNIST not found at {BMNIST}")
     with pytest.raises(SystemExit, match="cvae: --data binarized_mnist has no labels; use "
                                          "mnist or digits"):
         run_main(monkeypatch, "cvae", ("build_gen", "build_q_net"),
-                 ["--data", "binarized_mnist", "--no-progress"])
+                 ["--data", "binarized_mnist", "--no-progress", "--out", str(tmp_path)])
