@@ -85,13 +85,17 @@ def _call_main(module, argv):
 
 
 def run_model(name, epochs, args, out):
-    """One run of model `name` for `epochs` epochs in a fresh process: its metrics dict."""
+    """One run of model `name` for `epochs` epochs in a fresh process: its metrics dict
+    (read back from `out`/metrics.json when a finished run is there)."""
     module, extra, metric, _, _ = MODELS[name]
-    argv = [*extra, "--data", "mnist", "--epochs", str(epochs), "--seed", str(args.seed),
+    argv = [*extra, "--data", args.data, "--epochs", str(epochs), "--seed", str(args.seed),
             "--train-size", str(args.train_size), "--test-size", str(args.test_size),
             "--out", str(out), "--no-progress"]
     if metric == "test_loglik_nats":
         argv += ["--iw-samples", str(args.iw_samples)]
+    if (Path(out) / "metrics.json").is_file():
+        print(f"\n== {name}: reading back {out}/metrics.json", flush=True)
+        return json.loads((Path(out) / "metrics.json").read_text()), argv
     print(f"\n== {name}: python -m {module} {' '.join(argv)}", flush=True)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_call_main, (module, argv)), argv
@@ -100,9 +104,10 @@ def run_model(name, epochs, args, out):
 def budget_rows(args):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.runs or tmp)
         for name in args.models:
             for epochs in args.epochs:
-                metrics, argv = run_model(name, epochs, args, Path(tmp) / f"{name}_{epochs}")
+                metrics, argv = run_model(name, epochs, args, root / f"{name}_{epochs}")
                 rows.append(_budget_row(name, metrics, f"python -m {MODELS[name][0]} "
                                         + " ".join(a for a in argv if not a.startswith("/"))))
     for spec in args.include:
@@ -375,6 +380,11 @@ def main(argv=None):
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--iw-samples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--data", choices=("mnist", "binarized_mnist"), default="mnist",
+                        help="dynamically binarized MNIST (default) or Larochelle's fixed one")
+    parser.add_argument("--runs", default=None, metavar="DIR",
+                        help="keep each run's folder under DIR; a run already finished there "
+                             "is read back, not repeated (default: a temporary folder)")
     parser.add_argument("--include", action="append", default=[], metavar="NAME=DIR",
                         help="add the finished run DIR/metrics.json as a row of model NAME")
     parser.add_argument("--quick", action="store_true",
@@ -408,7 +418,8 @@ def main(argv=None):
     settings = {"train_size": args.train_size, "test_size": args.test_size,
                 "iw_samples": args.iw_samples, "epochs": args.epochs,
                 "paired_epochs": args.paired_epochs, "seed": args.seed,
-                "data": "dynamically binarized MNIST (test binarized once, seed 1234)"}
+                "data": ("dynamically binarized MNIST (test binarized once, seed 1234)"
+                         if args.data == "mnist" else "Larochelle's fixed binarized MNIST")}
     return write_report(NAME, __doc__, argv, rows, out, is_quick(args.quick),
                         threads=1, settings=settings)
 
