@@ -177,10 +177,11 @@ def inception_score(probs, splits=10):
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def _knn_radius(features, k):
-    """Distance of each row to its k-th nearest other row."""
-    distances = torch.cdist(features, features)
-    return distances.kthvalue(k + 1, dim=1).values  # the 1st is the row itself (0)
+def _knn_radius(features, k, batch_size=1000):
+    """Distance of each row to its k-th nearest other row (rows in batches: memory
+    [batch_size, N], not [N, N])."""
+    return torch.cat([torch.cdist(chunk, features).kthvalue(k + 1, dim=1).values
+                      for chunk in features.split(batch_size)])  # the 1st is the row itself
 
 
 def precision_recall(real_features, fake_features, k=3):
@@ -204,15 +205,14 @@ def _parzen_log_densities(samples, points, sigmas, batch_size=500):
     """[len(sigmas), len(points)]: log (1/N) sum_i N(point; sample_i, sigma^2 I)."""
     samples = torch.as_tensor(np.asarray(samples, dtype=np.float32))
     points = torch.as_tensor(np.asarray(points, dtype=np.float32))
-    sigmas = torch.as_tensor(np.asarray(sigmas, dtype=np.float64)).reshape(-1, 1, 1)
+    sigmas = np.asarray(sigmas, dtype=np.float64).reshape(-1)
     d = samples.shape[1]
     out = []
     for chunk in points.split(batch_size):
-        squared = torch.cdist(chunk, samples).double() ** 2  # [b, N]
-        log_kernel = torch.logsumexp(-squared / (2 * sigmas ** 2), dim=-1)
-        out.append(log_kernel - math.log(len(samples))
-                   - 0.5 * d * torch.log(2 * math.pi * sigmas[:, :, 0] ** 2))
-    return torch.cat(out, dim=1).numpy()
+        squared = torch.cdist(chunk, samples).double() ** 2  # [b, N], shared by every sigma
+        out.append(torch.stack([torch.logsumexp(-squared / (2 * s ** 2), dim=-1)
+                                - 0.5 * d * math.log(2 * math.pi * s ** 2) for s in sigmas]))
+    return (torch.cat(out, dim=1) - math.log(len(samples))).numpy()
 
 
 def parzen_log_likelihood(samples, test, sigma):
