@@ -29,7 +29,7 @@ from torch import nn
 import inference
 import ppl
 from models import experiment
-from models.latent.vae import check_images, mlp
+from models.latent.vae import bernoulli_images, image_net, mlp
 
 __all__ = ["build_gen", "build_q_net", "build_baseline", "new_templates", "reinforce_step",
            "vimco_step", "main"]
@@ -40,21 +40,16 @@ def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
     """p(z) p(x | z): binary z [n_particles, n, z_dim], x [n_particles, n, x_dim]."""
     bn = ppl.BayesianNet()
     z = bn.bernoulli("z", torch.zeros(n, z_dim), group_ndims=1, n_samples=n_particles)
-    h = ppl.module("decoder", lambda: mlp(z_dim, hidden))(z)
-    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
-    bn.output("x_mean", torch.sigmoid(x_logits))
-    bn.bernoulli("x", x_logits, group_ndims=1)
+    bernoulli_images(bn, ppl.module("decoder", lambda: mlp(z_dim, hidden))(z), x_dim)
     return bn
 
 
 @ppl.reuse_variables(scope="q_net")
 def build_q_net(x, z_dim, n_z_per_x, hidden=(500, 500)):
     """q(z | x): independent Bernoulli units, z [n_z_per_x, n, z_dim]."""
-    check_images(x)
+    h = image_net("encoder", x, hidden)
     bn = ppl.BayesianNet()
-    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden))
-    check_images(x, encoder[0].in_features)
-    z_logits = ppl.module("z_logits", lambda: nn.Linear(hidden[-1], z_dim))(encoder(x))
+    z_logits = ppl.module("z_logits", lambda: nn.Linear(hidden[-1], z_dim))(h)
     bn.bernoulli("z", z_logits, group_ndims=1, n_samples=n_z_per_x)
     return bn
 

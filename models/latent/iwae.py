@@ -25,7 +25,8 @@ from torch import nn
 import inference
 import ppl
 from models import experiment, zoo
-from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS, check_images, mlp
+from models.latent.vae import (DIGITS_DEFAULTS, MNIST_DEFAULTS, bernoulli_images, image_net,
+                               mlp, normal_node)
 from models.latent.vae import build_gen as vae_gen
 from models.latent.vae import build_q_net as vae_q_net
 
@@ -49,32 +50,20 @@ def build_gen2(x_dim, z_dims, n, n_particles=1, hidden=(100, 100)):
     bn = ppl.BayesianNet()
     z2 = bn.normal("z2", torch.zeros(n, z2_dim), std=1., group_ndims=1, n_samples=n_particles)
     h2 = ppl.module("h2", lambda: mlp(z2_dim, _halved(hidden), nn.Tanh))(z2)
-    z1_mean = ppl.module("z1_mean", lambda: nn.Linear(_halved(hidden)[-1], z1_dim))(h2)
-    z1_logstd = ppl.module("z1_logstd", lambda: nn.Linear(_halved(hidden)[-1], z1_dim))(h2)
-    z1 = bn.normal("z1", z1_mean, logstd=z1_logstd, group_ndims=1)
-    h1 = ppl.module("h1", lambda: mlp(z1_dim, hidden, nn.Tanh))(z1)
-    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h1)
-    bn.output("x_mean", torch.sigmoid(x_logits))
-    bn.bernoulli("x", x_logits, group_ndims=1)
+    z1 = normal_node(bn, "z1", h2, z1_dim)
+    bernoulli_images(bn, ppl.module("h1", lambda: mlp(z1_dim, hidden, nn.Tanh))(z1), x_dim)
     return bn
 
 
 @ppl.reuse_variables(scope="q_net")
 def build_q_net2(x, z_dims, n_z_per_x, hidden=(100, 100)):
     """q(z1 | x) q(z2 | z1): z1 [n_z_per_x, n, z_dims[0]], z2 [n_z_per_x, n, z_dims[1]]."""
-    check_images(x)
+    h1 = image_net("encoder", x, hidden, nn.Tanh)
     z1_dim, z2_dim = z_dims
     bn = ppl.BayesianNet()
-    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden, nn.Tanh))
-    check_images(x, encoder[0].in_features)
-    h1 = encoder(x)
-    z1_mean = ppl.module("z1_mean", lambda: nn.Linear(hidden[-1], z1_dim))(h1)
-    z1_logstd = ppl.module("z1_logstd", lambda: nn.Linear(hidden[-1], z1_dim))(h1)
-    z1 = bn.normal("z1", z1_mean, logstd=z1_logstd, group_ndims=1, n_samples=n_z_per_x)
+    z1 = normal_node(bn, "z1", h1, z1_dim, n_z_per_x)
     h2 = ppl.module("h2", lambda: mlp(z1_dim, _halved(hidden), nn.Tanh))(z1)
-    z2_mean = ppl.module("z2_mean", lambda: nn.Linear(_halved(hidden)[-1], z2_dim))(h2)
-    z2_logstd = ppl.module("z2_logstd", lambda: nn.Linear(_halved(hidden)[-1], z2_dim))(h2)
-    bn.normal("z2", z2_mean, logstd=z2_logstd, group_ndims=1)
+    normal_node(bn, "z2", h2, z2_dim)
     return bn
 
 

@@ -31,7 +31,7 @@ from torch import nn
 import inference
 import ppl
 from models import experiment, zoo
-from models.latent.vae import check_images
+from models.latent.vae import bernoulli_images, check_images
 
 __all__ = ["ESTIMATORS", "build_sbn", "build_q_net", "new_templates", "iw_bound", "sbn_step",
            "main"]
@@ -53,9 +53,7 @@ def build_sbn(x_dim, h_dim, n, n_particles=1):
                       group_ndims=1, dtype=torch.float32)
     h1 = bn.bernoulli("h1", ppl.module("h1_logits", lambda: nn.Linear(h_dim, h_dim))(h2),
                       group_ndims=1, dtype=torch.float32)
-    x_logits = ppl.module("x_logits", lambda: nn.Linear(h_dim, x_dim))(h1)
-    bn.output("x_mean", torch.sigmoid(x_logits))
-    bn.bernoulli("x", x_logits, group_ndims=1)
+    bernoulli_images(bn, h1, x_dim)
     return bn
 
 

@@ -22,8 +22,8 @@ import inference
 import ppl
 from models import experiment
 
-__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "check_images", "elbo_step",
-           "main"]
+__all__ = ["build_gen", "build_q_net", "new_templates", "mlp", "check_images", "image_net",
+           "normal_node", "bernoulli_images", "elbo_step", "main"]
 
 
 def mlp(in_dim, hidden, activation=nn.ReLU):
@@ -46,29 +46,53 @@ def check_images(x, x_dim=None):
                          f"0/1 pixels, got a {got}")
 
 
+def image_net(name, x, hidden, activation=nn.ReLU, condition=None):
+    """The template's MLP `name` (`mlp`) applied to images x [n, x_dim]: [n, hidden[-1]].
+
+    `condition` [n, c] (e.g. one-hot labels) is appended to each image. A
+    ValueError names node 'x' unless x is a float tensor [n, x_dim] as wide as
+    the images the net was made for.
+    """
+    check_images(x)
+    extra = 0 if condition is None else condition.shape[-1]
+    net = ppl.module(name, lambda: mlp(x.shape[1] + extra, hidden, activation))
+    check_images(x, net[0].in_features - extra)
+    return net(x if condition is None else torch.cat([x, condition], -1))
+
+
+def normal_node(bn, name, h, z_dim, n_samples=None):
+    """Add the node `name` ~ N(mean, exp(logstd)^2) [..., z_dim] (group_ndims=1) to `bn`,
+    mean and logstd linear maps of the features h [..., width] (modules `name`_mean,
+    `name`_logstd); returns the node."""
+    mean = ppl.module(f"{name}_mean", lambda: nn.Linear(h.shape[-1], z_dim))(h)
+    logstd = ppl.module(f"{name}_logstd", lambda: nn.Linear(h.shape[-1], z_dim))(h)
+    return bn.normal(name, mean, logstd=logstd, group_ndims=1, n_samples=n_samples)
+
+
+def bernoulli_images(bn, h, x_dim):
+    """Add the node "x" ~ Bernoulli(logits) [..., x_dim] (group_ndims=1) to `bn`, the logits
+    a linear map of the features h [..., width] (module "x_logits"), and the pixel
+    probabilities as the output "x_mean"."""
+    x_logits = ppl.module("x_logits", lambda: nn.Linear(h.shape[-1], x_dim))(h)
+    bn.output("x_mean", torch.sigmoid(x_logits))
+    bn.bernoulli("x", x_logits, group_ndims=1)
+
+
 @ppl.meta_bayesian_net(scope="gen", reuse_variables=True)
 def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
     """p(z) p(x | z): z [n_particles, n, z_dim], x [n_particles, n, x_dim] (Bernoulli)."""
     bn = ppl.BayesianNet()
     z = bn.normal("z", torch.zeros(n, z_dim), std=1., group_ndims=1, n_samples=n_particles)
-    h = ppl.module("decoder", lambda: mlp(z_dim, hidden))(z)
-    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
-    bn.output("x_mean", torch.sigmoid(x_logits))
-    bn.bernoulli("x", x_logits, group_ndims=1)
+    bernoulli_images(bn, ppl.module("decoder", lambda: mlp(z_dim, hidden))(z), x_dim)
     return bn
 
 
 @ppl.reuse_variables(scope="q_net")
 def build_q_net(x, z_dim, n_z_per_x, hidden=(500, 500)):
     """q(z | x): a diagonal Normal, z [n_z_per_x, n, z_dim], for images x [n, x_dim]."""
-    check_images(x)
+    h = image_net("encoder", x, hidden)
     bn = ppl.BayesianNet()
-    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden))
-    check_images(x, encoder[0].in_features)
-    h = encoder(x)
-    z_mean = ppl.module("z_mean", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    z_logstd = ppl.module("z_logstd", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    bn.normal("z", z_mean, logstd=z_logstd, group_ndims=1, n_samples=n_z_per_x)
+    normal_node(bn, "z", h, z_dim, n_z_per_x)
     return bn
 
 

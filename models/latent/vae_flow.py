@@ -17,12 +17,11 @@ ELBO and the test log-likelihood by importance sampling with the flow guide.
     python -m models.latent.vae_flow --data binarized_mnist --flow iaf --flow-length 4
 """
 import torch
-from torch import nn
 
 import inference
 import ppl
 from models import experiment, zoo
-from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS, check_images, mlp
+from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS, image_net, normal_node
 from models.latent.vae import build_gen as vae_gen
 
 __all__ = ["FLOWS", "build_gen", "build_q_net", "new_templates", "elbo_step", "main"]
@@ -63,14 +62,9 @@ def build_q_net(x, z_dim, n_z_per_x, hidden=(500, 500), flow="planar", flow_leng
     """
     if flow not in FLOWS:
         raise ValueError(f"build_q_net: unknown flow {flow!r}; expected one of {FLOWS}")
-    check_images(x)
+    h = image_net("encoder", x, hidden)
     bn = ppl.BayesianNet()
-    encoder = ppl.module("encoder", lambda: mlp(x.shape[1], hidden))
-    check_images(x, encoder[0].in_features)
-    h = encoder(x)
-    z_mean = ppl.module("z_mean", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    z_logstd = ppl.module("z_logstd", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    bn.normal("z", z_mean, logstd=z_logstd, group_ndims=1, n_samples=n_z_per_x)
+    normal_node(bn, "z", h, z_dim, n_z_per_x)
     z0, log_q0 = bn.query("z", outputs=True, local_log_prob=True)
     if flow == "planar":
         return ppl.planar_normalizing_flow(z0, log_q0, n_iters=flow_length)
