@@ -33,7 +33,7 @@ import inference
 import ppl
 from models import zoo
 from models.data import binarize, iterate_batches, load_mnist
-from models.latent.vae import check_images, mlp
+from models.latent.vae import bernoulli_images, check_images, image_net, mlp, normal_node
 
 __all__ = ["N_CLASSES", "build_gen", "build_q_z", "build_classifier", "new_templates",
            "labeled_bound", "unlabeled_bound", "ssl_step", "split_labels", "LabeledBatches",
@@ -49,33 +49,24 @@ def build_gen(x_dim, z_dim, n, n_particles=1, hidden=(500, 500)):
     z = bn.normal("z", torch.zeros(n, z_dim), std=1., group_ndims=1, n_samples=n_particles)
     y = bn.onehot_categorical("y", torch.zeros(n, N_CLASSES), n_samples=n_particles)
     h = ppl.module("decoder", lambda: mlp(z_dim + N_CLASSES, hidden))(torch.cat([z, y], -1))
-    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
-    bn.output("x_mean", torch.sigmoid(x_logits))
-    bn.bernoulli("x", x_logits, group_ndims=1)
+    bernoulli_images(bn, h, x_dim)
     return bn
 
 
 @ppl.reuse_variables(scope="q_z")
 def build_q_z(x, y, z_dim, n_particles, hidden=(500, 500)):
     """q(z | x, y): a diagonal Normal, z [k, n, z_dim], for images x [n, x_dim], y [n, 10]."""
-    check_images(x)
+    h = image_net("encoder", x, hidden, condition=y)
     bn = ppl.BayesianNet()
-    encoder = ppl.module("encoder", lambda: mlp(x.shape[1] + N_CLASSES, hidden))
-    check_images(x, encoder[0].in_features - N_CLASSES)
-    h = encoder(torch.cat([x, y], -1))
-    z_mean = ppl.module("z_mean", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    z_logstd = ppl.module("z_logstd", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    bn.normal("z", z_mean, logstd=z_logstd, group_ndims=1, n_samples=n_particles)
+    normal_node(bn, "z", h, z_dim, n_particles)
     return bn
 
 
 @ppl.reuse_variables(scope="classifier")
 def build_classifier(x, hidden=(500, 500)):
     """q(y | x): the classifier's logits [n, 10] for images x [n, x_dim]."""
-    check_images(x)
-    net = ppl.module("hidden", lambda: mlp(x.shape[1], hidden))
-    check_images(x, net[0].in_features)
-    return ppl.module("y_logits", lambda: nn.Linear(hidden[-1], N_CLASSES))(net(x))
+    h = image_net("hidden", x, hidden)
+    return ppl.module("y_logits", lambda: nn.Linear(hidden[-1], N_CLASSES))(h)
 
 
 def new_templates():
