@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 import inference
 import ppl
-from models import zoo
+from models import experiment, zoo
 from models.data import binarize, iterate_batches, load_mnist
 from models.latent.vae import bernoulli_images, check_images, image_net, mlp, normal_node
 
@@ -76,27 +76,14 @@ def new_templates():
             ppl.reuse_variables(scope="classifier")(build_classifier.fn))
 
 
-def check_labels(y, n):
-    """Raise a ValueError naming node 'y' unless `y` is n class indices in [0, 10)."""
-    if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.uint8) \
-            or y.shape != (n,):
-        got = (f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor)
-               else type(y).__name__)
-        raise ValueError(f"node 'y': expected an integer tensor of shape [{n}] (one class "
-                         f"index per image), got a {got}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= N_CLASSES):
-        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        raise ValueError(f"node 'y': labels must lie in [0, {N_CLASSES}), got {bad}")
-
-
 def labeled_bound(gen, q_z, x, y, z_dim, n_particles=1, hidden=(500, 500), analytic_kl=False):
     """L(x, y), the ELBO of images `x` [n, x_dim] with labels `y` [n] (ints): [n].
 
     `analytic_kl`: log p(z) - log q(z|x,y) replaced by -KL(q(z|x,y) || p(z)).
     """
     check_images(x)
-    check_labels(y, len(x))
-    y_onehot = F.one_hot(y.long(), N_CLASSES).to(x.dtype)
+    experiment.check_labels(y, N_CLASSES, len(x))
+    y_onehot = F.one_hot(torch.as_tensor(y).long(), N_CLASSES).to(x.dtype)
     model = gen(x.shape[1], z_dim, len(x), n_particles, hidden=hidden)
     variational = q_z(x, y_onehot, z_dim, n_particles, hidden=hidden)
     observed = {"x": x, "y": y_onehot.expand(n_particles, *y_onehot.shape)}

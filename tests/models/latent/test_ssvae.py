@@ -64,10 +64,10 @@ def test_labeled_bound_by_hand():
 
 
 @pytest.mark.parametrize("labels, message", [
-    (torch.tensor([0, 10]), r"node 'y': labels must lie in \[0, 10\), got 10"),
-    (torch.tensor([-1, 2]), r"node 'y': labels must lie in \[0, 10\), got -1"),
-    (torch.tensor([0., 1.]), r"node 'y': expected an integer tensor of shape \[2\]"),
-    (torch.tensor([0, 1, 2]), r"node 'y': expected an integer tensor of shape \[2\]"),
+    (torch.tensor([0, 10]), r"node 'y': labels must lie in \[0, 10\), found 10"),
+    (torch.tensor([-1, 2]), r"node 'y': labels must lie in \[0, 10\), found -1"),
+    (torch.tensor([0., 1.]), r"node 'y': expected integer class labels of shape \[2\]"),
+    (torch.tensor([0, 1, 2]), r"node 'y': expected integer class labels of shape \[2\]"),
 ])
 def test_bad_labels_are_refused_naming_y(labels, message):
     gen, q_z, _ = ssvae.new_templates()
