@@ -57,7 +57,8 @@ def main(argv=None):
     parser.add_argument("--hidden", type=zoo.positive_int, default=50)
     parser.add_argument("--components", type=zoo.positive_int, default=10)
     parser.add_argument("--split", type=int, default=0, help="UCI split (default 0)")
-    args = common.add_training_args(parser, lr=3e-3, batch_size=100).parse_args(argv)
+    args = common.add_training_args(parser, lr=3e-3, batch_size=100,
+                                    validation=False).parse_args(argv)
     zoo.start(args)
     budget = zoo.Budget()
     data = load_uci(args.data, split=args.split)

@@ -62,3 +62,35 @@ def test_a_finished_checkpoint_resumes_without_training_or_warnings(tmp_path):
         warnings.simplefilter("error")
         second = fvsbn.main(argv + ["--out", str(tmp_path / "b")])
     assert second["test_loglik_nats"] == pytest.approx(first["test_loglik_nats"], abs=1e-4)
+
+
+def test_best_weights_keep_the_best_epochs_state():
+    import torch
+
+    from models.autoregressive.common import BestWeights
+    net = torch.nn.Linear(2, 1)
+    best = BestWeights(net)
+    first = {k: v.clone() for k, v in net.state_dict().items()}
+    best.update(net, 1, -5.)
+    with torch.no_grad():
+        net.weight.add_(1.)
+    best.update(net, 2, -6.)  # worse: the state of epoch 1 stays
+    assert int(best.validated) == 2 and int(best.epoch) == 1 and float(best.score) == -5.
+    best.restore(net)
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, first[name])
+
+
+@needs_bmnist
+def test_validation_picks_the_best_epoch_and_resumes_exactly(tmp_path):
+    """--valid-size scores every epoch; the test uses the best epoch's weights, which the
+    checkpoint carries: a rerun on the finished checkpoint gives the same numbers."""
+    from models.autoregressive import made
+    argv = SMALL[2:] + ["--epochs", "2", "--hidden", "16", "--valid-size", "30",
+                        "--checkpoint", str(tmp_path / "c.pt")]
+    first = made.main(argv + ["--out", str(tmp_path / "a")])
+    assert first["best_epoch"] in (1, 2) and first["valid_loglik_nats_best"] < 0
+    second = made.main(argv + ["--out", str(tmp_path / "b")])
+    assert second == {**first, "budget": second["budget"]}
+    with pytest.raises(ValueError, match="--valid-size"):
+        made.main(SMALL + ["--valid-size", "20000", "--out", str(tmp_path / "c")])
