@@ -1,4 +1,5 @@
-"""What the energy models share: the RBM net, the data, training, AIS, Gibbs samples."""
+"""What the energy models share: the RBM net, the command line, the data, training, AIS,
+Gibbs samples, the outputs."""
 import torch
 from tqdm.auto import tqdm
 
@@ -8,8 +9,8 @@ from inference import energy
 from models import zoo
 from models.data import load_binarized_mnist
 
-__all__ = ["rbm_template", "rbm_model", "load_data", "add_options", "train", "estimate_log_z",
-           "gibbs_chains", "gibbs_samples", "batches"]
+__all__ = ["rbm_template", "rbm_model", "fit_rbm", "ais_parser", "load_data", "add_options",
+           "train", "estimate_log_z", "gibbs_chains", "gibbs_samples", "batches", "write_outputs"]
 
 
 def rbm_template(scope, n_visible, n_hidden, visible="v", hidden="h", visible_logits=None):
@@ -53,6 +54,32 @@ def rbm_model(template, visible="v", hidden="h"):
                                         hidden: params["W"].shape[1]},
                            conditionals={visible: visible_given_hidden,
                                          hidden: hidden_given_visible})
+
+
+def fit_rbm(scope, data, n_hidden, args, visible="v", hidden="h", persistent=False,
+            checkpoint=None):
+    """An RBM over the columns of `data` (visible biases at the data's base rates), learnt by
+    CD-`--cd-k` from the data or, `persistent`, from persistent chains (one per batch row):
+    (template, model)."""
+    template = rbm_template(scope, data.shape[1], n_hidden, visible=visible, hidden=hidden,
+                            visible_logits=energy.base_rate_logits(data))
+    model = rbm_model(template, visible, hidden)
+    learner = energy.ContrastiveDivergence(model, visible=visible, k=args.cd_k,
+                                           persistent=persistent,
+                                           n_chains=args.batch_size if persistent else None)
+    train({scope: template, "cd": learner}, learner.step, data, args, checkpoint=checkpoint)
+    return template, model
+
+
+def ais_parser(name, doc, *, lr):
+    """The command line of `python -m models.energy.<name>`, a model scored by AIS: the zoo's
+    (binarized MNIST, 10 epochs; described by `doc`'s first line) with `add_options` (SGD at
+    `lr`, batches of 100, 10,000 AIS temperatures, 100 runs) and --n-hidden (500)."""
+    parser = zoo.parser(f"energy.{name}", doc.splitlines()[0], data="binarized_mnist",
+                        epochs=10, quick_epochs=1)
+    add_options(parser, lr=lr, batch_size=100, n_temperatures=10000, ais_runs=100)
+    parser.add_argument("--n-hidden", type=zoo.positive_int, default=500)
+    return parser
 
 
 def add_options(parser, *, lr, batch_size, n_temperatures=None, ais_runs=None,
@@ -119,3 +146,15 @@ def gibbs_samples(model, start, n_steps, progress=True, show="v"):
                          inference.Gibbs(conditionals=model.conditionals()))
     with torch.no_grad():
         return state, torch.sigmoid(model.logits(show, state))
+
+
+def write_outputs(args, budget, samples, test_loglik, log_z, train_cpu, **settings):
+    """Save `samples` (samples.npy/png) and metrics.json: the test log-likelihood `test_loglik`,
+    log Z and its standard error (`log_z`, a PartitionEstimate), and in the budget --n-hidden,
+    `settings`, the SGD and AIS options and the training CPU seconds; returns the metrics."""
+    zoo.save_samples(args.out, samples)
+    metrics = {"test_loglik_nats": test_loglik, "log_z": log_z.log_z, "log_z_se": log_z.log_z_se}
+    return zoo.write_metrics(args.out, metrics, budget.as_dict(
+        args.epochs, n_hidden=args.n_hidden, **settings, lr=args.lr, batch_size=args.batch_size,
+        ais_temperatures=args.n_temperatures, ais_runs=args.ais_runs,
+        train_cpu_seconds=round(train_cpu, 2)))

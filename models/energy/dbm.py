@@ -63,10 +63,7 @@ def dbm_model(n_visible, n_hidden, n_hidden2, visible_logits=None):
 
 def main(argv=None):
     """`python -m models.energy.dbm ARGV`; returns the metrics written to DIR/metrics.json."""
-    parser = zoo.parser("energy.dbm", __doc__.splitlines()[0], data="binarized_mnist",
-                        epochs=10, quick_epochs=1)
-    common.add_options(parser, lr=0.005, batch_size=100, n_temperatures=10000, ais_runs=100)
-    parser.add_argument("--n-hidden", type=zoo.positive_int, default=500)
+    parser = common.ais_parser("dbm", __doc__, lr=0.005)
     parser.add_argument("--n-hidden2", type=zoo.positive_int, default=1000)
     parser.add_argument("--n-chains", type=zoo.positive_int, default=100,
                         help="persistent chains of the model term (100)")
@@ -92,14 +89,9 @@ def main(argv=None):
                  "h1": torch.zeros(args.n_samples, args.n_hidden),
                  "h2": torch.zeros(args.n_samples, args.n_hidden2)}
         _, samples = common.gibbs_samples(model, start, args.gibbs_steps, not args.no_progress)
-    zoo.save_samples(args.out, samples)
-    metrics = {"test_loglik_nats": torch.cat(bounds).mean(), "log_z": log_z.log_z,
-               "log_z_se": log_z.log_z_se}
-    return zoo.write_metrics(args.out, metrics, budget.as_dict(
-        args.epochs, n_hidden=args.n_hidden, n_hidden2=args.n_hidden2, lr=args.lr,
-        batch_size=args.batch_size, n_chains=args.n_chains, mean_field=args.mean_field,
-        ais_temperatures=args.n_temperatures, ais_runs=args.ais_runs,
-        train_cpu_seconds=round(train_cpu, 2), loglik="variational lower bound"))
+    return common.write_outputs(args, budget, samples, torch.cat(bounds).mean(), log_z,
+                                train_cpu, n_hidden2=args.n_hidden2, n_chains=args.n_chains,
+                                mean_field=args.mean_field, loglik="variational lower bound")
 
 
 if __name__ == "__main__":

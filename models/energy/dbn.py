@@ -46,21 +46,14 @@ def dbn_model(bottom, top):
 
 
 def _fit_rbm(scope, data, n_hidden, args, visible, hidden):
-    template = common.rbm_template(scope, data.shape[1], n_hidden, visible=visible,
-                                   hidden=hidden, visible_logits=energy.base_rate_logits(data))
-    model = common.rbm_model(template, visible, hidden)
-    learner = energy.ContrastiveDivergence(model, visible=visible, k=args.cd_k)
-    common.train({scope: template, "cd": learner}, learner.step, data, args,
-                 checkpoint=None if args.checkpoint is None else f"{args.checkpoint}.{scope}")
-    return template, model
+    """`common.fit_rbm` by CD-k; with --checkpoint, checkpointed at CHECKPOINT.<scope>."""
+    return common.fit_rbm(scope, data, n_hidden, args, visible, hidden, checkpoint=(
+        None if args.checkpoint is None else f"{args.checkpoint}.{scope}"))
 
 
 def main(argv=None):
     """`python -m models.energy.dbn ARGV`; returns the metrics written to DIR/metrics.json."""
-    parser = zoo.parser("energy.dbn", __doc__.splitlines()[0], data="binarized_mnist",
-                        epochs=10, quick_epochs=1)
-    common.add_options(parser, lr=0.05, batch_size=100, n_temperatures=10000, ais_runs=100)
-    parser.add_argument("--n-hidden", type=zoo.positive_int, default=500)
+    parser = common.ais_parser("dbn", __doc__, lr=0.05)
     parser.add_argument("--n-hidden2", type=zoo.positive_int, default=2000)
     parser.add_argument("--cd-k", type=zoo.positive_int, default=1)
     parser.add_argument("--is-samples", type=zoo.positive_int, default=10,
@@ -86,14 +79,9 @@ def main(argv=None):
         state, _ = common.gibbs_samples(second, start, args.gibbs_steps, not args.no_progress,
                                         show="h1")
         samples = torch.sigmoid(model.logits("v", state))
-    zoo.save_samples(args.out, samples)
-    metrics = {"test_loglik_nats": torch.cat(logliks).mean(), "log_z": log_z.log_z,
-               "log_z_se": log_z.log_z_se}
-    return zoo.write_metrics(args.out, metrics, budget.as_dict(
-        args.epochs, n_hidden=args.n_hidden, n_hidden2=args.n_hidden2, cd_k=args.cd_k,
-        lr=args.lr, batch_size=args.batch_size, ais_temperatures=args.n_temperatures,
-        ais_runs=args.ais_runs, is_samples=args.is_samples,
-        train_cpu_seconds=round(train_cpu, 2)))
+    return common.write_outputs(args, budget, samples, torch.cat(logliks).mean(), log_z,
+                                train_cpu, n_hidden2=args.n_hidden2, cd_k=args.cd_k,
+                                is_samples=args.is_samples)
 
 
 if __name__ == "__main__":

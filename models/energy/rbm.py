@@ -23,28 +23,12 @@ from inference import energy
 from models import zoo
 from models.energy import common
 
-__all__ = ["main", "fit"]
-
-
-def fit(train, args, n_hidden, scope="rbm"):
-    """Build an RBM over the columns of `train` and learn it (CD-k or PCD): (template, model)."""
-    base = energy.base_rate_logits(train)
-    template = common.rbm_template(scope, train.shape[1], n_hidden, visible_logits=base)
-    model = common.rbm_model(template)
-    learner = energy.ContrastiveDivergence(
-        model, k=args.cd_k, persistent=args.persistent,
-        n_chains=args.batch_size if args.persistent else None)
-    common.train({"rbm": template, "cd": learner}, learner.step, train, args,
-                 checkpoint=args.checkpoint)
-    return template, model
+__all__ = ["main"]
 
 
 def main(argv=None):
     """`python -m models.energy.rbm ARGV`; returns the metrics written to DIR/metrics.json."""
-    parser = zoo.parser("energy.rbm", __doc__.splitlines()[0], data="binarized_mnist",
-                        epochs=10, quick_epochs=1)
-    common.add_options(parser, lr=0.05, batch_size=100, n_temperatures=10000, ais_runs=100)
-    parser.add_argument("--n-hidden", type=zoo.positive_int, default=500)
+    parser = common.ais_parser("rbm", __doc__, lr=0.05)
     parser.add_argument("--cd-k", type=zoo.positive_int, default=1,
                         help="Gibbs sweeps per step (1; Salakhutdinov & Murray's best: 25)")
     parser.add_argument("--persistent", action="store_true",
@@ -54,7 +38,8 @@ def main(argv=None):
     budget = zoo.Budget()
     train, test = common.load_data(args)
     started = time.process_time()
-    template, model = fit(train, args, args.n_hidden)
+    _, model = common.fit_rbm("rbm", train, args.n_hidden, args, persistent=args.persistent,
+                              checkpoint=args.checkpoint)
     train_cpu = time.process_time() - started
     with torch.no_grad():
         log_z = common.estimate_log_z(model, {"v": energy.base_rate_logits(train)}, args)
@@ -62,12 +47,8 @@ def main(argv=None):
         start = {"v": torch.bernoulli(torch.full((args.n_samples, train.shape[1]), 0.5)),
                  "h": torch.zeros(args.n_samples, args.n_hidden)}
         _, samples = common.gibbs_samples(model, start, args.gibbs_steps, not args.no_progress)
-    zoo.save_samples(args.out, samples)
-    metrics = {"test_loglik_nats": loglik, "log_z": log_z.log_z, "log_z_se": log_z.log_z_se}
-    return zoo.write_metrics(args.out, metrics, budget.as_dict(
-        args.epochs, n_hidden=args.n_hidden, cd_k=args.cd_k, persistent=args.persistent,
-        lr=args.lr, batch_size=args.batch_size, ais_temperatures=args.n_temperatures,
-        ais_runs=args.ais_runs, train_cpu_seconds=round(train_cpu, 2)))
+    return common.write_outputs(args, budget, samples, loglik, log_z, train_cpu,
+                                cd_k=args.cd_k, persistent=args.persistent)
 
 
 if __name__ == "__main__":
