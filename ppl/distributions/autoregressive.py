@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 
-from ppl.distributions.base import Distribution
+from ppl.distributions.base import StandaloneDistribution
 
 __all__ = ["Autoregressive", "BernoulliFamily", "CategoricalFamily", "GaussianMixtureFamily"]
 
@@ -107,7 +107,7 @@ _FAMILIES = {"bernoulli": BernoulliFamily, "categorical": CategoricalFamily,
 _FAMILY_TYPES = tuple(_FAMILIES.values())
 
 
-class Autoregressive(Distribution):
+class Autoregressive(StandaloneDistribution):
     """p(x) = prod_i p(x_i | x_<i) over a vector or an image (see the module docstring).
 
     net: an `nn.Module` (or callable) mapping `[B] + value_shape` to
@@ -186,15 +186,6 @@ class Autoregressive(Distribution):
             raise ValueError(f"Autoregressive: `order` {_brief(order)} differs from the "
                              f"network's own order {_brief(list(net_order))}")
         return order
-
-    # -- shapes ----------------------------------------------------------
-    @property
-    def batch_shape(self):
-        return self._batch_shape
-
-    @property
-    def value_shape(self):
-        return self._value_shape
 
     @property
     def support(self):

@@ -341,6 +341,21 @@ class Distribution:
                 f"value_shape={tuple(self.value_shape)}, group_ndims={self.group_ndims})")
 
 
+class StandaloneDistribution(Distribution):
+    """Base of the distributions with no torch distribution behind them (a flow, an
+    autoregressive network, the nodes without a density): their `__init__` sets
+    `_batch_shape` and `_value_shape` itself, without `Distribution.__init__`.
+    Their support is the real line unless a subclass says otherwise."""
+
+    @property
+    def value_shape(self):
+        return self._value_shape
+
+    @property
+    def support(self):
+        return constraints.real
+
+
 def broadcastable(shape, target):
     """Whether `shape` broadcasts against `target` (cheap: no tensor is made)."""
     for a, b in zip(reversed(shape), reversed(target)):

@@ -34,9 +34,8 @@ al. 2017); that requires inverses.
 """
 import torch
 from torch import nn
-from torch.distributions import constraints
 
-from ppl.distributions.base import Distribution
+from ppl.distributions.base import Distribution, StandaloneDistribution
 from ppl.flows.transform import Transform
 
 __all__ = ["FlowDistribution", "Flow"]
@@ -54,7 +53,7 @@ class _Method(nn.Module):
         return getattr(self.transform, self.method)(x)
 
 
-class FlowDistribution(Distribution):
+class FlowDistribution(StandaloneDistribution):
     """`base` pushed through `transforms` (applied in order), a normalizing flow.
 
     `base`: a continuous ppl distribution giving the flow's event (see the
@@ -156,19 +155,6 @@ class FlowDistribution(Distribution):
                                   f"inverse, which is needed to {purpose}; only the tensor "
                                   f"returned by sample() can be scored (its log-density is "
                                   f"cached when drawn)")
-
-    # -- shapes ----------------------------------------------------------
-    @property
-    def batch_shape(self):
-        return self._batch_shape
-
-    @property
-    def value_shape(self):
-        return self._value_shape
-
-    @property
-    def support(self):
-        return constraints.real
 
     # -- sampling --------------------------------------------------------
     def _base_log_prob(self, x):

@@ -13,13 +13,13 @@ constraint from the node's `support`; any proper prior on it can be added as a
 import torch
 from torch.distributions import biject_to, constraints
 
-from ppl.distributions.base import Distribution
+from ppl.distributions.base import StandaloneDistribution
 from ppl.stochastic_tensor import unwrap
 
 __all__ = ["Empirical", "Implicit", "ImproperUniform"]
 
 
-class _NoDensity(Distribution):
+class _NoDensity(StandaloneDistribution):
     has_density = False
 
     def __init__(self, batch_shape, value_shape, dtype, group_ndims, is_continuous):
@@ -32,18 +32,6 @@ class _NoDensity(Distribution):
         self.use_path_derivative = False
         self.check_numerics = False
         self.group_ndims = self._check_group_ndims(group_ndims)
-
-    @property
-    def batch_shape(self):
-        return self._batch_shape
-
-    @property
-    def value_shape(self):
-        return self._value_shape
-
-    @property
-    def support(self):
-        return constraints.real
 
     def log_prob(self, given):
         raise self._error("has no density: log_prob is undefined (an Empirical or Implicit "
@@ -104,7 +92,7 @@ class Implicit(_NoDensity):
         return self.samples
 
 
-class ImproperUniform(Distribution):
+class ImproperUniform(StandaloneDistribution):
     """The flat improper density on `support`: `log_prob` is 0 for every value in it.
 
     `support` is a univariate torch constraint (e.g. `constraints.positive`,
@@ -125,19 +113,12 @@ class ImproperUniform(Distribution):
         self.params = {}
         self._support = support
         self._batch_shape = torch.Size(_shape(batch_shape))
+        self._value_shape = torch.Size()
         self.dtype = dtype or torch.get_default_dtype()
         self.is_reparameterized = False
         self.use_path_derivative = False
         self.check_numerics = False
         self.group_ndims = self._check_group_ndims(group_ndims)
-
-    @property
-    def batch_shape(self):
-        return self._batch_shape
-
-    @property
-    def value_shape(self):
-        return torch.Size()
 
     @property
     def support(self):
