@@ -9,7 +9,11 @@ __all__ = ["AffineCoupling", "coupling_mask", "mlp"]
 
 def coupling_mask(owner, dim, parity, mask):
     """The 0/1 float mask of a vector coupling layer: `mask` as given (shape [dim],
-    both values present) or, when None, the coordinates whose index has parity `parity`."""
+    both values present) or, when None, the coordinates whose index has parity `parity`.
+    A ValueError names `owner` (the layer) unless dim >= 2."""
+    if dim < 2:
+        raise ValueError(f"{owner}: `dim` must be at least 2 (one part conditions the other), "
+                         f"got {dim}")
     if mask is None:
         if parity not in (0, 1):
             raise ValueError(f"{owner}: `parity` must be 0 or 1, got {parity!r}")
@@ -53,9 +57,6 @@ class AffineCoupling(Transform):
 
     def __init__(self, dim, hidden, parity=0, mask=None):
         super().__init__(dim)
-        if dim < 2:
-            raise ValueError(f"AffineCoupling: `dim` must be at least 2 (one part conditions "
-                             f"the other), got {dim}")
         self.register_buffer("mask", coupling_mask("AffineCoupling", dim, parity, mask))
         self.net = mlp("AffineCoupling", dim, hidden, 2 * dim)
         self.scale = nn.Parameter(torch.ones(dim))

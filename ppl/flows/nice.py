@@ -19,9 +19,6 @@ class AdditiveCoupling(Transform):
 
     def __init__(self, dim, hidden, parity=0, mask=None):
         super().__init__(dim)
-        if dim < 2:
-            raise ValueError(f"AdditiveCoupling: `dim` must be at least 2 (one part conditions "
-                             f"the other), got {dim}")
         self.register_buffer("mask", coupling_mask("AdditiveCoupling", dim, parity, mask))
         self.net = mlp("AdditiveCoupling", dim, hidden, dim)
 
