@@ -148,12 +148,18 @@ def test_nan_guard_names_the_node_and_applies_no_update():
     assert torch.equal(trainer.optimizer.state_dict()["state"][0]["step"], optimizer_before)
 
 
-def test_nonfinite_gradient_is_caught_before_the_update():
-    weight = nn.Parameter(torch.zeros(()))
+def _one_weight(value, lr, **trainer_options):
+    """A scalar parameter `weight` (float32, starting at `value`) held by module 'm', and a
+    Trainer updating it by SGD at `lr`, without a progress bar: (weight, trainer)."""
+    weight = nn.Parameter(torch.tensor(float(value)))
     module = nn.Module()
     module.weight = weight
-    trainer = inference.Trainer({"m": module}, torch.optim.SGD([weight], lr=0.1),
-                                progress=False)
+    return weight, inference.Trainer({"m": module}, torch.optim.SGD([weight], lr=lr),
+                                     progress=False, **trainer_options)
+
+
+def test_nonfinite_gradient_is_caught_before_the_update():
+    weight, trainer = _one_weight(0., lr=0.1)
     with pytest.raises(FloatingPointError, match="gradient of parameter 'm.weight'"):
         trainer.step(lambda batch: (torch.sqrt(weight * 0.), None), None)
     assert weight.grad is None and float(weight.detach()) == 0.
@@ -317,11 +323,7 @@ def test_resume_with_the_same_settings_does_not_warn(tmp_path):
 
 def test_an_update_that_overflows_is_never_checkpointed(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    weight = nn.Parameter(torch.ones(()))
-    module = nn.Module()
-    module.weight = weight
-    trainer = inference.Trainer({"m": module}, torch.optim.SGD([weight], lr=10.),
-                                checkpoint_path=path, checkpoint_every=1, progress=False)
+    weight, trainer = _one_weight(1., lr=10., checkpoint_path=path, checkpoint_every=1)
     # the second step's gradient, 3e38, times lr 10 overflows float32: weight -> -inf
     with pytest.raises(FloatingPointError, match=r"parameter 'm\.weight' holds NaN/inf after "
                                                  r"step 2.*was not written"):
@@ -341,11 +343,7 @@ def test_epochs_without_batches_are_an_error():
 
 
 def test_a_nan_objective_with_a_finite_cost_stops_before_the_update():
-    weight = nn.Parameter(torch.ones(()))
-    module = nn.Module()
-    module.weight = weight
-    trainer = inference.Trainer({"m": module}, torch.optim.SGD([weight], lr=0.1),
-                                progress=False)
+    weight, trainer = _one_weight(1., lr=0.1)
     with pytest.raises(FloatingPointError, match=r"non-finite objective \(nan\) at epoch 1, "
                                                  r"step 1.*no update was applied"):
         trainer.fit(lambda batch: (weight ** 2, torch.full((3,), math.nan)), [None], 1)
