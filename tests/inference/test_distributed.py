@@ -301,27 +301,30 @@ def fresh_session(monkeypatch):
     return monkeypatch
 
 
+def _set_launch_variables(env, rank, world_size, master=True):
+    """Set RANK and WORLD_SIZE and, when `master`, MASTER_ADDR (this machine) and a free
+    MASTER_PORT, through `env` (the `fresh_session` monkeypatch)."""
+    if master:
+        env.setenv("MASTER_ADDR", "127.0.0.1")
+        env.setenv("MASTER_PORT", str(_free_port()))
+    env.setenv("RANK", str(rank))
+    env.setenv("WORLD_SIZE", str(world_size))
+
+
 def test_missing_launch_variables_are_named(fresh_session):
-    fresh_session.setenv("RANK", "0")
-    fresh_session.setenv("WORLD_SIZE", "2")
+    _set_launch_variables(fresh_session, rank=0, world_size=2, master=False)
     with pytest.raises(distributed.LaunchError, match="MASTER_ADDR, MASTER_PORT are not set"):
         distributed.init()
 
 
 def test_a_rank_outside_the_world_size_is_a_launch_error(fresh_session):
-    fresh_session.setenv("MASTER_ADDR", "127.0.0.1")
-    fresh_session.setenv("MASTER_PORT", str(_free_port()))
-    fresh_session.setenv("RANK", "2")
-    fresh_session.setenv("WORLD_SIZE", "2")
+    _set_launch_variables(fresh_session, rank=2, world_size=2)
     with pytest.raises(distributed.LaunchError, match="RANK=2 with WORLD_SIZE=2"):
         distributed.init()
 
 
 def test_ranks_that_never_start_make_the_launch_fail_in_time(fresh_session):
-    fresh_session.setenv("MASTER_ADDR", "127.0.0.1")
-    fresh_session.setenv("MASTER_PORT", str(_free_port()))
-    fresh_session.setenv("RANK", "0")
-    fresh_session.setenv("WORLD_SIZE", "2")
+    _set_launch_variables(fresh_session, rank=0, world_size=2)
     start = time.monotonic()
     with pytest.raises(distributed.LaunchError, match="could not join the 2 processes"):
         distributed.init(timeout=2)
