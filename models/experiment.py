@@ -51,7 +51,7 @@ RUNNABLE = {
     "models.latent.vae_flow": "a VAE whose guide is a normalizing flow (planar or IAF)",
     "models.latent.ssvae": "the semi-supervised VAE M2 on MNIST with 100 labels",
     "models.latent.sbn": "a sigmoid belief net (200-200-200) by VIMCO or reweighted wake-sleep",
-    "models.bnn_uci": "a Bayesian neural net on the UCI regression sets, SGHMC within Gibbs",
+    "models.bayesian.bnn": "ZhuSuan's Bayesian neural net on the UCI sets, by VI or SG-MCMC",
     "models.demo": "the eight-schools model: prior draws, log_joint, log p(y), its graph",
 }
 

@@ -32,7 +32,7 @@ def test_help_lists_the_runnable_models():
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         for module in ("models.latent.vae", "models.latent.iwae", "models.latent.bernoulli_vae",
-                       "models.bnn_uci"):
+                       "models.bayesian.bnn"):
             assert f"python -m {module}" in done.stdout
 
 
