@@ -1,23 +1,37 @@
 """Triple-GAN (Li et al. 2017): semi-supervised classification by a three-player game.
 
     generator       z ~ N(0, I), x = G(z, y)  for y ~ uniform      (the CGAN's BayesianNet)
-    classifier      p_c(y | x): 784-500-500-10, ReLU, Gaussian input noise (std 0.3)
-    discriminator   D(x, y) = sigmoid(f(x, y)): is (x, y) a real labelled pair?
+    classifier      p_c(y | x): a small CNN, 32c5-pool-64c3-pool-128-10, dropout 0.5; in
+                    training each image first moves by a random affine map (`random_affine`)
+    discriminator   D(x, y) = sigmoid(f(x, y)): is (x, y) a real labelled pair?  (the CGAN's)
 
-With logits s = f(x, y) and alpha = 0.5, per batch of unlabelled images x_u,
-labelled pairs (x_l, y_l) and generated pairs (x_g, y_g):
-- D minimizes  softplus(-s(x_l, y_l)) + alpha E_{p_c(y|x_u)} softplus(s(x_u, y))
+With logits s = f(x, y), alpha = 0.5, per batch of unlabelled images x_u, labelled pairs
+(x_l, y_l) and generated pairs (x_g, y_g), and y_u = argmax p_c(y | x_u) with its
+probability p_u (the "argmax" objective of the authors' MNIST code):
+- D minimizes  softplus(-s(x_l, y_l)) + alpha softplus(s(x_u, y_u))
                + (1 - alpha) softplus(s(x_g, y_g));
-- C minimizes  alpha E_{p_c(y|x_u)} -softplus(s(x_u, y)) (the expectation over y exactly,
-               no REINFORCE) + cross-entropy on (x_l, y_l) + alpha_p cross-entropy on (x_g, y_g);
+- C minimizes  alpha p_u softplus(-s(x_u, y_u)) + cross-entropy on (x_l, y_l)
+               + 0.3 H(p_c(y | x_u)) + beta CE(uniform, mean_u p_c(y | x_u))
+               + alpha_p cross-entropy on (x_g, y_g)  (from round `--pseudo-from` on);
 - G minimizes  (1 - alpha) softplus(-s(x_g, y_g)) (the non-saturating form).
-The three take turns through `inference.Trainer` (`inference.adversarial.PlayerOptimizers`:
-progress, exact checkpoint/resume of all three, the NaN guard), Adam (lr 3e-4, betas 0.5,
-0.999). `--labels` labelled images (default 100, 10 per class, drawn with the seed from the
-first 50,000 training images); the metric is the classifier's `test_error`.
+The entropy and class-balance terms are the authors' regularizers of C (their
+`categorical_crossentropy_ssl_separated`): beta = 0.3 while C is pretrained alone for
+`--pretrain` rounds (D and G wait), 1e-3 in the game. The test error is that of an
+exponential moving average of C's weights (rate 0.01), as the authors evaluate.
 
-    python -m models.gan.triple_gan --epochs 100
+The players take turns through `inference.Trainer` (`inference.adversarial.PlayerOptimizers`:
+progress, exact checkpoint/resume of all three and the average, the NaN guard), Adam (betas
+0.5, 0.999; lr `--lr` 3e-4 for D and G, `--classifier-lr` 1e-3 for C). A round (the
+Trainer's epoch) is `--round` batches of `--batch-size` unlabelled images drawn from the
+first 50,000 training images; the test error after each round is written with its CPU
+seconds (`test_error_curve`, `cpu_seconds_curve`). `--labels` labelled images (default 100,
+10 per class, drawn with the seed).
+
+    python -m models.gan.triple_gan --epochs 40
 """
+import copy
+import time
+
 import numpy as np
 import torch
 from torch import nn
@@ -29,23 +43,38 @@ from models import zoo
 from models.gan import cgan, common
 from models.latent.cvae import N_CLASSES
 
-__all__ = ["Classifier", "labelled_subset", "losses", "main"]
+__all__ = ["Classifier", "random_affine", "labelled_subset", "losses", "test_error", "main"]
 
 PLAYERS = ("discriminator", "classifier", "generator")
 
 
-class Classifier(nn.Module):
-    """p_c(y | x): images [n, 784] -> logits [n, 10]; Gaussian input noise when training."""
+def random_affine(x, shift=2., rotate=0.2, scale=0.1):
+    """Images [n, 784] each moved by up to `shift` pixels in x and y, turned by up to `rotate`
+    radians and scaled by up to 1 +- `scale` (uniformly; bilinear, zeros outside)."""
+    n = len(x)
+    angle, size = (torch.rand(n) * 2 - 1) * rotate, 1 + (torch.rand(n) * 2 - 1) * scale
+    move = (torch.rand(n, 2) * 2 - 1) * shift / 14.  # affine_grid's units: half the image
+    cos, sin = size * torch.cos(angle), size * torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, move[:, 0]], 1),
+                         torch.stack([sin, cos, move[:, 1]], 1)], 1)      # [n, 2, 3]
+    grid = F.affine_grid(theta, (n, 1, 28, 28), align_corners=False)
+    return F.grid_sample(x.reshape(n, 1, 28, 28), grid, align_corners=False).reshape(n, -1)
 
-    def __init__(self, x_dim=784, noise=0.3):
+
+class Classifier(nn.Module):
+    """p_c(y | x): images [n, 784] -> logits [n, 10]; `random_affine` inputs when training."""
+
+    def __init__(self, augment=True):
         super().__init__()
-        self.noise = noise
-        self.net = nn.Sequential(nn.Linear(x_dim, 500), nn.ReLU(), nn.Linear(500, 500),
-                                 nn.ReLU(), nn.Linear(500, N_CLASSES))
+        self.augment = augment
+        self.net = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5),
+            nn.Linear(64 * 5 * 5, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, N_CLASSES))
 
     def forward(self, x):
-        if self.training and self.noise:
-            x = x + self.noise * torch.randn_like(x)
+        if self.training and self.augment:
+            x = random_affine(x)
         return self.net(x)
 
 
@@ -59,103 +88,143 @@ def labelled_subset(labels, n_labels, seed):
                                       replace=False) for c in range(N_CLASSES)])
 
 
-def losses(player, gen, disc, clf, batch, z_dim, alpha=0.5, alpha_p=0.1):
-    """The cost of `player` for batch (x_u, x_l, y_l), and the classifier's labelled
-    cross-entropy (reported)."""
+def _regularizers(p_u):
+    """The entropy of p_c(y | x_u) [n, 10] and the cross-entropy of its batch mean against
+    the uniform distribution (the authors' class-balance term)."""
+    entropy = -(p_u * torch.log(p_u + 1e-8)).sum(-1).mean()
+    return entropy, -torch.log(p_u.mean(0) + 1e-8).mean()
+
+
+def losses(player, gen, disc, clf, batch, z_dim, alpha=0.5, alpha_p=0.):
+    """The cost of `player` for batch (x_u, x_l, y_l): "discriminator", "generator",
+    "classifier", or "pretrain" (C alone: labelled cross-entropy and the regularizers)."""
     x_u, x_l, y_l = batch
+    if player == "pretrain":
+        entropy, balance = _regularizers(torch.softmax(clf(x_u), -1))
+        return F.cross_entropy(clf(x_l), y_l) + 0.3 * entropy + 0.3 * balance
     y_g = torch.randint(N_CLASSES, (len(x_u),))
     with torch.set_grad_enabled(player == "generator" and torch.is_grad_enabled()):
         x_g = gen(y_g, z_dim).observe().outputs("x")
-    logits_l = clf(x_l)
-    labelled_ce = F.cross_entropy(logits_l, y_l)
     if player == "generator":
-        return (1 - alpha) * F.softplus(-disc(x_g, y_g)).mean(), labelled_ce.detach()
-    p_c = torch.softmax(clf(x_u), -1)                                     # [n, 10]
-    every_y = torch.arange(N_CLASSES).repeat_interleave(len(x_u))
-    s_u = disc(x_u.repeat(N_CLASSES, 1), every_y).reshape(N_CLASSES, len(x_u)).T  # [n, 10]
+        return (1 - alpha) * F.softplus(-disc(x_g, y_g)).mean()
     if player == "discriminator":
-        fake_u = (p_c.detach() * F.softplus(s_u)).sum(-1).mean()
-        cost = (F.softplus(-disc(x_l, y_l)).mean() + alpha * fake_u
-                + (1 - alpha) * F.softplus(disc(x_g.detach(), y_g)).mean())
-        return cost, labelled_ce.detach()
-    adversarial = -(p_c * F.softplus(s_u.detach())).sum(-1).mean()
-    pseudo = F.cross_entropy(clf(x_g.detach()), y_g)
-    return alpha * adversarial + labelled_ce + alpha_p * pseudo, labelled_ce.detach()
+        with torch.no_grad():
+            y_u = clf(x_u).argmax(-1)
+        return (F.softplus(-disc(x_l, y_l)).mean() + alpha * F.softplus(disc(x_u, y_u)).mean()
+                + (1 - alpha) * F.softplus(disc(x_g, y_g)).mean())
+    p_u = torch.softmax(clf(x_u), -1)
+    confidence, y_u = p_u.max(-1)
+    adversarial = (confidence * F.softplus(-disc(x_u, y_u)).detach()).mean()
+    entropy, balance = _regularizers(p_u)
+    cost = (alpha * adversarial + F.cross_entropy(clf(x_l), y_l) + 0.3 * entropy
+            + 1e-3 * balance)
+    if alpha_p:
+        cost = cost + alpha_p * F.cross_entropy(clf(x_g.detach()), y_g)
+    return cost
 
 
 class _Turns:
-    """epoch -> (player, (x_u, x_l, y_l)) for each unlabelled batch and each player in turn;
-    labelled batches drawn from the labelled set with the global RNG (a resume replays it).
-    The last partial batch is dropped (as `common.Batches`)."""
+    """round -> (player, (x_u, x_l, y_l)) for `n_batches` unlabelled batches drawn from
+    `unlabelled` and each player in turn (only "pretrain" in the first `pretrain` rounds);
+    the labelled batch is the whole labelled set (at most `labelled_batch` of it), all
+    drawn with the global RNG (a resume replays them)."""
 
-    def __init__(self, unlabelled, x_l, y_l, batch_size, labelled_batch):
+    def __init__(self, unlabelled, x_l, y_l, batch_size, labelled_batch, n_batches, pretrain):
         self.unlabelled, self.x_l, self.y_l = unlabelled, x_l, y_l
         self.batch_size, self.labelled_batch = batch_size, labelled_batch
-
-    def __len__(self):
-        return len(PLAYERS) * self._n_batches()
-
-    def _n_batches(self):
-        return max(1, len(self.unlabelled) // self.batch_size)
+        self.n_batches, self.pretrain = n_batches, pretrain
 
     def __call__(self, epoch):
-        for idx in torch.randperm(len(self.unlabelled)).split(self.batch_size)[:self._n_batches()]:
-            pick = torch.randint(len(self.x_l), (self.labelled_batch,))
-            batch = (self.unlabelled[idx], self.x_l[pick], self.y_l[pick])
-            for player in PLAYERS:
-                yield player, batch
+        players = ("pretrain",) if epoch < self.pretrain else PLAYERS
+        for _ in range(self.n_batches):
+            x_u = self.unlabelled[torch.randint(len(self.unlabelled), (self.batch_size,))]
+            pick = torch.randperm(len(self.x_l))[:self.labelled_batch]
+            for player in players:
+                yield player, (x_u, self.x_l[pick], self.y_l[pick])
 
 
 @torch.no_grad()
 def test_error(clf, images, labels):
+    """The fraction of `images` [n, 784] that `clf` (in eval mode) puts in another class."""
+    was_training = clf.training
     clf.eval()
     wrong = sum(int((clf(x).argmax(-1) != y).sum()) for x, y in zip(images.split(1000),
                                                                       labels.split(1000)))
-    clf.train()
+    clf.train(was_training)
     return wrong / len(images)
 
 
 def main(argv=None):
     """`python -m models.gan.triple_gan ARGV`; returns the metrics written to DIR/metrics.json."""
     p = common.parser("gan.triple_gan", "Train Triple-GAN (Li et al. 2017) for semi-supervised "
-                                        "MNIST classification.", epochs=100, batch_size=100,
+                                        "MNIST classification.", epochs=40, batch_size=100,
                       lr=3e-4)
     p.add_argument("--labels", type=zoo.positive_int, default=100)
+    p.add_argument("--classifier-lr", type=float, default=1e-3)
+    p.add_argument("--round", type=zoo.positive_int, default=100,
+                   help="unlabelled batches per round (the test error is taken after each)")
+    p.add_argument("--pretrain", type=int, default=5,
+                   help="rounds of training C alone first (default 5)")
+    p.add_argument("--pseudo-from", type=int, default=None,
+                   help="the round from which C also learns from G's pairs (alpha_p = 0.1; "
+                        "default: half of --epochs)")
     args = p.parse_args(argv)
     zoo.start(args)
     budget = zoo.Budget()
+    pseudo_from = args.epochs // 2 if args.pseudo_from is None else args.pseudo_from
     train, labels, _, test, test_labels = common.load(args)
     chosen = torch.from_numpy(labelled_subset(labels.numpy(), args.labels, args.seed))
     gen, disc, clf = cgan.new_generator(), cgan.Discriminator(), Classifier()
-    state = {"turn": PLAYERS[0]}
+    average = copy.deepcopy(clf)
+    with torch.no_grad():  # G's layers exist before the first turn (C's pretraining)
+        gen.eval()
+        gen(torch.arange(2), args.z_dim).observe()
+        gen.train()
+    state = {"turn": PLAYERS[0], "round": 0}
 
     def step(turn_batch):
         state["turn"], batch = turn_batch
-        return losses(state["turn"], gen, disc, clf, batch, args.z_dim)
+        alpha_p = 0.1 if state["round"] >= pseudo_from else 0.
+        return losses(state["turn"], gen, disc, clf, batch, args.z_dim, alpha_p=alpha_p), None
 
-    def adam(params):
-        return torch.optim.Adam(params, args.lr, betas=(0.5, 0.999))
-    modules = {"generator": gen, "discriminator": disc, "classifier": clf}
+    @torch.no_grad()
+    def after_step(player):
+        if player in ("classifier", "pretrain"):
+            for mean, param in zip(average.parameters(), clf.parameters()):
+                mean.lerp_(param, 0.01)
+
+    def adam(lr):
+        return lambda params: torch.optim.Adam(params, lr, betas=(0.5, 0.999))
+    optimizers = {"generator": (gen, adam(args.lr)), "discriminator": (disc, adam(args.lr)),
+                  "classifier": (clf, adam(args.classifier_lr))}
     trainer = inference.Trainer(
-        modules, lambda _: PlayerOptimizers(
-            {name: make_optimizer(adam, module.parameters(), name)
-             for name, module in modules.items()}, lambda: state["turn"]),
+        {"generator": gen, "discriminator": disc, "classifier": clf, "average": average},
+        lambda _: PlayerOptimizers(
+            {name: make_optimizer(opt, module.parameters(), name)
+             for name, (module, opt) in optimizers.items()},
+            lambda: "classifier" if state["turn"] == "pretrain" else state["turn"],
+            after_step),
         checkpoint_path=args.checkpoint, progress=not args.no_progress,
-        fingerprint={"train": train, "labelled": chosen, "z_dim": args.z_dim})
+        fingerprint={"train": train, "labelled": chosen, "z_dim": args.z_dim,
+                     "round": args.round, "pretrain": args.pretrain})
     turns = _Turns(train, train[chosen], labels[chosen], args.batch_size,
-                   min(args.batch_size, len(chosen)))
-    curve = []
+                   min(args.batch_size, len(chosen)), args.round, args.pretrain)
+    curve, cpu_curve = [], []
     for epoch in range(args.epochs):
+        state["round"] = epoch
         trainer.fit(step, turns, n_epochs=epoch + 1)
-        curve.append(test_error(clf, test, test_labels))
-        print(f"epoch {epoch + 1}: test error {curve[-1]:.4f}", flush=True)
+        curve.append(test_error(average, test, test_labels))
+        cpu_curve.append(round(time.process_time() - budget.cpu_started, 1))
+        print(f"round {epoch + 1}: test error {curve[-1]:.4f} at {cpu_curve[-1]} CPU s",
+              flush=True)
     y = torch.arange(args.n_samples) % N_CLASSES
     with torch.random.fork_rng():
         samples = common.generated(gen, lambda batch: gen(batch[1], args.z_dim), (None, y))
     zoo.save_samples(args.out, samples, title="Triple-GAN samples: column c is class c")
     return zoo.write_metrics(args.out, {"test_error": curve[-1]},
                              budget.as_dict(args.epochs, labels=args.labels,
-                                            test_error_curve=curve))
+                                            test_error_curve=curve,
+                                            cpu_seconds_curve=cpu_curve))
 
 
 if __name__ == "__main__":
