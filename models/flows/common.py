@@ -26,7 +26,7 @@ from ppl.flows import BatchNorm, Logit, bits_per_dim, dequantize
 
 __all__ = ["IMAGE_SHAPE", "FlowModel", "add_flow_args", "load_images", "epoch_batches",
            "train", "image_metrics", "run_images", "mean_over", "flow_step",
-           "calibrate_batch_norm"]
+           "calibrate_batch_norm", "fit_vectors"]
 
 IMAGE_SHAPE = (1, 28, 28)
 MAF_PAPER_ALPHA = 1e-6
@@ -168,6 +168,22 @@ def calibrate_batch_norm(flow, data, n=2000):
         flow.log_prob(data[:n])
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
+
+
+def fit_vectors(args, flow, train_x, test_x, settings):
+    """Train `flow` by maximum likelihood on rows `train_x` [n, D], calibrate its batch
+    norms, and score `test_x`: (metrics, epochs, steps), metrics holding
+    `test_loglik_nats` (mean per row) and `train_loglik_nats_last_epoch`."""
+    def step(x):
+        log_p = flow.log_prob(x)
+        return -log_p.mean(), log_p
+    history, epochs, steps = train(args, {"flow": flow}, step, train_x, settings)
+    calibrate_batch_norm(flow, train_x)
+    flow.eval()
+    metrics = mean_over(lambda x: {"test_loglik_nats": flow.log_prob(x)}, test_x,
+                        progress=not args.no_progress)
+    metrics["train_loglik_nats_last_epoch"] = history[-1]
+    return metrics, epochs, steps
 
 
 def run_images(args, flow, settings):

@@ -16,24 +16,32 @@ samples.npy then holds [N, D] standardized rows.
     python -m models.flows.maf --epochs 10 --out runs/flows/maf
     python -m models.flows.maf --data power-plant --hidden 100 100 --out runs/flows/maf_power
 """
+import math
+
 import numpy as np
 import torch
 
 from models import zoo
-from models.flows.common import (IMAGE_SHAPE, FlowModel, add_flow_args, calibrate_batch_norm,
-                                 mean_over, run_images, train)
+from models.flows.common import IMAGE_SHAPE, FlowModel, add_flow_args, fit_vectors, run_images
 from ppl.flows import Inverse, Logit, Reshape, maf
 
 __all__ = ["maf_transforms", "load_table", "run_table", "main"]
 
+MAX_LOG_SCALE = -math.log(1e-3)   # zuko's bound: each layer scales by at most 1000
 TABLES = ("power-plant", "wine-quality-red", "bostonHousing", "concrete", "energy", "kin8nm",
           "naval-propulsion-plant", "protein-tertiary-structure", "yacht")
 
 
 def maf_transforms(dim, n_layers=5, hidden=(512,), batch_norm=True, image_shape=None,
-                   alpha=1e-6):
-    """MAF's layers base -> value; with `image_shape`, ending in images through the sigmoid."""
-    layers = list(maf(dim, n_layers, list(hidden), batch_norm=batch_norm))
+                   alpha=1e-6, max_log_scale=MAX_LOG_SCALE):
+    """MAF's layers base -> value; with `image_shape`, ending in images through the sigmoid.
+
+    `max_log_scale` soft-bounds each layer's log-scales (`ppl.flows.MaskedAutoregressive`):
+    sampling runs the MADEs on their own outputs, off the data they were fit to, where an
+    unbounded log-scale can reach exp(a) = inf (MNIST after 120 CPU s of training did).
+    """
+    layers = list(maf(dim, n_layers, list(hidden), batch_norm=batch_norm,
+                      max_log_scale=max_log_scale))
     if image_shape is not None:
         layers += [Reshape(dim, image_shape), Inverse(Logit(image_shape, alpha))]
     return layers
@@ -62,17 +70,8 @@ def run_table(args, settings):
     flow = FlowModel(maf_transforms(dim, args.layers, args.hidden, not args.no_batch_norm))
     settings = {**settings, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "data": args.data, "dim": dim}
-
-    def step(x):
-        log_p = flow.log_prob(x)
-        return -log_p.mean(), log_p
-    history, epochs, steps = train(args, {"flow": flow}, step, train_x, settings)
-    calibrate_batch_norm(flow, train_x)
-    flow.eval()
-    metrics = mean_over(lambda x: {"test_loglik_nats": flow.log_prob(x)}, test_x,
-                        progress=not args.no_progress)
+    metrics, epochs, steps = fit_vectors(args, flow, train_x, test_x, settings)
     metrics["test_loglik_nats_raw_units"] = metrics["test_loglik_nats"] - log_std
-    metrics["train_loglik_nats_last_epoch"] = history[-1]
     with torch.no_grad():
         samples = flow.sample(args.n_samples)
     np.save(f"{args.out}/samples.npy", samples.numpy().astype(np.float32))
@@ -89,7 +88,8 @@ def main(argv=None):
                         help="hidden units per MADE layer (512 on images, 100 100 on tables)")
     parser.add_argument("--no-batch-norm", action="store_true")
     args = parser.parse_args(argv)
-    settings = {"model": "maf", "layers": args.layers, "batch_norm": not args.no_batch_norm}
+    settings = {"model": "maf", "layers": args.layers, "batch_norm": not args.no_batch_norm,
+                "max_log_scale": MAX_LOG_SCALE}
     if args.data in TABLES:
         args.hidden = args.hidden or [100, 100]
         return run_table(args, {**settings, "hidden": args.hidden})

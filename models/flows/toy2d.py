@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from models import zoo
-from models.flows.common import FlowModel, add_flow_args, calibrate_batch_norm, mean_over, train
+from models.flows.common import FlowModel, add_flow_args, fit_vectors
 from ppl.flows import ActNorm, AdditiveCoupling, AffineCoupling, Scaling, maf
 
 __all__ = ["TOY_DATA", "sample_toy", "toy_transforms", "density_grid", "plot", "main"]
@@ -109,16 +109,7 @@ def main(argv=None):
     settings = {"model": f"toy2d-{args.flow}", "data": args.data, "layers": args.layers,
                 "hidden": args.hidden, "batch_size": args.batch_size, "lr": args.lr,
                 "seed": args.seed}
-
-    def step(x):
-        log_p = flow.log_prob(x)
-        return -log_p.mean(), log_p
-    history, epochs, steps = train(args, {"flow": flow}, step, train_x, settings)
-    calibrate_batch_norm(flow, train_x)
-    flow.eval()
-    metrics = mean_over(lambda x: {"test_loglik_nats": flow.log_prob(x)}, test_x,
-                        progress=not args.no_progress)
-    metrics["train_loglik_nats_last_epoch"] = history[-1]
+    metrics, epochs, steps = fit_vectors(args, flow, train_x, test_x, settings)
     with torch.no_grad():
         samples = flow.sample(args.n_samples).numpy().astype(np.float32)
     np.save(f"{args.out}/samples.npy", samples)
