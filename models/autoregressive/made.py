@@ -4,14 +4,18 @@ An MLP made autoregressive by masking its weights (`ppl.flows.MADE`): with
 `--masks 1` one natural-order mask; with `--masks K` each training step draws
 one of K masks (a random input order and random hidden-unit degrees, as in
 the paper's connectivity-agnostic training), and the test log-likelihood is
-that of the ensemble, log (1/K) sum_k p_k(x).
+that of the ensemble, log (1/K) sum_k p_k(x). `--direct` adds masked direct
+connections from the inputs to the outputs (each output's logit gains a
+linear term in the inputs before it, FVSBN's), as the paper's own MNIST
+experiments do (`direct_input_connect=Output` in Germain's code).
 
-    python -m models.autoregressive.made --epochs 40 --checkpoint runs/made.pt
+    python -m models.autoregressive.made --epochs 40 --direct --checkpoint runs/made.pt
     python -m models.autoregressive.made --masks 32 --hidden 500 500
 """
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models import zoo
@@ -29,13 +33,18 @@ class MaskedMADE(nn.Module):
     above a layer's width unconnected when the layer is narrower than D - 1);
     masks 1.. have a random order and hidden degrees drawn uniformly from
     [min degree below, D - 1]. `use_mask(k)` switches the network (and its
-    `order`) to mask k.
+    `order`) to mask k. `direct`: add a linear map from the inputs to the
+    logits, masked to the inputs strictly before each output in the order.
     """
 
-    def __init__(self, dim=784, hidden=(500,), n_masks=1, seed=0):
+    def __init__(self, dim=784, hidden=(500,), n_masks=1, seed=0, direct=False):
         super().__init__()
         self.made = MADE(dim, list(hidden), n_params=1)
         self.layers = [m for m in self.made.net if isinstance(m, nn.Linear)]
+        self.direct = None
+        if direct:  # zero at the start: the network begins as the plain MADE
+            self.direct = nn.Parameter(torch.zeros(dim, dim))
+            self.register_buffer("direct_mask", torch.zeros(dim, dim))
         generator = torch.Generator().manual_seed(seed)
         orders, masks = [], []
         for k in range(n_masks):
@@ -43,6 +52,10 @@ class MaskedMADE(nn.Module):
             orders.append(order)
             masks.append(layer_masks)
         self.register_buffer("orders", torch.stack(orders))
+        if direct:  # output i sees input j when j comes before i in mask k's order
+            place = torch.argsort(self.orders, dim=1)  # [K, D]
+            self.register_buffer("direct_masks",
+                                 (place[:, :, None] > place[:, None, :]).float())
         for i in range(len(self.layers)):
             self.register_buffer(f"masks_{i}", torch.stack([m[i] for m in masks]))
         self.n_masks = n_masks
@@ -52,11 +65,16 @@ class MaskedMADE(nn.Module):
         """Mask the network with mask `k` (0 <= k < n_masks)."""
         for i, layer in enumerate(self.layers):
             layer.mask.copy_(getattr(self, f"masks_{i}")[k])
+        if self.direct is not None:
+            self.direct_mask.copy_(self.direct_masks[k])
         self.order = self.orders[k].tolist()
         self.mask_index = k
 
     def forward(self, x):
-        return self.made(x)
+        out = self.made(x)
+        if self.direct is not None:
+            out = out + F.linear(x, self.direct * self.direct_mask).unsqueeze(1)
+        return out
 
 
 def _masks(dim, hidden, generator=None):
@@ -95,9 +113,12 @@ def main(argv=None):
     parser.add_argument("--hidden", type=zoo.positive_int, nargs="+", default=[500])
     parser.add_argument("--masks", type=zoo.positive_int, default=1,
                         help="masks: 1 (natural order) or K for order-agnostic training")
+    parser.add_argument("--direct", action="store_true",
+                        help="masked direct connections from the inputs to the outputs")
     args = common.add_training_args(parser, lr=1e-3, batch_size=100).parse_args(argv)
-    net = MaskedMADE(784, args.hidden, args.masks, seed=args.seed)
-    settings = {"model": "made", "hidden": args.hidden, "masks": args.masks, "lr": args.lr}
+    net = MaskedMADE(784, args.hidden, args.masks, seed=args.seed, direct=args.direct)
+    settings = {"model": "made", "hidden": args.hidden, "masks": args.masks, "lr": args.lr,
+                **({"direct": True} if args.direct else {})}
     if args.masks == 1:
         return common.run_binarized_mnist(args, net, settings)
 

@@ -94,3 +94,46 @@ def test_validation_picks_the_best_epoch_and_resumes_exactly(tmp_path):
     assert second == {**first, "budget": second["budget"]}
     with pytest.raises(ValueError, match="--valid-size"):
         made.main(SMALL + ["--valid-size", "20000", "--out", str(tmp_path / "c")])
+
+
+def test_a_run_stopped_before_its_validation_scores_that_epoch_on_resume(tmp_path):
+    """Stopped between an epoch's checkpoint and its validation, the resumed run scores the
+    epoch with the same weights: the same validation scores and best state as a run
+    that never stopped."""
+    import argparse
+
+    import torch
+
+    from models.autoregressive import common
+    from models.autoregressive.made import MaskedMADE
+
+    data = torch.rand(40, 8, generator=torch.Generator().manual_seed(0)).round()
+
+    def run(path, stop_at=None):
+        torch.manual_seed(0)
+        net = MaskedMADE(8, [16])
+        args = argparse.Namespace(epochs=3, lr=1e-2, batch_size=10, seed=0, no_progress=True,
+                                  checkpoint=str(path))
+        scores = []
+
+        def log_lik(x):
+            return common.build_model(net, value_shape=(8,), observed={"x": x}).log_joint()
+
+        def validate():
+            if len(scores) + 1 == stop_at:
+                raise KeyboardInterrupt
+            scores.append(common.mean_over(log_lik, data, progress=False))
+            return scores[-1]
+        modules = {"net": net, "best": common.BestWeights(net)}
+        common.train(args, modules, common.log_lik_step(net, value_shape=(8,)), data,
+                     {"test": 1}, validate=validate)
+        return scores, net.state_dict(), modules["best"]
+
+    whole, state, best = run(tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.pt", stop_at=2)
+    resumed, resumed_state, resumed_best = run(tmp_path / "b.pt")
+    assert resumed == whole[1:] and int(resumed_best.epoch) == int(best.epoch)
+    assert float(resumed_best.score) == float(best.score) == max(whole)
+    for name, value in state.items():
+        torch.testing.assert_close(resumed_state[name], value, rtol=0, atol=0)

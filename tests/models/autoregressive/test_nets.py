@@ -47,9 +47,12 @@ def test_networks_are_exactly_autoregressive_in_natural_order(build, value_shape
     assert_autoregressive(dependence(net, x, value_shape), list(range(math.prod(value_shape))))
 
 
-def test_every_made_mask_is_autoregressive_in_its_own_order():
+@pytest.mark.parametrize("direct", [False, True])
+def test_every_made_mask_is_autoregressive_in_its_own_order(direct):
     torch.manual_seed(0)
-    net = MaskedMADE(10, [20, 20], n_masks=4, seed=3)
+    net = MaskedMADE(10, [20, 20], n_masks=4, seed=3, direct=direct)
+    if direct:  # non-zero direct weights, so that a wrong mask would show
+        torch.nn.init.normal_(net.direct)
     orders = set()
     for k in range(4):
         net.use_mask(k)
