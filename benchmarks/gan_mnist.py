@@ -152,7 +152,8 @@ def main(argv=None):
                         "test_error_curve"):
                 if key in budget:
                     row[key] = budget[key]
-            for key in ("critic_loss_fid_correlation", "conditional_error", "test_loglik_nats",
+            for key in ("critic_loss_fid_correlation", "critic_loss_fid_spearman",
+                        "conditional_error", "test_loglik_nats",
                         "test_error"):
                 if key in written:
                     row[key] = written[key]

@@ -12,14 +12,16 @@ Fashion-MNIST's: `--data fashion-mnist`), scaled to [0, 1], and writes to `--out
   metrics classifier is cached (`python -m models.gan.metrics`), the classifier
   FID, inception score, precision/recall and class fractions of the samples
   against `--test-size` test images, with the FID after each epoch and its
-  correlation with the critic's loss; always the Parzen-window log-likelihood
-  of the test images (bandwidth chosen on 1,000 validation images, train[50000:]);
-  the budget's `train_cpu_seconds` counts training alone (no evaluation).
+  correlation (Pearson's and Spearman's) with the critic's loss; always the
+  Parzen-window log-likelihood of the test images (bandwidth chosen on 1,000
+  validation images, train[50000:]); the budget's `train_cpu_seconds` counts
+  training alone (no evaluation).
 """
 import time
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 import inference
 from models import zoo
@@ -154,6 +156,7 @@ def run(args, name, gen, critic, model, *, optimizers, loss, n_critic=1, clip=No
         results["fid_after_first_epoch"] = fid_curve[0]
         if len(fid_curve) >= 3:
             results["critic_loss_fid_correlation"] = float(np.corrcoef(history, fid_curve)[0, 1])
+            results["critic_loss_fid_spearman"] = float(spearmanr(history, fid_curve)[0])
     if extra_metrics is not None:
         results.update(extra_metrics(gen, classifier, test, test_labels))
     return zoo.write_metrics(args.out, results, budget.as_dict(

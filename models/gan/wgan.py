@@ -10,8 +10,10 @@ after each critic update, RMSprop lr 5e-5, as the paper) or `--penalty gp`
 (10 E (|grad f(x_hat)| - 1)^2 at interpolates, no batch norm in the critic,
 Adam lr 1e-4, betas 0.5, 0.9); `--n-critic` 5 critic updates per generator
 update. The critic's loss is written per epoch (`critic_loss_curve`) beside the
-classifier FID (`fid_curve`) and their correlation: minus the critic loss estimates
-the Wasserstein distance, which should fall as the samples improve.
+classifier FID (`fid_curve`) and their correlation (Pearson's and Spearman's): minus
+the critic loss estimates the Wasserstein distance, which should fall as the samples
+improve, so a critic whose loss tracks sample quality gives a negative correlation (its
+loss rises towards 0 as the FID falls).
 
     python -m models.gan.wgan --penalty gp --epochs 5
 """

@@ -48,8 +48,10 @@ def test_cgan_with_a_cached_classifier_writes_the_classifier_metrics(tmp_path, e
     from models.gan import cgan
     written = cgan.main(SMALL + ["--epochs", "3", "--out", str(tmp_path)])
     assert {"classifier_fid", "inception_score", "precision", "recall", "max_class_fraction",
-            "conditional_error", "critic_loss_fid_correlation"} <= set(written)
+            "conditional_error", "critic_loss_fid_correlation",
+            "critic_loss_fid_spearman"} <= set(written)
     assert len(written["budget"]["fid_curve"]) == 3
+    assert 0 < written["budget"]["train_cpu_seconds"] <= written["budget"]["cpu_seconds"]
     assert np.load(tmp_path / "samples.npy").shape == (12, 784)
 
 
@@ -72,3 +74,38 @@ def test_triple_gan_runs_and_writes_its_test_error(tmp_path):
     assert np.bincount(np.arange(200)[chosen] % 10).tolist() == [2] * 10
     with pytest.raises(ValueError, match="multiple of 10"):
         triple_gan.labelled_subset(np.arange(200) % 10, 15, seed=0)
+
+
+def test_the_cgan_discriminator_projects_the_label():
+    """f(x, y) = w . h + embed(y) . h, h = phi([x, onehot(y)]): a wrong label moves the score
+    through the projection (the concatenated label alone was ignored in training)."""
+    from models.gan import cgan
+    disc = cgan.Discriminator().eval()
+    x, y = torch.rand(5, 784), torch.tensor([0, 3, 3, 7, 9])
+    h = disc.body(torch.cat([x, torch.nn.functional.one_hot(y, 10).float()], dim=-1))
+    by_hand = disc.out(h) + (disc.embed(y) * h).sum(-1, keepdim=True)
+    torch.testing.assert_close(disc(x, y), by_hand)
+
+
+def test_random_affine_moves_images_and_the_identity_leaves_them():
+    from models.gan import triple_gan
+    torch.manual_seed(0)
+    x = torch.zeros(2, 784)
+    x.view(2, 28, 28)[:, 10:18, 12:16] = 1.
+    torch.testing.assert_close(triple_gan.random_affine(x, shift=0., rotate=0., scale=0.), x)
+    moved = triple_gan.random_affine(x)
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+    assert moved.sum(1).sub(32.).abs().max() < 32 * 0.25  # the mass moves, scaled by <= 10%
+
+
+def test_triple_gan_pretraining_cost_by_hand():
+    """C alone: labelled cross-entropy + 0.3 entropy of p_c(y | x_u) + 0.3 cross-entropy of
+    the batch's mean prediction against the uniform distribution."""
+    from models.gan import triple_gan
+    clf = triple_gan.Classifier().eval()
+    x_u, x_l, y_l = torch.rand(6, 784), torch.rand(4, 784), torch.tensor([1, 2, 3, 1])
+    p = torch.softmax(clf(x_u), -1)
+    by_hand = (torch.nn.functional.cross_entropy(clf(x_l), y_l)
+               - 0.3 * (p * p.log()).sum(-1).mean() - 0.3 * p.mean(0).log().mean())
+    cost = triple_gan.losses("pretrain", None, None, clf, (x_u, x_l, y_l), z_dim=4)
+    torch.testing.assert_close(cost, by_hand, rtol=1e-5, atol=1e-6)
