@@ -8,9 +8,12 @@ know nothing of compiling; this module wraps them:
 - `nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation)`: NUTS's
   `LeafStep` with its model-independent part, `nuts.leaf_end_begin`, compiled once per
   machine for every model, chain count, dimension and tree depth
-  (`shared_compile.SharedCompiledStep`). Named tuples go in and out as flat lists of
-  tensors (`flatten`); which axes are the chains, the dimension and the tree depth is
-  read off an example state built at the canonical sizes.
+  (`shared_compile.SharedCompiledStep`). The tree state and the leaf's statistics go in
+  and out packed (`Packing`: one stacked tensor per dtype and shape, a handful in all
+  where the named tuples hold about sixty tensors), and the tree stays packed between
+  steps (`PackedTree`), so that a step pays no per-tensor cost for them. Which axes are
+  the chains, the dimension and the tree depth is read off an example state built at
+  the canonical sizes.
 """
 import functools
 import sys
@@ -22,7 +25,8 @@ from inference.mcmc import (adaptation, integrators, metric, nuts, proposals, st
 from inference.mcmc.compile import CompiledStep, shifted
 from inference.mcmc.shared_compile import CANONICAL, SharedCompiledStep
 
-__all__ = ["flatten", "unflatten", "compiled_function", "nuts_leaf_step"]
+__all__ = ["flatten", "unflatten", "Packing", "PackedTree", "compiled_function",
+           "nuts_leaf_step"]
 
 
 def flatten(tree):
@@ -54,19 +58,98 @@ def compiled_function(traceable, fn, name):
     return CompiledStep(traceable, fn, shifted(0), name=name)
 
 
-def _end_begin_flat(metric_type, update, spec, out_spec, *leaves):
-    """`nuts.leaf_end_begin` on flat tensors: the adaptation's settings are the last one."""
-    *args, settings = unflatten(spec, leaves)
-    out = nuts.leaf_end_begin(metric_type, update, *args, tuple(settings.unbind()))
-    flat, out_spec[0] = flatten(out)
-    return tuple(flat)
+class Packing:
+    """Where the tensors of a (named) tuple lie when packed: stacked, one tensor per dtype and
+    shape (e.g. every float [n, D] tensor of a NUTS tree state in one [k, n, D]), so that a
+    compiled step takes and returns a handful of tensors instead of dozens (each costs a
+    compiled call some microseconds).
+
+    example: a (named) tuple of tensors; roles: for each of its tensors (in `flatten`
+    order), the role of each axis (a key of `CANONICAL`, or None for a fixed size).
+    `layout`: the roles of each packed tensor's axes (its first, the stacking axis, fixed).
+    """
+
+    def __init__(self, example, roles):
+        leaves, self.spec = flatten(example)
+        rows = {}  # (dtype, shape) of each packed tensor -> its rows so far
+        self.place = []  # (which packed tensor, which row) of each leaf
+        for leaf, role in zip(leaves, roles):
+            key = (leaf.dtype, tuple(r or size for r, size in zip(role, leaf.shape)))
+            rows.setdefault(key, 0)
+            self.place.append((list(rows).index(key), rows[key]))
+            rows[key] += 1
+        keys = list(rows)
+        self.layout = tuple((None,) + tuple(r if isinstance(r, str) else None for r in shape)
+                            for _, shape in keys)
+        self.members = [[i for i, (w, _) in enumerate(self.place) if w == k]
+                        for k in range(len(keys))]
+        self.fields = {}  # a named tuple's field -> (its spec, where its tensors lie)
+        if hasattr(self.spec[0], "_fields"):
+            first = 0
+            for name, spec in zip(self.spec[0]._fields, self.spec[1]):
+                count = _count(spec)
+                self.fields[name] = (spec, self.place[first:first + count])
+                first += count
+
+    def pack(self, tree):
+        """The packed tensors of `tree` (of the example's structure, dtypes and roles)."""
+        leaves, _ = flatten(tree)
+        return tuple(torch.stack([leaves[i] for i in members]) for members in self.members)
+
+    def unpack(self, packed):
+        """The (named) tuple of views into `packed`."""
+        rows = [p.unbind(0) for p in packed]
+        return unflatten(self.spec, [rows[w][r] for w, r in self.place])
+
+    def field(self, packed, name):
+        """One field of the named tuple, unpacked from `packed`."""
+        spec, places = self.fields[name]
+        return unflatten(spec, [packed[w][r] for w, r in places])
 
 
-def _canonical_layout(metric_type, adaptation_kind, dtype):
-    """The arguments of `_end_begin_flat` at the canonical sizes (`CANONICAL`), and for
-    each tensor which of its axes are the chains (n), the dimension (D), the tree depth
-    (T) and the leaf table's rows (L): the layout `SharedCompiledStep` traces with."""
+def _count(spec):
+    """The number of tensors a `flatten` spec holds."""
+    return 1 if spec is None else sum(_count(s) for s in spec[1])
+
+
+class PackedTree:
+    """A tree state kept packed between compiled leaf steps: a field is unpacked when read
+    (a driver reads a few, e.g. `iteration` and `position`, at every step)."""
+
+    __slots__ = ("packed", "packing")
+
+    def __init__(self, packed, packing):
+        self.packed, self.packing = packed, packing
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.packing.field(self.packed, name)
+
+
+def _end_begin_packed(metric_type, update, tree_packing, stats_packing, *args):
+    """`nuts.leaf_end_begin` on packed tensors: (tree's packed tensors, position, momentum,
+    log_prob, grad, inverse_mass, momentum_factor, uniform, next_noise, next_uniform, table,
+    target, adapting, max_energy_error, settings) -> (tree's packed tensors, position,
+    momentum, the leaf stats' packed tensors)."""
+    k = len(tree_packing.members)
+    tree = tree_packing.unpack(args[:k])
+    *rest, settings = args[k:]
+    tree, position, momentum, stats = nuts.leaf_end_begin(metric_type, update, tree, *rest,
+                                                          tuple(settings.unbind()))
+    return (*tree_packing.pack(tree), position, momentum, *stats_packing.pack(stats))
+
+
+def _canonical(metric_type, adaptation_kind, dtype):
+    """`_end_begin_packed`'s arguments (the tree packed) at the canonical sizes
+    (`CANONICAL`), the tree's and the leaf stats' `Packing`, and for each argument which of
+    its axes are the chains (n), the dimension (D), the tree depth (T) and the leaf table's
+    rows (L): the layout `SharedCompiledStep` traces with."""
     n, dim, depth, rows = (CANONICAL[k] for k in ("n", "D", "T", "L"))
+    names = {size: name for name, size in CANONICAL.items()}
+
+    def roles(tensors):
+        return [tuple(names.get(size) for size in t.shape) for t in flatten(tensors)[0]]
     position = torch.zeros(n, dim, dtype=dtype)
     point = state.HMCState(position, torch.zeros(n, dtype=dtype), position)
     step_size = torch.ones(n, dtype=dtype)
@@ -74,13 +157,16 @@ def _canonical_layout(metric_type, adaptation_kind, dtype):
     inverse_mass = metric.identity_metric(n, dim, dense=metric_type.dense, dtype=dtype)
     vector, uniform = position, torch.zeros(n, 3, dtype=dtype)
     scalar = lambda kind=dtype: torch.zeros((), dtype=kind)  # noqa: E731
-    args = (tree, vector, vector, step_size, vector, inverse_mass.inverse_mass,
+    rest = (vector, vector, step_size, vector, inverse_mass.inverse_mass,
             inverse_mass.momentum_factor, uniform, vector, uniform,
             torch.zeros(rows, 6, dtype=torch.long), scalar(torch.long), scalar(torch.bool),
             scalar(), torch.zeros(len(adaptation_kind.settings), dtype=dtype))
-    leaves, spec = flatten(args)
-    names = {size: name for name, size in CANONICAL.items()}
-    return spec, tuple(tuple(names.get(size) for size in leaf.shape) for leaf in leaves)
+    stats = nuts.leaf_end_begin(metric_type, adaptation_kind.update, tree, *rest[:-1],
+                                adaptation_kind.settings)[3]
+    tree_packing = Packing(tree, roles(tree))
+    stats_packing = Packing(stats, roles(stats))
+    args = (*tree_packing.pack(tree), *rest)
+    return args, tree_packing, stats_packing, tree_packing.layout + tuple(roles(rest))
 
 
 def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind, dtype,
@@ -93,11 +179,10 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
     Returns (LeafStep, the SharedCompiledStep)."""
     key = (metric_type, adaptation_kind.update, dtype)
     if key not in built:
-        spec, layout = _canonical_layout(metric_type, adaptation_kind, dtype)
-        out_spec = [None]
+        _, tree_packing, stats_packing, layout = _canonical(metric_type, adaptation_kind, dtype)
         built[key] = (SharedCompiledStep(
-            functools.partial(_end_begin_flat, metric_type, adaptation_kind.update, spec,
-                              out_spec),
+            functools.partial(_end_begin_packed, metric_type, adaptation_kind.update,
+                              tree_packing, stats_packing),
             key=f"nuts.leaf_end_begin {metric_type.__qualname__} "
                 f"{adaptation_kind.update.__qualname__}",
             layout=layout,
@@ -105,18 +190,19 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
                      sys.modules[metric_type.__module__], adaptation, sys.modules[__name__]),
             perturb=shifted(0), name="NUTS tree step",
             setup="python -m inference.mcmc.precompile --dtype {dtype} --metric "
-                  + ("dense" if metric_type.dense else "diag")), out_spec)
-    shared, out_spec = built[key]
+                  + ("dense" if metric_type.dense else "diag")), tree_packing, stats_packing)
+    shared, tree_packing, stats_packing = built[key]
     settings = (torch.tensor(float(max_energy_error), dtype=dtype, device=device),
                 torch.tensor(adaptation_kind.settings, dtype=dtype, device=device))
-
     flags = {flag: torch.tensor(flag, device=device) for flag in (False, True)}
+    n_packed = len(tree_packing.members)
 
-    def end_begin(*args):
+    def end_begin(tree, *args):
         *args, adapting = args  # a bool, an input of the compiled function as a tensor
-        leaves, _ = flatten((*args, flags[bool(adapting)]) + settings)
-        flat = shared(*leaves)  # its first call (eager or traced) sets out_spec
-        return unflatten(out_spec[0], flat)
+        packed = tree.packed if isinstance(tree, PackedTree) else tree_packing.pack(tree)
+        out = shared(*packed, *args, flags[bool(adapting)], *settings)
+        return (PackedTree(out[:n_packed], tree_packing), out[n_packed], out[n_packed + 1],
+                stats_packing.unpack(out[n_packed + 2:]))
 
     eager = nuts.eager_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind)
     return nuts.LeafStep(eager.begin, value_and_grad, end_begin, adaptation_kind.init), shared

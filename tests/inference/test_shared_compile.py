@@ -25,20 +25,22 @@ ADAPTATION = adaptation.dual_averaging()
 
 
 def _eager(metric_type):
-    """`nuts.leaf_end_begin` on flat tensors, as `jit.nuts_leaf_step` compiles it."""
-    spec, _ = jit._canonical_layout(metric_type, ADAPTATION, torch.float64)
-    return functools.partial(jit._end_begin_flat, metric_type, ADAPTATION.update, spec, [None])
+    """`nuts.leaf_end_begin` on packed tensors, as `jit.nuts_leaf_step` compiles it."""
+    _, tree_packing, stats_packing, _ = jit._canonical(metric_type, ADAPTATION, torch.float64)
+    return functools.partial(jit._end_begin_packed, metric_type, ADAPTATION.update,
+                             tree_packing, stats_packing)
 
 
 def _shared(metric_type):
-    _, layout = jit._canonical_layout(metric_type, ADAPTATION, torch.float64)
+    layout = jit._canonical(metric_type, ADAPTATION, torch.float64)[3]
     return SharedCompiledStep(
         _eager(metric_type), key=f"test leaf_end_begin {metric_type.__qualname__}",
         layout=layout, modules=(nuts, adaptation), perturb=shifted(0), name="test tree step")
 
 
 def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
-    """`leaf_end_begin`'s arguments mid-trajectory, flat: chains that have made a few steps."""
+    """`leaf_end_begin`'s arguments mid-trajectory, the tree packed: chains that have made a
+    few steps."""
     g = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -64,10 +66,32 @@ def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
     leaves = torch.randint(0, min(7, 2 ** depth - 1), (n,), generator=g)
     tree = tree._replace(leaf=leaves, checkpoints=Checkpoints(
         *(c + randn(*c.shape) for c in tree.checkpoints)))
-    args = (tree, position, momentum, -randn(n).abs(), randn(n, dim), inverse_mass, factor,
-            rand(n, 3), randn(n, dim), rand(n, 3), table, target, torch.tensor(True),
+    packing = jit._canonical(metric_type, ADAPTATION, torch.float64)[1]
+    return (*packing.pack(tree), position, momentum, -randn(n).abs(), randn(n, dim), inverse_mass,
+            factor, rand(n, 3), randn(n, dim), rand(n, 3), table, target, torch.tensor(True),
             torch.tensor(1000., dtype=dtype), torch.tensor([0.8, 0.05, 10., 0.75], dtype=dtype))
-    return tuple(jit.flatten(args)[0])
+
+
+def test_the_tree_state_goes_in_and_out_packed():
+    """The compiled step takes the tree state as a handful of stacked tensors (one per dtype
+    and shape), not the 45 tensors of its named tuples (each costs a compiled call
+    microseconds); unpacked, or read field by field from a `PackedTree`, it is the same
+    state."""
+    args, tree_packing, stats_packing, layout = jit._canonical(DiagonalMetric, ADAPTATION,
+                                                               torch.float64)
+    tree_leaves = jit.flatten(tree_packing.unpack(args[:len(tree_packing.members)]))[0]
+    assert len(tree_leaves) == 45
+    assert len(tree_packing.members) <= 6 and len(stats_packing.members) <= 3
+    assert len(layout) == len(args) <= 20
+    flat = _arguments(DiagonalMetric, 3, 2, seed=0)
+    k = len(tree_packing.members)
+    tree = tree_packing.unpack(flat[:k])
+    packed = jit.PackedTree(flat[:k], tree_packing)
+    for name in type(tree)._fields:
+        for a, b in zip(jit.flatten(getattr(packed, name))[0],
+                        jit.flatten(getattr(tree, name))[0]):
+            assert torch.equal(a, b)
+    assert all(torch.equal(a, b) for a, b in zip(tree_packing.pack(tree), flat[:k]))
 
 
 def _assert_same(compiled, eager):
