@@ -5,40 +5,46 @@ step, which a caller may hand in compiled (`inference.mcmc.jit`); `inference.HMC
 ZhuSuan's sampler object around them (`inference.mcmc.sampler`).
 """
 import functools
+from typing import NamedTuple
 
 import torch
 
 from inference.mcmc.integrators import kick, kick_drift
-from inference.mcmc.state import HMCState, TransitionInfo
+from inference.mcmc.state import HMCState, TransitionInfo, select
 
-__all__ = ["hmc_step", "hmc_kernel"]
+__all__ = ["LeapfrogState", "hmc_step", "hmc_kernel"]
 
 
-def hmc_step(value_and_grad, velocity_from, vectors, scalars, step, inverse_mass, moving):
+class LeapfrogState(NamedTuple):
+    """Every chain's point along its HMC trajectory: position, momentum, grad [n, D],
+    log_prob [n], and whether the trajectory diverged [n] (bool)."""
+
+    position: torch.Tensor
+    momentum: torch.Tensor
+    grad: torch.Tensor
+    log_prob: torch.Tensor
+    diverging: torch.Tensor
+
+
+def hmc_step(value_and_grad, velocity_from, position, momentum, grad, log_prob, diverging, step,
+             inverse_mass, moving):
     """One leapfrog step of every chain: a pure function of tensors (it can be compiled).
 
-    vectors [n, 3, D]: position, momentum, grad; scalars [n, 2]: log_prob and
-    whether the chain diverged (0/1); they come back updated. step [n, 1];
-    inverse_mass: the metric's; moving [n] bool: chains still integrating (a
-    chain with fewer leapfrog steps than the others stops early). A chain
-    whose new point has a non-finite density is marked diverging and stays
-    where it was, as do chains that diverged before.
+    position .. diverging: the fields of a `LeapfrogState` (which it returns, updated);
+    step [n, 1]; inverse_mass: the metric's; moving [n] bool: chains still integrating
+    (a chain with fewer leapfrog steps than the others stops early). A chain whose new
+    point has a non-finite density is marked diverging and stays where it was, as do
+    chains that diverged before.
     """
-    position, momentum, grad = vectors.unbind(1)
-    log_prob, diverging = scalars.unbind(1)
     new_position, new_momentum = kick_drift(position, momentum, grad, step, velocity_from,
                                             inverse_mass)
     new_log_prob, new_grad = value_and_grad(new_position)
     new_momentum = kick(new_momentum, new_grad, step)
     failed = moving & ~torch.isfinite(new_log_prob)
-    move = moving & (diverging == 0) & ~failed
-    move_column = move[:, None]
-    vectors = torch.stack((torch.where(move_column, new_position, position),
-                           torch.where(move_column, new_momentum, momentum),
-                           torch.where(move_column, new_grad, grad)), 1)
-    scalars = torch.stack((torch.where(move, new_log_prob, log_prob),
-                           torch.where(failed, 1., diverging)), 1)
-    return vectors, scalars
+    moved = select(moving & ~diverging & ~failed,
+                   LeapfrogState(new_position, new_momentum, new_grad, new_log_prob, diverging),
+                   LeapfrogState(position, momentum, grad, log_prob, diverging))
+    return moved._replace(diverging=diverging | failed)
 
 
 def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_error=1000.,
@@ -61,15 +67,13 @@ def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_erro
     per_chain = isinstance(n_leapfrogs, torch.Tensor)
     n_max = int(n_leapfrogs.max()) if per_chain else int(n_leapfrogs)
     step_column = step_size[:, None]
-    vectors = torch.stack((state.position, momentum, state.grad), 1)
-    scalars = torch.stack((state.log_prob, torch.zeros_like(state.log_prob)), 1)
     moving = torch.ones(n_chains, dtype=torch.bool, device=state.position.device)
+    point = LeapfrogState(state.position, momentum, state.grad, state.log_prob, ~moving)
     for i in range(n_max):
         if per_chain:
             moving = i < n_leapfrogs
-        vectors, scalars = step_fn(vectors, scalars, step_column, metric.inverse_mass, moving)
-    position, momentum, grad = vectors.unbind(1)
-    log_prob, diverging = scalars[:, 0], scalars[:, 1] > 0
+        point = LeapfrogState(*step_fn(*point, step_column, metric.inverse_mass, moving))
+    position, momentum, grad, log_prob, diverging = point
     energy = -log_prob + metric.kinetic_energy(momentum)
     log_accept = orig_energy - energy
     diverging = diverging | ~(log_accept >= -max_energy_error)

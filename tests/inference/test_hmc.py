@@ -7,6 +7,8 @@ import torch
 
 import inference
 from inference.mcmc import HMCState, Potential, hmc_kernel, identity_metric
+from inference.mcmc.hmc import LeapfrogState, hmc_step
+from inference.mcmc.metric import DiagonalMetric
 from tests.inference._mcmc_targets import assert_moments, conjugate_cases, correlated_gaussian
 
 # Compilation is tested in test_compile: the kernels here run eagerly.
@@ -170,3 +172,23 @@ def test_library_arguments_are_keyword_only():
         HMC(0.1, 10, None, 0.8, 0.05, 100, 0.75, None, 10, 0.99, 1.5)
     with pytest.raises(TypeError):
         HMC().sample(CONJUGATE[2][1], CONJUGATE[2][2], {"x": torch.zeros(2)}, None)
+
+
+def test_the_leapfrog_step_moves_a_named_state_and_keeps_failed_chains_in_place():
+    """`hmc_step` takes and returns a `LeapfrogState` (no packed [n, 3, D] tensor): a chain
+    reaching a non-finite density is marked diverging and keeps its point, a chain that is
+    not moving keeps its point, the others move."""
+    def value_and_grad(x):
+        log_prob = -0.5 * x.square().sum(-1)
+        return torch.where(x[:, 0] > 1., -torch.inf, log_prob), -x
+    position = torch.tensor([[0., 0.], [0.9, 0.], [0., 0.]], dtype=torch.float64)
+    momentum = torch.ones(3, 2, dtype=torch.float64)
+    point = LeapfrogState(position, momentum, -position, torch.zeros(3, dtype=torch.float64),
+                          torch.zeros(3, dtype=torch.bool))
+    moving = torch.tensor([True, True, False])
+    new = hmc_step(value_and_grad, DiagonalMetric.velocity_from, *point,
+                   torch.full((3, 1), 0.5, dtype=torch.float64), torch.ones(3, 2), moving)
+    assert isinstance(new, LeapfrogState)
+    assert new.diverging.tolist() == [False, True, False]
+    assert torch.equal(new.position[1:], position[1:])
+    torch.testing.assert_close(new.position[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
