@@ -26,8 +26,8 @@ def run(quick, root=None):
     """Rows: held-out and training log-likelihood per point, ours beside scikit-learn's."""
     from sklearn.mixture import GaussianMixture
     n = 300 if quick else 1000
-    n_sweeps = 20 if quick else 300
-    seeds = [0] if quick else [0, 1]
+    n_sweeps = 40 if quick else 300
+    seeds = [0] if quick else [0, 1, 2]
     train, test = gmm.load(n_train=n, n_test=n)
     start = time.process_time()
     peer = GaussianMixture(3, covariance_type="diag", n_init=5, random_state=0).fit(train.numpy())

@@ -14,8 +14,10 @@ same digits, projected the same way, are held out. The model, K components:
     z_i         ~ Categorical(pi)        the discrete assignment node
     x_i         ~ N(mu_{z_i}, diag(exp(log_sigma_{z_i}))^2)
 
-One `inference.Gibbs` sweep draws z by enumeration, all points at once (they
-are independent given the parameters: `independent_elements`), pi from its
+One `inference.Gibbs` sweep draws z from its full conditional, every point at
+once (`z_conditional`: p(z_i = k | ...) proportional to pi_k N(x_i; mu_k, sigma_k);
+`enumerate_z=True` lets Gibbs find it by enumerating the node's support
+instead, the same draw at O(n^2 K) cost instead of O(n K)), pi from its
 Dirichlet full conditional (Dirichlet(1 + counts)), then moves mu and
 log_sigma together by `inference.HMC` (step size adapted during warm-up);
 chains are batched. Metric (DIR/metrics.json): the held-out log predictive
@@ -34,7 +36,7 @@ import ppl
 from models import zoo
 from models.data.mnist import load_mnist
 
-__all__ = ["build_model", "load", "pi_conditional", "sample", "log_predictive", "main"]
+__all__ = ["build_model", "load", "z_conditional", "pi_conditional", "sample", "log_predictive", "main"]
 
 PRIOR_MEAN_STD = 3.
 
@@ -55,6 +57,14 @@ def build_model(n, n_components, dim, n_chains=1):
     onehot = torch.nn.functional.one_hot(z, n_components).to(torch.float64)  # [..., n, K]
     bn.normal("x", onehot @ mu, logstd=onehot @ log_sigma, group_ndims=2)
     return bn
+
+
+def z_conditional(values):
+    """z_i | pi, mu, sigma, x_i ~ Categorical(logits = log pi_k + log N(x_i; mu_k, sigma_k))."""
+    mu, sigma = values["mu"], values["log_sigma"].exp()                     # [..., K, D]
+    log_n = torch.distributions.Normal(mu[..., None, :, :], sigma[..., None, :, :]) \
+        .log_prob(values["x"][:, None, :]).sum(-1)                          # [..., n, K]
+    return torch.distributions.Categorical(logits=values["pi"].log()[..., None, :] + log_n)
 
 
 def pi_conditional(values):
@@ -83,13 +93,15 @@ def load(digits=(0, 1, 7), n_train=1000, n_test=1000, dims=2, path=None):
 
 
 def sample(x, n_components=3, n_sweeps=300, n_warmup=150, n_chains=4, step_size=0.01,
-           n_leapfrogs=10, progress=True):
+           n_leapfrogs=10, progress=True, enumerate_z=False):
     """Gibbs-within-HMC draws: dict name -> [kept, chains, ...], and HMC's mean acceptance."""
     n, dim = x.shape
     model = build_model(n, n_components, dim, n_chains)
     hmc = inference.HMC(step_size=step_size, n_leapfrogs=n_leapfrogs, adapt_step_size=True)
-    gibbs = inference.Gibbs(conditionals={"pi": pi_conditional}, continuous_kernel=hmc,
-                            independent_elements=("z",))
+    conditionals = {"pi": pi_conditional} if enumerate_z else \
+        {"pi": pi_conditional, "z": z_conditional}
+    gibbs = inference.Gibbs(conditionals=conditionals, continuous_kernel=hmc,
+                            independent_elements=("z",) if enumerate_z else ())
     start = torch.stack([x[torch.randperm(n)[:n_components]] for _ in range(n_chains)])
     latent = {"z": torch.zeros(n_chains, n, dtype=torch.int64),
               "pi": torch.full((n_chains, n_components), 1. / n_components, dtype=torch.float64),
@@ -133,7 +145,7 @@ def main(argv=None):
     `--epochs` is the number of Gibbs sweeps (half of them warm-up).
     """
     parser = zoo.parser("bayesian.gmm", "A Gaussian mixture by Gibbs (assignments) and HMC",
-                        data="mnist", epochs=300, quick_epochs=20)
+                        data="mnist", epochs=300, quick_epochs=40)
     parser.add_argument("--digits", type=_digits, default=(0, 1, 7))
     parser.add_argument("--components", type=zoo.positive_int, default=3)
     parser.add_argument("--dims", type=zoo.positive_int, default=2,
