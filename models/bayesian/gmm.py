@@ -36,7 +36,8 @@ import ppl
 from models import zoo
 from models.data.mnist import load_mnist
 
-__all__ = ["build_model", "load", "z_conditional", "pi_conditional", "sample", "log_predictive", "main"]
+__all__ = ["build_model", "load", "z_conditional", "pi_conditional", "sample", "log_predictive",
+           "main"]
 
 PRIOR_MEAN_STD = 3.
 

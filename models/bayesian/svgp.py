@@ -45,6 +45,7 @@ from models.data.uci import load_uci, uci_n_splits
 __all__ = ["SVGP", "initial_inducing", "fit", "run_split", "main"]
 
 LIKELIHOODS = ("gaussian", "bernoulli")
+HERMITE = np.polynomial.hermite.hermgauss(20)  # Gauss-Hermite nodes and weights
 
 
 class SVGP(nn.Module):
@@ -126,7 +127,7 @@ class SVGP(nn.Module):
         if self.likelihood == "gaussian":
             noise = self.noise_variance
             return Normal(mean, noise.sqrt()).log_prob(y) - 0.5 * var / noise
-        nodes, weights = (torch.as_tensor(t, dtype=x.dtype) for t in np.polynomial.hermite.hermgauss(20))
+        nodes, weights = (torch.as_tensor(t, dtype=x.dtype) for t in HERMITE)
         f = mean[:, None] + math.sqrt(2.) * var.sqrt()[:, None] * nodes
         sign = (2 * y - 1)[:, None]
         return (torch.special.log_ndtr(sign * f) * weights).sum(-1) / math.sqrt(math.pi)

@@ -84,7 +84,8 @@ def test_bernoulli_quadrature_matches_monte_carlo():
 
 def test_inducing_points_of_the_wrong_dimension_are_a_clear_error():
     gp = SVGP(torch.randn(5, 3, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"inputs x must be a tensor \[n, 3\].*got shape \(10, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"inputs x must be a tensor \[n, 3\].*got shape \(10, 4\)"):
         gp.bound(torch.randn(10, 4, dtype=torch.float64), torch.randn(10, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"`inducing` must be a floating-point tensor \[M, D\]"):
         SVGP(torch.randn(5, dtype=torch.float64))
