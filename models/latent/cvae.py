@@ -21,7 +21,8 @@ from torch import nn
 import inference
 import ppl
 from models import experiment
-from models.latent.vae import DIGITS_DEFAULTS, MNIST_DEFAULTS, check_images, mlp
+from models.latent.vae import (DIGITS_DEFAULTS, MNIST_DEFAULTS, bernoulli_images, check_images,
+                               image_net, mlp, normal_node)
 
 __all__ = ["N_CLASSES", "build_gen", "build_q_net", "new_templates", "one_hot", "elbo_step",
            "class_samples", "cvae_model", "main"]
@@ -50,10 +51,7 @@ def build_gen(x_dim, z_dim, y, n_particles=1, hidden=(500, 500)):
     bn = ppl.BayesianNet()
     z = bn.normal("z", torch.zeros(len(y), z_dim), std=1., group_ndims=1, n_samples=n_particles)
     zy = torch.cat([z, y.expand(*z.shape[:-1], N_CLASSES)], dim=-1)
-    h = ppl.module("decoder", lambda: mlp(z_dim + N_CLASSES, hidden))(zy)
-    x_logits = ppl.module("x_logits", lambda: nn.Linear(hidden[-1], x_dim))(h)
-    bn.output("x_mean", torch.sigmoid(x_logits))
-    bn.bernoulli("x", x_logits, group_ndims=1)
+    bernoulli_images(bn, ppl.module("decoder", lambda: mlp(z_dim + N_CLASSES, hidden))(zy), x_dim)
     return bn
 
 
@@ -61,14 +59,9 @@ def build_gen(x_dim, z_dim, y, n_particles=1, hidden=(500, 500)):
 def build_q_net(x, y, z_dim, n_z_per_x, hidden=(500, 500)):
     """q(z | x, y): a diagonal Normal, z [n_z_per_x, n, z_dim], for x [n, x_dim], y [n]."""
     check_images(x)
-    y = one_hot(y, len(x))
+    h = image_net("encoder", x, hidden, condition=one_hot(y, len(x)))
     bn = ppl.BayesianNet()
-    encoder = ppl.module("encoder", lambda: mlp(x.shape[1] + N_CLASSES, hidden))
-    check_images(x, encoder[0].in_features - N_CLASSES)
-    h = encoder(torch.cat([x, y], dim=-1))
-    z_mean = ppl.module("z_mean", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    z_logstd = ppl.module("z_logstd", lambda: nn.Linear(hidden[-1], z_dim))(h)
-    bn.normal("z", z_mean, logstd=z_logstd, group_ndims=1, n_samples=n_z_per_x)
+    normal_node(bn, "z", h, z_dim, n_z_per_x)
     return bn
 
 
