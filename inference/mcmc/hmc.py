@@ -30,7 +30,8 @@ def hmc_step(value_and_grad, velocity_from, position, momentum, grad, log_prob, 
              inverse_mass, moving):
     """One leapfrog step of every chain: a pure function of tensors (it can be compiled).
 
-    position .. diverging: the fields of a `LeapfrogState` (which it returns, updated);
+    position .. diverging: the fields of a `LeapfrogState`, returned updated as a plain
+    tuple (a compiled function returns tensors, not named tuples);
     step [n, 1]; inverse_mass: the metric's; moving [n] bool: chains still integrating
     (a chain with fewer leapfrog steps than the others stops early). A chain whose new
     point has a non-finite density is marked diverging and stays where it was, as do
@@ -44,7 +45,7 @@ def hmc_step(value_and_grad, velocity_from, position, momentum, grad, log_prob, 
     moved = select(moving & ~diverging & ~failed,
                    LeapfrogState(new_position, new_momentum, new_grad, new_log_prob, diverging),
                    LeapfrogState(position, momentum, grad, log_prob, diverging))
-    return moved._replace(diverging=diverging | failed)
+    return tuple(moved._replace(diverging=diverging | failed))
 
 
 def hmc_kernel(state, potential, step_size, metric, n_leapfrogs, max_energy_error=1000.,

@@ -175,7 +175,7 @@ def test_library_arguments_are_keyword_only():
 
 
 def test_the_leapfrog_step_moves_a_named_state_and_keeps_failed_chains_in_place():
-    """`hmc_step` takes and returns a `LeapfrogState` (no packed [n, 3, D] tensor): a chain
+    """`hmc_step` moves the fields of a `LeapfrogState` (no packed [n, 3, D] tensor): a chain
     reaching a non-finite density is marked diverging and keeps its point, a chain that is
     not moving keeps its point, the others move."""
     def value_and_grad(x):
@@ -186,9 +186,10 @@ def test_the_leapfrog_step_moves_a_named_state_and_keeps_failed_chains_in_place(
     point = LeapfrogState(position, momentum, -position, torch.zeros(3, dtype=torch.float64),
                           torch.zeros(3, dtype=torch.bool))
     moving = torch.tensor([True, True, False])
-    new = hmc_step(value_and_grad, DiagonalMetric.velocity_from, *point,
-                   torch.full((3, 1), 0.5, dtype=torch.float64), torch.ones(3, 2), moving)
-    assert isinstance(new, LeapfrogState)
+    new = LeapfrogState(*hmc_step(value_and_grad, DiagonalMetric.velocity_from, *point,
+                                  torch.full((3, 1), 0.5, dtype=torch.float64), torch.ones(3, 2),
+                                  moving))
+    assert new.diverging.dtype == torch.bool
     assert new.diverging.tolist() == [False, True, False]
     assert torch.equal(new.position[1:], position[1:])
     torch.testing.assert_close(new.position[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
