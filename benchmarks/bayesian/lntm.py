@@ -2,7 +2,7 @@
 
 Both on 20 Newsgroups (bydate) over the same vocabulary (the 2,000 most frequent
 training words, `models.data.newsgroups`) with 20 topics, trained on all 11,314
-training messages; scored on the same held-out documents (the first 3,000 test
+training messages; scored on the same held-out documents (the first 2,000 test
 messages of the loader's fixed order) by the same estimator, document completion:
 each document's words are split in two halves by `lntm.completion_split` (same
 seed), the document's topic proportions are inferred from the first half (ours:
@@ -44,7 +44,7 @@ def sklearn_lda(train, observed, held_out, n_topics, seed):
 def run(quick, root):
     sizes = (["--train-size", "1500", "--test-size", "300", "--epochs", "3",
               "--n-samples", "10"] if quick else
-             ["--test-size", "3000", "--epochs", "15", "--e-steps", "2", "--n-samples", "30"])
+             ["--test-size", "2000", "--epochs", "8", "--e-steps", "2", "--n-samples", "20"])
     out = Path(root) / "runs" / "bayesian_zoo" / "lntm"
     ours = lntm.main(sizes + ["--n-topics", str(N_TOPICS), "--vocab-size", str(VOCAB_SIZE),
                               "--seed", str(SEED), "--out", str(out), "--no-progress"])
@@ -56,7 +56,7 @@ def run(quick, root):
                                         SEED)
     peer_seconds = time.process_time() - started
     budget = ("quick: 3 epochs" if quick else
-              "15 epochs of 2 HMC transitions (10 leapfrogs) per document")
+              "8 epochs of 2 HMC transitions (10 leapfrogs) per document")
     return [{
         "model": "lntm",
         "data": f"20newsgroups bydate ({n_train} train, {len(observed)} held-out docs, "
