@@ -9,10 +9,10 @@ pmf, lntm, svgp, blr, gmm) with `run(quick, root) -> list of rows`; `root` is
 the repository root. A part that runs writes its own record,
 `benchmarks/results/bayesian_zoo_<part>.json` (`--quick`: `..._<part>_quick.json`),
 and every part's rows go into ONE table, `benchmarks/results/bayesian_zoo.json`
-(`--out`), printed at the end. With `--from-results` a part whose record exists
-is read back instead of rerun, and a part whose module is missing is read
-back when its record exists (else skipped, with a message), so the combined
-table can be assembled from the parts' committed results.
+(`--out`), printed at the end. With `--from-results` nothing runs: each part's
+record is read back (a part without one is skipped, with a message), so the
+combined table is assembled from the parts' committed results; a part whose
+module is missing is read back the same way.
 
 Row schema (one row per model, data set and metric; extra keys allowed, e.g.
 `per_split`):
@@ -107,7 +107,7 @@ def main(argv=None):
                         help=f"comma-separated, some of {','.join(PARTS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small runs (also under CI=true)")
     parser.add_argument("--from-results", action="store_true",
-                        help="read back a part's committed record instead of rerunning it")
+                        help="read the parts' committed records back; run nothing")
     parser.add_argument("--out", default=None,
                         help=f"the combined table (default {RESULTS}/{NAME}.json)")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -125,9 +125,8 @@ def main(argv=None):
             module = None
         if (args.from_results or module is None) and record.is_file():
             part_rows, sources[part] = read_rows(record), f"read from {record.name}"
-        elif module is None:
-            print(f"part {part}: no module benchmarks/bayesian/{part}.py and no "
-                  f"{record.name}; skipped")
+        elif args.from_results or module is None:
+            print(f"part {part}: no {record.name} to read back; skipped")
             sources[part] = "missing"
             continue
         else:

@@ -24,6 +24,7 @@ def test_compare_measures_distance_in_reference_sds():
     assert result["max_sd_ratio"] == pytest.approx(1.)
 
 
+@pytest.mark.filterwarnings("ignore:.*sampling problems")  # 60 warm-up draws: short on purpose
 def test_command_line_runs_the_three_methods(require_dataset, tmp_path):
     """A short run on 400 wines: every method predicts better than chance; metrics written."""
     require_dataset("uci/wine-quality-red")
