@@ -3,6 +3,8 @@
     python -m models.bayesian.svgp --data bostonHousing --split 0   # one standard split
     python -m models.bayesian.svgp --data bostonHousing             # all 20, mean +- s.e.
 
+(`--checkpoint FILE` keeps one file per split, FILE.split<K>.)
+
 The model (Titsias 2009; Hensman et al. 2013, 2015), M inducing inputs Z [M, D]
 learned with the kernel, in the whitened form (GPyTorch's `VariationalStrategy`
 uses it too; ZhuSuan's example puts q on u itself: the same family of q(u),
@@ -215,7 +217,7 @@ def regression_metrics(svgp, x_test, y_test, y_mean, y_std):
 
 
 def run_split(dataset, split, n_steps, n_inducing=100, batch_size=5000, lr=0.01, seed=0,
-              progress=True, path=None, train_size=None, test_size=None):
+              progress=True, path=None, train_size=None, test_size=None, checkpoint=None):
     """Fit on one standard UCI split; returns {"split", "rmse", "nll"} (original units)."""
     torch.manual_seed(seed + split)
     data = load_uci(dataset, split, path=path, dtype=torch.float64)
@@ -224,7 +226,7 @@ def run_split(dataset, split, n_steps, n_inducing=100, batch_size=5000, lr=0.01,
     x_train, x_test, _, _ = _standardize(x_train, x_test)
     y_std_train, _, y_mean, y_std = _standardize(y_train, y_test)
     svgp = SVGP(initial_inducing(x_train, n_inducing, seed + split))
-    fit(svgp, x_train, y_std_train, n_steps, batch_size, lr, progress)
+    fit(svgp, x_train, y_std_train, n_steps, batch_size, lr, progress, checkpoint)
     rmse, nll = regression_metrics(svgp, x_test, y_test, y_mean, y_std)
     return {"split": split, "rmse": rmse, "nll": nll}
 
@@ -244,7 +246,8 @@ def main(argv=None):
     splits = [args.split] if args.split is not None else range(uci_n_splits(args.data))
     results = [run_split(args.data, k, args.epochs, args.n_inducing, args.batch_size, args.lr,
                          args.seed, not args.no_progress, train_size=args.train_size,
-                         test_size=args.test_size)
+                         test_size=args.test_size,
+                         checkpoint=args.checkpoint and f"{args.checkpoint}.split{k}")
                for k in tqdm(splits, desc="splits", disable=args.no_progress)]
     metrics = {}
     for key in ("rmse", "nll"):

@@ -96,7 +96,9 @@ def test_inducing_points_of_the_wrong_dimension_are_a_clear_error():
 def test_command_line_fits_boston_and_writes_metrics(boston, tmp_path):
     """150 full-batch steps on split 0: far better than the mean predictor (RMSE ~7.9)."""
     metrics = svgp_lib.main(["--split", "0", "--epochs", "150", "--n-inducing", "50",
-                             "--out", str(tmp_path), "--no-progress"])
+                             "--out", str(tmp_path), "--no-progress",
+                             "--checkpoint", str(tmp_path / "svgp.pt")])
+    assert (tmp_path / "svgp.pt.split0").is_file()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_rmse"] == metrics["test_rmse"] and written["n_splits"] == 1
     assert metrics["test_rmse"] < 5. and metrics["test_nll"] < 3.2
