@@ -70,18 +70,19 @@ def load(data="wine-quality-red", split=0, path=None):
 
 
 def run_nuts(x, y, n_warmup=500, n_samples=500, n_chains=4, prior_std=1., seed=0,
-             progress=True):
+             progress=True, checkpoint=None):
     """NUTS draws [n_chains * n_samples, D] and the run's largest R-hat."""
     result = inference.mcmc.run(inference.NUTS(jit_compile=False), build_model(x, prior_std),
                                 {"y": y}, n_chains=n_chains, n_warmup=n_warmup,
-                                n_samples=n_samples, progress=progress, seed=seed)
+                                n_samples=n_samples, progress=progress, seed=seed,
+                                checkpoint=checkpoint)
     draws = result.samples["beta"]
     r_hat = float(inference.diagnostics.split_rhat(draws.numpy()).max())
     return draws.reshape(-1, x.shape[1]), r_hat
 
 
 def run_vi(x, y, n_steps=2000, n_particles=10, lr=0.02, n_draws=2000, prior_std=1.,
-           progress=True):
+           progress=True, checkpoint=None):
     """Draws [n_draws, D] of a mean-field Normal q(beta) fitted by SGVB (full batch)."""
     d = x.shape[1]
 
@@ -100,7 +101,7 @@ def run_vi(x, y, n_steps=2000, n_particles=10, lr=0.02, n_draws=2000, prior_std=
         return lower_bound.sgvb().mean(), lower_bound
 
     trainer = inference.Trainer({"guide": guide}, lambda p: torch.optim.Adam(p, lr=lr),
-                                progress=progress)
+                                checkpoint_path=checkpoint, progress=progress)
     trainer.fit(step, [None], n_steps)
     with torch.no_grad():
         return guide(n_draws)["beta"].tensor
@@ -150,6 +151,7 @@ def main(argv=None):
     """`python -m models.bayesian.blr ARGV`; returns the metrics written to DIR/metrics.json.
 
     `--epochs` is SGLD's; NUTS and VI take `--n-samples` draws (NUTS: per chain).
+    `--checkpoint FILE`: NUTS and VI resume from FILE.nuts and FILE.vi.
     """
     parser = zoo.parser("bayesian.blr", "Bayesian logistic regression by NUTS, VI and SGLD",
                         data="wine-quality-red", epochs=400, quick_epochs=20, n_samples=500)
@@ -171,10 +173,12 @@ def main(argv=None):
     draws, seconds = {}, {}
     timer = zoo.Budget()
     draws["nuts"], r_hat = run_nuts(x, y, args.n_samples, args.n_samples,
-                                    prior_std=args.prior_std, seed=args.seed, progress=progress)
+                                    prior_std=args.prior_std, seed=args.seed, progress=progress,
+                                    checkpoint=args.checkpoint and f"{args.checkpoint}.nuts")
     seconds["nuts"] = timer.as_dict(None)["cpu_seconds"]
     timer = zoo.Budget()
-    draws["vi"] = run_vi(x, y, vi_steps, prior_std=args.prior_std, progress=progress)
+    draws["vi"] = run_vi(x, y, vi_steps, prior_std=args.prior_std, progress=progress,
+                         checkpoint=args.checkpoint and f"{args.checkpoint}.vi")
     seconds["vi"] = timer.as_dict(None)["cpu_seconds"]
     timer = zoo.Budget()
     draws["sgld"] = run_sgld(x, y, args.epochs, prior_std=args.prior_std, progress=progress)

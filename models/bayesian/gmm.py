@@ -153,6 +153,9 @@ def main(argv=None):
                         help="principal components kept (default 2)")
     parser.add_argument("--chains", type=zoo.positive_int, default=4)
     args = parser.parse_args(argv)
+    if args.checkpoint:
+        parser.error("--checkpoint: the Gibbs sweeps here are not checkpointed (a run takes "
+                     "seconds); leave it out")
     zoo.start(args)
     budget = zoo.Budget()
     path = None if args.data == "mnist" else args.data

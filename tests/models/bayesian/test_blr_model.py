@@ -29,7 +29,9 @@ def test_command_line_runs_the_three_methods(require_dataset, tmp_path):
     """A short run on 400 wines: every method predicts better than chance; metrics written."""
     require_dataset("uci/wine-quality-red")
     metrics = blr.main(["--out", str(tmp_path), "--n-samples", "60", "--epochs", "20",
-                        "--vi-steps", "150", "--train-size", "400", "--no-progress"])
+                        "--vi-steps", "150", "--train-size", "400", "--no-progress",
+                        "--checkpoint", str(tmp_path / "blr.pt")])
+    assert (tmp_path / "blr.pt.nuts").is_file() and (tmp_path / "blr.pt.vi").is_file()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == metrics
     for method in blr.METHODS:
