@@ -11,9 +11,9 @@ Fashion-MNIST's: `--data fashion-mnist`), scaled to [0, 1], and writes to `--out
 - `metrics.json`: `critic_loss` (the last epoch's mean), and on MNIST, when the
   metrics classifier is cached (`python -m models.gan.metrics`), the classifier
   FID, inception score, precision/recall and class fractions of the samples
-  against `--test-size` test images, with the FID after each epoch and its
-  correlation (Pearson's and Spearman's) with the critic's loss; always the
-  Parzen-window log-likelihood of the test images (bandwidth chosen on 1,000
+  against `--test-size` test images, with the FID after each epoch (None for the
+  epochs a resumed run skipped) and its correlation (Pearson's and Spearman's)
+  with the critic's loss; always the Parzen-window log-likelihood of the test images (bandwidth chosen on 1,000
   validation images, train[50000:]); the budget's `train_cpu_seconds` counts
   training alone (no evaluation).
 """
@@ -133,17 +133,18 @@ def run(args, name, gen, critic, model, *, optimizers, loss, n_critic=1, clip=No
         started = time.process_time()
         history = trainer.fit(batches, n_epochs=epoch + 1)
         train_cpu += time.process_time() - started
+        if len(history) > epoch + 1:  # resumed past this epoch: its generator is gone
+            fid_curve.append(None)
+            continue
         with torch.random.fork_rng():  # evaluation draws leave the training's RNG alone
-            pictures.append(generated(gen, model, condition(len(fixed)), z=fixed))
+            pictures.append((f"epoch {epoch + 1}",
+                             generated(gen, model, condition(len(fixed)), z=fixed)))
             if classifier is not None:
                 feats = metrics.features_and_probs(
                     classifier, generated(gen, model, condition(args.fid_samples)))[0]
                 fid_curve.append(metrics.frechet_distance(*metrics.gaussian_statistics(feats),
                                                           *real_stats))
-    shown = pictures[-10:]
-    save_image_grid(f"{args.out}/progress.png",
-                    [(f"epoch {args.epochs - len(shown) + i + 1}", p) for i, p in
-                     enumerate(shown)], (28, 28), columns=10)
+    save_image_grid(f"{args.out}/progress.png", pictures[-10:], (28, 28), columns=10)
     with torch.random.fork_rng():
         samples = generated(gen, model, condition(args.n_samples))
     zoo.save_samples(args.out, samples, title=f"{name} samples" + (": column c is class c"
@@ -152,11 +153,13 @@ def run(args, name, gen, critic, model, *, optimizers, loss, n_critic=1, clip=No
     results.update(metrics.evaluate_samples(samples, test, classifier,
                                             valid=valid, parzen_test=test))
     results["parzen_loglik_nats"] = results.pop("parzen_loglik")
-    if fid_curve:
+    measured = [(loss, fid) for loss, fid in zip(history, fid_curve) if fid is not None]
+    if fid_curve and fid_curve[0] is not None:
         results["fid_after_first_epoch"] = fid_curve[0]
-        if len(fid_curve) >= 3:
-            results["critic_loss_fid_correlation"] = float(np.corrcoef(history, fid_curve)[0, 1])
-            results["critic_loss_fid_spearman"] = float(spearmanr(history, fid_curve)[0])
+    if len(measured) >= 3:
+        losses, fids = zip(*measured)
+        results["critic_loss_fid_correlation"] = float(np.corrcoef(losses, fids)[0, 1])
+        results["critic_loss_fid_spearman"] = float(spearmanr(losses, fids)[0])
     if extra_metrics is not None:
         results.update(extra_metrics(gen, classifier, test, test_labels))
     return zoo.write_metrics(args.out, results, budget.as_dict(

@@ -109,3 +109,20 @@ def test_triple_gan_pretraining_cost_by_hand():
                - 0.3 * (p * p.log()).sum(-1).mean() - 0.3 * p.mean(0).log().mean())
     cost = triple_gan.losses("pretrain", None, None, clf, (x_u, x_l, y_l), z_dim=4)
     torch.testing.assert_close(cost, by_hand, rtol=1e-5, atol=1e-6)
+
+
+@needs_mnist
+def test_a_resumed_run_does_not_score_the_epochs_it_skipped(tmp_path, empty_cache):
+    """The FID curve's epochs before the checkpoint hold None, not the resumed generator's FID
+    (which made a resumed WGAN-GP's curve start flat and its correlation meaningless)."""
+    metrics.classifier_path().parent.mkdir(parents=True)
+    torch.save({"format": 1, "state_dict": metrics.Classifier().state_dict(),
+                "test_accuracy": 0.5}, metrics.classifier_path())
+    from models.gan import gan
+    argv = SMALL + ["--checkpoint", str(tmp_path / "gan.pt"), "--out", str(tmp_path)]
+    first = gan.main(argv + ["--epochs", "2"])["budget"]["fid_curve"]
+    resumed = gan.main(argv + ["--epochs", "4"])
+    curve = resumed["budget"]["fid_curve"]
+    assert curve[0] is None and curve[1] == pytest.approx(first[1])
+    assert all(value is not None for value in curve[1:])
+    assert "fid_after_first_epoch" not in resumed and "critic_loss_fid_spearman" in resumed
