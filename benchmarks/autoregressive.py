@@ -59,7 +59,7 @@ BUDGETS = {
     },
     "large": {
         "fvsbn": ("fvsbn", ["--epochs", "10"]),
-        "nade": ("nade", ["--epochs", "4", "--batch-size", "50", "--lr", "3e-3",
+        "nade": ("nade", ["--epochs", "2", "--batch-size", "50", "--lr", "3e-3",
                           "--valid-size", "5000", "--n-samples", "20"]),
         "made": ("made", ["--epochs", "40", "--direct", "--lr", "4e-3", "--valid-size",
                           "10000"]),
