@@ -10,8 +10,10 @@ The model, for documents d with word counts x[d] [V] and K topics:
     x[d]    ~ UnnormalizedMultinomial(log(softmax(eta[d]) @ phi))
 
 Monte Carlo EM: the E-step moves every document's eta by `inference.HMC` (one chain
-per document, persistent across epochs, step sizes adapted in the first third of the
-epochs); the M-step sets the topics to their closed-form EM update given the
+per document, persistent across epochs, step sizes adapted all along towards
+acceptance 0.6, as ZhuSuan's example does, since every M-step changes the target;
+dual averaging's t0 = 10, Stan's, settles in a few transitions where HMC's default 100
+would take tens); the M-step sets the topics to their closed-form EM update given the
 E-step's samples (`m_step`: expected word-topic counts plus the smoothing,
 normalized), and eta's prior mean and log-std to the samples' mean and log-std over
 documents, as ZhuSuan does. ZhuSuan's example puts a N(0, e^20) prior on
@@ -143,7 +145,7 @@ class LNTM:
 
     def _sampler(self):
         return inference.HMC(step_size=0.1, n_leapfrogs=self.n_leapfrogs, adapt_step_size=True,
-                             target_acceptance_rate=0.6)
+                             target_acceptance_rate=0.6, t0=10)
 
     def _steps(self, sampler, x, eta, n_steps):
         """`n_steps` HMC transitions of the chains eta [1, n, K] given x [n, V] (eta is
@@ -174,7 +176,6 @@ class LNTM:
         for epoch in bar:
             stats, accepted = torch.zeros_like(self.phi), []
             for rows, sampler in zip(batches, samplers):
-                sampler.adapt_step_size = epoch <= epochs // 3
                 for _, theta, acceptance in self._steps(sampler, x[rows], eta[:, rows],
                                                         e_steps):
                     stats += topic_statistics(x[rows], theta, self.phi) / e_steps
