@@ -104,6 +104,7 @@ def test_cli_runs_on_newsgroups_and_writes_metrics_and_topics(tmp_path):
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
     assert 1 < written["test_perplexity"] < 300 and 1 < written["train_perplexity"] < 300
+    assert written["acceptance"] > 0.3  # the E-step's HMC moves (it once accepted ~0.001)
     assert written["budget"]["n_train_docs"] == 300 and written["budget"]["vocab_size"] == 300
     topics = (tmp_path / "topics.txt").read_text().splitlines()
     assert len(topics) == 4 and all(len(line.split(":")[1].split()) == 10 for line in topics)
