@@ -30,9 +30,7 @@ of the 9 sets.
 
 Each (set, method, split) result is cached in `runs/bayesian_zoo/bnn/` under
 the repository root, so an interrupted run resumes where it stopped.
-CPU seconds are per split, one torch thread, imports excluded (results cached before
-that rule was added, the first run of each worker process, include ~50 s of imports
-under load: see each row's note).
+CPU seconds are per split, one torch thread, one-time imports excluded.
 """
 import json
 import math
