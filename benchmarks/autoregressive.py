@@ -52,7 +52,7 @@ BUDGETS = {
     "small": {
         "fvsbn": ("fvsbn", ["--epochs", "2"]),
         "nade": ("nade", ["--epochs", "1", "--train-size", "10000", "--lr", "3e-3"]),
-        "made": ("made", ["--epochs", "3", "--lr", "2e-3"]),
+        "made": ("made", ["--epochs", "3", "--direct", "--lr", "4e-3"]),
         "made_32_masks": ("made", ["--masks", "32", "--epochs", "3", "--lr", "2e-3"]),
         "pixelcnn": ("pixelcnn", ["--epochs", "1", "--train-size", "5000", "--channels", "32",
                                   "--layers", "5", "--n-samples", "16"]),
