@@ -96,7 +96,8 @@ class BestWeights(nn.Module):
 
 def train(args, modules, step_fn, train_data, settings, lr_at=None, validate=None):
     """Adam on `step_fn` for `args.epochs` epochs with a cosine learning-rate decay from
-    `args.lr` (or `lr_at(epoch)`); checkpointed to `args.checkpoint` when given.
+    `args.lr` (or `lr_at(epoch)`) and `args.weight_decay` (when the parser has it);
+    checkpointed to `args.checkpoint` when given.
 
     `validate() -> float` (higher is better), when given, scores `modules["net"]` after
     every epoch into `modules["best"]` (a `BestWeights`, checkpointed with the rest), and
@@ -111,7 +112,8 @@ def train(args, modules, step_fn, train_data, settings, lr_at=None, validate=Non
         lr = lr_at(saved["epoch"] - (saved["epoch"] > 0 and saved["step_in_epoch"] == 0))
     best = None if validate is None else modules["best"]
     trainer = inference.Trainer(modules,
-                                lambda params: torch.optim.Adam(params, lr=lr),
+                                lambda params: torch.optim.Adam(
+                                    params, lr=lr, weight_decay=getattr(args, "weight_decay", 0.)),
                                 checkpoint_path=args.checkpoint, checkpoint_every=100
                                 if args.checkpoint else None, progress=not args.no_progress,
                                 fingerprint={"train": train_data, "settings": settings})
@@ -142,6 +144,8 @@ def train(args, modules, step_fn, train_data, settings, lr_at=None, validate=Non
 def add_training_args(parser, lr, batch_size, validation=True):
     parser.add_argument("--lr", type=float, default=lr, help=f"Adam's learning rate ({lr})")
     parser.add_argument("--batch-size", type=zoo.positive_int, default=batch_size)
+    parser.add_argument("--weight-decay", type=float, default=0.,
+                        help="Adam's L2 penalty on the weights (default 0)")
     if validation:
         parser.add_argument("--valid-size", type=int, default=0,
                             help="score the first N validation images after every epoch and "
@@ -168,6 +172,8 @@ def run_binarized_mnist(args, net, settings, model_kwargs=None, step_fn=None,
     train_x = torch.from_numpy(zoo.first(data.train, args.train_size).astype(np.float32))
     test_x = torch.from_numpy(zoo.first(data.test, args.test_size).astype(np.float32))
     settings = {**settings, "batch_size": args.batch_size, "seed": args.seed}
+    if getattr(args, "weight_decay", 0.):
+        settings["weight_decay"] = args.weight_decay
     if len(model_kwargs.get("value_shape", (784,))) == 3:
         train_x, test_x = train_x.reshape(-1, 1, 28, 28), test_x.reshape(-1, 1, 28, 28)
     step_fn = step_fn or log_lik_step(net, **model_kwargs)

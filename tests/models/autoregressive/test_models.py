@@ -137,3 +137,21 @@ def test_a_run_stopped_before_its_validation_scores_that_epoch_on_resume(tmp_pat
     assert float(resumed_best.score) == float(best.score) == max(whole)
     for name, value in state.items():
         torch.testing.assert_close(resumed_state[name], value, rtol=0, atol=0)
+
+
+@needs_bmnist
+def test_weight_decay_reaches_adam_and_the_run_settings(tmp_path):
+    """--weight-decay is Adam's L2 penalty: a run with it records it and ends with other
+    weights than the same run without it."""
+    import torch
+
+    from models.autoregressive import made
+    argv = SMALL[2:] + ["--epochs", "1", "--hidden", "16"]
+    plain = made.main(argv + ["--out", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "a.pt")])
+    decayed = made.main(argv + ["--weight-decay", "0.1", "--out", str(tmp_path / "b"),
+                                "--checkpoint", str(tmp_path / "b.pt")])
+    assert decayed["budget"]["weight_decay"] == 0.1 and "weight_decay" not in plain["budget"]
+    from inference import checkpoint
+    a, b = (checkpoint.load(tmp_path / name)["modules"]["net"] for name in ("a.pt", "b.pt"))
+    assert not torch.equal(a["made.net.0.weight"], b["made.net.0.weight"])
+    assert checkpoint.load(tmp_path / "b.pt")["optimizer"]["param_groups"][0]["weight_decay"] == 0.1
