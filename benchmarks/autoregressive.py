@@ -59,10 +59,10 @@ BUDGETS = {
     },
     "large": {
         "fvsbn": ("fvsbn", ["--epochs", "10"]),
-        "nade": ("nade", ["--epochs", "2", "--batch-size", "50", "--lr", "3e-3",
+        "nade": ("nade", ["--epochs", "5", "--batch-size", "50", "--lr", "3e-3",
                           "--valid-size", "5000", "--n-samples", "20"]),
-        "made": ("made", ["--epochs", "40", "--direct", "--lr", "4e-3", "--valid-size",
-                          "10000"]),
+        "made": ("made", ["--epochs", "40", "--direct", "--lr", "3e-3", "--weight-decay", "1e-4",
+                          "--valid-size", "10000"]),
         "made_32_masks": ("made", ["--masks", "32", "--epochs", "10", "--lr", "2e-3"]),
         "pixelcnn": ("pixelcnn", ["--epochs", "1", "--train-size", "20000", "--channels", "32",
                                   "--layers", "5", "--n-samples", "16"]),
