@@ -3,6 +3,7 @@
 Each script prints its own table; this module writes the same record for all
 of them to `benchmarks/results/<name>.json` (see benchmarks/README.md).
 """
+import argparse
 import json
 import os
 import subprocess
@@ -16,6 +17,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def is_quick(flag=False):
     """Quick mode: asked for with --quick, and always under CI=true."""
     return bool(flag) or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def comma_list(choices, noun):
+    """An argparse `type`: "a,b" -> ["a", "b"], each one of `choices`, else an error naming
+    the unknown `noun`(s) and the choices."""
+    def parse(text):
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [name for name in names if name not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"unknown {noun}(s) {unknown or text!r}: expected "
+                                             f"some of {', '.join(choices)}")
+        return names
+    return parse
 
 
 def commit():

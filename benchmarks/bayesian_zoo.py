@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._report import RESULTS, is_quick, write_report
+from benchmarks._report import RESULTS, comma_list, is_quick, write_report
 
 NAME = "bayesian_zoo"
 PARTS = ("bnn", "variational_dropout", "pmf", "lntm", "svgp", "blr", "gmm")
@@ -70,15 +70,6 @@ def check_rows(part, rows):
     return rows
 
 
-def _parts(text):
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in parts if p not in PARTS]
-    if not parts or unknown:
-        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}: expected some "
-                                         f"of {', '.join(PARTS)}")
-    return parts
-
-
 def _fmt(value, se=None):
     if value is None:
         return "-"
@@ -103,7 +94,7 @@ def print_table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bayesian_zoo",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", type=_parts, default=list(PARTS),
+    parser.add_argument("--parts", type=comma_list(PARTS, "part"), default=list(PARTS),
                         help=f"comma-separated, some of {','.join(PARTS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small runs (also under CI=true)")
     parser.add_argument("--from-results", action="store_true",

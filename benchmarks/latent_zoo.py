@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import inference
-from benchmarks._report import RESULTS, is_quick, write_report
+from benchmarks._report import RESULTS, comma_list, is_quick, write_report
 from models import experiment
 from models.data import BinarizedBatches, iterate_batches, load_binary_images
 
@@ -335,15 +335,6 @@ def _ints(text):
     return values
 
 
-def _models(text):
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in MODELS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}: expected some of "
-                                         f"{', '.join(MODELS)}")
-    return names
-
-
 def print_table(rows):
     print(f"\n{'model':10s} {'metric':17s} {'epochs':>6s} {'train':>6s} {'ours':>9s} "
           f"{'published':>9s} {'CPU s':>8s}")
@@ -369,7 +360,7 @@ def print_table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.latent_zoo",
                                       description=__doc__.split("\n")[0])
-    parser.add_argument("--models", type=_models, default=list(MODELS),
+    parser.add_argument("--models", type=comma_list(MODELS, "model"), default=list(MODELS),
                         help=f"comma-separated, some of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--parts", default="budgets,paired",
                         help="budgets, paired, or both (default)")
