@@ -24,7 +24,8 @@ from torch import nn
 import ppl
 from models.gan import common
 
-__all__ = ["build_gen", "new_generator", "generator_net", "discriminator", "main"]
+__all__ = ["build_gen", "new_generator", "generator_net", "MinibatchStd", "discriminator",
+           "main"]
 
 
 def generator_net(z_dim, width):
@@ -52,15 +53,27 @@ def new_generator():
     return ppl.meta_bayesian_net(scope="gen")(build_gen.fn)
 
 
-def discriminator(width=32, norm=True):
+class MinibatchStd(nn.Module):
+    """[n, c, h, w] -> [n, c + 1, h, w]: appends the standard deviation over the batch,
+    averaged over features, as a constant channel (Karras et al. 2018): D sees how varied
+    the batch is, so a generator covering a few digits' modes is told apart."""
+
+    def forward(self, h):
+        spread = h.std(0, unbiased=False).mean() if len(h) > 1 else h.new_zeros(())
+        return torch.cat([h, spread.expand(len(h), 1, *h.shape[2:])], 1)
+
+
+def discriminator(width=32, norm=True, minibatch_std=False):
     """f: images [n, 784] -> scores [n, 1]; `norm`: batch norm on the second convolution
-    (off for a WGAN-GP critic, whose penalty is per example)."""
+    (off for a WGAN-GP critic, whose penalty is per example); `minibatch_std`: a
+    `MinibatchStd` channel before the last layer."""
     return nn.Sequential(
         nn.Unflatten(1, (1, 28, 28)),
         nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),           # 14x14
         nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),                      # 7x7
         nn.BatchNorm2d(2 * width) if norm else nn.Identity(), nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
+        MinibatchStd() if minibatch_std else nn.Identity(),
+        nn.Flatten(), nn.Linear((2 * width + minibatch_std) * 7 * 7, 1))
 
 
 def main(argv=None):
@@ -68,8 +81,10 @@ def main(argv=None):
     p = common.parser("gan.dcgan", "Train DCGAN (Radford et al. 2016) on MNIST or "
                                    "Fashion-MNIST.", epochs=5)
     p.add_argument("--width", type=int, default=32, help="channels of the first layer")
+    p.add_argument("--minibatch-std", action="store_true",
+                   help="D also sees the batch's spread (MinibatchStd), against mode imbalance")
     args = p.parse_args(argv)
-    gen, critic = new_generator(), discriminator(args.width)
+    gen, critic = new_generator(), discriminator(args.width, minibatch_std=args.minibatch_std)
     return common.run(
         args, "dcgan", gen, critic, lambda batch: gen(len(batch), args.z_dim, args.width),
         loss="non_saturating",
