@@ -10,7 +10,7 @@ are handed on once per block, and whether every chain is through is asked once p
 """
 import torch
 
-from inference.mcmc.nuts import init_tree, tree_point
+from inference.mcmc.nuts import Draws, init_tree, tree_point
 from inference.mcmc.streams import normals, uniforms
 from inference.mcmc.termination import leaf_table
 
@@ -55,52 +55,44 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     if block is None:
         block = max(4, min(64, 2 ** 21 // (n * dim)))
     block = -(-block // check_every) * check_every
-    chain = torch.arange(n, device=device)
-    # Uniforms for the next `block` steps of each chain, momenta for its next 2 * `block`
-    # transitions (renewed when a chain could run out within the next block).
+    # Uniforms for the next `block` steps of each chain (and the one after), momenta for its
+    # next 2 * `block` transitions (renewed when a chain could run out within the next block).
     ahead = torch.arange(2 * block, device=device)[:, None]
     key, steps, done_before = rng.unbind(1)
-    step_base, transition_base = steps, done_before
-    uniform_block = uniforms(key, step_base + ahead[:block], dtype)
-    noise_block = normals(key, transition_base + ahead, dim, dtype)
-    tree, position, momentum = step.begin(tree, inverse_mass, factor, noise_block[0],
-                                          uniform_block[0], table, target)
-    uniform = uniform_block[0]
+    transition_base = done_before
+    draws = Draws(uniforms(key, steps + ahead[:block + 1], dtype), steps,
+                  normals(key, transition_base + ahead, dim, dtype), torch.ones_like(steps))
+    uniform = draws.uniform_block[0]
+    tree, position, momentum = step.begin(tree, inverse_mass, factor, draws.noise_block[0],
+                                          uniform, table, target)
     iterations, reported, done = tree.iteration, 0, False
     while not done:
-        points, stats = [], []
+        trees, stats = [], []
         for i in range(block):
             log_prob, grad = step.value_and_grad(position)
-            # A chain running this step uses its next step count's numbers in the next one,
-            # and, should its transition end now, the next transition's momentum.
-            count = tree.iteration
-            steps = steps + (count < target).long()
-            if i == block - 1:
-                step_base = steps
-                uniform_block = uniforms(key, step_base + ahead[:block], dtype)
-            next_uniform = uniform_block[steps - step_base, chain]
-            next_noise = noise_block[done_before + count + 1 - transition_base, chain]
-            tree, position, momentum, ended = step.end_begin(
+            tree, position, momentum, ended, steps, uniform = step.end_begin(
                 tree, position, momentum, log_prob.to(dtype), grad, inverse_mass, factor,
-                uniform, next_noise, next_uniform, table, target, adapting)
-            uniform = next_uniform
-            points.append(tree.position)
+                uniform, steps, draws, table, target, adapting)
+            trees.append(tree)
             stats.append(ended)
-            if (i + 1) % check_every == 0 and bool((tree.iteration >= target).all()):
+            if (i + 1) % check_every == 0 and bool((step.iteration(ended) >= target).all()):
                 done = True
                 break
         # Hand on what the chains that ended a transition in this block reported.
-        stats = type(stats[0])(*map(torch.stack, zip(*stats)))
+        stats = step.stack(stats)
         counts = stats.iteration
         ended = counts > torch.cat((iterations[None], counts[:-1]))
         calls, which = ended.nonzero(as_tuple=True)
-        out(counts[calls, which] - 1, which, torch.stack(points)[calls, which],
+        out(counts[calls, which] - 1, which, step.positions(trees)[calls, which],
             type(stats)(*(s[calls, which] for s in stats)))
         iterations = counts[-1]
         made = done_before + iterations
+        draws = draws._replace(uniform_block=uniforms(key, steps + ahead[:block + 1], dtype),
+                               uniform_base=steps)
         if int((made + block - transition_base).max()) >= 2 * block:
             transition_base = made + 1
-            noise_block = normals(key, transition_base + ahead, dim, dtype)
+            draws = draws._replace(noise_block=normals(key, transition_base + ahead, dim, dtype),
+                                   noise_offset=done_before + 1 - transition_base)
         if progress is not None:
             through = int(iterations.min())
             if through > reported:

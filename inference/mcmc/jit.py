@@ -4,7 +4,9 @@ The kernels (`hmc`, `nuts`) are pure functions of tensors and named tuples of te
 know nothing of compiling; this module wraps them:
 
 - `compiled_function(traceable, fn, name)`: the model's gradient (or HMC's leapfrog
-  step, gradient included), traced and compiled for one model (`compile.CompiledStep`).
+  step, gradient included), traced and compiled for one model (`compile.CompiledStep`);
+  `recorded_function` the same traced and replayed uncompiled, where there is no C++
+  compiler (`compile.RecordedStep`).
 - `nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation)`: NUTS's
   `LeafStep` with its model-independent part, `nuts.leaf_end_begin`, compiled once per
   machine for every model, chain count, dimension and tree depth
@@ -22,11 +24,11 @@ import torch
 
 from inference.mcmc import (adaptation, integrators, metric, nuts, proposals, state,
                             termination, trajectory)
-from inference.mcmc.compile import CompiledStep, shifted
+from inference.mcmc.compile import CompiledStep, RecordedStep, shifted
 from inference.mcmc.shared_compile import CANONICAL, SharedCompiledStep
 
 __all__ = ["flatten", "unflatten", "Packing", "PackedTree", "compiled_function",
-           "nuts_leaf_step"]
+           "recorded_function", "nuts_leaf_step"]
 
 
 def flatten(tree):
@@ -56,6 +58,12 @@ def compiled_function(traceable, fn, name):
     """`fn`, compiled from `traceable` at its first call (eager, with a warning, where that
     fails; see `compile.CompiledStep`)."""
     return CompiledStep(traceable, fn, shifted(0), name=name)
+
+
+def recorded_function(traceable, fn, name):
+    """`fn`, recorded from `traceable` at its first call and replayed (`compile.RecordedStep`):
+    the path where no C++ compiler is found."""
+    return RecordedStep(traceable, fn, shifted(0), name=name)
 
 
 class Packing:
@@ -96,9 +104,10 @@ class Packing:
         leaves, _ = flatten(tree)
         return tuple(torch.stack([leaves[i] for i in members]) for members in self.members)
 
-    def unpack(self, packed):
-        """The (named) tuple of views into `packed`."""
-        rows = [p.unbind(0) for p in packed]
+    def unpack(self, packed, axis=0):
+        """The (named) tuple of views into `packed` (stacked along `axis`: 1 where several
+        packings were stacked in front)."""
+        rows = [p.unbind(axis) for p in packed]
         return unflatten(self.spec, [rows[w][r] for w, r in self.place])
 
     def field(self, packed, name):
@@ -129,22 +138,24 @@ class PackedTree:
 
 def _end_begin_packed(metric_type, update, tree_packing, stats_packing, *args):
     """`nuts.leaf_end_begin` on packed tensors: (tree's packed tensors, position, momentum,
-    log_prob, grad, inverse_mass, momentum_factor, uniform, next_noise, next_uniform, table,
-    target, adapting, max_energy_error, settings) -> (tree's packed tensors, position,
-    momentum, the leaf stats' packed tensors)."""
+    log_prob, grad, inverse_mass, momentum_factor, uniform, steps, the `nuts.Draws`' four
+    tensors, table, target, adapting, max_energy_error, settings) -> (tree's packed tensors,
+    position, momentum, the leaf stats' packed tensors, steps, next uniform)."""
     k = len(tree_packing.members)
     tree = tree_packing.unpack(args[:k])
     *rest, settings = args[k:]
-    tree, position, momentum, stats = nuts.leaf_end_begin(metric_type, update, tree, *rest,
-                                                          tuple(settings.unbind()))
-    return (*tree_packing.pack(tree), position, momentum, *stats_packing.pack(stats))
+    rest = rest[:8] + [nuts.Draws(*rest[8:12])] + rest[12:]
+    tree, position, momentum, stats, steps, uniform = nuts.leaf_end_begin(
+        metric_type, update, tree, *rest, tuple(settings.unbind()))
+    return (*tree_packing.pack(tree), position, momentum, *stats_packing.pack(stats), steps,
+            uniform)
 
 
 def _canonical(metric_type, adaptation_kind, dtype):
     """`_end_begin_packed`'s arguments (the tree packed) at the canonical sizes
     (`CANONICAL`), the tree's and the leaf stats' `Packing`, and for each argument which of
-    its axes are the chains (n), the dimension (D), the tree depth (T) and the leaf table's
-    rows (L): the layout `SharedCompiledStep` traces with."""
+    its axes are the chains (n), the dimension (D), the tree depth (T), the leaf table's
+    rows (L) and the rows of the random numbers drawn ahead (B, W): the layout `SharedCompiledStep` traces with."""
     n, dim, depth, rows = (CANONICAL[k] for k in ("n", "D", "T", "L"))
     names = {size: name for name, size in CANONICAL.items()}
 
@@ -157,12 +168,15 @@ def _canonical(metric_type, adaptation_kind, dtype):
     inverse_mass = metric.identity_metric(n, dim, dense=metric_type.dense, dtype=dtype)
     vector, uniform = position, torch.zeros(n, 3, dtype=dtype)
     scalar = lambda kind=dtype: torch.zeros((), dtype=kind)  # noqa: E731
+    counts = torch.zeros(n, dtype=torch.long)
+    draws = nuts.Draws(torch.zeros(CANONICAL["B"], n, 3, dtype=dtype), counts,
+                       torch.zeros(CANONICAL["W"], n, dim, dtype=dtype), counts)
     rest = (vector, vector, step_size, vector, inverse_mass.inverse_mass,
-            inverse_mass.momentum_factor, uniform, vector, uniform,
+            inverse_mass.momentum_factor, uniform, counts, *draws,
             torch.zeros(rows, 6, dtype=torch.long), scalar(torch.long), scalar(torch.bool),
             scalar(), torch.zeros(len(adaptation_kind.settings), dtype=dtype))
-    stats = nuts.leaf_end_begin(metric_type, adaptation_kind.update, tree, *rest[:-1],
-                                adaptation_kind.settings)[3]
+    stats = nuts.leaf_end_begin(metric_type, adaptation_kind.update, tree, *rest[:8], draws,
+                                *rest[12:-1], adaptation_kind.settings)[3]
     tree_packing = Packing(tree, roles(tree))
     stats_packing = Packing(stats, roles(stats))
     args = (*tree_packing.pack(tree), *rest)
@@ -197,12 +211,27 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
     flags = {flag: torch.tensor(flag, device=device) for flag in (False, True)}
     n_packed = len(tree_packing.members)
 
+    n_stats = len(stats_packing.members)
+    at = n_packed + 2 + n_stats
+    group, row = tree_packing.fields["position"][1][0]
+
     def end_begin(tree, *args):
-        *args, adapting = args  # a bool, an input of the compiled function as a tensor
+        *args, draws, table, target, adapting = args  # adapting: a bool, passed as a tensor
         packed = tree.packed if isinstance(tree, PackedTree) else tree_packing.pack(tree)
-        out = shared(*packed, *args, flags[bool(adapting)], *settings)
+        out = shared(*packed, *args, *draws, table, target, flags[bool(adapting)], *settings)
+        # the leaf stats stay packed (a tuple of tensors) until a driver reads them
         return (PackedTree(out[:n_packed], tree_packing), out[n_packed], out[n_packed + 1],
-                stats_packing.unpack(out[n_packed + 2:]))
+                out[n_packed + 2:at], out[at], out[at + 1])
+
+    def iteration(stats):
+        return stats_packing.field(stats, "iteration")
+
+    def positions(trees):
+        return torch.stack([tree.packed[group] for tree in trees])[:, row]
+
+    def stack(stats):
+        return stats_packing.unpack([torch.stack(s) for s in zip(*stats)], axis=1)
 
     eager = nuts.eager_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind)
-    return nuts.LeafStep(eager.begin, value_and_grad, end_begin, adaptation_kind.init), shared
+    return nuts.LeafStep(eager.begin, value_and_grad, end_begin, adaptation_kind.init,
+                         iteration, positions, stack), shared

@@ -33,9 +33,9 @@ from inference.mcmc.termination import (Checkpoints, init_checkpoints, leaf_tabl
 from inference.mcmc.trajectory import (Subtree, Trajectory, add_leaf, merge, start_subtree,
                                        turned_when_merged)
 
-__all__ = ["TreeState", "LeafStats", "LeafStep", "init_tree", "tree_point", "leaf_begin",
-           "leaf_end", "leaf_end_begin", "Adaptation", "NO_ADAPTATION", "eager_leaf_step",
-           "nuts_kernel"]
+__all__ = ["TreeState", "LeafStats", "LeafStep", "Draws", "init_tree", "tree_point", "leaf_begin",
+           "leaf_end", "next_numbers", "leaf_end_begin", "Adaptation", "NO_ADAPTATION",
+           "eager_leaf_step", "nuts_kernel"]
 
 
 class TreeState(NamedTuple):
@@ -89,12 +89,36 @@ class LeafStep(NamedTuple):
     """The pieces a driver calls: `begin` once, then `value_and_grad` and `end_begin` in
     turn (eager functions, or compiled ones from `inference.mcmc.jit`), with the leaf
     step's settings bound; init_adaptation(step_size) -> the adaptation state its
-    `end_begin` expects (see `Adaptation`)."""
+    `end_begin` expects (see `Adaptation`). The tree and stats that `end_begin` returns
+    may be kept in the step's own form (e.g. packed): a driver reads them only through
+    iteration(stats) -> [n] (transitions ended), positions(trees) -> [m, n, D] (the
+    chains' points after m steps) and stack(stats) -> LeafStats of [m, n]."""
 
     begin: object
     value_and_grad: object
     end_begin: object
     init_adaptation: object
+    iteration: object = None
+    positions: object = None
+    stack: object = None
+
+
+class Draws(NamedTuple):
+    """Random numbers drawn ahead for the next leaf steps (`inference.mcmc.streams`):
+    uniform_block [B, n, 3] holds each chain's uniforms of leapfrog step counts
+    uniform_base [n] + 0..B-1; noise_block [W, n, D] its momentum noise, the one for the
+    transition after its k-th in this run at row k + noise_offset [n]."""
+
+    uniform_block: torch.Tensor
+    uniform_base: torch.Tensor
+    noise_block: torch.Tensor
+    noise_offset: torch.Tensor
+
+
+def _pick(block, index):
+    """Row index[c] of block [R, n, ...] for each chain c: [n, ...]."""
+    index = index.view((1, -1) + (1,) * (block.dim() - 2)).expand((1,) + block.shape[1:])
+    return block.gather(0, index)[0]  # (take_along_dim reads fixed sizes: not for symbolic)
 
 
 def init_tree(state, step_size, max_tree_depth, adaptation):
@@ -230,18 +254,29 @@ def leaf_end(metric_type, adapt, tree, position, momentum, log_prob, grad, inver
     return tree, stats
 
 
+def next_numbers(iteration, target, steps, draws):
+    """The next leaf step's random numbers (pure): (steps [n], the leapfrog steps each chain
+    has made after this one; next_noise [n, D], the momentum noise of the transition after
+    its `iteration`-th (used where this one ends); next_uniform [n, 3])."""
+    steps = steps + (iteration < target).long()
+    return (steps, _pick(draws.noise_block, iteration + draws.noise_offset),
+            _pick(draws.uniform_block, steps - draws.uniform_base))
+
+
 def leaf_end_begin(metric_type, adapt, tree, position, momentum, log_prob, grad, inverse_mass,
-                   momentum_factor, uniform, next_noise, next_uniform, table, target, adapting,
+                   momentum_factor, uniform, steps, draws, table, target, adapting,
                    max_energy_error, adapt_settings):
     """`leaf_end` of this leaf step, then `leaf_begin` of the next (pure): what runs between
-    two gradients. next_noise [n, D], next_uniform [n, 3]: the next step's random numbers.
-    Returns (tree, position, momentum, LeafStats of this step)."""
+    two gradients. steps [n]: leapfrog steps each chain has made; draws: `Draws` holding
+    the next step's random numbers (`next_numbers`). Returns (tree, position, momentum,
+    LeafStats of this step, steps, the next step's uniform [n, 3])."""
+    steps, next_noise, next_uniform = next_numbers(tree.iteration, target, steps, draws)
     tree, stats = leaf_end(metric_type, adapt, tree, position, momentum, log_prob, grad,
                            inverse_mass, uniform, table, target, adapting, max_energy_error,
                            adapt_settings)
     tree, position, momentum = leaf_begin(metric_type, tree, inverse_mass, momentum_factor,
                                           next_noise, next_uniform, table, target)
-    return tree, position, momentum, stats
+    return tree, position, momentum, stats, steps, next_uniform
 
 
 class Adaptation(NamedTuple):
@@ -272,7 +307,23 @@ def eager_leaf_step(value_and_grad, metric_type, max_energy_error=1000.,
     def end_begin(*args):
         return leaf_end_begin(metric_type, adaptation.update, *args, max_energy_error,
                               adaptation.settings)
-    return LeafStep(begin, value_and_grad, end_begin, adaptation.init)
+    return LeafStep(begin, value_and_grad, end_begin, adaptation.init, _iteration, _positions,
+                    _stack)
+
+
+def _iteration(stats):
+    return stats.iteration
+
+
+def _positions(trees):
+    return torch.stack([tree.position for tree in trees])
+
+
+def _stack(stats):
+    return type(stats[0])(*map(torch.stack, zip(*stats)))
+
+
+_CHUNK = 64  # leaf steps whose uniforms `nuts_kernel` draws at a time
 
 
 def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_energy_error=1000.,
@@ -289,28 +340,36 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     if step is None:
         step = eager_leaf_step(potential, type(metric), max_energy_error)
     position, dtype = state.position, state.position.dtype
-    rng = new_streams(position.shape[0], position.device) if state.rng is None else state.rng
+    device = position.device
+    rng = new_streams(position.shape[0], device) if state.rng is None else state.rng
     key, steps, made = rng.unbind(1)
-    table = leaf_table(max_tree_depth, position.device)
-    target = torch.ones((), dtype=torch.long, device=position.device)
-    adapting = False
+    table = leaf_table(max_tree_depth, device)
+    target = torch.ones((), dtype=torch.long, device=device)
     tree = init_tree(state, step_size, max_tree_depth, step.init_adaptation(step_size.to(dtype)))
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
-    noise = normals(key, made[None], position.shape[1], dtype)[0]
-    uniform = uniforms(key, steps[None], dtype)[0]
-    tree, position, momentum = step.begin(tree, inverse_mass, factor, noise, uniform, table,
-                                          target)
-    ended = None
-    while ended is None or not bool(tree.iteration.all()):
+    ahead = torch.arange(_CHUNK + 1, device=device)[:, None]
+    # the noise of this transition (row 0) and of those after it (unused: a chain through
+    # with its transition stays where it is)
+    draws = Draws(uniforms(key, steps + ahead, dtype), steps,
+                  normals(key, made + ahead[:3], position.shape[1], dtype),
+                  torch.ones_like(steps))
+    uniform = draws.uniform_block[0]
+    tree, position, momentum = step.begin(tree, inverse_mass, factor, draws.noise_block[0],
+                                          uniform, table, target)
+    stats = []
+    while not stats or not bool(step.iteration(stats[-1]).all()):
         log_prob, grad = step.value_and_grad(position)
-        steps = steps + (tree.iteration < target).long()
-        next_uniform = uniforms(key, steps[None], dtype)[0]
-        running = tree.iteration < target
-        tree, position, momentum, stats = step.end_begin(
+        tree, position, momentum, ended, steps, uniform = step.end_begin(
             tree, position, momentum, log_prob.to(dtype), grad, inverse_mass, factor, uniform,
-            noise, next_uniform, table, target, adapting)
-        ended = stats if ended is None else select(running, stats, ended)
-        uniform = next_uniform
+            steps, draws, table, target, False)
+        stats.append(ended)
+        if len(stats) % _CHUNK == 0:
+            draws = draws._replace(uniform_block=uniforms(key, steps + ahead, dtype),
+                                   uniform_base=steps)
+    stats = step.stack(stats)
+    # each chain's statistics from the step that ended its transition
+    ended = type(stats)(*(s.gather(0, (stats.iteration == 0).sum(0, keepdim=True))[0]
+                          for s in stats))
     new_state = tree_point(tree, torch.stack((key, steps, made + 1), 1))
     info = TransitionInfo(accept_prob=ended.accept_prob,
                           is_accepted=(new_state.position != state.position).any(-1),

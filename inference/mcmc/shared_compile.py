@@ -11,8 +11,8 @@ tens of seconds the bookkeeping takes Inductor.
 How:
 
 - The function is traced with some sizes symbolic (for NUTS: the chain
-  count `n`, the dimension `D`, the maximum tree depth `T` and the rows of
-  its leaf table `L`) and every other size fixed (`layout` names, for each
+  count `n`, the dimension `D`, the maximum tree depth `T`, the rows of
+  its leaf table `L` and of the blocks of random numbers drawn ahead, `B` and `W`) and every other size fixed (`layout` names, for each
   argument, the role of each axis). The trace runs at canonical sizes
   (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
   so that the trace never mistakes a fixed size for a symbolic one.
@@ -48,7 +48,7 @@ from inference.mcmc.compile import (INDUCTOR_OPTIONS, CompiledStep, compile_grap
 
 __all__ = ["SharedCompiledStep", "FirstCompileWarning", "CANONICAL"]
 
-CANONICAL = {"n": 38, "D": 34, "T": 14, "L": 46}
+CANONICAL = {"n": 38, "D": 34, "T": 14, "L": 46, "B": 26, "W": 30}
 
 
 class FirstCompileWarning(UserWarning):

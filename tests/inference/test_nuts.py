@@ -290,11 +290,13 @@ def test_each_chain_draws_from_its_own_counts_across_calls():
 
     def end_begin(*args):
         out = eager.end_begin(*args)
+        tree, steps, draws, target = args[0], args[8], args[9], args[11]
+        _, noise, uniform = nuts.next_numbers(tree.iteration, target, steps, draws)
         seen.append((nuts.leaf_end(DiagonalMetric, nuts.NO_ADAPTATION.update, *args[:6], args[7],
-                                   *args[10:], 1000., ())[0], args[8], args[9], args[11]))
+                                   *args[10:], 1000., ())[0], noise, uniform, target))
         return out
 
-    step = nuts.LeafStep(begin, value_and_grad, end_begin, eager.init_adaptation)
+    step = eager._replace(begin=begin, end_begin=end_begin)
     torch.manual_seed(0)
     n, dim = 3, 4
     x = torch.randn(n, dim)

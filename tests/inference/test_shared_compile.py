@@ -67,8 +67,11 @@ def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
     tree = tree._replace(leaf=leaves, checkpoints=Checkpoints(
         *(c + randn(*c.shape) for c in tree.checkpoints)))
     packing = jit._canonical(metric_type, ADAPTATION, torch.float64)[1]
+    steps = torch.randint(0, 5, (n,), generator=g)
+    draws = nuts.Draws(rand(6, n, 3), steps - torch.randint(0, 5, (n,), generator=g),
+                       randn(5, n, dim), torch.randint(0, 4, (n,), generator=g))
     return (*packing.pack(tree), position, momentum, -randn(n).abs(), randn(n, dim), inverse_mass,
-            factor, rand(n, 3), randn(n, dim), rand(n, 3), table, target, torch.tensor(True),
+            factor, rand(n, 3), steps, *draws, table, target, torch.tensor(True),
             torch.tensor(1000., dtype=dtype), torch.tensor([0.8, 0.05, 10., 0.75], dtype=dtype))
 
 
@@ -82,7 +85,7 @@ def test_the_tree_state_goes_in_and_out_packed():
     tree_leaves = jit.flatten(tree_packing.unpack(args[:len(tree_packing.members)]))[0]
     assert len(tree_leaves) == 45
     assert len(tree_packing.members) <= 6 and len(stats_packing.members) <= 3
-    assert len(layout) == len(args) <= 20
+    assert len(layout) == len(args) <= 24
     flat = _arguments(DiagonalMetric, 3, 2, seed=0)
     k = len(tree_packing.members)
     tree = tree_packing.unpack(flat[:k])
