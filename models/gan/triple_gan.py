@@ -109,10 +109,12 @@ def _regularizers(p_u):
 
 
 def losses(player, gen, disc, clf, batch, z_dim, alpha=0.5, alpha_c=0.5, alpha_p=0.,
-           balance=0.3):
+           balance=0.3, classified_real=False):
     """The cost of `player` for batch (x_u, x_l, y_l): "discriminator", "generator",
     "classifier" (with weights alpha_c, alpha_p, balance of the module docstring), or
-    "pretrain" (C alone: labelled cross-entropy and the regularizers)."""
+    "pretrain" (C alone: labelled cross-entropy and the regularizers).
+    `classified_real`: D's real pairs are (x_l, y_l) and C's pairs on the first half of
+    x_u, its C-pairs term the second half (the authors' MNIST code)."""
     x_u, x_l, y_l = batch
     if player == "pretrain":
         entropy, balanced = _regularizers(torch.softmax(clf(x_u), -1))
@@ -125,6 +127,10 @@ def losses(player, gen, disc, clf, batch, z_dim, alpha=0.5, alpha_c=0.5, alpha_p
     if player == "discriminator":
         with torch.no_grad():
             y_u = clf(x_u).argmax(-1)
+        if classified_real:
+            half = len(x_u) // 2
+            x_l, y_l = torch.cat([x_l, x_u[:half]]), torch.cat([y_l, y_u[:half]])
+            x_u, y_u = x_u[half:], y_u[half:]
         return (F.softplus(-disc(x_l, y_l)).mean() + alpha * F.softplus(disc(x_u, y_u)).mean()
                 + (1 - alpha) * F.softplus(disc(x_g, y_g)).mean())
     p_u = torch.softmax(clf(x_u), -1)
@@ -201,6 +207,9 @@ def main(argv=None):
                    help="game rounds over which alpha_c rises from 0 (default 5; 0: at once)")
     p.add_argument("--balance", type=float, default=0.3,
                    help="C's class-balance weight in the game (default 0.3)")
+    p.add_argument("--classified-real", action="store_true",
+                   help="D also takes C's pairs on half of each unlabelled batch as real "
+                        "(the authors' MNIST code)")
     args = p.parse_args(argv)
     zoo.start(args)
     budget = zoo.Budget()
@@ -221,7 +230,8 @@ def main(argv=None):
         alpha_c, alpha_p = schedule(state["round"], args.pretrain, args.ramp,
                                     args.adversarial_weight, pseudo_from)
         return losses(state["turn"], gen, disc, clf, batch, args.z_dim, alpha_c=alpha_c,
-                      alpha_p=alpha_p, balance=args.balance), None
+                      alpha_p=alpha_p, balance=args.balance,
+                      classified_real=args.classified_real), None
 
     @torch.no_grad()
     def after_step(player):

@@ -157,3 +157,25 @@ def test_minibatch_std_appends_the_batch_spread_as_a_channel():
     assert torch.allclose(out[:, 3], torch.ones(2, 2, 2))  # std of {0, 2} is 1
     assert torch.equal(dcgan.MinibatchStd()(h[:1])[:, 3], torch.zeros(1, 2, 2))
     assert dcgan.discriminator(4, minibatch_std=True)(torch.rand(3, 784)).shape == (3, 1)
+
+
+def test_triple_gan_discriminator_cost_with_classified_pairs_as_real():
+    """`classified_real` (the authors' MNIST code): D's real pairs are the labelled ones and
+    C's pairs on the first half of x_u; C's pairs on the second half are the fake ones."""
+    from models.gan import cgan, triple_gan
+    torch.manual_seed(0)
+    clf, disc, gen = triple_gan.Classifier().eval(), cgan.Discriminator().eval(), \
+        cgan.new_generator()
+    x_u, x_l, y_l = torch.rand(6, 784), torch.rand(4, 784), torch.tensor([1, 2, 3, 1])
+    gen(torch.arange(2), 4).observe()  # G's layers exist (their initialization draws)
+    with torch.random.fork_rng():
+        cost = triple_gan.losses("discriminator", gen, disc, clf, (x_u, x_l, y_l), z_dim=4,
+                                 classified_real=True)
+    y_g = torch.randint(10, (6,))
+    x_g = gen(y_g, 4).observe().outputs("x")
+    y_u = clf(x_u).argmax(-1)
+    softplus = torch.nn.functional.softplus
+    by_hand = (softplus(-disc(torch.cat([x_l, x_u[:3]]), torch.cat([y_l, y_u[:3]]))).mean()
+               + 0.5 * softplus(disc(x_u[3:], y_u[3:])).mean()
+               + 0.5 * softplus(disc(x_g, y_g)).mean())
+    torch.testing.assert_close(cost, by_hand)
