@@ -15,13 +15,20 @@ mean, and the ratio is ours' median over GPyTorch's median.
 - classification: scikit-learn's breast cancer set (569 x 30, standardized),
   random 80/20 splits, test error and NLL.
 
-The full run (`benchmarks/results/bayesian_zoo_svgp.json`): Boston splits 0-4
-and two breast cancer splits, 600 full-batch steps each (the CPU budget of a
-shared 2-core machine; ZhuSuan's example runs 5000); `--quick`: 2 Boston
-splits and one breast cancer split, 100 steps.
+The full run (`benchmarks/results/bayesian_zoo_svgp.json`, about 30 CPU
+minutes): all 20 standard splits of Boston, yacht, energy, concrete and red
+wine with full-batch steps, splits 0-4 of kin8nm and power-plant with
+minibatches of 1000, and two breast cancer splits; 600 steps each (the CPU
+budget of a shared 2-core machine; ZhuSuan's example runs 5000). `--quick`: 2
+Boston splits and one breast cancer split, 100 steps.
+
+Each finished split is appended to `benchmarks/results/bayesian_zoo_svgp.splits.tmp`
+(ignored by git) and a rerun with the same settings reads it back instead of
+training again, so a run that is stopped resumes; delete the file to start over.
 
     python -m benchmarks.bayesian_zoo --parts svgp [--quick]
 """
+import json
 import math
 import statistics
 import time
@@ -30,8 +37,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks._report import RESULTS
 from models.bayesian.svgp import SVGP, initial_inducing, regression_metrics, _standardize
 from models.data.uci import load_uci
+
+FULL_BATCH = 5000  # at least every training set below: one step is one pass
 
 PUBLISHED = {("bostonHousing", "test_rmse"): 2.90, ("bostonHousing", "test_nll"): 2.52}
 SOURCE = "ZhuSuan examples/gaussian_process/svgp.py (100 inducing points), as issue #27 quotes"
@@ -132,10 +142,38 @@ def _mean_se(values):
     return float(values.mean()), se
 
 
-def regression(dataset, splits, n_steps, n_inducing=100, batch_size=5000, lr=0.01):
+class SplitCache:
+    """Finished splits, one JSON line each, keyed by data set, split and settings."""
+
+    def __init__(self, path):
+        self.path = path
+        self.rows = {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                entry = json.loads(line)
+                self.rows[entry["key"]] = entry["row"]
+
+    def get(self, key):
+        return self.rows.get(json.dumps(key))
+
+    def put(self, key, row):
+        self.rows[json.dumps(key)] = row
+        if self.path is not None:
+            with self.path.open("a") as file:
+                file.write(json.dumps({"key": json.dumps(key), "row": row}) + "\n")
+        return row
+
+
+def regression(dataset, splits, n_steps, n_inducing=100, batch_size=FULL_BATCH, lr=0.01,
+               cache=None):
     """Per split: ours' and GPyTorch's test RMSE, NLL and seconds per step."""
+    cache = cache or SplitCache(None)
     out = []
     for split in splits:
+        key = ["regression", dataset, split, n_steps, n_inducing, batch_size, lr]
+        if cache.get(key) is not None:
+            out.append(cache.get(key))
+            continue
         data = load_uci(dataset, split, dtype=torch.float64)
         x, x_test, _, _ = _standardize(data.x_train, data.x_test)
         y, _, y_mean, y_std = _standardize(data.y_train, data.y_test)
@@ -151,11 +189,11 @@ def regression(dataset, splits, n_steps, n_inducing=100, batch_size=5000, lr=0.0
         row["rmse_peer"] = float((mean - data.y_test).pow(2).mean().sqrt())
         row["nll_peer"] = float(-torch.distributions.Normal(mean, std).log_prob(data.y_test)
                                 .mean())
-        out.append(row)
+        out.append(cache.put(key, row))
     return out
 
 
-def classification(seeds, n_steps, n_inducing=50, batch_size=5000, lr=0.01):
+def classification(seeds, n_steps, n_inducing=50, batch_size=FULL_BATCH, lr=0.01):
     """Per random 80/20 split of breast cancer: test error and NLL, ours and GPyTorch's."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
@@ -179,11 +217,12 @@ def classification(seeds, n_steps, n_inducing=50, batch_size=5000, lr=0.01):
     return out
 
 
-def _rows(data, per_split, metrics, n_steps):
+def _rows(data, per_split, metrics, n_steps, batch_size=FULL_BATCH):
     rows = []
     t_ours, t_peer = _mean_se([r["step_ours"] for r in per_split]), \
         _mean_se([r["step_peer"] for r in per_split])
     ratio = statistics.median(r["step_ours"] / r["step_peer"] for r in per_split)
+    batches = "" if batch_size >= FULL_BATCH else f" (minibatches of {batch_size})"
     for metric, key in metrics:
         ours, peer = _mean_se([r[f"{key}_ours"] for r in per_split]), \
             _mean_se([r[f"{key}_peer"] for r in per_split])
@@ -194,7 +233,8 @@ def _rows(data, per_split, metrics, n_steps):
                      "published_source": SOURCE if (data, metric) in PUBLISHED else None,
                      "peer": "gpytorch ApproximateGP", "peer_value": peer[0], "peer_se": peer[1],
                      "ours_seconds": t_ours[0] * n_steps, "peer_seconds": t_peer[0] * n_steps,
-                     "note": f"{len(per_split)} splits, {n_steps} steps; ours - peer = "
+                     "note": f"{len(per_split)} splits, {n_steps} steps{batches}; "
+                             f"ours - peer = "
                              f"{diff[0]:+.4f} +- {diff[1]:.4f} (paired s.e.)"})
     rows.append({"model": "svgp", "data": data, "metric": "cpu_seconds_per_step",
                  "ours": t_ours[0], "ours_se": t_ours[1], "published": None,
@@ -209,14 +249,20 @@ def _rows(data, per_split, metrics, n_steps):
 def run(quick, root=None):
     """The part's rows: Boston regression (and more UCI sets when not quick), breast cancer."""
     if quick:
-        sets, n_steps, seeds = [("bostonHousing", 2)], 100, [0]
+        sets, n_steps, seeds = [("bostonHousing", 2, FULL_BATCH)], 100, [0]
     else:
-        sets, n_steps, seeds = [("bostonHousing", 5)], 600, [0, 1]
+        sets = [(name, 20, FULL_BATCH) for name in ("bostonHousing", "yacht", "energy",
+                                                     "concrete", "wine-quality-red")]
+        sets += [("kin8nm", 5, 1000), ("power-plant", 5, 1000)]
+        n_steps, seeds = 600, [0, 1]
+    cache = SplitCache(RESULTS / f"bayesian_zoo_svgp{'_quick' if quick else ''}.splits.tmp")
     rows, details = [], {}
-    for dataset, n_splits in sets:
-        per_split = regression(dataset, range(n_splits), n_steps)
+    for dataset, n_splits, batch_size in tqdm(sets, desc="svgp data sets"):
+        per_split = regression(dataset, range(n_splits), n_steps, batch_size=batch_size,
+                               cache=cache)
         details[dataset] = per_split
-        rows += _rows(dataset, per_split, [("test_rmse", "rmse"), ("test_nll", "nll")], n_steps)
+        rows += _rows(dataset, per_split, [("test_rmse", "rmse"), ("test_nll", "nll")], n_steps,
+                      batch_size)
     per_split = classification(seeds, n_steps)
     details["breast_cancer"] = per_split
     rows += _rows("breast_cancer", per_split, [("test_error", "error"), ("test_nll", "nll")],

@@ -82,6 +82,27 @@ def test_bernoulli_quadrature_matches_monte_carlo():
         assert torch.all((draws.mean(0) - gp.expected_log_lik(x, y)).abs() < 5 * se + 1e-9)
 
 
+def test_kernel_matches_the_ard_rbf_formula_with_a_finite_gradient_at_coincident_points():
+    """K(a, b) = s^2 exp(-|(a - b) / l|^2 / 2), exactly s^2 where inputs coincide, and
+    gradients finite there (inducing inputs start at training inputs)."""
+    torch.manual_seed(0)
+    gp = SVGP(torch.randn(6, 3, dtype=torch.float64))
+    with torch.no_grad():
+        gp.raw_lengthscale.copy_(torch.tensor([-1., 0., 2.]))
+        gp.raw_scale.fill_(0.5)
+    x = torch.cat([gp.inducing.detach()[:2], torch.randn(4, 3, dtype=torch.float64)])
+    lengthscale = torch.nn.functional.softplus(gp.raw_lengthscale)
+    scaled = (x[:, None] - gp.inducing[None]) / lengthscale
+    expected = torch.nn.functional.softplus(gp.raw_scale) * torch.exp(
+        -0.5 * scaled.pow(2).sum(-1))
+    k = gp.kernel(x, gp.inducing)
+    torch.testing.assert_close(k, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(k[[0, 1], [0, 1]],
+                               torch.nn.functional.softplus(gp.raw_scale).expand(2))
+    k.sum().backward()
+    assert torch.isfinite(gp.inducing.grad).all() and torch.isfinite(gp.raw_lengthscale.grad).all()
+
+
 def test_inducing_points_of_the_wrong_dimension_are_a_clear_error():
     gp = SVGP(torch.randn(5, 3, dtype=torch.float64))
     with pytest.raises(ValueError,
