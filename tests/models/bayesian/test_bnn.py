@@ -22,8 +22,8 @@ def test_log_joint_is_the_hand_computed_one():
     w0, w1 = _weights(sizes, n_particles)
     bn = bnn.build_bnn(x, sizes, n_particles).observe(**{"lambda": lam, "tau": tau, "w0": w0,
                                                         "w1": w1, "y": y})
-    gamma = torch.distributions.Gamma(6., 6.)
-    expected = gamma.log_prob(lam) + gamma.log_prob(tau)
+    expected = (torch.distributions.Gamma(6., 6.).log_prob(lam)
+                + torch.distributions.Gamma(1., 0.01).log_prob(tau))
     for w in (w0, w1):
         expected = expected + torch.distributions.Normal(0., lam.rsqrt()[:, None, None]) \
             .log_prob(w).sum((-2, -1))
@@ -70,7 +70,7 @@ def test_predictive_log_likelihood_formula():
 
 
 def test_precision_conditionals_are_the_conjugate_ones():
-    """lambda | w and tau | w, y: Gamma(6 + n/2, 6 + sum of squares / 2), per chain."""
+    """lambda | w: Gamma(6 + n/2, 6 + sum w^2 / 2); tau | w, y: Gamma(1 + n/2, 0.01 + ...)."""
     w0, w1 = _weights([3, 4, 1], 2)
     lam = bnn.weight_conditional({"w0": w0, "w1": w1})
     torch.testing.assert_close(lam.alpha, torch.full((2,), 6. + (16 + 5) / 2))
@@ -78,9 +78,9 @@ def test_precision_conditionals_are_the_conjugate_ones():
                                / 2)
     x, y = torch.randn(7, 3), torch.randn(7)
     tau = bnn.noise_conditional(x)({"w0": w0, "w1": w1, "y": y})
-    torch.testing.assert_close(tau.alpha, torch.full((2,), 6. + 7 / 2))
+    torch.testing.assert_close(tau.alpha, torch.full((2,), 1. + 7 / 2))
     residual = y - bnn._forward(x, [w0, w1])
-    torch.testing.assert_close(tau.beta, 6. + (residual ** 2).sum(1) / 2)
+    torch.testing.assert_close(tau.beta, 0.01 + (residual ** 2).sum(1) / 2)
 
 
 @pytest.mark.parametrize("inference", bnn.INFERENCES)
@@ -146,3 +146,25 @@ def test_command_line_rejects_bad_input(uci, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         bnn.main(argv + ["--out", str(tmp_path)])
     assert message in capsys.readouterr().err
+
+
+def test_run_split_takes_epochs_batch_and_step_scale_from_settings(require_dataset,
+                                                                   monkeypatch):
+    """kin8nm's SETTINGS reach `fit`: SG-MCMC epochs and step multiplier, VI epochs."""
+    require_dataset("uci/kin8nm")
+    calls = []
+
+    def record(x, y, inference, **kwargs):
+        calls.append((inference, kwargs))
+        raise StopIteration
+
+    monkeypatch.setattr(bnn, "fit", record)
+    setting = bnn.SETTINGS["kin8nm"]
+    for inference in ("vi", "sghmc"):
+        with pytest.raises(StopIteration):
+            bnn.run_split("kin8nm", 0, inference, progress=False)
+    (_, vi), (_, sghmc) = calls
+    assert (vi["epochs"], vi["batch_size"]) == (setting.vi_epochs, setting.batch_size)
+    assert "step_scale" not in vi
+    assert (sghmc["epochs"], sghmc["step_scale"]) == (setting.sgmcmc_epochs, 4.)
+    assert bnn.SAMPLERS["sghmc"](100, 4.).learning_rate == pytest.approx(4 * 0.05 / 100)
