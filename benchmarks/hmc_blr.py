@@ -45,6 +45,8 @@ torch and XLA alike):
   after another in one process, since multiprocess chains need as many free
   cores as chains; `--pyro-chains` of them).
 - chains: ours and NumPyro with 1, 4, 64 and 256 chains.
+- longer: ours ("new model") and NumPyro, 16 chains, `--longer-iterations`
+  warm-up and as many kept draws (default 2000 + 2000).
 - hmc: HMC with a fixed trajectory length (`--trajectory-length`, step size
   and diagonal mass adapted), ours and NumPyro, 16 chains. A fixed length
   can come close to half a period of the posterior along some direction:
@@ -218,6 +220,7 @@ def run_pyro(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):
 
 RUNNERS = {"ours": run_ours, "ours, first compile": run_ours, "ours, new model": run_ours,
            "ours, cached": run_ours, "ours, eager": functools.partial(run_ours, jit_compile=False),
+           "ours, no compiler": run_ours,
            "ours, jitter 0.25": functools.partial(run_ours, jitter=0.25),
            "numpyro": run_numpyro, "pyro": run_pyro}
 
@@ -255,6 +258,10 @@ def fresh_inductor_cache():
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pool.apply(_setup_worker, (env,))
     return {**env, "TMPDIR": tempfile.mkdtemp()}
+
+
+# A machine without a C++ compiler, as `inference.mcmc.compile.compiler_available` sees it.
+NO_COMPILER = {"CXX": "", "PATH": os.devnull}
 
 
 def build_machine_parts():
@@ -371,8 +378,9 @@ def _ratio_rows(runs):
 def _median_rows(runs):
     """Median ESS/s over seeds, ours / NumPyro, for the 16-chain cases run with several seeds."""
     by_library = {}
+    main = [r["n_warmup"] for r in runs if r["library"] == "numpyro" and r["n_chains"] == 16]
     for run in runs:
-        if run["sampler"] == "nuts" and run["n_chains"] == 16:
+        if run["sampler"] == "nuts" and run["n_chains"] == 16 and run["n_warmup"] == main[0]:
             by_library.setdefault(run["library"], []).append(run)
     numpyro = by_library.get("numpyro", [])
     if len(numpyro) < 2:
@@ -395,7 +403,7 @@ def _median_rows(runs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", nargs="+", default=["main", "chains", "hmc", "many", "long"],
-                        choices=["main", "chains", "hmc", "many", "long"])
+                        choices=["main", "chains", "hmc", "many", "long", "longer"])
     parser.add_argument("--pyro-chains", type=int, default=1)
     parser.add_argument("--pyro-iterations", type=int, default=None,
                         help="main part: Pyro's warm-up iterations (and as many draws), "
@@ -407,6 +415,8 @@ def main(argv=None):
                              "seeds 1..N-1, and report median ESS/s over seeds")
     parser.add_argument("--trajectory-length", type=float, default=3.0)
     parser.add_argument("--long-iterations", type=int, default=10_000)
+    parser.add_argument("--longer-iterations", type=int, default=2000,
+                        help="warm-up iterations (and kept draws) of the 'longer' part")
     parser.add_argument("--many-iterations", type=int, default=200,
                         help="warm-up iterations (and kept draws) of the 'many' part")
     parser.add_argument("--quick", action="store_true", help="tiny runs (also when CI=true)")
@@ -424,10 +434,17 @@ def main(argv=None):
     load_before = os.getloadavg()
     if "main" not in args.parts:
         build_machine_parts()
+    if "longer" in args.parts:
+        n_longer = 200 if quick else args.longer_iterations
+        print(f"16 chains, NUTS, {n_longer} + {n_longer} iterations:")
+        for library in ("ours, new model", "numpyro"):
+            env = fresh_inductor_cache() if library == "ours, new model" else {}
+            runs.append(measure(library, 16, n_warmup=n_longer, n_samples=n_longer, env=env))
     if "main" in args.parts:
         print("16 chains, NUTS:")
         for library, env in [("ours, first compile", {}), ("ours, cached", {}),
-                             ("ours, new model", fresh_inductor_cache), ("ours, eager", {}),
+                             ("ours, new model", fresh_inductor_cache),
+                             ("ours, no compiler", NO_COMPILER), ("ours, eager", {}),
                              ("numpyro", {})]:
             runs.append(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
                                 env=env() if callable(env) else env))

@@ -163,42 +163,45 @@ class HamiltonianSampler:
         return (state, torch.stack(positions), {k: torch.stack(v) for k, v in stats.items()},
                 step_size)
 
-    def _compiling(self, potential):
-        """Whether this call compiles: `jit_compile` if given; by default (None) within
-        `iterate` (a run of many transitions, `inference.mcmc.run`) of a `Potential` on
-        the CPU where a C++ compiler is found (else eager, said once per process)."""
+    def _how(self, potential):
+        """How this call runs the kernel's steps: 'compile' (`jit_compile=True`; by default
+        (None) within `iterate`, a run of many transitions (`inference.mcmc.run`), of a
+        `Potential` on the CPU where a C++ compiler is found), 'record' (the same by
+        default where no compiler is found, said once per process: the model's gradient
+        is recorded once and replayed, see `jit.recorded_function`) or 'eager'."""
         if self.jit_compile is not None:
-            return self.jit_compile
+            return "compile" if self.jit_compile else "eager"
         if not (self._in_run and isinstance(potential, Potential)
                 and potential.device.type == "cpu"):
-            return False
+            return "eager"
         if compiler_available():
-            return True
+            return "compile"
         if not _SAID_NO_COMPILER:
             _SAID_NO_COMPILER.append(True)
             warnings.warn("HMC/NUTS: no C++ compiler found (g++, c++, clang++ or $CXX), so "
-                          "their steps run eagerly, several times slower than compiled; "
+                          "their steps run uncompiled, several times slower than compiled; "
                           "install one (e.g. `apt install g++`) for the fast path, or pass "
                           "jit_compile=False to run eagerly without this warning",
                           RuntimeWarning, stacklevel=2)
-        return False
+        return "record"
 
     def _step_function(self, kind, potential, metric, build):
         """The kernel's inner step, `build(value_and_grad)`, on `potential`.
 
-        Eager unless compiling (`_compiling`): then traced and compiled at its first
-        call (`inference.mcmc.compile.CompiledStep`), once per potential and metric
-        type, and kept while the kernel is used with that potential.
+        Eager unless `_how` says 'compile' or 'record': then traced at its first call and
+        compiled (`inference.mcmc.compile.CompiledStep`) or replayed as recorded, once per
+        potential and metric type, and kept while the kernel is used with that potential.
         """
-        if not self._compiling(potential):
+        how = self._how(potential)
+        if how == "eager":
             return build(potential)
         if self._steps_for != (potential, potential.version):
             self._steps, self._steps_for = {}, (potential, potential.version)
-        key = (kind, type(metric))
+        key = (kind, type(metric), how)
         if key not in self._steps:
-            self._steps[key] = jit.compiled_function(build(potential.traceable),
-                                                     build(potential),
-                                                     name=f"{type(self).__name__} {kind}")
+            make = jit.compiled_function if how == "compile" else jit.recorded_function
+            self._steps[key] = make(build(potential.traceable), build(potential),
+                                    name=f"{type(self).__name__} {kind}")
         return self._steps[key]
 
     def initial_step_size(self, state, potential, metric):
@@ -454,10 +457,10 @@ class NUTS(HamiltonianSampler):
         model-independent part once per machine, for every model (`inference.mcmc.jit`)."""
         metric_type = type(metric)
         adaptation = dual_averaging(self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
-        if not self._compiling(potential):
-            return eager_leaf_step(potential, metric_type, self.max_energy_error, adaptation)
         gradient = self._step_function("gradient", potential, metric,
                                        lambda value_and_grad: lambda x: value_and_grad(x))
+        if self._how(potential) != "compile":
+            return eager_leaf_step(gradient, metric_type, self.max_energy_error, adaptation)
         step, shared = jit.nuts_leaf_step(gradient, metric_type, self.max_energy_error,
                                           adaptation, metric.inverse_mass.dtype,
                                           metric.inverse_mass.device, self._built)

@@ -107,14 +107,17 @@ def test_nuts_without_flags_compiles_in_a_run_and_steps_eagerly_in_sample():
 
 
 def test_nuts_without_flags_says_once_that_it_runs_eagerly_without_a_compiler(monkeypatch):
+    """Without a compiler the default records the model's gradient once and replays it
+    (no Inductor, no shared tree step), and says so once."""
     monkeypatch.setattr(sampler, "compiler_available", lambda: False)
     monkeypatch.setattr(sampler, "_SAID_NO_COMPILER", [])
     potential, state, metric, step_size = _setup()
     kernel = inference.NUTS(max_tree_depth=5)
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found .* run eagerly") as said:
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found .* run uncompiled") as said:
         for _ in range(2):
             after, positions, _, _ = kernel.iterate(state, potential, step_size, metric, 2)
-    assert len(said) == 1 and kernel._steps == {} and kernel._shared == {}
+    (step,) = kernel._steps.values()
+    assert len(said) == 1 and step.status == "recorded" and kernel._shared == {}
     assert positions.shape == (2, 4, 3) and torch.isfinite(after.position).all()
 
 
