@@ -145,8 +145,9 @@ def tree_point(tree, rng=None):
 def _place(leaf, table):
     """Where each chain's next leaf sits in its tree (`leaf_table`): depth [n], first, last,
     deepest [n] (bool), and the checkpoint slots it writes and checks [n] (bit masks)."""
-    row = table[leaf]
-    return row[:, 0], row[:, 1] > 0, row[:, 2] > 0, row[:, 3] > 0, row[:, 4], row[:, 5]
+    depth, flags, write_bits, check_bits = table[leaf].split((1, 3, 1, 1), 1)
+    first, last, deepest = (flags > 0).unbind(1)
+    return depth[:, 0], first, last, deepest, write_bits[:, 0], check_bits[:, 0]
 
 
 def _signed_step(tree):
@@ -179,7 +180,7 @@ def leaf_begin(metric_type, tree, inverse_mass, momentum_factor, noise, uniform,
         diverging=tree.diverging & ~starting, n_steps=torch.where(starting, 0, tree.n_steps),
         sum_accept=torch.where(starting, 0., tree.sum_accept))
 
-    _, first, _, _, _, _ = _place(tree.leaf, table)
+    first = table[tree.leaf, 1] > 0  # (`_place`'s second column)
     forward = torch.where(first, uniform[:, 1] < 0.5, tree.forward)
     tree = tree._replace(forward=forward,
                          subtree=start_subtree(tree.subtree, tree.trajectory, forward, first))
