@@ -19,11 +19,13 @@ keeps E[tau] near 50 where the residuals want about 600).
 
 P is the particle (VI) or chain (SG-MCMC) axis. ZhuSuan's examples fix the
 weight prior (N(0, 1)) and fit the noise scale (`y_logstd`) or the prior
-scales by point estimates; here both precisions are nodes and every
-inference method treats them as random:
+scales by point estimates; here both precisions are nodes:
 
-- `vi`: a mean-field guide, q(w_i) = N(mu, sigma^2) per weight and
-  q(lambda), q(tau) LogNormal, trained by `elbo(...).sgvb()` with Adam
+- `vi`: lambda observed at 1 (ZhuSuan's N(0, 1) weight prior; `fit(...,
+  weight_precision=None)` learns it instead, which lets mean-field VI prune
+  more hidden units and predicts worse), a mean-field guide,
+  q(w_i) = N(mu, sigma^2) per weight and q(tau) (and q(lambda) if learnt)
+  LogNormal, trained by `elbo(...).sgvb()` with Adam
   (ZhuSuan's `bnn_vi`: 10 particles, learning rate 0.01), the minibatch
   likelihood scaled by N / B in the model's `log_joint` (ZhuSuan's
   `log_pws + N * mean(log_py_xw)`).
@@ -141,10 +143,10 @@ def _minibatch_log_joint(n_train):
     return log_joint
 
 
-def _mean_field(layer_sizes, n_particles):
-    """q(w_i) Normal per weight, q(lambda) and q(tau) LogNormal: nodes as in `build_bnn`."""
+def _mean_field(layer_sizes, n_particles, learn_weight_precision=True):
+    """q(w_i) Normal per weight, q(tau) (and q(lambda) if learnt) LogNormal, as `build_bnn`."""
     bn = ppl.BayesianNet()
-    for name in ("lambda", "tau"):
+    for name in ("lambda", "tau")[not learn_weight_precision:]:
         mean = ppl.param(f"{name}_mean", torch.zeros(()))
         logstd = ppl.param(f"{name}_logstd", torch.full((), -2.))
         bn.log_normal(name, mean.expand(n_particles), logstd=logstd.expand(n_particles))
@@ -241,16 +243,19 @@ def _standardize(train, axis=0):
 
 
 def _fit_vi(x, y, layer_sizes, epochs, batch_size, learning_rate, n_particles, n_samples,
-            progress):
+            weight_precision, progress):
     n_train = len(x)
     model = ppl.meta_bayesian_net(scope="bnn", log_joint=_minibatch_log_joint(n_train))(
         build_bnn.fn)
     variational = new_variational()
+    learnt = weight_precision is None
+    observed = {} if learnt else {"lambda": torch.full((n_particles,), float(weight_precision))}
 
     def step(batch):
         xb, yb = batch
-        lower_bound = inference.elbo(model(xb, layer_sizes, n_particles), {"y": yb},
-                                     variational=variational(layer_sizes, n_particles), axis=0)
+        lower_bound = inference.elbo(model(xb, layer_sizes, n_particles), {"y": yb, **observed},
+                                     variational=variational(layer_sizes, n_particles, learnt),
+                                     axis=0)
         return lower_bound.sgvb(), lower_bound / n_train
 
     def batches(epoch):
@@ -264,7 +269,7 @@ def _fit_vi(x, y, layer_sizes, epochs, batch_size, learning_rate, n_particles, n
     for epoch in tqdm(range(epochs), desc="VI", disable=not progress, leave=False):
         trainer.fit(step, batches, epoch + 1)
     with torch.no_grad():
-        bn = variational(layer_sizes, n_samples)
+        bn = variational(layer_sizes, n_samples, learnt)
         return [bn[n] for n in _weight_names(layer_sizes)], bn["tau"]
 
 
@@ -298,11 +303,14 @@ def _fit_sgmcmc(x, y, layer_sizes, method, epochs, batch_size, n_chains, burn_in
 
 def fit(x_train, y_train, inference="vi", *, hidden=50, epochs=100, batch_size=32,
         learning_rate=0.01, n_particles=10, n_samples=1000, n_chains=4, burn_in=None,
-        thin_epochs=None, step_scale=1., progress=True):
+        thin_epochs=None, step_scale=1., weight_precision=1., progress=True):
     """Fit the BNN to x_train [n, d] (or [n] for d = 1), y_train [n]; returns a `BNNPosterior`.
 
     `inference`: one of `INFERENCES`. VI: `learning_rate` (Adam), `n_particles`
-    per step, `n_samples` drawn from q at the end. SG-MCMC: `n_chains` chains,
+    per step, `n_samples` drawn from q at the end, the weight precision lambda
+    observed at `weight_precision` (ZhuSuan's `bnn_vi`: N(0, 1) weights) or, if
+    None, learnt with q(lambda); a learnt lambda lets mean-field VI prune more
+    hidden units. SG-MCMC: `n_chains` chains,
     the first `burn_in` epochs dropped (default: half), then one sample per
     chain every `thin_epochs` epochs (default: about 50 samples per chain), the
     sampler's step size (`SAMPLERS`) multiplied by `step_scale`.
@@ -323,7 +331,7 @@ def fit(x_train, y_train, inference="vi", *, hidden=50, epochs=100, batch_size=3
     layer_sizes = [x.shape[1], hidden, 1]
     if inference == "vi":
         weights, tau = _fit_vi(xs, ys, layer_sizes, epochs, batch_size, learning_rate,
-                               n_particles, n_samples, progress)
+                               n_particles, n_samples, weight_precision, progress)
     else:
         burn_in = epochs // 2 if burn_in is None else burn_in
         thin = thin_epochs or max(1, (epochs - burn_in) // 50)

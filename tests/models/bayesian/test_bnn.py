@@ -168,3 +168,25 @@ def test_run_split_takes_epochs_batch_and_step_scale_from_settings(require_datas
     assert "step_scale" not in vi
     assert (sghmc["epochs"], sghmc["step_scale"]) == (setting.sgmcmc_epochs, 4.)
     assert bnn.SAMPLERS["sghmc"](100, 4.).learning_rate == pytest.approx(4 * 0.05 / 100)
+
+
+@pytest.mark.parametrize("weight_precision", [1., None])
+def test_vi_observes_the_weight_precision_unless_it_is_learnt(monkeypatch, weight_precision):
+    """ZhuSuan's bnn_vi prior by default (lambda observed at 1); None puts q(lambda) in."""
+    seen = []
+    elbo = bnn.inference.elbo
+
+    def record(model, observed, variational, **kwargs):
+        seen.append((dict(observed), set(variational.stochastic_nodes)))
+        return elbo(model, observed, variational=variational, **kwargs)
+
+    monkeypatch.setattr(bnn.inference, "elbo", record)
+    torch.manual_seed(3)
+    bnn.fit(torch.randn(16, 2), torch.randn(16), "vi", epochs=1, batch_size=16,
+            n_particles=3, n_samples=5, weight_precision=weight_precision, progress=False)
+    observed, guide_nodes = seen[0]
+    if weight_precision is None:
+        assert "lambda" not in observed and "lambda" in guide_nodes
+    else:
+        torch.testing.assert_close(observed["lambda"], torch.ones(3))
+        assert "lambda" not in guide_nodes and {"tau", "w0", "w1"} <= guide_nodes
