@@ -379,6 +379,8 @@ def _median_rows(runs):
     """Median ESS/s over seeds, ours / NumPyro, for the 16-chain cases run with several seeds."""
     by_library = {}
     main = [r["n_warmup"] for r in runs if r["library"] == "numpyro" and r["n_chains"] == 16]
+    if not main:
+        return []
     for run in runs:
         if run["sampler"] == "nuts" and run["n_chains"] == 16 and run["n_warmup"] == main[0]:
             by_library.setdefault(run["library"], []).append(run)
@@ -413,6 +415,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=1,
                         help="main part: also run ours (new model, cached) and NumPyro with "
                              "seeds 1..N-1, and report median ESS/s over seeds")
+    parser.add_argument("--main-cases", type=lambda text: text.split(","), default=None,
+                        help="main part: only these of ours' cases (comma-separated, e.g. "
+                             "'new model,no compiler', and 'pyro' to run Pyro), beside "
+                             "NumPyro; default: all")
     parser.add_argument("--trajectory-length", type=float, default=3.0)
     parser.add_argument("--long-iterations", type=int, default=10_000)
     parser.add_argument("--longer-iterations", type=int, default=2000,
@@ -425,6 +431,14 @@ def main(argv=None):
     quick = is_quick(args.quick)
     n_warmup, n_samples = (150, 100) if quick else (N_WARMUP, N_SAMPLES)
     runs, long = [], None
+
+    def add(row):
+        """Keep a run and write the report so far (a long benchmark cut short keeps them)."""
+        runs.append(row)
+        write_report(NAME, __doc__, argv, _ratio_rows(runs), args.out, quick, threads=1,
+                     libraries=_versions(), load_average={"before": load_before,
+                                                          "so_far": os.getloadavg()},
+                     runs=runs, partial=True)
     # Fresh caches for this run, inherited by every worker: PPL_CACHE_DIR (ours) inside a
     # fresh temporary directory (where Inductor's default would be), so that the first
     # compilation starts from nothing; the folders made below go inside it too.
@@ -439,41 +453,46 @@ def main(argv=None):
         print(f"16 chains, NUTS, {n_longer} + {n_longer} iterations:")
         for library in ("ours, new model", "numpyro"):
             env = fresh_inductor_cache() if library == "ours, new model" else {}
-            runs.append(measure(library, 16, n_warmup=n_longer, n_samples=n_longer, env=env))
+            add(measure(library, 16, n_warmup=n_longer, n_samples=n_longer, env=env))
     if "main" in args.parts:
         print("16 chains, NUTS:")
         for library, env in [("ours, first compile", {}), ("ours, cached", {}),
-                             ("ours, new model", fresh_inductor_cache),
-                             ("ours, no compiler", NO_COMPILER), ("ours, eager", {}),
-                             ("numpyro", {})]:
-            runs.append(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
-                                env=env() if callable(env) else env))
+                             ("ours, new model", fresh_inductor_cache), ("numpyro", {}),
+                             ("ours, no compiler", NO_COMPILER), ("ours, eager", {})]:
+            if args.main_cases and library.removeprefix("ours, ") not in args.main_cases + [
+                    "numpyro"]:
+                continue
+            add(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
+                        env=env() if callable(env) else env))
         n_pyro = args.pyro_iterations or n_warmup
-        runs.append(measure("pyro", args.pyro_chains, n_warmup=n_pyro,
-                            n_samples=n_pyro if args.pyro_iterations else n_samples))
+        if args.main_cases and "pyro" not in args.main_cases:
+            n_pyro = 0
+        if n_pyro:
+            add(measure("pyro", args.pyro_chains, n_warmup=n_pyro,
+                        n_samples=n_pyro if args.pyro_iterations else n_samples))
         for seed in range(1, args.seeds):
             for library, env in [("ours, new model", fresh_inductor_cache),
                                  ("ours, cached", {}), ("numpyro", {})]:
-                runs.append(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
-                                    env=env() if callable(env) else env, seed=seed))
+                add(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
+                            env=env() if callable(env) else env, seed=seed))
     if "chains" in args.parts:
         print("chain counts, NUTS:")
         for n_chains in ([1, 4] if quick else [1, 4, 64, 256]):
             for library in ("ours", "numpyro"):
-                runs.append(measure(library, n_chains, n_warmup=n_warmup, n_samples=n_samples))
+                add(measure(library, n_chains, n_warmup=n_warmup, n_samples=n_samples))
     if "hmc" in args.parts:
         print(f"HMC, trajectory length {args.trajectory_length}, 16 chains:")
         for library in ("ours", "ours, jitter 0.25", "numpyro"):
             env = fresh_inductor_cache() if library.startswith("ours") else {}
-            runs.append(measure(library, 16, "hmc", n_warmup, n_samples,
-                                args.trajectory_length, env=env))
+            add(measure(library, 16, "hmc", n_warmup, n_samples, args.trajectory_length,
+                        env=env))
     if "many" in args.parts:
         n_many = 50 if quick else args.many_iterations
         cases = [(64, ("ours",))] if quick else [(1024, ("ours", "numpyro")), (4096, ("ours",))]
         print(f"many chains, NUTS, {n_many} warm-up + {n_many} draws:")
         for n_chains, libraries in cases:
             for library in libraries:
-                runs.append(measure(library, n_chains, n_warmup=n_many, n_samples=n_many))
+                add(measure(library, n_chains, n_warmup=n_many, n_samples=n_many))
     if "long" in args.parts:
         n_iterations = 1000 if quick else args.long_iterations
         print(f"long run: ours, NUTS, 16 chains, {n_iterations} iterations")
