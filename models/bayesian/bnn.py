@@ -90,6 +90,7 @@ SETTINGS = {"bostonHousing": Setting(150, 150, 32), "concrete": Setting(80, 80, 
             "naval-propulsion-plant": Setting(30, 30, 128),
             "power-plant": Setting(35, 70, 128, 4.),
             "protein-tertiary-structure": Setting(45, 30, 256, 4.)}
+DEFAULT_SETTING = Setting(100, 100, 32)  # for a data set not in SETTINGS
 
 # SG-MCMC samplers for the N/B-scaled log joint, by training-set size N and a step multiplier:
 # the gradient grows with N, so the step sizes shrink as 1 / N (Boston: SGHMC's 1e-4 at N = 455).
@@ -347,7 +348,7 @@ def run_split(data, split, inference="vi", *, epochs=None, batch_size=None, path
         raise ValueError(f"inference: expected one of {INFERENCES}, got {inference!r}")
     torch.manual_seed(seed + split)
     uci = load_uci(data, split, path=path, dtype=torch.float64)
-    setting = SETTINGS.get(data, Setting(100, 100, 32))
+    setting = SETTINGS.get(data, DEFAULT_SETTING)
     if inference != "vi":
         kwargs.setdefault("step_scale", setting.step_scale)
     posterior = fit(zoo.first(uci.x_train, train_size), zoo.first(uci.y_train, train_size),
@@ -360,7 +361,7 @@ def run_split(data, split, inference="vi", *, epochs=None, batch_size=None, path
 
 def default_epochs(data, inference):
     """The epochs `SETTINGS` gives UCI set `data` for `inference` (VI or SG-MCMC)."""
-    setting = SETTINGS.get(data, Setting(100, 100, 32))
+    setting = SETTINGS.get(data, DEFAULT_SETTING)
     return setting.vi_epochs if inference == "vi" else setting.sgmcmc_epochs
 
 
