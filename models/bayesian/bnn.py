@@ -62,7 +62,8 @@ import ppl
 from models import zoo
 from models.data.uci import UCI_DATASETS, load_uci, uci_n_splits
 
-__all__ = ["INFERENCES", "SETTINGS", "Setting", "default_epochs", "build_bnn", "build_mean_field_variational", "new_variational",
+__all__ = ["INFERENCES", "SETTINGS", "Setting", "default_epochs", "build_bnn",
+           "build_mean_field_variational", "new_variational",
            "weight_conditional", "noise_conditional", "BNNPosterior", "fit", "run_split",
            "summarize", "main"]
 
@@ -98,8 +99,8 @@ SAMPLERS = {"sgld": lambda n, scale=1.: inference.SGLD(learning_rate=scale * 0.0
             "sghmc": lambda n, scale=1.: inference.SGHMC(learning_rate=scale * 0.05 / n,
                                                          friction=0.1, n_iter_resample_v=None),
             "psgld": lambda n, scale=1.: inference.PSGLD(learning_rate=scale * 1e-4),
-            "sgnht": lambda n, scale=1.: inference.SGNHT(learning_rate=scale * 0.05 / n, variance_extra=0.,
-                                               tune_rate=1.)}
+            "sgnht": lambda n, scale=1.: inference.SGNHT(learning_rate=scale * 0.05 / n,
+                                                         variance_extra=0., tune_rate=1.)}
 
 
 def _forward(x, weights):

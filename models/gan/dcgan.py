@@ -14,8 +14,8 @@ small budget: at w = 16 the classifier FID after 300 steps is 802 with 2e-4 and
 229 with `--lr 1e-3` (benchmarks/results/gan_mnist_dcgan_lr.json), which
 `benchmarks.gan_mnist` uses, with `--minibatch-std` (a `MinibatchStd` channel in D):
 without it the largest class took 22.5% and 20.05% of the samples in two seeds, with it
-19.0% and 17.8% (benchmarks/results/gan_mnist_20k_equal_cpu.json). ZhuSuan's `is_training` is the modules'
-train()/eval() mode: samples are drawn in eval mode.
+19.0% and 17.8% (benchmarks/results/gan_mnist_20k_equal_cpu.json). ZhuSuan's
+`is_training` is the modules' train()/eval() mode: samples are drawn in eval mode.
 
     python -m models.gan.dcgan --epochs 5
     python -m models.gan.dcgan --data fashion-mnist
