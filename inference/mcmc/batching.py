@@ -70,9 +70,11 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
         trees, stats = [], []
         for i in range(block):
             log_prob, grad = step.value_and_grad(position)
+            if log_prob.dtype != dtype:
+                log_prob = log_prob.to(dtype)
             tree, position, momentum, ended, steps, uniform = step.end_begin(
-                tree, position, momentum, log_prob.to(dtype), grad, inverse_mass, factor,
-                uniform, steps, draws, table, target, adapting)
+                tree, position, momentum, log_prob, grad, inverse_mass, factor, uniform, steps,
+                draws, table, target, adapting)
             trees.append(tree)
             stats.append(ended)
             if (i + 1) % check_every == 0 and bool((step.iteration(ended) >= target).all()):

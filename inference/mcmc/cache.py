@@ -39,11 +39,11 @@ import warnings
 from inference import torch_compat
 
 __all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
-           "inductor_headers_checked", "compiled_entry", "MANIFEST"]
+           "inductor_headers_checked", "inductor_headers_built", "compiled_entry", "MANIFEST"]
 
 MANIFEST = "ppl-manifest.json"
 # Part of every entry's key: entries of an earlier layout (no manifest) are never loaded.
-ENTRY_FORMAT = "entry format 2"
+ENTRY_FORMAT = "entry format 3"
 
 
 class CacheWarning(UserWarning):
@@ -149,6 +149,15 @@ def inductor_headers_checked():
                 status = os.stat(path)
                 if status.st_uid == os.getuid() and status.st_mode & 0o022:
                     os.chmod(path, status.st_mode & ~0o022)
+
+
+def inductor_headers_built():
+    """Whether Inductor's precompiled-header folder holds a built header (a `.gch` file; a
+    reboot empties the folder)."""
+    try:
+        return any(name.endswith(".gch") for name in os.listdir(torch_compat.inductor_header_dir()))
+    except OSError:
+        return False
 
 
 def _trusted_folder(folder, below, what, alternative):

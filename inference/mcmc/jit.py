@@ -227,7 +227,7 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
         return stats_packing.field(stats, "iteration")
 
     def positions(trees):
-        return torch.stack([tree.packed[group] for tree in trees])[:, row]
+        return torch.stack([tree.packed[group][row] for tree in trees])
 
     def stack(stats):
         return stats_packing.unpack([torch.stack(s) for s in zip(*stats)], axis=1)

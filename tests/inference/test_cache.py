@@ -14,7 +14,7 @@ import torch
 
 from inference import torch_compat
 from inference.mcmc.cache import (CacheError, CacheWarning, cache_root, inductor_cache,
-                                  inductor_headers_checked)
+                                  inductor_headers_built, inductor_headers_checked)
 from inference.mcmc.compile import CompiledStep, shifted
 from inference.mcmc.shared_compile import SharedCompiledStep
 from tests.inference.test_compile import needs_compiler
@@ -284,3 +284,14 @@ def test_a_missing_header_folder_is_made_for_the_user_only(monkeypatch, tmp_path
     with inductor_headers_checked():
         assert folder.parent.stat().st_mode & 0o777 == 0o700
         assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_inductors_header_counts_as_built_where_its_folder_holds_one(monkeypatch, tmp_path):
+    folder = tmp_path / "precompiled_headers"
+    monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(folder))
+    assert not inductor_headers_built()  # no folder (after a reboot)
+    folder.mkdir()
+    (folder / "c4ht.h").write_text("#include <x.h>")
+    assert not inductor_headers_built()
+    (folder / "c4ht.h.gch").write_text("")
+    assert inductor_headers_built()

@@ -1,4 +1,5 @@
 """jit_compile: compiled NUTS steps and HMC leapfrogs equal the eager ones; failures fall back."""
+import json
 import shutil
 
 import pytest
@@ -260,3 +261,50 @@ def test_inductors_c_shim_notice_is_not_shown(empty_cache, capfd):
         assert compiled.status == "compiled", compiled.status
         err = capfd.readouterr().err
         assert "c-shim" not in err and "CacheWarning" not in err, err[-2000:]
+
+
+@needs_compiler
+def test_a_compile_goes_without_an_unbuilt_header_and_loads_under_the_same_setting(
+        empty_cache, monkeypatch):
+    """Inductor's precompiled header lives under the temporary directory (a reboot empties it)
+    and takes about 7 s to build, a new model's whole compile without it about 6 s: a compile
+    where it is not built goes without it, the entry keeps that setting, and a load compiles
+    under it again (another setting would compile the step anew)."""
+    used = []
+
+    def recording(graph, inputs, dynamic_shapes, options):
+        used.append(options["cpp_cache_precompile_headers"])
+        return real(graph, inputs, dynamic_shapes, options)
+    real = torch_compat.inductor_compile
+    monkeypatch.setattr(torch_compat, "inductor_compile", recording)
+    monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: False)
+
+    def step(x):
+        return (torch.sin(x).sum(-1) * 1.25,)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    first = CompiledStep(step, step, shifted(0))
+    torch.testing.assert_close(first(x)[0], step(x)[0])
+    assert first.status == "compiled" and used == [False]
+    (entry,) = (empty_cache / "compiled").iterdir()
+    assert json.loads((entry / "ppl-header-settings.json").read_text()) == {
+        "cpp_cache_precompile_headers": False}
+    monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: True)
+    later = CompiledStep(step, step, shifted(0))
+    torch.testing.assert_close(later(x)[0], step(x)[0])
+    assert later.status == "loaded" and used == [False, False]
+
+
+def test_a_new_entry_uses_the_header_where_built_or_while_building_headers(monkeypatch, tmp_path):
+    for built, building, expected in [(False, False, False), (True, False, True),
+                                      (False, True, True)]:
+        folder = tmp_path / f"{built}-{building}"
+        folder.mkdir()
+        monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: built)
+        if building:
+            with mcmc_compile.building_headers():
+                settings = mcmc_compile._header_settings(str(folder))
+        else:
+            settings = mcmc_compile._header_settings(str(folder))
+        assert settings == {"cpp_cache_precompile_headers": expected}
+        monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: not built)
+        assert mcmc_compile._header_settings(str(folder)) == settings  # as saved
