@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -44,7 +45,8 @@ def commit():
 def write_report(name, doc, argv, rows, out, quick, threads=None, device="cpu", **sections):
     """Write {benchmark, description, command, environment, rows, **sections} as JSON."""
     report = {"benchmark": name, "description": doc.split("\n")[0],
-              "command": f"python -m benchmarks.{name} " + " ".join(argv or []),
+              "command": f"python -m benchmarks.{name} " + " ".join(
+                  sys.argv[1:] if argv is None else argv),
               "environment": {"torch": torch.__version__, "device": device,
                               "threads": threads or torch.get_num_threads(),
                               "commit": commit(), "quick": quick},
