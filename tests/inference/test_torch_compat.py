@@ -206,3 +206,14 @@ def test_each_private_symbol_is_tested_here():
         text = source.read()
     for name in _compat().PRIVATE:
         assert f'_symbol("{name}")' in text, f"{name} has no test here"
+
+
+def test_every_inductor_option_the_compiled_steps_set_exists():
+    """`inference.mcmc.compile` passes Inductor options by name (an unknown one fails the
+    compile, and the step runs eagerly): each must still be one of Inductor's settings."""
+    from inference.mcmc.compile import INDUCTOR_OPTIONS
+    options = {**INDUCTOR_OPTIONS, "cpp_cache_precompile_headers": False}
+    with _symbol(f"torch._inductor.config options {sorted(options)}"):
+        from torch._inductor import config
+        with config.patch(options):
+            pass
