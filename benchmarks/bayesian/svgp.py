@@ -15,10 +15,9 @@ mean, and the ratio is ours' median over GPyTorch's median.
 - classification: scikit-learn's breast cancer set (569 x 30, standardized),
   random 80/20 splits, test error and NLL.
 
-The full run (`benchmarks/results/bayesian_zoo_svgp.json`, about 18 CPU
-minutes, `FULL_SETS`): all 20 standard splits of Boston and yacht, the first
-splits of energy, concrete and red wine (as many as the CPU budget of a shared
-2-core machine allowed), and two breast cancer splits; 600 full-batch steps
+The full run (`benchmarks/results/bayesian_zoo_svgp.json`, about 35 CPU
+minutes, `FULL_SETS`): all 20 standard splits of Boston, yacht, energy, concrete
+and red wine, and two breast cancer splits; 600 full-batch steps
 each (ZhuSuan's example runs 5000). `--quick`: 2 Boston splits and one breast
 cancer split, 100 steps.
 
@@ -42,8 +41,8 @@ from models.bayesian.svgp import SVGP, initial_inducing, regression_metrics, _st
 from models.data.uci import load_uci
 
 FULL_BATCH = 5000  # at least every training set below: one step is one pass
-FULL_SETS = (("bostonHousing", 20), ("yacht", 20), ("energy", 8), ("concrete", 8),
-             ("wine-quality-red", 10))  # (data set, splits 0..k-1) of the full run
+FULL_SETS = (("bostonHousing", 20), ("yacht", 20), ("energy", 20), ("concrete", 20),
+             ("wine-quality-red", 20))  # (data set, splits 0..k-1) of the full run
 
 PUBLISHED = {("bostonHousing", "test_rmse"): 2.90, ("bostonHousing", "test_nll"): 2.52}
 SOURCE = "ZhuSuan examples/gaussian_process/svgp.py (100 inducing points), as issue #27 quotes"
