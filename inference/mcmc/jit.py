@@ -155,7 +155,8 @@ def _canonical(metric_type, adaptation_kind, dtype):
     """`_end_begin_packed`'s arguments (the tree packed) at the canonical sizes
     (`CANONICAL`), the tree's and the leaf stats' `Packing`, and for each argument which of
     its axes are the chains (n), the dimension (D), the tree depth (T), the leaf table's
-    rows (L) and the rows of the random numbers drawn ahead (B, W): the layout `SharedCompiledStep` traces with."""
+    rows (L) and the rows of the random numbers drawn ahead (B, W): the layout
+    `SharedCompiledStep` traces with."""
     n, dim, depth, rows = (CANONICAL[k] for k in ("n", "D", "T", "L"))
     names = {size: name for name, size in CANONICAL.items()}
 

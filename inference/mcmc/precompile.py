@@ -12,9 +12,8 @@ header): about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
 against a few seconds for a new model afterwards. Run this once at setup (a
 Docker image, a CI install step) so that no sampling run pays it. Inductor
 keeps its precompiled header under the temporary directory, which a reboot
-empties: after one, a process's first compile goes without it (about 2.5 s
-slower than with it, where building it would take about 7 s) and its later
-compiles, or this command, build it again.
+empties: after one, models compile without it (about 2.5 s slower each, where
+building it takes about 7 s) until this command builds it again.
 
 It runs a few compiled NUTS iterations on a small standard normal for each
 dtype and metric, which builds (or loads, if already built) the tree step

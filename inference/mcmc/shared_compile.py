@@ -12,7 +12,8 @@ How:
 
 - The function is traced with some sizes symbolic (for NUTS: the chain
   count `n`, the dimension `D`, the maximum tree depth `T`, the rows of
-  its leaf table `L` and of the blocks of random numbers drawn ahead, `B` and `W`) and every other size fixed (`layout` names, for each
+  its leaf table `L` and of the blocks of random numbers drawn ahead, `B`
+  and `W`) and every other size fixed (`layout` names, for each
   argument, the role of each axis). The trace runs at canonical sizes
   (`CANONICAL`), even numbers that no fixed size of the NUTS state takes,
   so that the trace never mistakes a fixed size for a symbolic one.
