@@ -20,19 +20,19 @@ Compilation caches: JAX compiles afresh in every process. Ours compiles two
 things: the model's gradient, per model, and NUTS's tree step, once per
 machine for every model, chain count, dimension and tree depth
 (`inference.mcmc.shared_compile`); both are kept under PPL_CACHE_DIR, with
-Inductor's cache and precompiled C++ header (`inference.mcmc.cache`), not
-under the temporary directory that a reboot empties. This benchmark points
-PPL_CACHE_DIR at a fresh, empty folder, and times ours three ways at 16
-chains: "ours, first compile" starts from nothing (it builds the tree step
-and the precompiled header Inductor makes once per cache: a machine where
-the install's build step was skipped), "ours, cached"
-runs the same model again (its gradient comes from the cache), and "ours,
-new model" starts with a new Inductor cache (TORCHINDUCTOR_CACHE_DIR) after
-the machine's setup step, `python -m inference.mcmc.precompile`, run untimed
-(it compiles a small unrelated model, which builds the precompiled header),
-and with a new, empty temporary directory (as after a reboot): the first
-run of a model never compiled before, on a machine installed as the
-README says (its install's build step included). The other cases ("ours")
+Inductor's cache (`inference.mcmc.cache`), not under the temporary directory
+that a reboot empties (where Inductor keeps its precompiled C++ header: a
+model compiles without it where it is missing, see `inference.mcmc.compile`).
+This benchmark points PPL_CACHE_DIR at a fresh, empty folder, and times ours
+three ways at 16 chains: "ours, first compile" starts from nothing (it builds
+the tree step: a machine where the install's build step was skipped), "ours,
+cached" runs the same model again (its gradient comes from the cache), and
+"ours, new model" starts with a new Inductor cache (TORCHINDUCTOR_CACHE_DIR)
+after the machine's setup step, `python -m inference.mcmc.precompile`, run
+untimed, and with a new, empty temporary directory (as after a reboot, so
+without the precompiled header): the first run of a model never compiled
+before, on a machine installed as the README says (its install's build step
+included). The other cases ("ours")
 compile their own gradient (the shapes differ) with the machine-wide parts
 built. "ours, eager" is the 16-chain run without compiling.
 
