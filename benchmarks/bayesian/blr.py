@@ -8,7 +8,7 @@ method of ours: test error and test log predictive density beside NumPyro's,
 and the posterior's distance from NumPyro's: the largest |mean - mean_NumPyro|
 / sd_NumPyro over the 12 coefficients (for two exact samplers, Monte Carlo
 noise: about 0.1-0.2 here) and the range of sd / sd_NumPyro (in the note).
-Mean +- standard error over the splits (the full run: splits 0-5 of the 20,
+Mean +- standard error over the splits (the full run: all 20 standard splits,
 about 90 CPU s a split; `--quick`: split 0, 100 draws), the paired difference
 ours - NumPyro's per split in the note; CPU seconds per method.
 
@@ -84,7 +84,7 @@ def _mean_se(values):
 
 def run(quick, root=None):
     """Rows per method: test error, test log predictive density, distance from NumPyro."""
-    splits = [0] if quick else range(6)
+    splits = [0] if quick else range(20)
     per_split = [one_split(k, quick) for k in tqdm(splits, desc="blr splits")]
     rows = []
     peer_seconds = _mean_se([r["peer_seconds"] for r in per_split])[0]
