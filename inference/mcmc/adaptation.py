@@ -192,10 +192,15 @@ def welford_covariance(state, regularize=True):
     a shrinkage small enough to keep the small eigenvalues of a strongly
     correlated posterior (shrinking towards diag(S) instead added 1% of the
     marginal variances to them: on posteriordb's diamonds, an 8x smaller
-    step size and 8x longer trajectories). A dense S from no more draws than
-    dimensions is singular, with no information about the directions the
-    draws did not span: such a window gives the diagonal of S (regularized
-    the same way) instead, as a diagonal window would.
+    step size and 8x longer trajectories).
+
+    A dense S from no more draws than dimensions (Stan's first 25-draw window) is
+    singular: the n - 1 centred draws span only part of the space. There Stan's rule
+    gives the other directions a variance of about 2e-4, whatever the posterior's
+    scale, and S's diagonal drops the correlations. Here those directions get the
+    smallest variance the draws did see (`_fill_unspanned`), then the same shrinkage. Measured: on posteriordb's diamonds (26 dimensions) S's diagonal gave the
+    next window 11 times longer trajectories; on a 50-dimensional Gaussian with
+    variances 0.1 to 10, Stan's rule left static HMC's draws off by 9 standard errors.
     """
     if state.count < 2:
         raise ValueError("WelfordCovariance: need at least 2 draws")
@@ -205,11 +210,23 @@ def welford_covariance(state, regularize=True):
         return cov
     weight = 5. / (n + 5.)
     if cov.dim() == 3:
-        if n <= cov.shape[-1]:
-            cov = torch.diag_embed(cov.diagonal(dim1=-2, dim2=-1))
-        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        dim = cov.shape[-1]
+        if n <= dim:
+            cov = _fill_unspanned(cov)
+        eye = torch.eye(dim, dtype=cov.dtype, device=cov.device)
         return (1. - weight) * cov + weight * 1e-3 * eye
     return (1. - weight) * cov + weight * 1e-3
+
+
+def _fill_unspanned(cov):
+    """A singular covariance [n, D, D] with its null directions given the smallest variance
+    it does have: each chain's eigenvalues are raised to its smallest one above round-off
+    (sqrt(eps) times the largest; 0 for a chain whose draws never moved)."""
+    values, vectors = torch.linalg.eigh(cov)
+    seen = values > values[..., -1:] * torch.finfo(cov.dtype).eps ** 0.5
+    floor = torch.where(seen, values, torch.inf).amin(-1, keepdim=True)
+    values = torch.maximum(values, torch.where(seen.any(-1, keepdim=True), floor, 0.))
+    return (vectors * values[..., None, :]) @ vectors.mT
 
 
 class WelfordCovariance:

@@ -41,14 +41,26 @@ def test_welford_matches_numpy_and_regularizes_like_stan():
         w = 5 / (n + 5)
         assert np.allclose(diag.covariance()[chain], (1 - w) * np.diag(cov) + w * 1e-3)
         assert np.allclose(dense.covariance()[chain], (1 - w) * cov + w * 1e-3 * np.eye(3))
-    # no more draws than dimensions: a singular dense estimate gives way to its diagonal
+    # no more draws than dimensions: S is singular; Stan's shrinkage on the directions the
+    # draws span, and the null direction gets the smallest variance they do have
     few = WelfordCovariance(dense=True)
     for x in torch.as_tensor(draws[:3]):
         few.update(x)
     w = 5 / (3 + 5)
     for chain in range(4):
-        variances = np.var(draws[:3, chain], axis=0, ddof=1)
-        assert np.allclose(few.covariance()[chain], np.diag((1 - w) * variances + w * 1e-3))
+        cov = np.cov(draws[:3, chain].T)
+        values, vectors = np.linalg.eigh(cov)
+        assert values[0] < 1e-12 < values[1]
+        estimate = few.covariance()[chain].numpy()
+        for value, vector in zip(values[1:], vectors[:, 1:].T):
+            assert np.allclose(estimate @ vector, ((1 - w) * value + w * 1e-3) * vector)
+        null = vectors[:, 0]
+        assert np.allclose(estimate @ null, ((1 - w) * values[1] + w * 1e-3) * null)
+    # a chain whose draws never moved: Stan's shrinkage alone
+    still = WelfordCovariance(dense=True)
+    for _ in range(3):
+        still.update(torch.ones(2, 3, dtype=torch.float64))
+    assert torch.allclose(still.covariance(), torch.eye(3, dtype=torch.float64) * w * 1e-3)
     with pytest.raises(ValueError, match="at least 2"):
         WelfordCovariance().update(torch.zeros(2, 3)).covariance()
 
