@@ -67,7 +67,7 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
                                           uniform, table, target)
     iterations, reported, done = tree.iteration, 0, False
     while not done:
-        trees, stats = [], []
+        block_points, stats = [], []
         for i in range(block):
             log_prob, grad = step.value_and_grad(position)
             if log_prob.dtype != dtype:
@@ -75,7 +75,7 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
             tree, position, momentum, ended, steps, uniform = step.end_begin(
                 tree, position, momentum, log_prob, grad, inverse_mass, factor, uniform, steps,
                 draws, table, target, adapting)
-            trees.append(tree)
+            block_points.append(step.point(tree))  # not the trees: they fill the cache
             stats.append(ended)
             if (i + 1) % check_every == 0 and bool((step.iteration(ended) >= target).all()):
                 done = True
@@ -85,7 +85,7 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
         counts = stats.iteration
         ended = counts > torch.cat((iterations[None], counts[:-1]))
         calls, which = ended.nonzero(as_tuple=True)
-        out(counts[calls, which] - 1, which, step.positions(trees)[calls, which],
+        out(counts[calls, which] - 1, which, torch.stack(block_points)[calls, which],
             type(stats)(*(s[calls, which] for s in stats)))
         iterations = counts[-1]
         made = done_before + iterations

@@ -75,20 +75,25 @@ class Packing:
     example: a (named) tuple of tensors; roles: for each of its tensors (in `flatten`
     order), the role of each axis (a key of `CANONICAL`, or None for a fixed size).
     `layout`: the roles of each packed tensor's axes (its first, the stacking axis, fixed).
+    alone: fields of the named tuple packed on their own (e.g. one that a driver keeps
+    after the rest is gone, which would otherwise keep all its packed tensor alive).
     """
 
-    def __init__(self, example, roles):
+    def __init__(self, example, roles, alone=()):
         leaves, self.spec = flatten(example)
-        rows = {}  # (dtype, shape) of each packed tensor -> its rows so far
+        fields = getattr(self.spec[0], "_fields", ())
+        owner = [name for name, spec in zip(fields, self.spec[1]) for _ in range(_count(spec))]
+        rows = {}  # (dtype, shape, field packed alone or None) of each packed tensor -> its rows
         self.place = []  # (which packed tensor, which row) of each leaf
-        for leaf, role in zip(leaves, roles):
-            key = (leaf.dtype, tuple(r or size for r, size in zip(role, leaf.shape)))
+        for index, (leaf, role) in enumerate(zip(leaves, roles)):
+            field = owner[index] if index < len(owner) and owner[index] in alone else None
+            key = (leaf.dtype, tuple(r or size for r, size in zip(role, leaf.shape)), field)
             rows.setdefault(key, 0)
             self.place.append((list(rows).index(key), rows[key]))
             rows[key] += 1
         keys = list(rows)
         self.layout = tuple((None,) + tuple(r if isinstance(r, str) else None for r in shape)
-                            for _, shape in keys)
+                            for _, shape, _ in keys)
         self.members = [[i for i, (w, _) in enumerate(self.place) if w == k]
                         for k in range(len(keys))]
         self.fields = {}  # a named tuple's field -> (its spec, where its tensors lie)
@@ -178,7 +183,7 @@ def _canonical(metric_type, adaptation_kind, dtype):
             scalar(), torch.zeros(len(adaptation_kind.settings), dtype=dtype))
     stats = nuts.leaf_end_begin(metric_type, adaptation_kind.update, tree, *rest[:8], draws,
                                 *rest[12:-1], adaptation_kind.settings)[3]
-    tree_packing = Packing(tree, roles(tree))
+    tree_packing = Packing(tree, roles(tree), alone=("position",))
     stats_packing = Packing(stats, roles(stats))
     args = (*tree_packing.pack(tree), *rest)
     return args, tree_packing, stats_packing, tree_packing.layout + tuple(roles(rest))
@@ -227,12 +232,12 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
     def iteration(stats):
         return stats_packing.field(stats, "iteration")
 
-    def positions(trees):
-        return torch.stack([tree.packed[group][row] for tree in trees])
+    def point(tree):
+        return tree.packed[group][row]  # a view of the position's own packed tensor
 
     def stack(stats):
         return stats_packing.unpack([torch.stack(s) for s in zip(*stats)], axis=1)
 
     eager = nuts.eager_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind)
     return nuts.LeafStep(eager.begin, value_and_grad, end_begin, adaptation_kind.init,
-                         iteration, positions, stack), shared
+                         iteration, point, stack), shared

@@ -91,15 +91,16 @@ class LeafStep(NamedTuple):
     step's settings bound; init_adaptation(step_size) -> the adaptation state its
     `end_begin` expects (see `Adaptation`). The tree and stats that `end_begin` returns
     may be kept in the step's own form (e.g. packed): a driver reads them only through
-    iteration(stats) -> [n] (transitions ended), positions(trees) -> [m, n, D] (the
-    chains' points after m steps) and stack(stats) -> LeafStats of [m, n]."""
+    iteration(stats) -> [n] (transitions ended), point(tree) -> [n, D] (the chains'
+    points, holding nothing else of the tree: a driver keeps a block's) and
+    stack(stats) -> LeafStats of [m, n]."""
 
     begin: object
     value_and_grad: object
     end_begin: object
     init_adaptation: object
     iteration: object = None
-    positions: object = None
+    point: object = None
     stack: object = None
 
 
@@ -308,7 +309,7 @@ def eager_leaf_step(value_and_grad, metric_type, max_energy_error=1000.,
     def end_begin(*args):
         return leaf_end_begin(metric_type, adaptation.update, *args, max_energy_error,
                               adaptation.settings)
-    return LeafStep(begin, value_and_grad, end_begin, adaptation.init, _iteration, _positions,
+    return LeafStep(begin, value_and_grad, end_begin, adaptation.init, _iteration, _point,
                     _stack)
 
 
@@ -316,8 +317,8 @@ def _iteration(stats):
     return stats.iteration
 
 
-def _positions(trees):
-    return torch.stack([tree.position for tree in trees])
+def _point(tree):
+    return tree.position
 
 
 def _stack(stats):
