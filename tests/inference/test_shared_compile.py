@@ -97,6 +97,22 @@ def test_the_tree_state_goes_in_and_out_packed():
     assert all(torch.equal(a, b) for a, b in zip(tree_packing.pack(tree), flat[:k]))
 
 
+
+def test_the_point_a_driver_keeps_holds_nothing_else_of_the_tree():
+    """The tree's position is packed on its own: the point a driver keeps after each leaf
+    step (a block's worth, `LeafStep.point`) holds only the chains' positions, not a
+    stacked tensor of the whole tree (on posteriordb's diamonds a block of whole trees
+    filled about 9 MB and pushed the model's data out of cache)."""
+    args, tree_packing, _, _ = jit._canonical(DenseMetric, ADAPTATION, torch.float64)
+    packed = args[:len(tree_packing.members)]
+    group, row = tree_packing.fields["position"][1][0]
+    assert packed[group].shape[0] == 1
+    point = jit.PackedTree(packed, tree_packing).position
+    assert point.untyped_storage().nbytes() == point.numel() * point.element_size()
+    # every other [n, D] float field shares one stacked tensor, as before
+    others = [places for name, (_, places) in tree_packing.fields.items() if name != "position"]
+    assert all(w != group for places in others for w, _ in places)
+
 def _assert_same(compiled, eager):
     assert len(compiled) == len(eager)
     for c, e in zip(compiled, eager):
