@@ -198,9 +198,10 @@ def welford_covariance(state, regularize=True):
     singular: the n - 1 centred draws span only part of the space. There Stan's rule
     gives the other directions a variance of about 2e-4, whatever the posterior's
     scale, and S's diagonal drops the correlations. Here those directions get the
-    smallest variance the draws did see (`_fill_unspanned`), then the same shrinkage. Measured: on posteriordb's diamonds (26 dimensions) S's diagonal gave the
-    next window 11 times longer trajectories; on a 50-dimensional Gaussian with
-    variances 0.1 to 10, Stan's rule left static HMC's draws off by 9 standard errors.
+    smallest variance the draws did see (`_fill_unspanned`), then the same shrinkage.
+    Measured: on posteriordb's diamonds (26 dimensions) S's diagonal gave the next
+    window 11 times longer trajectories; on a 50-dimensional Gaussian with variances
+    0.1 to 10, Stan's rule left static HMC's draws off by 9 standard errors.
     """
     if state.count < 2:
         raise ValueError("WelfordCovariance: need at least 2 draws")
