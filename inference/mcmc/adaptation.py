@@ -25,6 +25,7 @@ import torch
 from inference.mcmc.integrators import leapfrog
 from inference.mcmc.metric import DenseMetric, DiagonalMetric
 from inference.mcmc.nuts import Adaptation
+from inference.mcmc.state import select
 from inference.mcmc.streams import normals
 
 __all__ = ["find_initial_step_size", "DualAveragingState", "dual_averaging_init",
@@ -329,6 +330,11 @@ class WindowedAdaptation:
             step_size, metric = adapt.update(start, positions, state)
             start = end
         # after the last update: the averaged step size and the final metric
+
+    A chain's slow window depends on its own draws only, so chains need not meet at
+    window ends: a driver that runs each chain to its own next boundary
+    (`next_boundary`) hands on its draws as they come (`record`) and renews the metric
+    and step size of the chains that reached a window end (`end_window`).
     """
 
     def __init__(self, n_warmup, adapt_step_size=True, adapt_mass="diag",
@@ -341,7 +347,7 @@ class WindowedAdaptation:
                                         gamma=gamma, t0=t0, kappa=kappa)
         self.windows = (window_schedule(n_warmup, init_buffer, term_buffer, base_window)
                         if adapt_mass else [])
-        self.estimator = WelfordCovariance(dense=adapt_mass == "dense")
+        self.points = None  # [longest window, n, D]: each chain's draws in its slow window
 
     def start(self, state, potential, metric, step_size):
         """Begin from `metric` and `step_size` [n_chains] (e.g. `find_initial_step_size`'s)."""
@@ -350,19 +356,25 @@ class WindowedAdaptation:
         self.step_size = step_size
         if self.adapt_step_size:
             self.dual_averaging = DualAveraging(step_size, **self.dual_averaging_args)
+        longest = max((end - start for start, end in self.windows), default=0)
+        self.points = state.position.new_zeros((longest,) + tuple(state.position.shape))
+        rows = torch.full((max(self.n_warmup, 1),), -1, dtype=torch.long)
+        for start, end in self.windows:
+            rows[start:end] = torch.arange(end - start)
+        self._row = rows.to(state.position.device)  # iteration -> row in `points` (-1: none)
         return self.step_size, self.metric
 
     def state_dict(self):
         """Everything needed to resume the warm-up (tensors and numbers)."""
         return {"step_size": self.step_size, "inverse_mass": self.metric.inverse_mass,
-                "estimator": self.estimator.state_dict(),
+                "window_points": self.points,
                 "dual_averaging": (self.dual_averaging.state_dict() if self.adapt_step_size
                                    else None)}
 
     def load_state_dict(self, state):
         self.step_size = state["step_size"]
         self.metric = make_metric(state["inverse_mass"])
-        self.estimator.load_state_dict(state["estimator"])
+        self.points = state["window_points"]
         if self.adapt_step_size:
             self.dual_averaging.load_state_dict(state["dual_averaging"])
         return self.step_size, self.metric
@@ -372,11 +384,21 @@ class WindowedAdaptation:
         and the end of warm-up. Between them the kernel adapts the step sizes itself."""
         return sorted({end for _, end in self.windows} | {self.n_warmup})
 
-    def _window_at(self, iteration):
-        for start, end in self.windows:
-            if start <= iteration < end:
-                return start, end
-        return None
+    def next_boundary(self, iteration):
+        """The first boundary after `iteration` transitions (`n_warmup` at the latest)."""
+        return min((b for b in self.boundaries() if b > iteration), default=self.n_warmup)
+
+    def is_window_end(self, iteration):
+        return any(end == iteration for _, end in self.windows)
+
+    def record(self, iteration, chain, points):
+        """Keep the draws points [m, D] that chains [m] made at warm-up iterations [m]
+        (counted from 0) where these lie in a slow window."""
+        if not self.windows:
+            return
+        row = self._row[iteration]
+        inside = row >= 0
+        self.points[row[inside], chain[inside]] = points[inside]
 
     def update(self, start, positions, state):
         """Adapt after warm-up iterations start, start + 1, ... (no boundary inside).
@@ -385,37 +407,70 @@ class WindowedAdaptation:
         iterations; state: the last ones. The kernel has updated the step sizes
         (`self.dual_averaging`) on the way. Returns (step_size, metric).
         """
+        k, n, dim = positions.shape
+        end = start + k
+        for _, window_end in self.windows:
+            if start < window_end < end:
+                raise ValueError(f"warm-up segment {start}..{end} crosses the end of an "
+                                 f"adaptation window ({window_end})")
+        iterations = torch.arange(start, end, device=positions.device)
+        self.record(iterations.repeat_interleave(n),
+                    torch.arange(n, device=positions.device).repeat(k),
+                    positions.reshape(k * n, dim))
+        return self.reached(end, state)
+
+    def reached(self, end, state):
+        """Every chain has made `end` warm-up iterations (their draws recorded, the step
+        sizes in `self.dual_averaging` adapted on the way), at the points `state`: end the
+        slow window that ends there, if any. Returns (step_size, metric)."""
         if self.adapt_step_size:
             self.step_size = self.dual_averaging.step_size
-        end = start + len(positions)
-        for iteration, position in enumerate(positions, start):
-            window = self._window_at(iteration)
-            if window is None:
-                continue
-            self.estimator.update(position)
-            if iteration + 1 == window[1]:
-                if iteration + 1 != end:
-                    raise ValueError(f"warm-up segment {start}..{end} crosses the end of an "
-                                     f"adaptation window ({window[1]})")
-                self._new_metric(state, iteration)
+        if self.is_window_end(end):
+            every = torch.ones(len(state.position), dtype=torch.bool,
+                               device=state.position.device)
+            steps = self.dual_averaging.state if self.adapt_step_size else None
+            self.metric, steps = self.end_window(end, every, state, self.metric, steps)
+            if self.adapt_step_size:
+                self.dual_averaging.state = steps
+                self.step_size = steps.step_size
         if end == self.n_warmup and self.adapt_step_size:
             self.step_size = self.dual_averaging.final_step_size
         return self.step_size, self.metric
 
-    def _new_metric(self, state, iteration):
-        """End of a slow window: the metric from its draws, and a new step size search."""
-        self.metric = make_metric(self.estimator.covariance())
-        self.estimator.reset()
-        if self.adapt_step_size:
-            step = find_initial_step_size(state, self.potential, self.metric, self.step_size,
-                                          noise=_window_noise(state, iteration))
-            # Too few iterations left for the average to move far from where it
-            # starts (t0 of them, about): start at the found step itself rather
-            # than exploring from ten times it.
-            left = self.n_warmup - (iteration + 1)
-            explore = 10. if left >= self.dual_averaging.t0 else 1.
-            self.dual_averaging.restart(step, explore)
-            self.step_size = step
+    def end_window(self, end, chains, state, metric, steps=None):
+        """The slow window that ends after `end` iterations, for the chains [n] (bool) that
+        made them: their metric from the window's draws and, where the step size adapts,
+        a new step size search and their dual averaging restarted.
+
+        state: the chains' points (HMCState [n, D], every chain: the search runs on all
+        and keeps these chains' results, each from its own noise); metric: the current
+        one; steps: the chains' `DualAveragingState` [n] (None: the step size does not
+        adapt). Returns (metric, steps), the other chains' rows unchanged.
+        """
+        start = next(s for s, e in self.windows if e == end)
+        which = chains.nonzero()[:, 0]
+        means, m2s = [], []
+        for chain in which.tolist():  # one at a time: the same sums whichever chains end here
+            points = self.points[:end - start, chain]  # [k, D]
+            mean = points.mean(0)
+            centred = points - mean
+            means.append(mean)
+            m2s.append(centred.T @ centred if self.adapt_mass == "dense"
+                       else centred.square().sum(0))
+        inverse_mass = metric.inverse_mass.clone()
+        inverse_mass[which] = welford_covariance(
+            WelfordState(end - start, torch.stack(means), torch.stack(m2s)))
+        metric = make_metric(inverse_mass)
+        if steps is None:
+            return metric, None
+        found = find_initial_step_size(state, self.potential, metric, steps.step_size,
+                                       noise=_window_noise(state, end - 1))
+        # Too few iterations left for the average to move far from where it starts (t0
+        # of them, about): start at the found step itself rather than exploring from ten
+        # times it.
+        left = self.n_warmup - end
+        explore = 10. if left >= self.dual_averaging_args["t0"] else 1.
+        return metric, select(chains, dual_averaging_init(found, explore), steps)
 
 
 def _window_noise(state, iteration):

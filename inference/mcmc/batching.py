@@ -7,18 +7,38 @@ leapfrog step and transition counts and drawn a block of steps ahead, so that wh
 chains meet (adaptation windows, checkpoints) changes no draw. The ended transitions
 are handed on once per block, and whether every chain is through is asked once per
 `check_every` steps: the step itself never waits for the host.
+
+A chain may also pause on its way, at a target of its own (e.g. the end of its warm-up
+window): at the end of the block, a hook gives it a new metric, step size and target
+(`Restart`), and it goes on while the others never stopped.
 """
+from typing import NamedTuple
+
 import torch
 
 from inference.mcmc.nuts import Draws, init_tree, tree_point
+from inference.mcmc.state import select
 from inference.mcmc.streams import normals, uniforms
 from inference.mcmc.termination import leaf_table
 
-__all__ = ["run_transitions"]
+__all__ = ["run_transitions", "Restart"]
+
+
+class Restart(NamedTuple):
+    """What a `run_transitions` hook changes for the chains paused at their targets:
+    chains [n] (bool, the chains restarted: every one paused below the end); metric
+    (every chain's from now on); adaptation (the step's adaptation state [n], every
+    chain's); target [n] (transitions in this call after which each chain pauses next)."""
+
+    chains: torch.Tensor
+    metric: object
+    adaptation: object
+    target: torch.Tensor
 
 
 def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations, adaptation=None,
-                    adapting=False, progress=None, block=None, check_every=8, out=None):
+                    adapting=False, progress=None, block=None, check_every=8, out=None,
+                    target=None, at_target=None):
     """Run `step` (a `LeafStep`) until every chain has made `n_iterations` transitions.
 
     state: HMCState [n, D] with its random streams (`rng`, see `streams.new_streams`);
@@ -34,6 +54,10 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     Returns (state with the advanced streams, adaptation, positions [n_iterations, n, D]
     after each transition and stats (`LeafStats` of [n_iterations, n]); both None with
     `out`).
+    target: [n], the transitions (in this call) after which each chain pauses (default
+    n_iterations); at_target(tree, iterations [n], target [n]) -> `Restart`: called at the
+    end of a block where chains have paused below n_iterations (tree: the `TreeState`),
+    with what they go on with.
     """
     position, rng = state.position, state.rng
     n, dim, dtype, device = position.shape[0], position.shape[1], position.dtype, position.device
@@ -41,7 +65,8 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
         adaptation = step.init_adaptation(step_size.to(dtype))
     tree = init_tree(state, step_size, max_tree_depth, adaptation)
     table = leaf_table(max_tree_depth, device)
-    target = torch.tensor(n_iterations, device=device)
+    end = torch.full((n,), n_iterations, device=device)
+    target = end if target is None else target.to(device=device, dtype=end.dtype)
     adapting = bool(adapting)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
     positions = kept = None
@@ -78,7 +103,6 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
             block_points.append(step.point(tree))  # not the trees: they fill the cache
             stats.append(ended)
             if (i + 1) % check_every == 0 and bool((step.iteration(ended) >= target).all()):
-                done = True
                 break
         # Hand on what the chains that ended a transition in this block reported.
         stats = step.stack(stats)
@@ -89,6 +113,18 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
             type(stats)(*(s[calls, which] for s in stats)))
         iterations = counts[-1]
         made = done_before + iterations
+        paused = (iterations >= target) & (target < end)
+        if at_target is not None and bool(paused.any()):
+            restart = at_target(step.unpack(tree), iterations, target)
+            if not bool((restart.target[paused] > iterations[paused]).all()):
+                raise RuntimeError("run_transitions: `at_target` left paused chains without "
+                                   "a later target")
+            tree, position, momentum = _restart(step, tree, position, momentum, restart,
+                                                normals(key, made[None], dim, dtype)[0],
+                                                uniform, table)
+            inverse_mass, factor = restart.metric.inverse_mass, restart.metric.momentum_factor
+            target = restart.target
+        done = bool((iterations >= end).all())
         draws = draws._replace(uniform_block=uniforms(key, steps + ahead[:block + 1], dtype),
                                uniform_base=steps)
         if int((made + block - transition_base).max()) >= 2 * block:
@@ -109,3 +145,20 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     else:
         stats = None
     return tree_point(tree, torch.stack((key, steps, made), 1)), tree.adaptation, positions, stats
+
+
+def _restart(step, tree, position, momentum, restart, noise, uniform, table):
+    """The leaf step that starts the next transition of the chains `restart` names, begun
+    again under their new metric and step size (noise [n, D]: the momentum noise of each
+    chain's next transition); the other chains' leaf step as it was."""
+    tree = step.unpack(tree)
+    chains, adaptation = restart.chains, restart.adaptation
+    tree = tree._replace(step_size=torch.where(chains, adaptation.step_size, tree.step_size),
+                         adaptation=adaptation)
+    begun, new_position, new_momentum = step.begin(
+        tree, restart.metric.inverse_mass, restart.metric.momentum_factor, noise, uniform, table,
+        restart.target)
+    # (`begin` leaves the U-turn checkpoints, [T, n, D], as they are)
+    tree = select(chains, begun._replace(checkpoints=()), tree._replace(checkpoints=()))
+    return (tree._replace(checkpoints=begun.checkpoints), select(chains, new_position, position),
+            select(chains, new_momentum, momentum))

@@ -179,7 +179,7 @@ def _canonical(metric_type, adaptation_kind, dtype):
                        torch.zeros(CANONICAL["W"], n, dim, dtype=dtype), counts)
     rest = (vector, vector, step_size, vector, inverse_mass.inverse_mass,
             inverse_mass.momentum_factor, uniform, counts, *draws,
-            torch.zeros(rows, 6, dtype=torch.long), scalar(torch.long), scalar(torch.bool),
+            torch.zeros(rows, 6, dtype=torch.long), counts, scalar(torch.bool),
             scalar(), torch.zeros(len(adaptation_kind.settings), dtype=dtype))
     stats = nuts.leaf_end_begin(metric_type, adaptation_kind.update, tree, *rest[:8], draws,
                                 *rest[12:-1], adaptation_kind.settings)[3]
@@ -238,6 +238,9 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
     def stack(stats):
         return stats_packing.unpack([torch.stack(s) for s in zip(*stats)], axis=1)
 
+    def unpack(tree):
+        return tree_packing.unpack(tree.packed) if isinstance(tree, PackedTree) else tree
+
     eager = nuts.eager_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind)
     return nuts.LeafStep(eager.begin, value_and_grad, end_begin, adaptation_kind.init,
-                         iteration, point, stack), shared
+                         iteration, point, stack, unpack), shared

@@ -92,8 +92,9 @@ class LeafStep(NamedTuple):
     `end_begin` expects (see `Adaptation`). The tree and stats that `end_begin` returns
     may be kept in the step's own form (e.g. packed): a driver reads them only through
     iteration(stats) -> [n] (transitions ended), point(tree) -> [n, D] (the chains'
-    points, holding nothing else of the tree: a driver keeps a block's) and
-    stack(stats) -> LeafStats of [m, n]."""
+    points, holding nothing else of the tree: a driver keeps a block's),
+    stack(stats) -> LeafStats of [m, n] and unpack(tree) -> the `TreeState` (which
+    `begin` and `end_begin` also take)."""
 
     begin: object
     value_and_grad: object
@@ -102,6 +103,7 @@ class LeafStep(NamedTuple):
     iteration: object = None
     point: object = None
     stack: object = None
+    unpack: object = None
 
 
 class Draws(NamedTuple):
@@ -161,7 +163,7 @@ def leaf_begin(metric_type, tree, inverse_mass, momentum_factor, noise, uniform,
     A chain at leaf 0 starts a transition at its point with momentum from
     `noise` [n, D] (standard normal); one at the first leaf of a subtree picks
     its direction (uniform [n, 3], column 1) and starts from that end. (A chain
-    with `target` transitions stays at leaf 0: it starts again at every step,
+    with its `target` [n] of transitions stays at leaf 0: it starts again at every step,
     and `leaf_end` keeps its point.) Returns (tree, position, momentum): the
     leapfrog step's new position and half-kicked momentum [n, D].
     """
@@ -203,7 +205,7 @@ def leaf_end(metric_type, adapt, tree, position, momentum, log_prob, grad, inver
     tree reaches its maximum depth; it then moves to its proposal, counts an
     iteration and, where `adapting` (a bool, or a 0-d bool tensor), updates its adaptation:
     adapt(adaptation, accept_prob [n], *adapt_settings) -> adaptation, whose
-    `step_size` the chain uses from then on. Chains with `target` transitions
+    `step_size` the chain uses from then on. Chains with their `target` [n] of transitions
     keep their point, step size and adaptation. Returns (tree, LeafStats).
     """
     running = tree.iteration < target
@@ -310,7 +312,7 @@ def eager_leaf_step(value_and_grad, metric_type, max_energy_error=1000.,
         return leaf_end_begin(metric_type, adaptation.update, *args, max_energy_error,
                               adaptation.settings)
     return LeafStep(begin, value_and_grad, end_begin, adaptation.init, _iteration, _point,
-                    _stack)
+                    _stack, _unpack)
 
 
 def _iteration(stats):
@@ -323,6 +325,10 @@ def _point(tree):
 
 def _stack(stats):
     return type(stats[0])(*map(torch.stack, zip(*stats)))
+
+
+def _unpack(tree):
+    return tree
 
 
 _CHUNK = 64  # leaf steps whose uniforms `nuts_kernel` draws at a time
@@ -346,7 +352,7 @@ def nuts_kernel(state, potential, step_size, metric, max_tree_depth=10, max_ener
     rng = new_streams(position.shape[0], device) if state.rng is None else state.rng
     key, steps, made = rng.unbind(1)
     table = leaf_table(max_tree_depth, device)
-    target = torch.ones((), dtype=torch.long, device=device)
+    target = torch.ones(position.shape[0], dtype=torch.long, device=device)
     tree = init_tree(state, step_size, max_tree_depth, step.init_adaptation(step_size.to(dtype)))
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
     ahead = torch.arange(_CHUNK + 1, device=device)[:, None]

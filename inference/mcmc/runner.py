@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 from inference import checkpoint as checkpoints
 from inference import diagnostics, distributed
 from inference.mcmc.adaptation import WindowedAdaptation, make_metric
+from inference.mcmc.batching import Restart
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential, latent_nodes
 from inference.mcmc.state import HMCState, init_state
+from inference.mcmc.streams import new_streams
 
 __all__ = ["run", "MCMCResult", "Summary", "SamplingWarning"]
 
@@ -183,21 +185,34 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
             bar.set_postfix(postfix, divergences=int(store.divergences), refresh=False)
 
     # The kernel runs the chains from one meeting point to the next (each chain at
-    # its own pace in between): where the metric changes, at the end of warm-up,
-    # at checkpoints and at the end.
-    meetings = set(adaptation.boundaries()) | {n_total}
+    # its own pace in between): at the end of warm-up, at checkpoints and at the end;
+    # also where the metric changes, unless the kernel lets each chain end its warm-up
+    # windows on its own (`windows_per_chain`).
+    per_chain = kernel.windows_per_chain
+    meetings = ({n_warmup} if per_chain else set(adaptation.boundaries())) | {n_total}
     if checkpoint is not None:
         meetings |= set(range(checkpoint_every, n_total, checkpoint_every))
     for end in sorted(m for m in meetings if m > start):
         warming = start < n_warmup
         dual_averaging = adaptation.dual_averaging if warming and kernel.adapt_step_size \
             else None
-        positions = state.position.new_empty((end - start, n, dim)) if warming else None
-        state, _, _, _ = kernel.iterate(state, potential, step_size, metric, end - start,
-                                        dual_averaging, advance,
-                                        out=store.writer(start, n_warmup, thin, positions))
-        if warming:
-            step_size, metric = adaptation.update(start, positions, state)
+        if warming and per_chain:
+            if state.rng is None:  # the chains' streams: the window ends draw from them too
+                state = state._replace(rng=new_streams(n, state.position.device))
+            first = min(adaptation.next_boundary(start), end) - start
+            state, _, _, _ = kernel.iterate(
+                state, potential, step_size, metric, end - start, dual_averaging, advance,
+                out=_recording(store.writer(start, n_warmup, thin), adaptation, start),
+                target=torch.full((n,), first, device=state.position.device),
+                at_target=_window_ends(adaptation, start, end, state.rng))
+            step_size, metric = adaptation.reached(end, state)
+        else:
+            positions = state.position.new_empty((end - start, n, dim)) if warming else None
+            state, _, _, _ = kernel.iterate(state, potential, step_size, metric, end - start,
+                                            dual_averaging, advance,
+                                            out=store.writer(start, n_warmup, thin, positions))
+            if warming:
+                step_size, metric = adaptation.update(start, positions, state)
         if end == n_warmup:
             bar.set_description("sample")
         if progress:
@@ -216,6 +231,36 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
     return distributed.all_chains(result, everything)  # every chain, in chain order
 
 
+def _recording(write, adaptation, start):
+    """`write` (a store's writer), also handing each warm-up draw to `adaptation`."""
+    def out(index, which, points, stats):
+        write(index, which, points, stats)
+        adaptation.record(index + start, which, points)
+    return out
+
+
+def _window_ends(adaptation, start, end, rng):
+    """The hook of a warm-up segment start..end that runs each chain to its own next
+    window end (`inference.mcmc.batching.run_transitions`' `at_target`): there the chain
+    gets its new metric and step size (`WindowedAdaptation.end_window`) and its next
+    target. rng: the chains' random streams (the step size search's noise is a chain's
+    own)."""
+    def at_target(tree, iterations, target):
+        paused = (iterations >= target) & (target < end - start)
+        metric, steps = adaptation.metric, tree.adaptation
+        reached, target = start + target, target.clone()
+        state = HMCState(tree.position, tree.log_prob, tree.grad, rng)
+        for boundary in sorted(set(reached[paused].tolist())):
+            chains = paused & (reached == boundary)
+            metric, renewed = adaptation.end_window(
+                boundary, chains, state, metric, steps if adaptation.adapt_step_size else None)
+            steps = steps if renewed is None else renewed
+            target[chains] = min(adaptation.next_boundary(boundary), end) - start
+        adaptation.metric = metric
+        return Restart(paused, metric, steps, target)
+    return at_target
+
+
 class _Store:
     """The kept draws [n_chains, n_kept, D] (unconstrained) and per-transition statistics
     (name -> [n_chains, n_kept], and [n_chains, n_warmup] for warm-up), allocated once."""
@@ -229,17 +274,19 @@ class _Store:
         self.divergences = torch.zeros((), dtype=torch.int64, device=device)
 
     def writer(self, start, n_warmup, thin, positions=None):
-        """The `out` of `kernel.iterate` for iterations start, start + 1, ...: warm-up
-        transitions go to the warm-up statistics and to `positions` [k, n, D] (for the
-        adaptation), sampling ones to the draws, one every `thin`."""
+        """The `out` of `kernel.iterate` for iterations start, start + 1, ... (all warm-up
+        ones, or none): warm-up transitions go to the warm-up statistics and to `positions`
+        [k, n, D] if given (for the adaptation), sampling ones to the draws, one every
+        `thin`."""
         def put(warming, which, row, values):
             for name, table in self.stats[warming].items():
                 table[which, row] = values[name].to(table.dtype)
 
         def write(index, which, points, stats):
             iteration = start + index
-            if positions is not None:
-                positions[index, which] = points
+            if start < n_warmup:
+                if positions is not None:
+                    positions[index, which] = points
                 put(True, which, iteration, stats)
                 return
             count = iteration - n_warmup + 1

@@ -84,6 +84,10 @@ def _check_positive(name, value, allow_none=False):
 class HamiltonianSampler:
     """Shared configuration and the stateful `.sample()` of HMC and NUTS."""
 
+    # Whether `iterate` takes `target` and `at_target` (`run_transitions`), so that each chain
+    # ends its warm-up windows on its own instead of waiting for the others there.
+    windows_per_chain = False
+
     def __init__(self, step_size, adapt_step_size, target_acceptance_rate, gamma, t0, kappa,
                  adapt_mass, mass_collect_iters, mass_decay, max_energy_error, jit_compile=None):
         _check_positive("step_size", step_size, allow_none=True)
@@ -434,6 +438,8 @@ class NUTS(HamiltonianSampler):
         `.sample()` eagerly; True / False: always / never.
     """
 
+    windows_per_chain = True
+
     def __init__(self, step_size=None, max_tree_depth=10, adapt_step_size=True,
                  target_acceptance_rate=0.8, gamma=0.05, t0=10, kappa=0.75, adapt_mass="diag",
                  mass_collect_iters=10, mass_decay=0.99, max_energy_error=1000.,
@@ -472,12 +478,14 @@ class NUTS(HamiltonianSampler):
                            self.max_energy_error, self._leaf_step(potential, metric))
 
     def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
-                progress=None, out=None):
+                progress=None, out=None, target=None, at_target=None):
         """`n_iterations` transitions of every chain, each chain at its own pace
         (`inference.mcmc.batching`); with `dual_averaging` (a `DualAveraging`, updated in
         place), each chain adapts its step size after each of its transitions. Returns
         (state, positions [k, n, D], stats, step_size); with `out`, positions and stats go
-        there as they are made (see `HamiltonianSampler.iterate`) and come back None."""
+        there as they are made (see `HamiltonianSampler.iterate`) and come back None.
+        target, at_target: where each chain pauses on its way, and the hook that restarts
+        it there (see `run_transitions`)."""
         if state.rng is None:
             state = state._replace(rng=new_streams(state.position.shape[0],
                                                    state.position.device))
@@ -491,7 +499,7 @@ class NUTS(HamiltonianSampler):
         state, adapted, positions, stats = run_transitions(
             step, state, step_size, metric, self.max_tree_depth,
             n_iterations, adaptation=dual_averaging.state if adapting else None,
-            adapting=adapting, progress=progress, out=store)
+            adapting=adapting, progress=progress, out=store, target=target, at_target=at_target)
         if adapting:
             dual_averaging.state = adapted
         return state, positions, None if out else _stats_dict(stats), adapted.step_size

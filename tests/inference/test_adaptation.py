@@ -168,9 +168,10 @@ def test_warmup_reaches_target_acceptance_and_posterior_scales(kernel):
     assert np.all((after > 0.6) & (after < 0.95)), after
     assert np.all(result.stats["step_size"] == result.step_size.numpy()[:, None])
     # The inverse mass estimates the posterior variance from the last window (200 draws
-    # per chain; with an ESS of 50 or more the relative standard error is below 0.2).
+    # per chain; with an ESS of 50 or more the standard error of its log is below
+    # sqrt(2 / 50) = 0.2): within 4.5 standard errors, for each of the 48.
     ratio = result.inverse_mass_matrix / GAUSSIAN_SCALES ** 2
-    assert (ratio.log().abs() < 0.7).all(), ratio
+    assert (ratio.log().abs() < 0.9).all(), ratio
 
 
 @pytest.mark.parametrize("n_warmup", [50, 100])

@@ -195,14 +195,15 @@ def test_checkpoint_resume_gives_the_uninterrupted_run(tmp_path):
     full = inference.mcmc.run(NUTS(), _std_normal, checkpoint=tmp_path / "full.pt",
                               **args)
     # An interrupted run: the kernel fails in the sampling phase. It runs the chains
-    # between meeting points: 10, 20 (checkpoints), 27 (a window's end), 30, 40, ...
+    # between meeting points: 10, 20 (checkpoints), 30 (the end of warm-up), 40, ...; each
+    # chain ends its window at 27 on its own, between 20 and 30.
     kernel = NUTS()
     calls = []
     original = kernel.iterate
 
     def failing(*a, **kw):
         calls.append(1)
-        if len(calls) > 4:
+        if len(calls) > 3:
             raise KeyboardInterrupt
         return original(*a, **kw)
 
@@ -302,6 +303,46 @@ def test_draws_do_not_depend_on_checkpoint_every(tmp_path):
             assert torch.equal(other.samples["z"], plain.samples["z"]), every
             for name in plain.stats:
                 assert np.array_equal(other.stats[name], plain.stats[name]), (every, name)
+
+
+def _skewed_scales(v):
+    """A Gaussian whose scales span 10x: chains' trees differ in size during warm-up."""
+    return -0.5 * ((v["z"] / torch.tensor([0.3, 1., 3.])) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("mass", ["diag", "dense"])
+def test_chains_that_end_their_windows_apart_draw_as_if_they_met(mass, monkeypatch):
+    """NUTS chains end their warm-up windows each on its own (`windows_per_chain`), not
+    waiting for the others there: the same draws, statistics, step sizes and metrics as
+    when every chain waits at each window end (Stan's schedule, per chain either way)."""
+    ended = []
+    end_window = inference.mcmc.WindowedAdaptation.end_window
+
+    def recording(self, end, chains, *args):
+        ended.append((end, chains.tolist()))
+        return end_window(self, end, chains, *args)
+    monkeypatch.setattr(inference.mcmc.WindowedAdaptation, "end_window", recording)
+    args = dict(init={"z": torch.zeros(4, 3)}, n_warmup=300, n_samples=10, progress=False,
+                seed=5)  # windows end at 100, 150 and 250
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short runs: sampling problems
+        apart = inference.mcmc.run(NUTS(adapt_mass=mass), _skewed_scales, **args)
+        by_chain, ended[:] = list(ended), []
+        meeting = NUTS(adapt_mass=mass)
+        meeting.windows_per_chain = False
+        together = inference.mcmc.run(meeting, _skewed_scales, **args)
+    assert ended == [(end, [True] * 4) for end in (100, 150, 250)]
+    for end in (100, 150, 250):  # each chain once, and not all at once
+        groups = [chains for at, chains in by_chain if at == end]
+        assert len(groups) > 1 and sorted(c for chains in groups
+                                          for c, on in enumerate(chains) if on) == \
+            list(range(4)), (end, groups)
+    assert torch.equal(apart.samples["z"], together.samples["z"])
+    for name in apart.stats:
+        assert np.array_equal(apart.stats[name], together.stats[name]), name
+        assert np.array_equal(apart.warmup_stats[name], together.warmup_stats[name]), name
+    assert torch.equal(apart.step_size, together.step_size)
+    assert torch.equal(apart.inverse_mass_matrix, together.inverse_mass_matrix)
 
 
 def _funnel(v):

@@ -308,7 +308,7 @@ def test_each_chain_draws_from_its_own_counts_across_calls():
     rng = state.rng
     key = rng[:, 0]
     for c in range(n):
-        running = [(t, z, u) for t, z, u, target in seen if t.iteration[c] < target]
+        running = [(t, z, u) for t, z, u, target in seen if t.iteration[c] < target[c]]
         noise = torch.stack([z[c] for t, z, u in running if t.leaf[c] == 0])
         uniform = torch.stack([u[c] for t, z, u in running])
         assert len(noise) == 15 and rng[c, 2] == 15 and rng[c, 1] == len(uniform)

@@ -58,7 +58,7 @@ def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
     else:
         metric = DiagonalMetric(0.5 + rand(n, dim))
     table = leaf_table(depth)
-    target = torch.tensor(3)
+    target = torch.full((n,), 3)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
     tree, position, momentum = nuts.leaf_begin(metric_type, tree, inverse_mass, factor,
                                                randn(n, dim), rand(n, 3), table, target)
