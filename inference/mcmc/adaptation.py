@@ -419,13 +419,14 @@ class WindowedAdaptation:
                     positions.reshape(k * n, dim))
         return self.reached(end, state)
 
-    def reached(self, end, state):
+    def reached(self, end, state, end_window=True):
         """Every chain has made `end` warm-up iterations (their draws recorded, the step
         sizes in `self.dual_averaging` adapted on the way), at the points `state`: end the
-        slow window that ends there, if any. Returns (step_size, metric)."""
+        slow window that ends there, if any (unless `end_window` is False: the caller ends
+        it). Returns (step_size, metric)."""
         if self.adapt_step_size:
             self.step_size = self.dual_averaging.step_size
-        if self.is_window_end(end):
+        if end_window and self.is_window_end(end):
             every = torch.ones(len(state.position), dtype=torch.bool,
                                device=state.position.device)
             steps = self.dual_averaging.state if self.adapt_step_size else None
@@ -437,7 +438,7 @@ class WindowedAdaptation:
             self.step_size = self.dual_averaging.final_step_size
         return self.step_size, self.metric
 
-    def end_window(self, end, chains, state, metric, steps=None):
+    def end_window(self, end, chains, state, metric, steps=None, potential=None):
         """The slow window that ends after `end` iterations, for the chains [n] (bool) that
         made them: their metric from the window's draws and, where the step size adapts,
         a new step size search and their dual averaging restarted.
@@ -445,7 +446,9 @@ class WindowedAdaptation:
         state: the chains' points (HMCState [n, D], every chain: the search runs on all
         and keeps these chains' results, each from its own noise); metric: the current
         one; steps: the chains' `DualAveragingState` [n] (None: the step size does not
-        adapt). Returns (metric, steps), the other chains' rows unchanged.
+        adapt); potential: x -> (log_prob, grad) for the search (default: the one `start`
+        was given; a kernel's compiled gradient is faster). Returns (metric, steps), the
+        other chains' rows unchanged.
         """
         start = next(s for s, e in self.windows if e == end)
         which = chains.nonzero()[:, 0]
@@ -463,7 +466,7 @@ class WindowedAdaptation:
         metric = make_metric(inverse_mass)
         if steps is None:
             return metric, None
-        found = find_initial_step_size(state, self.potential, metric, steps.step_size,
+        found = find_initial_step_size(state, potential or self.potential, metric, steps.step_size,
                                        noise=_window_noise(state, end - 1))
         # Too few iterations left for the average to move far from where it starts (t0
         # of them, about): start at the found step itself rather than exploring from ten

@@ -55,9 +55,10 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     after each transition and stats (`LeafStats` of [n_iterations, n]); both None with
     `out`).
     target: [n], the transitions (in this call) after which each chain pauses (default
-    n_iterations); at_target(tree, iterations [n], target [n]) -> `Restart`: called at the
-    end of a block where chains have paused below n_iterations (tree: the `TreeState`),
-    with what they go on with.
+    n_iterations); at_target(tree, iterations [n], target [n], value_and_grad) -> `Restart`:
+    called at the end of a block where chains have paused below n_iterations (tree: the
+    `TreeState`; value_and_grad: the step's, for any gradient the hook needs), with what
+    they go on with.
     """
     position, rng = state.position, state.rng
     n, dim, dtype, device = position.shape[0], position.shape[1], position.dtype, position.device
@@ -67,6 +68,9 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     table = leaf_table(max_tree_depth, device)
     end = torch.full((n,), n_iterations, device=device)
     target = end if target is None else target.to(device=device, dtype=end.dtype)
+    if at_target is None and bool((target < end).any()):
+        raise ValueError("run_transitions: a `target` below `n_iterations` needs `at_target`, "
+                         "the hook that restarts the chains paused there")
     adapting = bool(adapting)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
     positions = kept = None
@@ -115,7 +119,7 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
         made = done_before + iterations
         paused = (iterations >= target) & (target < end)
         if at_target is not None and bool(paused.any()):
-            restart = at_target(step.unpack(tree), iterations, target)
+            restart = at_target(step.unpack(tree), iterations, target, step.value_and_grad)
             if not bool((restart.target[paused] > iterations[paused]).all()):
                 raise RuntimeError("run_transitions: `at_target` left paused chains without "
                                    "a later target")

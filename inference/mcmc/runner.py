@@ -199,13 +199,16 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
         if warming and per_chain:
             if state.rng is None:  # the chains' streams: the window ends draw from them too
                 state = state._replace(rng=new_streams(n, state.position.device))
-            first = min(adaptation.next_boundary(start), end) - start
+            # A window that ends where the chains met is ended by the hook too, at once
+            # (the chains pause at 0), as where they did not: the same draws either way.
+            first = 0 if adaptation.is_window_end(start) else \
+                min(adaptation.next_boundary(start), end) - start
             state, _, _, _ = kernel.iterate(
                 state, potential, step_size, metric, end - start, dual_averaging, advance,
                 out=_recording(store.writer(start, n_warmup, thin), adaptation, start),
                 target=torch.full((n,), first, device=state.position.device),
                 at_target=_window_ends(adaptation, start, end, state.rng))
-            step_size, metric = adaptation.reached(end, state)
+            step_size, metric = adaptation.reached(end, state, end_window=False)
         else:
             positions = state.position.new_empty((end - start, n, dim)) if warming else None
             state, _, _, _ = kernel.iterate(state, potential, step_size, metric, end - start,
@@ -242,10 +245,10 @@ def _recording(write, adaptation, start):
 def _window_ends(adaptation, start, end, rng):
     """The hook of a warm-up segment start..end that runs each chain to its own next
     window end (`inference.mcmc.batching.run_transitions`' `at_target`): there the chain
-    gets its new metric and step size (`WindowedAdaptation.end_window`) and its next
-    target. rng: the chains' random streams (the step size search's noise is a chain's
-    own)."""
-    def at_target(tree, iterations, target):
+    gets its new metric and step size (`WindowedAdaptation.end_window`, the search on the
+    step's own gradient) and its next target. rng: the chains' random streams (the
+    search's noise is a chain's own)."""
+    def at_target(tree, iterations, target, value_and_grad):
         paused = (iterations >= target) & (target < end - start)
         metric, steps = adaptation.metric, tree.adaptation
         reached, target = start + target, target.clone()
@@ -253,7 +256,8 @@ def _window_ends(adaptation, start, end, rng):
         for boundary in sorted(set(reached[paused].tolist())):
             chains = paused & (reached == boundary)
             metric, renewed = adaptation.end_window(
-                boundary, chains, state, metric, steps if adaptation.adapt_step_size else None)
+                boundary, chains, state, metric, steps if adaptation.adapt_step_size else None,
+                value_and_grad)
             steps = steps if renewed is None else renewed
             target[chains] = min(adaptation.next_boundary(boundary), end) - start
         adaptation.metric = metric

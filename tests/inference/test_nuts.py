@@ -226,6 +226,23 @@ def test_the_kernel_and_the_driver_draw_the_same_transitions():
     assert torch.equal(state.rng, after.rng)
 
 
+def test_chains_paused_below_the_end_need_a_hook_that_moves_them_on():
+    """A per-chain `target` below n_iterations pauses chains there: without `at_target`,
+    or with one that leaves them where they are, they would wait forever."""
+    potential, state, step_size = _anisotropic_chains()
+    state = state._replace(rng=streams.new_streams(5))
+    step, metric = nuts.eager_leaf_step(potential, DiagonalMetric), identity_metric(5, 2)
+    target = torch.tensor([6, 6, 3, 6, 6])
+    with pytest.raises(ValueError, match="needs `at_target`"):
+        batching.run_transitions(step, state, step_size, metric, 10, 6, target=target)
+
+    def stays(tree, iterations, target, value_and_grad):
+        return batching.Restart(iterations >= target, metric, tree.adaptation, target)
+    with pytest.raises(RuntimeError, match="without a later target"):
+        batching.run_transitions(step, state, step_size, metric, 10, 6, target=target,
+                                 at_target=stays)
+
+
 def test_dual_averaging_inside_the_step_matches_the_eager_updates():
     """Each chain updates its step size after each of its transitions, as `DualAveraging`
     does with the acceptance statistics of those transitions."""
