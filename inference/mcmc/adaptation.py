@@ -334,7 +334,8 @@ class WindowedAdaptation:
     A chain's slow window depends on its own draws only, so chains need not meet at
     window ends: a driver that runs each chain to its own next boundary
     (`next_boundary`) hands on its draws as they come (`record`) and renews the metric
-    and step size of the chains that reached a window end (`end_window`).
+    and step size of the chains that reached a window end (`end_window`); at the end of
+    warm-up, a chain's averaged step size is `dual_averaging_final` of its row.
     """
 
     def __init__(self, n_warmup, adapt_step_size=True, adapt_mass="diag",
@@ -392,12 +393,12 @@ class WindowedAdaptation:
         return any(end == iteration for _, end in self.windows)
 
     def record(self, iteration, chain, points):
-        """Keep the draws points [m, D] that chains [m] made at warm-up iterations [m]
-        (counted from 0) where these lie in a slow window."""
+        """Keep the draws points [m, D] that chains [m] made at iterations [m] (counted from
+        0) where these lie in a slow window."""
         if not self.windows:
             return
-        row = self._row[iteration]
-        inside = row >= 0
+        row = self._row[iteration.clamp(max=len(self._row) - 1)]
+        inside = (row >= 0) & (iteration < self.n_warmup)
         self.points[row[inside], chain[inside]] = points[inside]
 
     def update(self, start, positions, state):

@@ -28,12 +28,14 @@ class Restart(NamedTuple):
     """What a `run_transitions` hook changes for the chains paused at their targets:
     chains [n] (bool, the chains restarted: every one paused below the end); metric
     (every chain's from now on); adaptation (the step's adaptation state [n], every
-    chain's); target [n] (transitions in this call after which each chain pauses next)."""
+    chain's); target [n] (transitions in this call after which each chain pauses next);
+    adapting [n] (bool: which chains adapt from now on; None: as before)."""
 
     chains: torch.Tensor
     metric: object
     adaptation: object
     target: torch.Tensor
+    adapting: object = None
 
 
 def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations, adaptation=None,
@@ -43,7 +45,8 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
 
     state: HMCState [n, D] with its random streams (`rng`, see `streams.new_streams`);
     step_size [n]; adaptation: the state the step's adaptation starts from (default
-    `step.init_adaptation(step_size)`), updated after each transition where `adapting`.
+    `step.init_adaptation(step_size)`), updated after each transition where `adapting` (a
+    bool, or [n] bools: per chain).
     Random numbers are made and ended transitions handed on `block` steps at a time
     (default: up to 64, fewer when the chains' points are large, so that a block's
     points stay within about 8 MB at float32).
@@ -71,7 +74,8 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     if at_target is None and bool((target < end).any()):
         raise ValueError("run_transitions: a `target` below `n_iterations` needs `at_target`, "
                          "the hook that restarts the chains paused there")
-    adapting = bool(adapting)
+    if not isinstance(adapting, torch.Tensor):
+        adapting = bool(adapting)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
     positions = kept = None
     if out is None:
@@ -128,6 +132,8 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
                                                 uniform, table)
             inverse_mass, factor = restart.metric.inverse_mass, restart.metric.momentum_factor
             target = restart.target
+            if restart.adapting is not None:
+                adapting = restart.adapting
         done = bool((iterations >= end).all())
         draws = draws._replace(uniform_block=uniforms(key, steps + ahead[:block + 1], dtype),
                                uniform_base=steps)

@@ -179,7 +179,7 @@ def _canonical(metric_type, adaptation_kind, dtype):
                        torch.zeros(CANONICAL["W"], n, dim, dtype=dtype), counts)
     rest = (vector, vector, step_size, vector, inverse_mass.inverse_mass,
             inverse_mass.momentum_factor, uniform, counts, *draws,
-            torch.zeros(rows, 6, dtype=torch.long), counts, scalar(torch.bool),
+            torch.zeros(rows, 6, dtype=torch.long), counts, counts > 0,
             scalar(), torch.zeros(len(adaptation_kind.settings), dtype=dtype))
     stats = nuts.leaf_end_begin(metric_type, adaptation_kind.update, tree, *rest[:8], draws,
                                 *rest[12:-1], adaptation_kind.settings)[3]
@@ -214,7 +214,7 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
     shared, tree_packing, stats_packing = built[key]
     settings = (torch.tensor(float(max_energy_error), dtype=dtype, device=device),
                 torch.tensor(adaptation_kind.settings, dtype=dtype, device=device))
-    flags = {flag: torch.tensor(flag, device=device) for flag in (False, True)}
+    flags = {}  # (chains, a bool) -> [chains] of it
     n_packed = len(tree_packing.members)
 
     n_stats = len(stats_packing.members)
@@ -222,9 +222,14 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
     group, row = tree_packing.fields["position"][1][0]
 
     def end_begin(tree, *args):
-        *args, draws, table, target, adapting = args  # adapting: a bool, passed as a tensor
+        *args, draws, table, target, adapting = args  # adapting: [n], or one bool for all
+        if not isinstance(adapting, torch.Tensor):
+            key = (len(target), bool(adapting))
+            if key not in flags:
+                flags[key] = torch.full(key[:1], key[1], device=device)
+            adapting = flags[key]
         packed = tree.packed if isinstance(tree, PackedTree) else tree_packing.pack(tree)
-        out = shared(*packed, *args, *draws, table, target, flags[bool(adapting)], *settings)
+        out = shared(*packed, *args, *draws, table, target, adapting, *settings)
         # the leaf stats stay packed (a tuple of tensors) until a driver reads them
         return (PackedTree(out[:n_packed], tree_packing), out[n_packed], out[n_packed + 1],
                 out[n_packed + 2:at], out[at], out[at + 1])

@@ -203,7 +203,7 @@ def leaf_end(metric_type, adapt, tree, position, momentum, log_prob, grad, inver
     leaf diverges (energy error above `max_energy_error` (0-d), or not finite:
     that leaf gets weight 0, so that no chain moves to a non-finite point) or the
     tree reaches its maximum depth; it then moves to its proposal, counts an
-    iteration and, where `adapting` (a bool, or a 0-d bool tensor), updates its adaptation:
+    iteration and, where `adapting` (a bool, or [n] bools), updates its adaptation:
     adapt(adaptation, accept_prob [n], *adapt_settings) -> adaptation, whose
     `step_size` the chain uses from then on. Chains with their `target` [n] of transitions
     keep their point, step size and adaptation. Returns (tree, LeafStats).

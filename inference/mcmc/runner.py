@@ -25,11 +25,11 @@ from tqdm.auto import tqdm
 
 from inference import checkpoint as checkpoints
 from inference import diagnostics, distributed
-from inference.mcmc.adaptation import WindowedAdaptation, make_metric
+from inference.mcmc.adaptation import WindowedAdaptation, dual_averaging_final, make_metric
 from inference.mcmc.batching import Restart
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.potential import Potential, latent_nodes
-from inference.mcmc.state import HMCState, init_state
+from inference.mcmc.state import HMCState, init_state, select
 from inference.mcmc.streams import new_streams
 
 __all__ = ["run", "MCMCResult", "Summary", "SamplingWarning"]
@@ -185,11 +185,11 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
             bar.set_postfix(postfix, divergences=int(store.divergences), refresh=False)
 
     # The kernel runs the chains from one meeting point to the next (each chain at
-    # its own pace in between): at the end of warm-up, at checkpoints and at the end;
-    # also where the metric changes, unless the kernel lets each chain end its warm-up
-    # windows on its own (`windows_per_chain`).
+    # its own pace in between): at checkpoints and at the end; also where the metric
+    # changes and at the end of warm-up, unless the kernel lets each chain end its warm-up
+    # windows and its warm-up on its own (`windows_per_chain`).
     per_chain = kernel.windows_per_chain
-    meetings = ({n_warmup} if per_chain else set(adaptation.boundaries())) | {n_total}
+    meetings = (set() if per_chain else set(adaptation.boundaries())) | {n_total}
     if checkpoint is not None:
         meetings |= set(range(checkpoint_every, n_total, checkpoint_every))
     for end in sorted(m for m in meetings if m > start):
@@ -208,7 +208,7 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
                 out=_recording(store.writer(start, n_warmup, thin), adaptation, start),
                 target=torch.full((n,), first, device=state.position.device),
                 at_target=_window_ends(adaptation, start, end, state.rng))
-            step_size, metric = adaptation.reached(end, state, end_window=False)
+            step_size, metric = adaptation.reached(min(end, n_warmup), state, end_window=False)
         else:
             positions = state.position.new_empty((end - start, n, dim)) if warming else None
             state, _, _, _ = kernel.iterate(state, potential, step_size, metric, end - start,
@@ -216,7 +216,7 @@ def _run(kernel, meta_bn, observed, init, n_chains, n_warmup, n_samples, thin, p
                                             out=store.writer(start, n_warmup, thin, positions))
             if warming:
                 step_size, metric = adaptation.update(start, positions, state)
-        if end == n_warmup:
+        if start < n_warmup <= end:
             bar.set_description("sample")
         if progress:
             postfix["step_size"] = f"{float(step_size.mean()):.3g}"
@@ -243,11 +243,14 @@ def _recording(write, adaptation, start):
 
 
 def _window_ends(adaptation, start, end, rng):
-    """The hook of a warm-up segment start..end that runs each chain to its own next
-    window end (`inference.mcmc.batching.run_transitions`' `at_target`): there the chain
-    gets its new metric and step size (`WindowedAdaptation.end_window`, the search on the
-    step's own gradient) and its next target. rng: the chains' random streams (the
-    search's noise is a chain's own)."""
+    """The hook of a segment start..end that starts in warm-up and runs each chain to its
+    own next boundary (`inference.mcmc.batching.run_transitions`' `at_target`): at a window
+    end the chain gets its new metric and step size (`WindowedAdaptation.end_window`, the
+    search on the step's own gradient), at the end of warm-up its averaged step size, and
+    stops adapting; then its next target. rng: the chains' random streams (the search's
+    noise is a chain's own)."""
+    adapting = torch.ones(len(rng), dtype=torch.bool, device=rng.device)
+
     def at_target(tree, iterations, target, value_and_grad):
         paused = (iterations >= target) & (target < end - start)
         metric, steps = adaptation.metric, tree.adaptation
@@ -255,13 +258,21 @@ def _window_ends(adaptation, start, end, rng):
         state = HMCState(tree.position, tree.log_prob, tree.grad, rng)
         for boundary in sorted(set(reached[paused].tolist())):
             chains = paused & (reached == boundary)
-            metric, renewed = adaptation.end_window(
-                boundary, chains, state, metric, steps if adaptation.adapt_step_size else None,
-                value_and_grad)
-            steps = steps if renewed is None else renewed
-            target[chains] = min(adaptation.next_boundary(boundary), end) - start
+            if adaptation.is_window_end(boundary):
+                metric, renewed = adaptation.end_window(
+                    boundary, chains, state, metric,
+                    steps if adaptation.adapt_step_size else None, value_and_grad)
+                steps = steps if renewed is None else renewed
+                target[chains] = min(adaptation.next_boundary(boundary), end) - start
+            else:  # the end of warm-up
+                if adaptation.adapt_step_size:
+                    steps = select(chains, steps._replace(step_size=dual_averaging_final(steps)),
+                                   steps)
+                adapting[chains] = False
+                target[chains] = end - start
         adaptation.metric = metric
-        return Restart(paused, metric, steps, target)
+        return Restart(paused, metric, steps, target,
+                       adapting.clone() if adaptation.adapt_step_size else None)
     return at_target
 
 
@@ -278,9 +289,9 @@ class _Store:
         self.divergences = torch.zeros((), dtype=torch.int64, device=device)
 
     def writer(self, start, n_warmup, thin, positions=None):
-        """The `out` of `kernel.iterate` for iterations start, start + 1, ... (all warm-up
-        ones, or none): warm-up transitions go to the warm-up statistics and to `positions`
-        [k, n, D] if given (for the adaptation), sampling ones to the draws, one every
+        """The `out` of `kernel.iterate` for iterations start, start + 1, ...: warm-up
+        transitions go to the warm-up statistics and to `positions` [k, n, D] if given (for
+        the adaptation; then all are warm-up ones), sampling ones to the draws, one every
         `thin`."""
         def put(warming, which, row, values):
             for name, table in self.stats[warming].items():
@@ -291,8 +302,13 @@ class _Store:
             if start < n_warmup:
                 if positions is not None:
                     positions[index, which] = points
-                put(True, which, iteration, stats)
-                return
+                warm = iteration < n_warmup  # (chains that go on past warm-up on their own)
+                put(True, which[warm], iteration[warm], {k: v[warm] for k, v in stats.items()})
+                if bool(warm.all()):
+                    return
+                index, which, points, iteration = index[~warm], which[~warm], points[~warm], \
+                    iteration[~warm]
+                stats = {k: v[~warm] for k, v in stats.items()}
             count = iteration - n_warmup + 1
             kept = count % thin == 0
             row, which = count[kept] // thin - 1, which[kept]

@@ -71,7 +71,7 @@ def _arguments(metric_type, n, dim, seed, dtype=torch.float64, depth=DEPTH):
     draws = nuts.Draws(rand(6, n, 3), steps - torch.randint(0, 5, (n,), generator=g),
                        randn(5, n, dim), torch.randint(0, 4, (n,), generator=g))
     return (*packing.pack(tree), position, momentum, -randn(n).abs(), randn(n, dim), inverse_mass,
-            factor, rand(n, 3), steps, *draws, table, target, torch.tensor(True),
+            factor, rand(n, 3), steps, *draws, table, target, torch.ones(n, dtype=torch.bool),
             torch.tensor(1000., dtype=dtype), torch.tensor([0.8, 0.05, 10., 0.75], dtype=dtype))
 
 
