@@ -130,10 +130,12 @@ def without_c_shim_notices():
         logger.removeFilter(keep)
 
 
-def symbolic_fakes(examples, symbolic):
+def symbolic_fakes(examples, symbolic, constants=False):
     """Fake tensors shaped like `examples` for `make_fx`, in one fake mode with a shape
     environment: axis i of examples[k] is a symbolic size where symbolic[k][i] is True
-    (axes of equal example size are the same symbol), else fixed.
+    (axes of equal example size are the same symbol), else fixed. constants: whether the
+    traced function may read real tensors it closes over (a model's data), which the
+    graph then holds as constants.
 
     Private: `FakeTensorMode` (`torch._subclasses`). `make_fx(tracing_mode="symbolic")`
     makes every axis symbolic, and the public `torch.export.Dim` needs Dynamo.
@@ -141,7 +143,7 @@ def symbolic_fakes(examples, symbolic):
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv,
                                                        StatelessSymbolicContext)
-    mode = FakeTensorMode(shape_env=ShapeEnv())
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=constants)
     return [mode.from_tensor(example, symbolic_context=StatelessSymbolicContext(
         [DimDynamic.DUCK if flag else DimDynamic.STATIC for flag in flags]))
         for example, flags in zip(examples, symbolic)]

@@ -99,18 +99,19 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     tree, position, momentum = step.begin(tree, inverse_mass, factor, draws.noise_block[0],
                                           uniform, table, target)
     iterations, reported, done = tree.iteration, 0, False
+    gradient = _Gradient(step.value_and_grad, dtype)
     while not done:
         block_points, stats = [], []
+        gradient.rows_for(iterations < target)
         for i in range(block):
-            log_prob, grad = step.value_and_grad(position)
-            if log_prob.dtype != dtype:
-                log_prob = log_prob.to(dtype)
+            log_prob, grad = gradient(position)
             tree, position, momentum, ended, steps, uniform = step.end_begin(
                 tree, position, momentum, log_prob, grad, inverse_mass, factor, uniform, steps,
                 draws, table, target, adapting)
             block_points.append(step.point(tree))  # not the trees: they fill the cache
             stats.append(ended)
-            if (i + 1) % check_every == 0 and bool((step.iteration(ended) >= target).all()):
+            if (i + 1) % check_every == 0 and not gradient.rows_for(
+                    step.iteration(ended) < target):
                 break
         # Hand on what the chains that ended a transition in this block reported.
         stats = step.stack(stats)
@@ -155,6 +156,43 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     else:
         stats = None
     return tree_point(tree, torch.stack((key, steps, made), 1)), tree.adaptation, positions, stats
+
+
+class _Gradient:
+    """The model's log density and gradient at each leaf step, only for the chains still
+    running where they are few: a chain at its target keeps its point, and the leaf step
+    ignores its row. With `value_and_grad.takes_rows` (`compile.CompiledStep`), once half
+    the chains or fewer run, the rows of the running ones are computed alone, with paused
+    ones added up to a power of two (at least its `min_rows`: fewer sizes, and no BLAS
+    path that rounds differently), and the other rows keep their last values."""
+
+    def __init__(self, value_and_grad, dtype):
+        self.value_and_grad, self.dtype = value_and_grad, dtype
+        self.index = self.last = None
+
+    def rows_for(self, running):
+        """Choose the rows from running [n] (bool); returns whether any chain runs (syncs
+        with the device: called once per check)."""
+        count = int(running.sum())
+        self.index = None
+        if self.last is not None and getattr(self.value_and_grad, "takes_rows", False):
+            size = max(self.value_and_grad.min_rows, 1 << max(count - 1, 0).bit_length())
+            if 2 * size <= running.shape[0]:
+                self.index = torch.argsort((~running).to(torch.uint8), stable=True)[:size]
+        return count > 0
+
+    def __call__(self, position):
+        if self.index is None:
+            log_prob, grad = self.value_and_grad(position)
+        else:
+            part_log_prob, part_grad = self.value_and_grad(position.index_select(0, self.index))
+            log_prob, grad = self.last
+            log_prob = log_prob.index_copy(0, self.index, part_log_prob.to(log_prob.dtype))
+            grad = grad.index_copy(0, self.index, part_grad)
+        if log_prob.dtype != self.dtype:
+            log_prob = log_prob.to(self.dtype)
+        self.last = (log_prob, grad)
+        return log_prob, grad
 
 
 def _restart(step, tree, position, momentum, restart, noise, uniform, table):

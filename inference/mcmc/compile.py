@@ -85,6 +85,10 @@ def said_if_slow(load, what):
 # with AVX-512 BF16 or VNNI, Inductor still builds and loads a small probe for each,
 # once per process.) Inductor's tiling heuristics, which weigh each loop's strides with
 # sympy, are off: the NUTS tree step compiles in 33 s instead of 38 s and runs as fast.
+# The fewest rows a `CompiledStep(rows=True)` is checked at, and its caller should pass (on
+# fewer, a matrix product may take another path in the BLAS and round differently).
+MIN_ROWS = 4
+
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True,
                     "cpp.enable_tiling_heuristics": False}
 
@@ -106,12 +110,23 @@ class CompiledStep:
     Cholesky, which the eager step turns into a rejected move).
     perturb: args -> args at another point (same shapes), where the compiled
     and the eager function must agree as well.
+    rows: whether `fn` works row by row (row i of its outputs depends only on row i of
+    its inputs, as a model's log density and gradient per chain): it is then compiled
+    for any number of rows (the first axis of every input symbolic), and `takes_rows`
+    says whether that held (the trace kept the axis symbolic, and the compiled and eager
+    functions agree on the first `MIN_ROWS` rows alone), so that a caller may pass only
+    the rows it needs (e.g. the chains still running). The compiled function is the
+    same either way.
     After the first call, `reason` is None when compiled (else why not) and
     `compile_seconds` the time spent tracing, compiling and checking.
     """
 
-    def __init__(self, traceable, fn, perturb, name="step"):
+    min_rows = MIN_ROWS
+
+    def __init__(self, traceable, fn, perturb, name="step", rows=False):
         self.traceable, self.fn, self.perturb, self.name = traceable, fn, perturb, name
+        self.rows = rows
+        self.takes_rows = False
         self.compiled = None
         self.reason = "not compiled yet"
         self.compile_seconds = 0.
@@ -157,7 +172,9 @@ class CompiledStep:
                 if not _same(self.fn(*point), tuple(compiled(*point)), tolerance):
                     raise RuntimeError("the compiled function disagrees with the eager one "
                                        "away from the point it was traced at: " + _READS_VALUES)
+            self.takes_rows = self.takes_rows and self._rows_agree(compiled, args, tolerance)
         except Exception as error:  # anything at all: run eagerly, never fail the run
+            self.takes_rows = False
             self.reason = str(error) if isinstance(error, _ReadsValues) else \
                 f"{type(error).__name__}: {error}".splitlines()[0]
             warnings.warn(f"jit_compile: could not compile the {self.name} ({self.reason}); "
@@ -166,12 +183,42 @@ class CompiledStep:
             self.compiled, self.reason = compiled, None
         self.compile_seconds = time.perf_counter() - started
 
-    def _build(self, args):
-        """The compiled function, specialized to the shapes of `args`: loaded from the cache
-        where this graph on these shapes was compiled before."""
+    def _rows_agree(self, compiled, args, tolerance):
+        """Whether the first `MIN_ROWS` rows of `args` alone give, eager and compiled, the
+        rows they give in the whole batch (False where either cannot take them: e.g. a
+        model that holds its own chain axes, or mixes its rows)."""
+        part = tuple(a[:MIN_ROWS] for a in args)
+        try:
+            eager = self.fn(*part)
+        except (RuntimeError, ValueError, IndexError):
+            return False
+        whole = tuple(out[:MIN_ROWS] for out in compiled(*args))
+        return _same(eager, tuple(compiled(*part)), tolerance) and _same(whole, eager, tolerance)
+
+    def _trace(self, args):
+        """(FX graph, its inputs, Inductor's `dynamic_shapes`): with the rows symbolic where
+        `rows` asks for it and the trace keeps them so (`takes_rows` is then True for now),
+        else specialized to the shapes of `args`."""
         from torch.fx.experimental.proxy_tensor import make_fx
-        graph = make_fx(self.traceable)(*args)
-        build = functools.partial(compile_graph, graph, list(args), "from_example_inputs")
+        if self.rows and args[0].shape[0] >= 2 * MIN_ROWS:
+            fakes = torch_compat.symbolic_fakes(
+                args, [[axis == 0 for axis in range(a.dim())] for a in args], constants=True)
+            try:
+                graph = make_fx(lambda *inputs: self.traceable(*inputs),
+                                tracing_mode="symbolic")(*fakes)
+            except Exception:  # noqa: BLE001 (any failure: the fixed-shape trace below)
+                graph = None
+            if graph is not None and _rows_stay_symbolic(graph):
+                self.takes_rows = True
+                return graph, fakes, "from_graph"
+        return make_fx(self.traceable)(*args), list(args), "from_example_inputs"
+
+    def _build(self, args):
+        """The compiled function, for the shapes of `args` (any number of rows, see
+        `rows`): loaded from the cache where this graph on these shapes was compiled
+        before."""
+        graph, inputs, dynamic_shapes = self._trace(args)
+        build = functools.partial(compile_graph, graph, inputs, dynamic_shapes)
         compiled, self.loaded_from_disk = compiled_entry(
             graph_key(graph, args), build,
             said_if_slow(lambda entry: build(entry)[0], f"{self.name} for this model"),
@@ -281,6 +328,16 @@ def graph_key(graph, args):
             key.update(f"\n{node.target} {value.dtype} {tuple(value.shape)}\n".encode())
             key.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return key.hexdigest()[:32]
+
+
+def _rows_stay_symbolic(graph):
+    """Whether the first axis of every input and output of a `make_fx` symbolic trace is
+    still a symbol (a trace that compared it with a fixed size has made it that size)."""
+    from torch.fx.experimental.symbolic_shapes import has_free_symbols
+    values = [node.meta.get("val") for node in graph.graph.nodes if node.op == "placeholder"]
+    values += [getattr(node, "meta", {}).get("val") for node in graph.graph.output_node().args[0]]
+    return all(isinstance(v, torch.Tensor) and v.dim() > 0 and has_free_symbols(v.shape[0])
+               for v in values)
 
 
 def _same(eager, compiled, rtol):

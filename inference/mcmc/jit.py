@@ -54,15 +54,16 @@ def unflatten(spec, leaves):
     return build(spec, iter(leaves))
 
 
-def compiled_function(traceable, fn, name):
+def compiled_function(traceable, fn, name, rows=False):
     """`fn`, compiled from `traceable` at its first call (eager, with a warning, where that
-    fails; see `compile.CompiledStep`)."""
-    return CompiledStep(traceable, fn, shifted(0), name=name)
+    fails; see `compile.CompiledStep`, also for `rows`)."""
+    return CompiledStep(traceable, fn, shifted(0), name=name, rows=rows)
 
 
-def recorded_function(traceable, fn, name):
+def recorded_function(traceable, fn, name, rows=False):
     """`fn`, recorded from `traceable` at its first call and replayed (`compile.RecordedStep`):
-    the path where no C++ compiler is found."""
+    the path where no C++ compiler is found (`rows` is ignored: the record has fixed
+    shapes)."""
     return RecordedStep(traceable, fn, shifted(0), name=name)
 
 

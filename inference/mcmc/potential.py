@@ -231,6 +231,13 @@ class Potential:
     def chain_shape(self):
         return self.space.chain_shape
 
+    @property
+    def chains_are_rows(self):
+        """Whether the chains are one axis, the rows of `x`: the log density of a few rows
+        alone (e.g. the chains still running) may then be asked for, where the model
+        allows it (see `compile.CompiledStep`'s `rows`)."""
+        return not self._reshape_chains
+
     def unconstrain(self, latent):
         """Constrained latents (chain axes first) -> flat `x` [n_chains, D]."""
         missing = set(self.space.names) - set(latent)
@@ -257,9 +264,10 @@ class Potential:
         else:
             values, log_det = space.constrain(x), None
         out = self.log_joint(values)
-        if out.shape != space.chain_shape:
+        expected = space.chain_shape if self._reshape_chains else x.shape[:-1]
+        if out.shape != expected:
             raise ValueError(f"log_joint returned shape {tuple(out.shape)}, expected the chain "
-                             f"shape {tuple(space.chain_shape)}")
+                             f"shape {tuple(expected)}")
         if log_det is not None:
             out = out + log_det
         return out.reshape(self.n_chains) if self._reshape_chains else out
@@ -279,7 +287,7 @@ class Potential:
         except (ValueError, RuntimeError) as error:
             original = error
         bad = ~torch.isfinite(x).all(-1)
-        safe = torch.zeros_like(x) if self._last_good is None else self._last_good
+        safe = self._last_good_at(x)
 
         def fails(chains):
             """Whether the model raises with only `chains` at their real values."""
@@ -316,9 +324,17 @@ class Potential:
         """(log_prob [n_chains], grad [n_chains, D]) at flat unconstrained `x` [n_chains, D]
         (`inference.model.value_and_grad`: non-finite chains get -inf and a zero gradient)."""
         log_prob, grad = value_and_grad(self._evaluate_or_mask, x)
-        good = torch.zeros_like(x) if self._last_good is None else self._last_good
-        self._last_good = torch.where(torch.isfinite(log_prob)[:, None], x.detach(), good)
+        if x.shape[0] == self.n_chains:  # (not for a few rows alone)
+            self._last_good = torch.where(torch.isfinite(log_prob)[:, None], x.detach(),
+                                          self._last_good_at(x))
         return log_prob, grad
+
+    def _last_good_at(self, x):
+        """Each chain's last x with a finite log density, for `x` of every chain (zeros
+        before there is one, and for a few rows alone)."""
+        if self._last_good is None or self._last_good.shape != x.shape:
+            return torch.zeros_like(x)
+        return self._last_good
 
     def traceable(self, x):
         """`self(x)` without Python branches on values or error recovery: for `CompiledStep`.

@@ -189,12 +189,13 @@ class HamiltonianSampler:
                           RuntimeWarning, stacklevel=2)
         return "record"
 
-    def _step_function(self, kind, potential, metric, build):
+    def _step_function(self, kind, potential, metric, build, rows=False):
         """The kernel's inner step, `build(value_and_grad)`, on `potential`.
 
         Eager unless `_how` says 'compile' or 'record': then traced at its first call and
-        compiled (`inference.mcmc.compile.CompiledStep`) or replayed as recorded, once per
-        potential and metric type, and kept while the kernel is used with that potential.
+        compiled (`inference.mcmc.compile.CompiledStep`, with `rows` where the step works
+        chain by chain) or replayed as recorded, once per potential and metric type, and
+        kept while the kernel is used with that potential.
         """
         how = self._how(potential)
         if how == "eager":
@@ -205,7 +206,7 @@ class HamiltonianSampler:
         if key not in self._steps:
             make = jit.compiled_function if how == "compile" else jit.recorded_function
             self._steps[key] = make(build(potential.traceable), build(potential),
-                                    name=f"{type(self).__name__} {kind}")
+                                    name=f"{type(self).__name__} {kind}", rows=rows)
         return self._steps[key]
 
     def initial_step_size(self, state, potential, metric):
@@ -464,7 +465,8 @@ class NUTS(HamiltonianSampler):
         metric_type = type(metric)
         adaptation = dual_averaging(self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
         gradient = self._step_function("gradient", potential, metric,
-                                       lambda value_and_grad: lambda x: value_and_grad(x))
+                                       lambda value_and_grad: lambda x: value_and_grad(x),
+                                       rows=getattr(potential, "chains_are_rows", False))
         if self._how(potential) != "compile":
             return eager_leaf_step(gradient, metric_type, self.max_energy_error, adaptation)
         step, shared = jit.nuts_leaf_step(gradient, metric_type, self.max_energy_error,

@@ -308,3 +308,44 @@ def test_a_new_entry_uses_the_header_where_built_or_while_building_headers(monke
         assert settings == {"cpp_cache_precompile_headers": expected}
         monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: not built)
         assert mcmc_compile._header_settings(str(folder)) == settings  # as saved
+
+
+@needs_compiler
+def test_a_chainwise_gradient_compiles_for_any_number_of_rows():
+    """`rows=True`: a model's gradient (one row per chain) is compiled once for any number of
+    chains, and agrees with the eager one on a few rows alone."""
+    potential, beta = _logistic_potential(n_chains=8)
+    x = potential.unconstrain({"beta": beta})
+    step = CompiledStep(potential.traceable, potential, shifted(0), rows=True)
+    full = step(x)
+    assert step.is_compiled and step.takes_rows
+    for rows in ([0, 1, 2, 3], [7, 2, 5, 0, 1], [6, 3, 1, 0, 2, 4, 5]):
+        part = step(x[rows])
+        for value, eager, every in zip(part, potential(x[rows]), full):
+            torch.testing.assert_close(value, eager, rtol=1e-9, atol=1e-9)
+            # a row's last bits may depend on its place in the batch (the BLAS's blocks)
+            torch.testing.assert_close(value, every[rows], rtol=1e-12, atol=1e-12)
+
+
+@needs_compiler
+def test_a_gradient_that_mixes_its_rows_is_compiled_for_its_own_shape_only():
+    """A function whose rows depend on each other, or that fixes the chain count, is still
+    compiled (for the shape it was called with) but not offered for fewer rows."""
+    weights = torch.linspace(1., 2., 8, dtype=torch.float64)
+
+    def mixes(x):
+        return (x.sum(0, keepdim=True) * x).sum(-1), 2 * x
+
+    def fixed(x):
+        return (x ** 2).sum(-1) * weights, 2 * x
+
+    x = torch.randn(8, 3, dtype=torch.float64)
+    for fn in (mixes, fixed):
+        step = CompiledStep(fn, fn, shifted(0), rows=True)
+        torch.testing.assert_close(step(x), fn(x))
+        assert step.is_compiled and not step.takes_rows
+    def chainwise(x):
+        return (x ** 2).sum(-1), 2 * x
+    few = CompiledStep(chainwise, chainwise, shifted(0), rows=True)
+    few(x[:6])
+    assert few.is_compiled and not few.takes_rows  # fewer than 2 * MIN_ROWS chains

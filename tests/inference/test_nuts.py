@@ -333,3 +333,38 @@ def test_each_chain_draws_from_its_own_counts_across_calls():
         assert torch.equal(noise, streams.normals(key, counts, dim, torch.float32)[:, c])
         counts = torch.arange(len(uniform))[:, None].expand(-1, n)
         assert torch.equal(uniform, streams.uniforms(key, counts, torch.float32)[:, c])
+
+
+def test_the_running_chains_gradient_alone_gives_the_same_draws():
+    """Once half the chains or fewer still run, `run_transitions` asks a gradient that takes
+    rows (`takes_rows`) for those chains' rows alone (padded to a power of two, at least
+    `min_rows`): the draws are the same as with every row at every step."""
+    scales = torch.tensor([1., 25.])
+
+    class Gradient:
+        min_rows = 2
+
+        def __init__(self, takes_rows):
+            self.takes_rows, self.rows = takes_rows, []
+
+        def __call__(self, x):
+            self.rows.append(x.shape[0])
+            return -0.5 * (x ** 2 * scales).sum(-1), -x * scales
+
+    n = 8
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
+    step_size = torch.linspace(0.02, 0.4, n)  # very different tree lengths
+    results = []
+    for gradient in (Gradient(False), Gradient(True)):
+        torch.manual_seed(0)  # the same streams
+        state = HMCState(x, *gradient(x), streams.new_streams(n))
+        results.append((gradient, batching.run_transitions(
+            nuts.eager_leaf_step(gradient, DiagonalMetric), state, step_size,
+            identity_metric(n, 2), 10, 12, block=16, check_every=4)))
+    (every, (after, _, positions, stats)), (rows, (after_rows, _, positions_rows, stats_rows)) \
+        = results
+    assert set(every.rows) == {n} and {2, 4} <= set(rows.rows) <= {2, 4, n}
+    assert len(rows.rows) == len(every.rows)
+    assert torch.equal(positions_rows, positions) and torch.equal(after_rows.rng, after.rng)
+    for table, table_rows in zip(stats, stats_rows):
+        assert torch.equal(table_rows, table)

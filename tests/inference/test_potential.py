@@ -99,3 +99,21 @@ def test_other_model_errors_pass_through_unchanged():
 
     with pytest.raises(ValueError, match="Normal: argument `std` must be positive"):
         Potential(zero_scale(X), {"y": Y}, {"w": torch.zeros(5, 4, 3)})
+
+
+def test_a_few_chains_alone_give_their_rows():
+    """A potential whose chains are one axis takes a few of its chains' rows alone (what a
+    compiled gradient with `rows` is checked against), without touching the chains' last
+    good points; one whose chains are several axes says it cannot."""
+    potential = Potential(broadcasting(X), {"y": Y},
+                          {"w": torch.zeros(5, 4, 3), "b": torch.zeros(5, 3)})
+    x = torch.randn(5, 15, generator=torch.Generator().manual_seed(1))
+    log_prob, grad = potential(x)
+    last_good = potential._last_good
+    part = potential(x[[3, 1]])
+    assert potential.chains_are_rows and potential._last_good is last_good
+    torch.testing.assert_close(part[0], log_prob[[3, 1]])
+    torch.testing.assert_close(part[1], grad[[3, 1]])
+    grid = Potential(broadcasting(X), {"y": Y},
+                     {"w": torch.zeros(2, 3, 4, 3), "b": torch.zeros(2, 3, 3)})
+    assert not grid.chains_are_rows

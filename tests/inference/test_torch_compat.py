@@ -118,6 +118,10 @@ def test_symbolic_fakes_make_the_chosen_axes_symbolic():
         assert isinstance(b.shape[1], torch.SymInt)
         graph = make_fx(lambda x, y: x.sum(-1) + y.sum(-1))(a, b)
         assert graph(torch.ones(5, 3), torch.ones(5, 7)).shape == (5,)
+        data = torch.arange(3.)  # a real tensor the function closes over: a constant
+        (c,) = compat.symbolic_fakes([torch.empty(38, 3)], [[True, False]], constants=True)
+        graph = make_fx(lambda x: x @ data, tracing_mode="symbolic")(c)
+        assert torch.equal(graph(torch.ones(4, 3)), torch.full((4,), 3.))
 
 
 def test_reads_values_is_told_by_the_exception_type():
