@@ -161,10 +161,10 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
 class _Gradient:
     """The model's log density and gradient at each leaf step, only for the chains still
     running where they are few: a chain at its target keeps its point, and the leaf step
-    ignores its row. With `value_and_grad.takes_rows` (`compile.CompiledStep`), once half
-    the chains or fewer run, the rows of the running ones are computed alone, with paused
-    ones added up to a power of two (at least its `min_rows`: fewer sizes, and no BLAS
-    path that rounds differently), and the other rows keep their last values."""
+    ignores its row. With `value_and_grad.takes_rows` (`compile.CompiledStep`), once the
+    aligned groups of `row_group` rows that hold a running chain are half the rows or
+    fewer, only those groups are computed (their bits as in the whole batch, so that this
+    changes no draw), and the other rows keep their last values."""
 
     def __init__(self, value_and_grad, dtype):
         self.value_and_grad, self.dtype = value_and_grad, dtype
@@ -173,12 +173,16 @@ class _Gradient:
     def rows_for(self, running):
         """Choose the rows from running [n] (bool); returns whether any chain runs (syncs
         with the device: called once per check)."""
-        count = int(running.sum())
+        count, n = int(running.sum()), running.shape[0]
         self.index = None
-        if self.last is not None and getattr(self.value_and_grad, "takes_rows", False):
-            size = max(self.value_and_grad.min_rows, 1 << max(count - 1, 0).bit_length())
-            if 2 * size <= running.shape[0]:
-                self.index = torch.argsort((~running).to(torch.uint8), stable=True)[:size]
+        if self.last is not None and 2 * count <= n and \
+                getattr(self.value_and_grad, "takes_rows", False):
+            group = torch.arange(n, device=running.device) // self.value_and_grad.row_group
+            groups = torch.zeros(int(group[-1]) + 1, dtype=torch.bool, device=running.device)
+            rows = groups.index_fill(0, group[running], True)[group]
+            index = rows.nonzero().squeeze(1)
+            if 2 * len(index) <= n:
+                self.index = index
         return count > 0
 
     def __call__(self, position):

@@ -85,9 +85,11 @@ def said_if_slow(load, what):
 # with AVX-512 BF16 or VNNI, Inductor still builds and loads a small probe for each,
 # once per process.) Inductor's tiling heuristics, which weigh each loop's strides with
 # sympy, are off: the NUTS tree step compiles in 33 s instead of 38 s and runs as fast.
-# The fewest rows a `CompiledStep(rows=True)` is checked at, and its caller should pass (on
-# fewer, a matrix product may take another path in the BLAS and round differently).
-MIN_ROWS = 4
+# A `CompiledStep(rows=True)` takes its rows in aligned groups of this many: rows 4k..4k+3 of a
+# batch, passed alone or with other such groups, give the same bits as in the whole batch (a
+# matrix product's blocks start at row 0; a row moved elsewhere, or fewer rows, may take
+# another path in the BLAS and round differently). `_rows_agree` checks it.
+ROW_GROUP = 4
 
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True,
                     "cpp.enable_tiling_heuristics": False}
@@ -113,15 +115,15 @@ class CompiledStep:
     rows: whether `fn` works row by row (row i of its outputs depends only on row i of
     its inputs, as a model's log density and gradient per chain): it is then compiled
     for any number of rows (the first axis of every input symbolic), and `takes_rows`
-    says whether that held (the trace kept the axis symbolic, and the compiled and eager
-    functions agree on the first `MIN_ROWS` rows alone), so that a caller may pass only
-    the rows it needs (e.g. the chains still running). The compiled function is the
-    same either way.
+    says whether that held (the trace kept the axis symbolic, and a group of `row_group`
+    rows alone gives the eager function's values and the same bits as in the whole
+    batch), so that a caller may pass only the aligned groups of rows it needs (e.g.
+    those of the chains still running). The compiled function is the same either way.
     After the first call, `reason` is None when compiled (else why not) and
     `compile_seconds` the time spent tracing, compiling and checking.
     """
 
-    min_rows = MIN_ROWS
+    row_group = ROW_GROUP
 
     def __init__(self, traceable, fn, perturb, name="step", rows=False):
         self.traceable, self.fn, self.perturb, self.name = traceable, fn, perturb, name
@@ -184,23 +186,26 @@ class CompiledStep:
         self.compile_seconds = time.perf_counter() - started
 
     def _rows_agree(self, compiled, args, tolerance):
-        """Whether the first `MIN_ROWS` rows of `args` alone give, eager and compiled, the
-        rows they give in the whole batch (False where either cannot take them: e.g. a
-        model that holds its own chain axes, or mixes its rows)."""
-        part = tuple(a[:MIN_ROWS] for a in args)
+        """Whether the second group of `ROW_GROUP` rows of `args` alone gives the eager
+        function's values and, compiled, the same bits as in the whole batch (False where
+        either cannot take it: e.g. a model that holds its own chain axes, or mixes its
+        rows)."""
+        rows = slice(ROW_GROUP, 2 * ROW_GROUP)
+        part = tuple(a[rows] for a in args)
         try:
             eager = self.fn(*part)
         except (RuntimeError, ValueError, IndexError):
             return False
-        whole = tuple(out[:MIN_ROWS] for out in compiled(*args))
-        return _same(eager, tuple(compiled(*part)), tolerance) and _same(whole, eager, tolerance)
+        alone, whole = tuple(compiled(*part)), tuple(compiled(*args))
+        return _same(eager, alone, tolerance) and all(
+            torch.equal(a, w[rows]) for a, w in zip(alone, whole))
 
     def _trace(self, args):
         """(FX graph, its inputs, Inductor's `dynamic_shapes`): with the rows symbolic where
         `rows` asks for it and the trace keeps them so (`takes_rows` is then True for now),
         else specialized to the shapes of `args`."""
         from torch.fx.experimental.proxy_tensor import make_fx
-        if self.rows and args[0].shape[0] >= 2 * MIN_ROWS:
+        if self.rows and args[0].shape[0] >= 2 * ROW_GROUP:
             fakes = torch_compat.symbolic_fakes(
                 args, [[axis == 0 for axis in range(a.dim())] for a in args], constants=True)
             try:

@@ -348,4 +348,4 @@ def test_a_gradient_that_mixes_its_rows_is_compiled_for_its_own_shape_only():
         return (x ** 2).sum(-1), 2 * x
     few = CompiledStep(chainwise, chainwise, shifted(0), rows=True)
     few(x[:6])
-    assert few.is_compiled and not few.takes_rows  # fewer than 2 * MIN_ROWS chains
+    assert few.is_compiled and not few.takes_rows  # fewer than 2 * ROW_GROUP chains

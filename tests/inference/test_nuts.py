@@ -336,13 +336,13 @@ def test_each_chain_draws_from_its_own_counts_across_calls():
 
 
 def test_the_running_chains_gradient_alone_gives_the_same_draws():
-    """Once half the chains or fewer still run, `run_transitions` asks a gradient that takes
-    rows (`takes_rows`) for those chains' rows alone (padded to a power of two, at least
-    `min_rows`): the draws are the same as with every row at every step."""
+    """Once few chains still run, `run_transitions` asks a gradient that takes rows
+    (`takes_rows`) for the aligned groups of `row_group` rows that hold them alone: the
+    draws are the same as with every row at every step."""
     scales = torch.tensor([1., 25.])
 
     class Gradient:
-        min_rows = 2
+        row_group = 2
 
         def __init__(self, takes_rows):
             self.takes_rows, self.rows = takes_rows, []
@@ -368,3 +368,25 @@ def test_the_running_chains_gradient_alone_gives_the_same_draws():
     assert torch.equal(positions_rows, positions) and torch.equal(after_rows.rng, after.rng)
     for table, table_rows in zip(stats, stats_rows):
         assert torch.equal(table_rows, table)
+
+
+def test_the_running_chains_rows_are_whole_aligned_groups():
+    """The rows asked for are the aligned groups of `row_group` that hold a running chain (a
+    row keeps its place within its group, and so its bits), and only where they are half
+    the rows or fewer."""
+    class Gradient:
+        takes_rows, row_group = True, 4
+
+        def __call__(self, x):
+            return x.sum(-1), x
+
+    gradient = batching._Gradient(Gradient(), torch.float32)
+    running = torch.zeros(18, dtype=torch.bool)
+    assert gradient.rows_for(running) is False and gradient.index is None  # nothing ran yet
+    gradient(torch.zeros(18, 2))
+    running[[5, 17]] = True
+    assert gradient.rows_for(running) and gradient.index.tolist() == [4, 5, 6, 7, 16, 17]
+    running[[1, 9]] = True
+    assert gradient.rows_for(running) and gradient.index is None  # 14 rows: all of them
+    log_prob, grad = gradient(torch.ones(18, 2))
+    assert torch.equal(log_prob, torch.full((18,), 2.))
