@@ -11,6 +11,9 @@ are handed on once per block, and whether every chain is through is asked once p
 A chain may also pause on its way, at a target of its own (e.g. the end of its warm-up
 window): at the end of the block, a hook gives it a new metric, step size and target
 (`Restart`), and it goes on while the others never stopped.
+
+Once few chains still run, a gradient that can (`_Gradient`) is computed for their rows
+alone, so that the long tail of one slow chain does not cost a whole batch per step.
 """
 from typing import NamedTuple
 
@@ -161,10 +164,11 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
 class _Gradient:
     """The model's log density and gradient at each leaf step, only for the chains still
     running where they are few: a chain at its target keeps its point, and the leaf step
-    ignores its row. With `value_and_grad.takes_rows` (`compile.CompiledStep`), once the
-    aligned groups of `row_group` rows that hold a running chain are half the rows or
-    fewer, only those groups are computed (their bits as in the whole batch, so that this
-    changes no draw), and the other rows keep their last values."""
+    ignores its row. With `value_and_grad.takes_rows` (`compile.CompiledStep`), the
+    running chains are packed into as few groups of `row_group` rows as keep each at its
+    place within a group (row i at i mod `row_group`: its bits as in the whole batch, so
+    that this changes no draw), filled up with paused chains; that batch is computed alone
+    where it is half the rows or fewer, and the other rows keep their last values."""
 
     def __init__(self, value_and_grad, dtype):
         self.value_and_grad, self.dtype = value_and_grad, dtype
@@ -175,14 +179,10 @@ class _Gradient:
         with the device: called once per check)."""
         count, n = int(running.sum()), running.shape[0]
         self.index = None
-        if self.last is not None and 2 * count <= n and \
+        if self.last is not None and 0 < 2 * count <= n and \
                 getattr(self.value_and_grad, "takes_rows", False):
-            group = torch.arange(n, device=running.device) // self.value_and_grad.row_group
-            groups = torch.zeros(int(group[-1]) + 1, dtype=torch.bool, device=running.device)
-            rows = groups.index_fill(0, group[running], True)[group]
-            index = rows.nonzero().squeeze(1)
-            if 2 * len(index) <= n:
-                self.index = index
+            self.index = _packed_rows(running.nonzero().flatten().tolist(), n,
+                                      self.value_and_grad.row_group, running.device)
         return count > 0
 
     def __call__(self, position):
@@ -197,6 +197,21 @@ class _Gradient:
             log_prob = log_prob.to(self.dtype)
         self.last = (log_prob, grad)
         return log_prob, grad
+
+
+def _packed_rows(running, n, group, device):
+    """The rows [k * group] to compute for the `running` chains (a list, of n): group j
+    holds, at place r, the j-th running chain whose row is r mod `group`, or a paused one
+    of those (each running chain once); None where that is over half the rows."""
+    places = [[c for c in running if c % group == r] for r in range(group)]
+    groups = max(len(chains) for chains in places)
+    if 2 * groups * group > n:
+        return None
+    taken = set(running)
+    for r, chains in enumerate(places):
+        chains += [c for c in range(r, n, group) if c not in taken][:groups - len(chains)]
+    return torch.tensor([places[r][j] for j in range(groups) for r in range(group)],
+                        device=device)
 
 
 def _restart(step, tree, position, momentum, restart, noise, uniform, table):

@@ -85,10 +85,10 @@ def said_if_slow(load, what):
 # with AVX-512 BF16 or VNNI, Inductor still builds and loads a small probe for each,
 # once per process.) Inductor's tiling heuristics, which weigh each loop's strides with
 # sympy, are off: the NUTS tree step compiles in 33 s instead of 38 s and runs as fast.
-# A `CompiledStep(rows=True)` takes its rows in aligned groups of this many: rows 4k..4k+3 of a
-# batch, passed alone or with other such groups, give the same bits as in the whole batch (a
-# matrix product's blocks start at row 0; a row moved elsewhere, or fewer rows, may take
-# another path in the BLAS and round differently). `_rows_agree` checks it.
+# A `CompiledStep(rows=True)` takes its rows in groups of this many: a row passed at the same
+# place modulo 4 as in the whole batch gives the same bits (a matrix product's blocks start at
+# row 0; a row moved to another place, or fewer rows, may take another path in the BLAS and
+# round differently). `_rows_agree` checks it.
 ROW_GROUP = 4
 
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False, "cpp.vec_isa_ok": True,
@@ -115,10 +115,11 @@ class CompiledStep:
     rows: whether `fn` works row by row (row i of its outputs depends only on row i of
     its inputs, as a model's log density and gradient per chain): it is then compiled
     for any number of rows (the first axis of every input symbolic), and `takes_rows`
-    says whether that held (the trace kept the axis symbolic, and a group of `row_group`
-    rows alone gives the eager function's values and the same bits as in the whole
-    batch), so that a caller may pass only the aligned groups of rows it needs (e.g.
-    those of the chains still running). The compiled function is the same either way.
+    says whether that held (the trace kept the axis symbolic, and `row_group` rows from
+    two groups, each at its place modulo `row_group`, give the eager function's values and
+    the same bits as in the whole batch), so that a caller may pass only the rows it needs
+    (e.g. those of the chains still running) in such groups. The compiled function is the
+    same either way.
     After the first call, `reason` is None when compiled (else why not) and
     `compile_seconds` the time spent tracing, compiling and checking.
     """
@@ -186,11 +187,11 @@ class CompiledStep:
         self.compile_seconds = time.perf_counter() - started
 
     def _rows_agree(self, compiled, args, tolerance):
-        """Whether the second group of `ROW_GROUP` rows of `args` alone gives the eager
-        function's values and, compiled, the same bits as in the whole batch (False where
-        either cannot take it: e.g. a model that holds its own chain axes, or mixes its
-        rows)."""
-        rows = slice(ROW_GROUP, 2 * ROW_GROUP)
+        """Whether `ROW_GROUP` rows of `args` from its first two groups, each at its place
+        modulo `ROW_GROUP` (rows 4, 1, 6, 3), give alone the eager function's values and,
+        compiled, the same bits as in the whole batch (False where either cannot take
+        them: e.g. a model that holds its own chain axes, or mixes its rows)."""
+        rows = [place + ROW_GROUP * (place % 2 == 0) for place in range(ROW_GROUP)]
         part = tuple(a[rows] for a in args)
         try:
             eager = self.fn(*part)

@@ -370,10 +370,10 @@ def test_the_running_chains_gradient_alone_gives_the_same_draws():
         assert torch.equal(table_rows, table)
 
 
-def test_the_running_chains_rows_are_whole_aligned_groups():
-    """The rows asked for are the aligned groups of `row_group` that hold a running chain (a
-    row keeps its place within its group, and so its bits), and only where they are half
-    the rows or fewer."""
+def test_the_running_chains_rows_keep_their_place_in_a_group():
+    """The rows asked for hold every running chain at its place modulo `row_group` (so its
+    bits are as in the whole batch), in as few groups as that allows, filled up with paused
+    chains; only where they are half the rows or fewer."""
     class Gradient:
         takes_rows, row_group = True, 4
 
@@ -382,11 +382,15 @@ def test_the_running_chains_rows_are_whole_aligned_groups():
 
     gradient = batching._Gradient(Gradient(), torch.float32)
     running = torch.zeros(18, dtype=torch.bool)
-    assert gradient.rows_for(running) is False and gradient.index is None  # nothing ran yet
+    running[[5, 10]] = True
+    assert gradient.rows_for(running) and gradient.index is None  # nothing computed yet
     gradient(torch.zeros(18, 2))
-    running[[5, 17]] = True
-    assert gradient.rows_for(running) and gradient.index.tolist() == [4, 5, 6, 7, 16, 17]
-    running[[1, 9]] = True
-    assert gradient.rows_for(running) and gradient.index is None  # 14 rows: all of them
+    assert gradient.rows_for(running) and gradient.index.tolist() == [0, 5, 10, 3]
+    running[17] = True  # 17 = 1 mod 4, as 5: two groups
+    assert gradient.rows_for(running) and gradient.index.tolist() == [0, 5, 10, 3,
+                                                                      4, 17, 2, 7]
+    running[[1, 9]] = True  # three chains at place 1: 12 rows, over half
+    assert gradient.rows_for(running) and gradient.index is None
+    assert not gradient.rows_for(torch.zeros(18, dtype=torch.bool))
     log_prob, grad = gradient(torch.ones(18, 2))
     assert torch.equal(log_prob, torch.full((18,), 2.))
