@@ -60,10 +60,9 @@ def compiled_function(traceable, fn, name, rows=False):
     return CompiledStep(traceable, fn, shifted(0), name=name, rows=rows)
 
 
-def recorded_function(traceable, fn, name, rows=False):
+def recorded_function(traceable, fn, name):
     """`fn`, recorded from `traceable` at its first call and replayed (`compile.RecordedStep`):
-    the path where no C++ compiler is found (`rows` is ignored: the record has fixed
-    shapes)."""
+    the path where no C++ compiler is found."""
     return RecordedStep(traceable, fn, shifted(0), name=name)
 
 

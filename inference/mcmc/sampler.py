@@ -204,9 +204,11 @@ class HamiltonianSampler:
             self._steps, self._steps_for = {}, (potential, potential.version)
         key = (kind, type(metric), how)
         if key not in self._steps:
-            make = jit.compiled_function if how == "compile" else jit.recorded_function
-            self._steps[key] = make(build(potential.traceable), build(potential),
-                                    name=f"{type(self).__name__} {kind}", rows=rows)
+            name = f"{type(self).__name__} {kind}"
+            self._steps[key] = (
+                jit.compiled_function(build(potential.traceable), build(potential), name, rows)
+                if how == "compile" else
+                jit.recorded_function(build(potential.traceable), build(potential), name))
         return self._steps[key]
 
     def initial_step_size(self, state, potential, metric):
