@@ -94,7 +94,7 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     # Uniforms for the next `block` steps of each chain (and the one after), momenta for its
     # next 2 * `block` transitions (renewed when a chain could run out within the next block).
     ahead = torch.arange(2 * block, device=device)[:, None]
-    key, steps, done_before = rng.unbind(1)
+    key, steps, done_before = rng.T.contiguous()  # rows: no strided copy at each step
     transition_base = done_before
     draws = Draws(uniforms(key, steps + ahead[:block + 1], dtype), steps,
                   normals(key, transition_base + ahead, dim, dtype), torch.ones_like(steps))

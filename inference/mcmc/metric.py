@@ -62,7 +62,9 @@ class DenseMetric:
         chol = torch.linalg.cholesky(inverse_mass)
         eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device)
         # L^-1, once per metric: each momentum is then a product, not a triangular solve
-        self._inverse_factor = torch.linalg.solve_triangular(chol, eye, upper=False)
+        # (contiguous: the solve returns it column-major, which a compiled step would copy
+        # at every call)
+        self._inverse_factor = torch.linalg.solve_triangular(chol, eye, upper=False).contiguous()
 
     @property
     def momentum_factor(self):
