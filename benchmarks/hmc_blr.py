@@ -32,7 +32,8 @@ after the machine's setup step, `python -m inference.mcmc.precompile`, run
 untimed, and with a new, empty temporary directory (as after a reboot, so
 without the precompiled header): the first run of a model never compiled
 before, on a machine installed as the README says (its install's build step
-included). The other cases ("ours")
+included). "ours, new model (no reboot)" is the same without the reboot: the
+precompiled header that the setup step built is still there. The other cases ("ours")
 compile their own gradient (the shapes differ) with the machine-wide parts
 built. "ours, eager" is the 16-chain run without compiling.
 
@@ -219,6 +220,7 @@ def run_pyro(n_chains, sampler, n_warmup, n_samples, trajectory_length, seed=0):
 
 
 RUNNERS = {"ours": run_ours, "ours, first compile": run_ours, "ours, new model": run_ours,
+           "ours, new model (no reboot)": run_ours,
            "ours, cached": run_ours, "ours, eager": functools.partial(run_ours, jit_compile=False),
            "ours, no compiler": run_ours,
            "ours, jitter 0.25": functools.partial(run_ours, jitter=0.25),
@@ -249,15 +251,16 @@ def _setup_worker(env):
     assert row["status"] in ("compiled", "loaded"), row["status"]
 
 
-def fresh_inductor_cache():
+def fresh_inductor_cache(reboot=True):
     """A new Inductor cache folder, as on a machine set up with `python -m
     inference.mcmc.precompile` that never compiled this model (the setup runs untimed),
-    and then rebooted: the timed run gets a new, empty temporary directory."""
+    and then rebooted (`reboot`): the timed run gets a new, empty temporary directory,
+    without the precompiled header the setup built there. Without `reboot` it keeps it."""
     # each model's compiled gradient is kept under PPL_CACHE_DIR too (inference.mcmc.cache)
     env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(), "PPL_CACHE_DIR": tempfile.mkdtemp()}
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         pool.apply(_setup_worker, (env,))
-    return {**env, "TMPDIR": tempfile.mkdtemp()}
+    return {**env, "TMPDIR": tempfile.mkdtemp()} if reboot else env
 
 
 # A machine without a C++ compiler, as `inference.mcmc.compile.compiler_available` sees it.
@@ -359,6 +362,7 @@ def _ratio_rows(runs):
                              "ratio_per_cpu_s": ours["ess_per_cpu_s"] / base["ess_per_cpu_s"]})
     pyro = [r for r in runs if r["library"] == "pyro"]
     ours16 = [r for r in runs if r["library"] in ("ours, first compile", "ours, new model",
+                                                   "ours, new model (no reboot)",
                                                    "ours, cached")
               and r["sampler"] == "nuts" and r["n_chains"] == 16 and r["seed"] == 0]
     if pyro and pyro[0]["n_chains"] != 16:
@@ -454,13 +458,19 @@ def main(argv=None):
         for library in ("ours, new model", "numpyro"):
             env = fresh_inductor_cache() if library == "ours, new model" else {}
             add(measure(library, 16, n_warmup=n_longer, n_samples=n_longer, env=env))
+    def chosen(library):
+        return not args.main_cases or library.removeprefix("ours, ") in args.main_cases + [
+            "numpyro"]
+
+    def same_boot():
+        return fresh_inductor_cache(reboot=False)
     if "main" in args.parts:
         print("16 chains, NUTS:")
         for library, env in [("ours, first compile", {}), ("ours, cached", {}),
-                             ("ours, new model", fresh_inductor_cache), ("numpyro", {}),
+                             ("ours, new model", fresh_inductor_cache),
+                             ("ours, new model (no reboot)", same_boot), ("numpyro", {}),
                              ("ours, no compiler", NO_COMPILER), ("ours, eager", {})]:
-            if args.main_cases and library.removeprefix("ours, ") not in args.main_cases + [
-                    "numpyro"]:
+            if not chosen(library):
                 continue
             add(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
                         env=env() if callable(env) else env))
@@ -472,7 +482,10 @@ def main(argv=None):
                         n_samples=n_pyro if args.pyro_iterations else n_samples))
         for seed in range(1, args.seeds):
             for library, env in [("ours, new model", fresh_inductor_cache),
+                                 ("ours, new model (no reboot)", same_boot),
                                  ("ours, cached", {}), ("numpyro", {})]:
+                if library == "ours, new model (no reboot)" and not chosen(library):
+                    continue
                 add(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
                             env=env() if callable(env) else env, seed=seed))
     if "chains" in args.parts:

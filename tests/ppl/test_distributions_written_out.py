@@ -38,6 +38,30 @@ def test_normal_log_prob_equals_torch(name, make, scale):
     torch.testing.assert_close(got, expected, **TOL)
 
 
+@pytest.mark.parametrize("std", ["tensor", "number"])
+def test_a_broadcast_std_divides_once_not_once_per_value(std):
+    """A likelihood's std [n, 1] broadcast over [n, 500] values: the log density and its
+    gradient divide no [n, 500] tensor (divisions are the costliest elementwise op)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    given = torch.randn(4, 500, dtype=torch.float64)
+
+    def log_density_and_gradient(mean, log_std):
+        mean = mean.requires_grad_()
+        scale = log_std.exp() if std == "tensor" else 2.5
+        total = D.Normal(mean, std=scale).log_prob(given).sum()
+        return torch.autograd.grad(total, mean)
+
+    from ppl.distributions.base import values_trusted
+    with values_trusted():  # as `inference.mcmc.compile` traces a model
+        graph = make_fx(log_density_and_gradient)(torch.zeros(4, 500, dtype=torch.float64),
+                                                    torch.zeros(4, 1, dtype=torch.float64))
+    divisions = [node for node in graph.graph.nodes
+                 if node.op == "call_function" and "div" in str(node.target)
+                 and node.meta["val"].numel() >= given.numel()]
+    assert divisions == []
+
+
 def test_normal_log_prob_in_float32_matches_torch_to_float_precision():
     mean, logstd = torch.randn(5, 2), torch.randn(5, 2)
     given = torch.randn(3, 5, 2) * 4.
