@@ -458,12 +458,15 @@ def main(argv=None):
         for library in ("ours, new model", "numpyro"):
             env = fresh_inductor_cache() if library == "ours, new model" else {}
             add(measure(library, 16, n_warmup=n_longer, n_samples=n_longer, env=env))
+
     def chosen(library):
+        """Whether `--main-cases` asks for this library's case (NumPyro always runs)."""
         return not args.main_cases or library.removeprefix("ours, ") in args.main_cases + [
             "numpyro"]
 
     def same_boot():
         return fresh_inductor_cache(reboot=False)
+
     if "main" in args.parts:
         print("16 chains, NUTS:")
         for library, env in [("ours, first compile", {}), ("ours, cached", {}),

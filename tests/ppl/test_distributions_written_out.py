@@ -2,15 +2,18 @@
 
 Each written-out path is compared with `torch.distributions` itself: values to
 1e-6 (float64), gradients of the node's own draw (the eps shortcut) and of
-path-derivative scores, the batch shape, and the torch object built on demand.
+path-derivative scores, the batch shape, and the torch object built on demand. A
+Normal's std broadcast over many values is divided into once, not once per value.
 """
 import math
 
 import pytest
 import torch
 import torch.distributions as td
+from torch.fx.experimental.proxy_tensor import make_fx
 
 import ppl.distributions as D
+from ppl.distributions.base import values_trusted
 
 TOL = dict(rtol=1e-6, atol=1e-6)
 
@@ -42,17 +45,13 @@ def test_normal_log_prob_equals_torch(name, make, scale):
 def test_a_broadcast_std_divides_once_not_once_per_value(std):
     """A likelihood's std [n, 1] broadcast over [n, 500] values: the log density and its
     gradient divide no [n, 500] tensor (divisions are the costliest elementwise op)."""
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     given = torch.randn(4, 500, dtype=torch.float64)
 
     def log_density_and_gradient(mean, log_std):
-        mean = mean.requires_grad_()
-        scale = log_std.exp() if std == "tensor" else 2.5
-        total = D.Normal(mean, std=scale).log_prob(given).sum()
-        return torch.autograd.grad(total, mean)
+        inputs = [mean.requires_grad_()] + ([log_std.requires_grad_()] if std == "tensor" else [])
+        total = D.Normal(mean, std=log_std.exp() if std == "tensor" else 2.5).log_prob(given)
+        return torch.autograd.grad(total.sum(), inputs)
 
-    from ppl.distributions.base import values_trusted
     with values_trusted():  # as `inference.mcmc.compile` traces a model
         graph = make_fx(log_density_and_gradient)(torch.zeros(4, 500, dtype=torch.float64),
                                                     torch.zeros(4, 1, dtype=torch.float64))
