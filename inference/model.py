@@ -29,6 +29,12 @@ def value_and_grad(log_density, inputs, mask_nonfinite=True):
     gradient is not finite get log density -inf and a zero gradient, so that a kernel
     rejects moves there and they never poison the other chains.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "value_and_grad: a gradient of the log density is needed (HMC, NUTS, AIS, SG-MCMC, "
+            "VI), but torch.inference_mode() is on, where autograd records nothing (every "
+            "gradient would be zero). Call it outside `with torch.inference_mode():` (it "
+            "runs without recording what it does not need)")
     leaves = {k: v.detach().requires_grad_(True) for k, v in inputs.items()} \
         if isinstance(inputs, dict) else inputs.detach().requires_grad_(True)
     with torch.enable_grad():

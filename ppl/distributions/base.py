@@ -386,12 +386,21 @@ def _number_tensor(number, dtype, device):
     cached = _number_tensors.get(key)
     if cached is None and _check_mode.get() is not None:
         return torch.as_tensor(number, dtype=dtype, device=device)  # tracing: not kept
-    if cached is None or cached[0]._version != cached[1] or cached[0].requires_grad:
+    if cached is None or _version(cached[0]) != cached[1] or cached[0].requires_grad:
+        tensor = torch.as_tensor(number, dtype=dtype, device=device)
+        version = _version(tensor)
+        if version is None:
+            return tensor  # made in inference mode: no version counter to tell a change
         if len(_number_tensors) >= _MAX_CACHED_NUMBERS:
             _number_tensors.clear()
-        tensor = torch.as_tensor(number, dtype=dtype, device=device)
-        cached = _number_tensors[key] = (tensor, tensor._version)
+        cached = _number_tensors[key] = (tensor, version)
     return cached[0]
+
+
+def _version(tensor):
+    """The tensor's in-place modification count; None for an inference tensor (made under
+    `torch.inference_mode()`), which keeps none."""
+    return None if tensor.is_inference() else tensor._version
 
 
 # How support checks run: True inside `values_trusted()` (skipped), a list inside
@@ -445,9 +454,10 @@ def _holds(constraint, value, remember=False):
     if mode is not None:
         mode.append(constraint.check(value).all())
         return True
-    cacheable = remember and id(constraint) in _SINGLETONS
+    version = _version(value) if remember else None
+    cacheable = version is not None and id(constraint) in _SINGLETONS
     if cacheable:
-        key = (value._version, id(constraint))
+        key = (version, id(constraint))
         if key in _checked.get(value, ()):
             return True
     try:
