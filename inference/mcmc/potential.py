@@ -320,10 +320,11 @@ class Potential:
             log_prob = self._evaluate_or_mask(x)
         return torch.where(torch.isnan(log_prob), torch.full_like(log_prob, -math.inf), log_prob)
 
-    def __call__(self, x):
+    def __call__(self, x, mask_nonfinite=True):
         """(log_prob [n_chains], grad [n_chains, D]) at flat unconstrained `x` [n_chains, D]
-        (`inference.model.value_and_grad`: non-finite chains get -inf and a zero gradient)."""
-        log_prob, grad = value_and_grad(self._evaluate_or_mask, x)
+        (`inference.model.value_and_grad`: non-finite chains get -inf and a zero gradient,
+        unless `mask_nonfinite` is False: for a caller that stops at them anyway)."""
+        log_prob, grad = value_and_grad(self._evaluate_or_mask, x, mask_nonfinite)
         if x.shape[0] == self.n_chains:  # (not for a few rows alone)
             self._last_good = torch.where(torch.isfinite(log_prob)[:, None], x.detach(),
                                           self._last_good_at(x))
@@ -336,8 +337,9 @@ class Potential:
             return torch.zeros_like(x)
         return self._last_good
 
-    def traceable(self, x):
-        """`self(x)` without Python branches on values or error recovery: for `CompiledStep`.
+    def traceable(self, x, mask_nonfinite=True):
+        """`self(x, mask_nonfinite)` without Python branches on values or error recovery: for
+        `CompiledStep`.
 
         Non-finite chains are masked with torch.where (log_prob -inf, gradient
         0); a model that raises is left to the eager `__call__`. The model's
@@ -345,7 +347,7 @@ class Potential:
         latents in their supports, and a check cannot be traced.
         """
         with values_trusted():
-            return value_and_grad(self._evaluate, x)
+            return value_and_grad(self._evaluate, x, mask_nonfinite)
 
     def rebind(self, meta_bn, observed):
         """Evaluate another model object / other observed values with the same latent layout.

@@ -20,6 +20,7 @@ from inference.mcmc.adaptation import (DualAveraging, ExponentialMovingVariance,
                                        dual_averaging, find_initial_step_size, make_metric)
 from inference.mcmc.batching import run_transitions
 from inference.mcmc.compile import compiler_available
+from inference.mcmc.doubling import run_doublings
 from inference.mcmc.hmc import hmc_kernel, hmc_step
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.nuts import eager_leaf_step, nuts_kernel
@@ -465,10 +466,8 @@ class NUTS(HamiltonianSampler):
         `jit_compile`, the model's gradient is compiled for this model and the tree step's
         model-independent part once per machine, for every model (`inference.mcmc.jit`)."""
         metric_type = type(metric)
-        adaptation = dual_averaging(self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
-        gradient = self._step_function("gradient", potential, metric,
-                                       lambda value_and_grad: lambda x: value_and_grad(x),
-                                       rows=getattr(potential, "chains_are_rows", False))
+        adaptation = self._adaptation()
+        gradient = self._gradient(potential, metric)
         if self._how(potential) != "compile":
             return eager_leaf_step(gradient, metric_type, self.max_energy_error, adaptation)
         step, shared = jit.nuts_leaf_step(gradient, metric_type, self.max_energy_error,
@@ -477,14 +476,32 @@ class NUTS(HamiltonianSampler):
         self._shared[metric_type] = shared
         return step
 
+    def _adaptation(self):
+        """The step size adaptation a transition ends with (dual averaging)."""
+        return dual_averaging(self.target_acceptance_rate, self.gamma, self.t0, self.kappa)
+
+    def _gradient(self, potential, metric, masked=True):
+        """The model's log density and gradient, compiled, recorded or eager (`_how`);
+        unless `masked`, with non-finite values left as they are (a `Potential`'s
+        `mask_nonfinite`: `run_doublings` stops at them itself, and a recorded gradient
+        without the masks makes about a third fewer operations)."""
+        if masked or not isinstance(potential, Potential):
+            kind, build = "gradient", lambda value_and_grad: lambda x: value_and_grad(x)
+        else:
+            kind, build = "gradient, unmasked", lambda value_and_grad: \
+                lambda x: value_and_grad(x, mask_nonfinite=False)
+        return self._step_function(kind, potential, metric, build,
+                                   rows=getattr(potential, "chains_are_rows", False))
+
     def transition(self, state, potential, step_size, metric):
         return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
                            self.max_energy_error, self._leaf_step(potential, metric))
 
     def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
                 progress=None, out=None, target=None, at_target=None):
-        """`n_iterations` transitions of every chain, each chain at its own pace
-        (`inference.mcmc.batching`); with `dual_averaging` (a `DualAveraging`, updated in
+        """`n_iterations` transitions of every chain: compiled, each chain at its own pace
+        (`inference.mcmc.batching`), else all in lock-step, a doubling at a time
+        (`inference.mcmc.doubling`: the same draws, with far fewer operations); with `dual_averaging` (a `DualAveraging`, updated in
         place), each chain adapts its step size after each of its transitions. Returns
         (state, positions [k, n, D], stats, step_size); with `out`, positions and stats go
         there as they are made (see `HamiltonianSampler.iterate`) and come back None.
@@ -496,14 +513,24 @@ class NUTS(HamiltonianSampler):
         self._in_run, adapting = True, dual_averaging is not None
         store = None if out is None else \
             lambda index, which, points, stats: out(index, which, points, _stats_dict(stats))
+        settings = dict(adaptation=dual_averaging.state if adapting else None,
+                        adapting=adapting, progress=progress, out=store, target=target,
+                        at_target=at_target)
         try:
-            step = self._leaf_step(potential, metric)
+            compiled = self._how(potential) == "compile"
+            if compiled:
+                step = self._leaf_step(potential, metric)
+            else:  # uncompiled: a doubling at a time (`inference.mcmc.doubling`)
+                gradient = self._gradient(potential, metric, masked=False)
         finally:
             self._in_run = False
-        state, adapted, positions, stats = run_transitions(
-            step, state, step_size, metric, self.max_tree_depth,
-            n_iterations, adaptation=dual_averaging.state if adapting else None,
-            adapting=adapting, progress=progress, out=store, target=target, at_target=at_target)
+        if compiled:
+            state, adapted, positions, stats = run_transitions(
+                step, state, step_size, metric, self.max_tree_depth, n_iterations, **settings)
+        else:
+            state, adapted, positions, stats = run_doublings(
+                gradient, type(metric), state, step_size, metric, self.max_tree_depth,
+                n_iterations, self._adaptation(), self.max_energy_error, **settings)
         if adapting:
             dual_averaging.state = adapted
         return state, positions, None if out else _stats_dict(stats), adapted.step_size

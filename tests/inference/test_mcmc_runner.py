@@ -314,7 +314,8 @@ def _skewed_scales(v):
 def test_chains_that_end_their_windows_apart_draw_as_if_they_met(mass, monkeypatch):
     """NUTS chains end their warm-up windows each on its own (`windows_per_chain`), not
     waiting for the others there: the same draws, statistics, step sizes and metrics as
-    when every chain waits at each window end (Stan's schedule, per chain either way)."""
+    when every chain waits at each window end (Stan's schedule, per chain either way).
+    (Compiled: the leaf step's driver; uncompiled, the chains move in lock-step.)"""
     ended = []
     end_window = inference.mcmc.WindowedAdaptation.end_window
 
@@ -326,9 +327,10 @@ def test_chains_that_end_their_windows_apart_draw_as_if_they_met(mass, monkeypat
                 seed=5)  # windows end at 100, 150 and 250
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: sampling problems
-        apart = inference.mcmc.run(NUTS(adapt_mass=mass), _skewed_scales, **args)
+        apart = inference.mcmc.run(inference.NUTS(adapt_mass=mass, jit_compile=True),
+                                   _skewed_scales, **args)
         by_chain, ended[:] = list(ended), []
-        meeting = NUTS(adapt_mass=mass)
+        meeting = inference.NUTS(adapt_mass=mass, jit_compile=True)
         meeting.windows_per_chain = False
         together = inference.mcmc.run(meeting, _skewed_scales, **args)
     assert ended == [(end, [True] * 4) for end in (100, 150, 250)]

@@ -1,0 +1,248 @@
+"""NUTS transitions of every chain in lock-step, a whole doubling at a time: the path for
+runs that are not compiled, where each tensor operation costs microseconds whatever its size.
+
+The leaf step (`inference.mcmc.nuts`) moves each chain one leapfrog step along its own tree
+with about 300 bookkeeping operations: compiled, they fuse into one kernel; uncompiled,
+they cost over a millisecond a step, several times the gradient of a small model. Here a
+doubling's 2^d leapfrog steps run back to back (a few operations each, besides the
+gradient), and its bookkeeping runs once, vectorized over its leaves: their weights, the
+U-turn checks of every aligned block (the same blocks as `termination`'s checkpoints), the
+first leaf where the subtree stops, progressive sampling within it, then the biased
+sampling, Stan's checks and the merge (`trajectory`, `proposals`).
+
+Each chain draws the same random numbers from its own stream (`inference.mcmc.streams`,
+indexed by its own leapfrog step and transition counts) as the leaf step, and makes the same
+leapfrog steps: the draws are the leaf step's, up to the rounding of a few sums taken in
+another order. The price: the chains wait for the deepest tree among them at each
+transition (a chain whose tree is through stands still, step size 0), and the leaves a
+subtree computes after a U-turn inside it are dropped.
+"""
+from typing import NamedTuple
+
+import torch
+
+from inference.mcmc.integrators import IntegratorState, kick, kick_drift
+from inference.mcmc.nuts import LeafStats
+from inference.mcmc.proposals import Proposal, sample_proposal
+from inference.mcmc.state import HMCState, select
+from inference.mcmc.streams import normals, uniforms
+from inference.mcmc.termination import turning
+from inference.mcmc.trajectory import Subtree, Trajectory, merge, turned_when_merged
+
+__all__ = ["ChainPoints", "nuts_transition", "run_doublings"]
+
+
+class ChainPoints(NamedTuple):
+    """What `run_doublings` hands its `at_target` hook: the chains' points ([n, D], [n],
+    [n, D]) and their step size adaptation state (the fields of a `nuts.TreeState` that the
+    hook reads)."""
+
+    position: torch.Tensor
+    log_prob: torch.Tensor
+    grad: torch.Tensor
+    adaptation: tuple
+
+
+def _leapfrogs(value_and_grad, velocity_from, inverse_mass, start, step_size, count):
+    """`count` leapfrog steps from `start` (IntegratorState [n, D]) with signed step sizes
+    [n, 1]: (IntegratorState of [count, n, D], log_prob [count, n], momentum sums after each
+    leaf [count, n, D], added in leaf order as the leaf step adds them)."""
+    position, momentum, grad = start.position, start.momentum, start.grad
+    leaves, log_probs, sums = [], [], []
+    running_sum = torch.zeros_like(momentum)
+    for _ in range(count):
+        position, momentum = kick_drift(position, momentum, grad, step_size, velocity_from,
+                                        inverse_mass)
+        log_prob, grad = value_and_grad(position)
+        momentum = kick(momentum, grad, step_size)
+        velocity = velocity_from(inverse_mass, momentum)
+        running_sum = running_sum + momentum
+        leaves.append((position, momentum, grad, velocity))
+        log_probs.append(log_prob.to(position.dtype))
+        sums.append(running_sum)
+    stacked = IntegratorState(*(torch.stack(field) for field in zip(*leaves)))
+    return stacked, torch.stack(log_probs), torch.stack(sums)
+
+
+def _turned_inside(leaves, sums):
+    """[L, n] bool: whether an aligned block of 2, 4, ..., L leaves ending at each leaf
+    turned (L = 2^d leaves; `termination.update_checkpoints` checks the same blocks as the
+    leaves come). A block from leaf a to e has momentum sum sums[e] - (sums[a] - p[a])."""
+    count = leaves.momentum.shape[0]
+    before = sums - leaves.momentum  # each leaf's checkpoint: the sum before it
+    turned = torch.zeros(sums.shape[:2], dtype=torch.bool, device=sums.device)
+    size = 2
+    while size <= count:
+        first, last = slice(0, count, size), slice(size - 1, count, size)
+        turned[last] |= turning(leaves.velocity[first], leaves.velocity[last],
+                                sums[last] - before[first])
+        size *= 2
+    return turned
+
+
+def _first(flags, default):
+    """The index of the first True along axis 0 of flags [L, n], `default` where none."""
+    return torch.where(flags.any(0), flags.byte().argmax(0), default)
+
+
+def _take(stacked, index):
+    """stacked [L, n, ...] at row index[c] for each chain c: [n, ...]."""
+    index = index.view((1, -1) + (1,) * (stacked.dim() - 2)).expand((1,) + stacked.shape[1:])
+    return stacked.gather(0, index)[0]
+
+
+def nuts_transition(value_and_grad, metric_type, state, step_size, inverse_mass,
+                    momentum_factor, running, max_tree_depth=10, max_energy_error=1000.):
+    """One NUTS transition of the `running` chains [n] (bool; the others keep their point):
+    (HMCState with the streams advanced, LeafStats [n] of the transition).
+
+    state: HMCState [n, D] with its random streams (`rng`); step_size [n];
+    inverse_mass, momentum_factor: the metric's (`metric_type`, e.g. `DiagonalMetric`);
+    value_and_grad(position [n, D]) -> (log_prob [n], grad [n, D]). The stats' `iteration`
+    counts the chain's transitions made (the streams' third column).
+    """
+    position, log_prob, grad, rng = state
+    key, steps, made = rng.unbind(1)
+    dtype, device = position.dtype, position.device
+    velocity_from = metric_type.velocity_from
+    noise = normals(key, made[None], position.shape[1], dtype)[0]
+    momentum = metric_type.momentum_from(noise, momentum_factor)
+    velocity = velocity_from(inverse_mass, momentum)
+    orig_energy = 0.5 * torch.linalg.vecdot(momentum, velocity) - log_prob
+    origin = IntegratorState(position, momentum, grad, velocity)
+    zeros = torch.zeros_like(log_prob)
+    trajectory = Trajectory(origin, origin, momentum, zeros)
+    proposal = Proposal(position, grad, log_prob, zeros)
+    no_steps = torch.zeros_like(steps)
+    n_steps, tree_depth, sum_accept = no_steps, no_steps, zeros
+    diverging, building = zeros > 0, running.clone()
+    for depth in range(max_tree_depth):
+        if not bool(building.any()):
+            break
+        count = 2 ** depth
+        leaf = count - 1 + torch.arange(count, device=device)  # in the transition
+        uniform = uniforms(key, steps[None] + leaf[:, None], dtype)  # [L, n, 3]
+        forward = uniform[0, :, 1] < 0.5
+        signed = torch.where(forward, step_size, -step_size)
+        signed = torch.where(building, signed, 0.)[:, None]  # through: stand still
+        start = select(forward, trajectory.right, trajectory.left)
+        leaves, log_probs, sums = _leapfrogs(value_and_grad, velocity_from, inverse_mass,
+                                             start, signed, count)
+
+        # The leaves' weights exp(H0 - H), and where the subtree stops: a leaf whose energy
+        # error is too large (or not finite: weight 0) or a block that turned.
+        weight = torch.add(log_probs + orig_energy,
+                           torch.linalg.vecdot(leaves.momentum, leaves.velocity), alpha=-0.5)
+        finite = weight >= -max_energy_error  # False for NaN too
+        weight = torch.where(finite, weight, -torch.inf)
+        stop = _first(~finite | _turned_inside(leaves, sums), count)  # [n], count: none
+        stopped = building & (stop < count)
+        made_here = torch.where(building, torch.clamp(stop + 1, max=count), 0)
+        counted = torch.arange(count, device=device)[:, None] < made_here
+        accepts = torch.where(counted, weight.clamp(max=0.).exp(), 0.)
+        sum_accept = torch.cat((sum_accept[None], accepts)).cumsum(0)[-1]
+        n_steps = n_steps + made_here
+        diverging = diverging | (stopped & ~_take(finite, stop.clamp(max=count - 1)))
+
+        # A completed subtree: its proposal (progressive sampling over its leaves), then
+        # the tree's (biased), Stan's U-turn checks of the merged tree, and the merge.
+        subtree_weight = torch.logcumsumexp(weight, 0)
+        taken = uniform[:, :, 0].log() < weight - subtree_weight
+        chosen = torch.where(taken, torch.arange(count, device=device)[:, None], 0).amax(0)
+        subtree = Subtree(
+            IntegratorState(*(field[-1] for field in leaves)), sums[-1], subtree_weight[-1],
+            Proposal(_take(leaves.position, chosen), _take(leaves.grad, chosen),
+                     _take(log_probs, chosen), _take(weight, chosen)),
+            leaves.momentum[0], leaves.velocity[0])
+        merging = building & ~stopped
+        proposal = sample_proposal(proposal, subtree.proposal,
+                                   subtree.log_weight - trajectory.log_weight, uniform[-1, :, 2],
+                                   merging)
+        turned = turned_when_merged(trajectory, subtree, forward)
+        trajectory = merge(trajectory, subtree, forward, merging)
+        tree_depth = torch.where(building, depth + 1, tree_depth)
+        building = merging & ~turned & (depth < max_tree_depth - 1)
+
+    new_state = HMCState(torch.where(running[:, None], proposal.position, position),
+                         torch.where(running, proposal.log_prob, log_prob),
+                         torch.where(running[:, None], proposal.grad, grad),
+                         torch.stack((key, steps + n_steps, made + running.long()), 1))
+    stats = LeafStats(made + running.long(), sum_accept / n_steps.clamp(min=1), step_size,
+                      diverging, tree_depth, n_steps, orig_energy - proposal.log_weight,
+                      orig_energy)
+    return new_state, stats
+
+
+def run_doublings(value_and_grad, metric_type, state, step_size, metric, max_tree_depth,
+                  n_iterations, adaptation_kind, max_energy_error=1000., adaptation=None,
+                  adapting=False, progress=None, out=None, target=None, at_target=None):
+    """`n_iterations` transitions of every chain with `nuts_transition`, under the contract of
+    `inference.mcmc.batching.run_transitions` (the same arguments, hook and return value),
+    all chains at a time. adaptation_kind: the `nuts.Adaptation` whose `update` runs after
+    each transition of the chains `adapting` (a bool, or [n] bools); its state starts from
+    `adaptation` (default `adaptation_kind.init(step_size)`) and its `step_size` is the
+    chains' step size from their next transition on. The hook gets a `ChainPoints`."""
+    position, rng = state.position, state.rng
+    n, dim, dtype, device = position.shape[0], position.shape[1], position.dtype, position.device
+    if adaptation is None:
+        adaptation = adaptation_kind.init(step_size.to(dtype))
+    step_size = step_size.to(dtype)
+    end = torch.full((n,), n_iterations, device=device)
+    target = end if target is None else target.to(device=device, dtype=end.dtype)
+    if at_target is None and bool((target < end).any()):
+        raise ValueError("run_doublings: a `target` below `n_iterations` needs `at_target`, "
+                         "the hook that restarts the chains paused there")
+    adapting = torch.as_tensor(adapting, device=device).expand(n)
+    inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
+    positions = kept = None
+    if out is None:
+        positions = position.new_empty((n_iterations, n, dim))
+        kept = []
+
+        def out(index, which, points, ended):
+            positions[index, which] = points
+            kept.append((index, which, ended))
+    iterations = torch.zeros(n, dtype=torch.long, device=device)
+    chains = torch.arange(n, device=device)
+    state, reported = HMCState(position, state.log_prob.to(dtype), state.grad, rng), 0
+    while True:
+        running = iterations < target
+        if bool(running.any()):
+            state, stats = nuts_transition(value_and_grad, metric_type, state, step_size,
+                                           inverse_mass, factor, running, max_tree_depth,
+                                           max_energy_error)
+            updated = adaptation_kind.update(adaptation, stats.accept_prob,
+                                             *adaptation_kind.settings)
+            adaptation = select(running & adapting, updated, adaptation)
+            step_size = adaptation.step_size
+            which = chains[running]
+            out(iterations[which], which, state.position[which],
+                type(stats)(*(s[which] for s in stats)))
+            iterations = iterations + running.long()
+        paused = (iterations >= target) & (target < end)
+        if at_target is not None and bool(paused.any()):
+            restart = at_target(ChainPoints(state.position, state.log_prob, state.grad,
+                                            adaptation), iterations, target, value_and_grad)
+            if not bool((restart.target[paused] > iterations[paused]).all()):
+                raise RuntimeError("run_doublings: `at_target` left paused chains without a "
+                                   "later target")
+            adaptation = restart.adaptation
+            step_size = torch.where(restart.chains, adaptation.step_size, step_size)
+            inverse_mass, factor = restart.metric.inverse_mass, restart.metric.momentum_factor
+            target = restart.target
+            if restart.adapting is not None:
+                adapting = restart.adapting
+        through = int(iterations.min())
+        if progress is not None and through > reported:
+            progress(through - reported)
+            reported = through
+        if through >= n_iterations:
+            break
+    stats = None
+    if kept is not None:
+        stats = type(kept[0][2])(*(torch.empty((n_iterations, n), dtype=s.dtype, device=device)
+                                   for s in kept[0][2]))
+        for index, which, ended in kept:
+            for table, values in zip(stats, ended):
+                table[index, which] = values
+    return state, adaptation, positions, stats
