@@ -125,6 +125,7 @@ class CompiledStep:
     """
 
     row_group = ROW_GROUP
+    contiguous_inputs = True  # what the compiled code is specialized to
 
     def __init__(self, traceable, fn, perturb, name="step", rows=False):
         self.traceable, self.fn, self.perturb, self.name = traceable, fn, perturb, name
@@ -153,8 +154,10 @@ class CompiledStep:
                 self._compile(args)
             if self.compiled is None:
                 return self.fn(*args)
-        try:  # compiled code is specialized to contiguous inputs
-            return self.compiled(*[a.contiguous() for a in args])
+        try:
+            if self.contiguous_inputs:
+                args = [a.contiguous() for a in args]
+            return self.compiled(*args)
         except (RuntimeError, ValueError):
             self.n_fallbacks += 1  # the eager step masks the failing chains
         return self.fn(*args)
@@ -240,15 +243,70 @@ class RecordedStep(CompiledStep):
     """A `CompiledStep` that replays the FX graph `make_fx` records, uncompiled: where no C++
     compiler is found. The graph runs the same ATen operations as `fn`, without the Python
     of the `ppl` layer and the autograd engine around them (about half the time of a small
-    model's eager gradient); checked and falling back to `fn` as `CompiledStep` does."""
+    model's eager gradient), less those that do not depend on the inputs' values
+    (`fold_constants`); checked and falling back to `fn` as `CompiledStep` does."""
+
+    contiguous_inputs = False
 
     def _build(self, args):
         from torch.fx.experimental.proxy_tensor import make_fx
-        return make_fx(self.traceable)(*args)
+        graph = fold_constants(make_fx(self.traceable)(*args), args)
+        return graph.forward  # (without nn.Module's call machinery: microseconds a call)
 
     @property
     def status(self):
         return "recorded" if self.is_compiled else f"eager: {self.reason}"
+
+
+# Operations whose values depend only on their input's shape, dtype and device: constants
+# in a graph recorded for fixed shapes.
+_SHAPE_ONLY = {torch.ops.aten.ones_like.default, torch.ops.aten.zeros_like.default,
+               torch.ops.aten.full_like.default}
+
+
+def fold_constants(graph, args):
+    """The FX `graph` (recorded by `make_fx` at `args`, for their shapes) replaying fewer
+    operations: `detach` (a no-op without autograd) goes, and every node whose value does not
+    depend on the inputs' values (factories such as the seed `ones_like` of a gradient, views
+    and arithmetic of constants) is computed once, here, and kept as a constant. A graph that
+    changes a tensor in place, or draws random numbers, keeps its constants as they are."""
+    nodes = list(graph.graph.nodes)
+    for node in nodes:
+        if node.target is torch.ops.aten.detach.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.graph.erase_node(node)
+    nodes = list(graph.graph.nodes)
+    operators = [node.target for node in nodes
+                 if node.op == "call_function" and hasattr(node.target, "tags")]
+    if any(target.name().split("::")[-1].split(".")[0].endswith("_")  # aten::add_.Tensor
+           or torch.Tag.nondeterministic_seeded in target.tags for target in operators):
+        graph.recompile()
+        return graph
+    values = {}
+
+    class Recording(torch.fx.Interpreter):
+        def run_node(self, node):
+            values[node] = super().run_node(node)
+            return values[node]
+    Recording(graph).run(*args)
+    constant = {node for node in nodes if node.op == "get_attr"}
+    for node in nodes:
+        if node.op == "call_function" and isinstance(values.get(node), torch.Tensor) and (
+                node.target in _SHAPE_ONLY or all(i in constant for i in node.all_input_nodes)):
+            constant.add(node)
+    for count, node in enumerate(n for n in nodes if n in constant and n.op != "get_attr"):
+        users = set(node.users)
+        if users <= constant or any(user.op == "output" for user in users):
+            continue  # (an output is made anew at each call: the caller may keep it)
+        name = f"_folded_{count}"
+        graph.register_buffer(name, values[node])
+        with graph.graph.inserting_before(node):
+            folded = graph.graph.get_attr(name)
+        for user in users - constant:
+            user.replace_input_with(node, folded)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
 
 
 # Inductor precompiles the C++ headers that every step includes, once, into a folder under the

@@ -17,6 +17,7 @@ another order. The price: the chains wait for the deepest tree among them at eac
 transition (a chain whose tree is through stands still, step size 0), and the leaves a
 subtree computes after a U-turn inside it are dropped.
 """
+import functools
 from typing import NamedTuple
 
 import torch
@@ -43,18 +44,21 @@ class ChainPoints(NamedTuple):
     adaptation: tuple
 
 
+_AHEAD = 2 ** 6 - 1  # leaves of a transition whose uniforms are drawn at its start
+
+
 def _leapfrogs(value_and_grad, velocity_from, inverse_mass, start, step_size, count):
     """`count` leapfrog steps from `start` (IntegratorState [n, D]) with signed step sizes
     [n, 1]: (IntegratorState of [count, n, D], log_prob [count, n], momentum sums after each
     leaf [count, n, D], added in leaf order as the leaf step adds them)."""
     position, momentum, grad = start.position, start.momentum, start.grad
     leaves, log_probs, sums = [], [], []
-    running_sum = torch.zeros_like(momentum)
+    running_sum, half_step = torch.zeros_like(momentum), 0.5 * step_size
     for _ in range(count):
         position, momentum = kick_drift(position, momentum, grad, step_size, velocity_from,
-                                        inverse_mass)
+                                        inverse_mass, half_step)
         log_prob, grad = value_and_grad(position)
-        momentum = kick(momentum, grad, step_size)
+        momentum = kick(momentum, grad, step_size, half_step)
         velocity = velocity_from(inverse_mass, momentum)
         running_sum = running_sum + momentum
         leaves.append((position, momentum, grad, velocity))
@@ -64,20 +68,30 @@ def _leapfrogs(value_and_grad, velocity_from, inverse_mass, start, step_size, co
     return stacked, torch.stack(log_probs), torch.stack(sums)
 
 
+@functools.lru_cache(maxsize=64)
+def _blocks(count, device):
+    """The aligned blocks of 2, 4, ..., count leaves of a subtree: (their first leaves,
+    their last leaves), int64 [count - 1] each."""
+    firsts, lasts, size = [], [], 2
+    while size <= count:
+        firsts += range(0, count, size)
+        lasts += range(size - 1, count, size)
+        size *= 2
+    return (torch.tensor(firsts, dtype=torch.long, device=device),
+            torch.tensor(lasts, dtype=torch.long, device=device))
+
+
 def _turned_inside(leaves, sums):
     """[L, n] bool: whether an aligned block of 2, 4, ..., L leaves ending at each leaf
     turned (L = 2^d leaves; `termination.update_checkpoints` checks the same blocks as the
     leaves come). A block from leaf a to e has momentum sum sums[e] - (sums[a] - p[a])."""
-    count = leaves.momentum.shape[0]
-    before = sums - leaves.momentum  # each leaf's checkpoint: the sum before it
-    turned = torch.zeros(sums.shape[:2], dtype=torch.bool, device=sums.device)
-    size = 2
-    while size <= count:
-        first, last = slice(0, count, size), slice(size - 1, count, size)
-        turned[last] |= turning(leaves.velocity[first], leaves.velocity[last],
-                                sums[last] - before[first])
-        size *= 2
-    return turned
+    count = sums.shape[0]
+    if count < 2:
+        return torch.zeros(sums.shape[:2], dtype=torch.bool, device=sums.device)
+    first, last = _blocks(count, sums.device)
+    before = sums[first] - leaves.momentum[first]  # the checkpoints: the sum before a leaf
+    turned = turning(leaves.velocity[first], leaves.velocity[last], sums[last] - before)
+    return sums.new_zeros(sums.shape[:2]).index_add_(0, last, turned.to(sums.dtype)) > 0
 
 
 def _first(flags, default):
@@ -85,10 +99,9 @@ def _first(flags, default):
     return torch.where(flags.any(0), flags.byte().argmax(0), default)
 
 
-def _take(stacked, index):
-    """stacked [L, n, ...] at row index[c] for each chain c: [n, ...]."""
-    index = index.view((1, -1) + (1,) * (stacked.dim() - 2)).expand((1,) + stacked.shape[1:])
-    return stacked.gather(0, index)[0]
+def _take(stacked, index, chains):
+    """stacked [L, n, ...] at row index[c] for each chain c (chains: 0..n-1): [n, ...]."""
+    return stacked[index, chains]
 
 
 def nuts_transition(value_and_grad, metric_type, state, step_size, inverse_mass,
@@ -113,18 +126,23 @@ def nuts_transition(value_and_grad, metric_type, state, step_size, inverse_mass,
     zeros = torch.zeros_like(log_prob)
     trajectory = Trajectory(origin, origin, momentum, zeros)
     proposal = Proposal(position, grad, log_prob, zeros)
-    no_steps = torch.zeros_like(steps)
+    no_steps, chains = torch.zeros_like(steps), torch.arange(len(steps), device=device)
     n_steps, tree_depth, sum_accept = no_steps, no_steps, zeros
     diverging, building = zeros > 0, running.clone()
+    # the uniforms of the leaves of the first doublings, drawn at once
+    ahead = uniforms(key, steps[None] + torch.arange(_AHEAD, device=device)[:, None], dtype)
     for depth in range(max_tree_depth):
         if not bool(building.any()):
             break
         count = 2 ** depth
-        leaf = count - 1 + torch.arange(count, device=device)  # in the transition
-        uniform = uniforms(key, steps[None] + leaf[:, None], dtype)  # [L, n, 3]
+        if 2 * count - 1 <= _AHEAD:
+            uniform = ahead[count - 1:2 * count - 1]  # [L, n, 3]
+        else:
+            leaf = count - 1 + torch.arange(count, device=device)  # in the transition
+            uniform = uniforms(key, steps[None] + leaf[:, None], dtype)
         forward = uniform[0, :, 1] < 0.5
-        signed = torch.where(forward, step_size, -step_size)
-        signed = torch.where(building, signed, 0.)[:, None]  # through: stand still
+        # a chain whose tree is through stands still (step size 0)
+        signed = (torch.where(forward, step_size, -step_size) * building)[:, None]
         start = select(forward, trajectory.right, trajectory.left)
         leaves, log_probs, sums = _leapfrogs(value_and_grad, velocity_from, inverse_mass,
                                              start, signed, count)
@@ -137,22 +155,22 @@ def nuts_transition(value_and_grad, metric_type, state, step_size, inverse_mass,
         weight = torch.where(finite, weight, -torch.inf)
         stop = _first(~finite | _turned_inside(leaves, sums), count)  # [n], count: none
         stopped = building & (stop < count)
-        made_here = torch.where(building, torch.clamp(stop + 1, max=count), 0)
-        counted = torch.arange(count, device=device)[:, None] < made_here
-        accepts = torch.where(counted, weight.clamp(max=0.).exp(), 0.)
+        made_here = torch.clamp(stop + 1, max=count) * building
+        order = torch.arange(count, device=device)[:, None]
+        accepts = weight.clamp(max=0.).exp() * (order < made_here)
         sum_accept = torch.cat((sum_accept[None], accepts)).cumsum(0)[-1]
         n_steps = n_steps + made_here
-        diverging = diverging | (stopped & ~_take(finite, stop.clamp(max=count - 1)))
+        diverging = diverging | (stopped & ~_take(finite, stop.clamp(max=count - 1), chains))
 
         # A completed subtree: its proposal (progressive sampling over its leaves), then
         # the tree's (biased), Stan's U-turn checks of the merged tree, and the merge.
         subtree_weight = torch.logcumsumexp(weight, 0)
         taken = uniform[:, :, 0].log() < weight - subtree_weight
-        chosen = torch.where(taken, torch.arange(count, device=device)[:, None], 0).amax(0)
+        chosen = (order * taken).amax(0)
         subtree = Subtree(
             IntegratorState(*(field[-1] for field in leaves)), sums[-1], subtree_weight[-1],
-            Proposal(_take(leaves.position, chosen), _take(leaves.grad, chosen),
-                     _take(log_probs, chosen), _take(weight, chosen)),
+            Proposal(*(_take(values, chosen, chains)
+                       for values in (leaves.position, leaves.grad, log_probs, weight))),
             leaves.momentum[0], leaves.velocity[0])
         merging = building & ~stopped
         proposal = sample_proposal(proposal, subtree.proposal,

@@ -26,17 +26,20 @@ class IntegratorState(NamedTuple):
     velocity: torch.Tensor
 
 
-def kick_drift(position, momentum, grad, step_size, velocity_from, inverse_mass):
+def kick_drift(position, momentum, grad, step_size, velocity_from, inverse_mass,
+               half_step=None):
     """The first half of a leapfrog step: (new position, half-kicked momentum), [n, D] each.
 
-    step_size: [n, 1] (signed); velocity_from: the metric's static M^-1 p function."""
-    momentum = torch.addcmul(momentum, 0.5 * step_size, grad)
+    step_size: [n, 1] (signed); velocity_from: the metric's static M^-1 p function;
+    half_step: 0.5 * step_size, where a loop of steps has it already."""
+    half_step = 0.5 * step_size if half_step is None else half_step
+    momentum = torch.addcmul(momentum, half_step, grad)
     return torch.addcmul(position, step_size, velocity_from(inverse_mass, momentum)), momentum
 
 
-def kick(momentum, grad, step_size):
+def kick(momentum, grad, step_size, half_step=None):
     """The second half of a leapfrog step: the momentum after the last half kick."""
-    return torch.addcmul(momentum, 0.5 * step_size, grad)
+    return torch.addcmul(momentum, 0.5 * step_size if half_step is None else half_step, grad)
 
 
 def leapfrog(potential, metric, position, momentum, grad, step_size):

@@ -349,3 +349,56 @@ def test_a_gradient_that_mixes_its_rows_is_compiled_for_its_own_shape_only():
     few = CompiledStep(chainwise, chainwise, shifted(0), rows=True)
     few(x[:6])
     assert few.is_compiled and not few.takes_rows  # fewer than 2 * ROW_GROUP chains
+
+
+def _replayed_operations(graph):
+    return [node.target for node in graph.graph.nodes if node.op == "call_function"]
+
+
+def test_a_recorded_step_computes_once_what_does_not_depend_on_its_inputs():
+    """The uncompiled path's replay (`fold_constants`): a gradient's seed (`ones_like` and
+    its expansions), views of the data and `detach` are not replayed; the values at another
+    point are the eager ones, and an output is a new tensor at every call."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    data = torch.randn(30, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def value_and_grad(w):
+        w = w.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = -0.5 * ((w - torch.zeros(3, dtype=torch.float64)) ** 2).sum(-1) \
+                - torch.nn.functional.softplus(w @ data.T).sum(-1)
+            grad, = torch.autograd.grad(value, w, torch.ones_like(value))
+        return value.detach(), grad, torch.ones(2)
+
+    w = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    recorded = make_fx(value_and_grad)(w)
+    folded = mcmc_compile.fold_constants(make_fx(value_and_grad)(w), (w,))
+    before, after = _replayed_operations(recorded), _replayed_operations(folded)
+    for gone in (torch.ops.aten.detach.default, torch.ops.aten.ones_like.default,
+                 torch.ops.aten.zeros.default, torch.ops.aten.permute.default):
+        assert gone in before and gone not in after, gone
+    assert len(after) <= len(before) - 6
+    for got, expected in zip(folded(w + 0.5), value_and_grad(w + 0.5)):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert folded(w)[2] is not folded(w)[2]  # (a constant output is still made anew)
+
+
+@pytest.mark.parametrize("kind", ["in place", "random"])
+def test_a_recording_that_mutates_or_draws_keeps_its_operations(kind):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def step(x):
+        noise = torch.ones(3)
+        if kind == "in place":
+            noise.mul_(2.)
+        else:
+            noise = noise + torch.rand(3)
+        return x * noise
+
+    x = torch.ones(2, 3)
+    folded = mcmc_compile.fold_constants(make_fx(step)(x), (x,))
+    assert torch.ops.aten.ones.default in _replayed_operations(folded)
+    if kind == "random":
+        assert not torch.equal(folded(x), folded(x))
+    else:
+        torch.testing.assert_close(folded(x), 2. * x)
