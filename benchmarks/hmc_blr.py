@@ -417,8 +417,9 @@ def main(argv=None):
                              "ESS per second is then compared as measured, its per-ESS "
                              "cost taken to hold for the full length")
     parser.add_argument("--seeds", type=int, default=1,
-                        help="main part: also run ours (new model, cached) and NumPyro with "
-                             "seeds 1..N-1, and report median ESS/s over seeds")
+                        help="main part: also run ours (the chosen cases but the first "
+                             "compile) and NumPyro with seeds 1..N-1, and report median "
+                             "ESS/s over seeds")
     parser.add_argument("--main-cases", type=lambda text: text.split(","), default=None,
                         help="main part: only these of ours' cases (comma-separated, e.g. "
                              "'new model,no compiler', and 'pyro' to run Pyro), beside "
@@ -486,8 +487,9 @@ def main(argv=None):
         for seed in range(1, args.seeds):
             for library, env in [("ours, new model", fresh_inductor_cache),
                                  ("ours, new model (no reboot)", same_boot),
-                                 ("ours, cached", {}), ("numpyro", {})]:
-                if library == "ours, new model (no reboot)" and not chosen(library):
+                                 ("ours, cached", {}), ("numpyro", {}),
+                                 ("ours, no compiler", NO_COMPILER), ("ours, eager", {})]:
+                if not chosen(library):
                     continue
                 add(measure(library, 16, n_warmup=n_warmup, n_samples=n_samples,
                             env=env() if callable(env) else env, seed=seed))
