@@ -20,12 +20,12 @@ from inference.mcmc.adaptation import (DualAveraging, ExponentialMovingVariance,
                                        dual_averaging, find_initial_step_size, make_metric)
 from inference.mcmc.batching import run_transitions
 from inference.mcmc.compile import compiler_available
-from inference.mcmc.doubling import run_doublings
+from inference.mcmc.doubling import nuts_transition, run_doublings
 from inference.mcmc.hmc import hmc_kernel, hmc_step
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.nuts import eager_leaf_step, nuts_kernel
 from inference.mcmc.potential import Potential
-from inference.mcmc.state import init_state
+from inference.mcmc.state import TransitionInfo, init_state
 from inference.mcmc.streams import new_streams
 from inference.write_back import hand_out, write_back
 
@@ -494,8 +494,23 @@ class NUTS(HamiltonianSampler):
                                    rows=getattr(potential, "chains_are_rows", False))
 
     def transition(self, state, potential, step_size, metric):
-        return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
-                           self.max_energy_error, self._leaf_step(potential, metric))
+        if self._how(potential) == "compile":
+            return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
+                               self.max_energy_error, self._leaf_step(potential, metric))
+        # uncompiled: the same transition, a doubling at a time (`inference.mcmc.doubling`)
+        n = state.position.shape[0]
+        if state.rng is None:
+            state = state._replace(rng=new_streams(n, state.position.device))
+        new_state, stats = nuts_transition(
+            self._gradient(potential, metric, masked=False), type(metric), state,
+            step_size.to(state.position.dtype), metric.inverse_mass, metric.momentum_factor,
+            torch.ones(n, dtype=torch.bool, device=state.position.device), self.max_tree_depth,
+            self.max_energy_error)
+        return new_state, TransitionInfo(
+            accept_prob=stats.accept_prob,
+            is_accepted=(new_state.position != state.position).any(-1),
+            diverging=stats.diverging, energy=stats.energy, orig_energy=stats.orig_energy,
+            n_steps=stats.n_steps, tree_depth=stats.tree_depth)
 
     def iterate(self, state, potential, step_size, metric, n_iterations, dual_averaging=None,
                 progress=None, out=None, target=None, at_target=None):

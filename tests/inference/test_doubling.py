@@ -138,3 +138,25 @@ def test_a_target_below_the_end_needs_the_hook():
         run_doublings(potential, DenseMetric, state, STEP_SIZES,
                       identity_metric(8, 3, dense=True, dtype=F64), 6, 4, dual_averaging(),
                       target=torch.tensor([4, 4, 2, 4, 4, 4, 4, 4]))
+
+
+def test_an_uncompiled_nuts_transition_is_the_kernels():
+    """`NUTS.transition` (ZhuSuan's `.sample()`, uncompiled) makes its transition a doubling
+    at a time: the points and statistics of `nuts_kernel`, the leaf step's."""
+    import inference
+    from inference.mcmc import nuts_kernel
+    potential, state = _chains(gaussian, seed=11)
+    metric = identity_metric(8, 3, dtype=F64)
+    kernel = inference.NUTS(max_tree_depth=6, jit_compile=False)
+    by_leaf = by_doubling = state
+    for _ in range(4):
+        by_leaf, leaf_info = nuts_kernel(by_leaf, potential, STEP_SIZES, metric, 6)
+        by_doubling, info = kernel.transition(by_doubling, potential, STEP_SIZES, metric)
+        torch.testing.assert_close(by_doubling.position, by_leaf.position, rtol=1e-12,
+                                   atol=1e-12)
+        assert torch.equal(by_doubling.rng, by_leaf.rng)
+        for name in ("n_steps", "tree_depth", "diverging", "is_accepted"):
+            assert torch.equal(getattr(info, name), getattr(leaf_info, name)), name
+        for name in ("accept_prob", "energy", "orig_energy"):
+            torch.testing.assert_close(getattr(info, name), getattr(leaf_info, name),
+                                       rtol=1e-12, atol=1e-12)
