@@ -19,6 +19,9 @@ adaptation, a pure function given by the caller, updates its step size).
 `leaf_end_begin` is what runs between two gradients: the model-independent part of a
 step. `nuts_kernel` is one transition of every chain (state in, state out);
 `inference.mcmc.batching.run_transitions` runs many, each chain at its own pace.
+Uncompiled, where its hundreds of small operations per leaf cost more than most
+gradients, runs make the same transitions a doubling at a time instead
+(`inference.mcmc.doubling`).
 """
 from typing import NamedTuple
 
