@@ -34,6 +34,9 @@ __all__ = ["HamiltonianSampler", "HMCInfo", "HMC", "NUTS"]
 # Per-transition statistics `iterate` returns (those of `TransitionInfo`, and the step size).
 _RECORDED = ("accept_prob", "step_size", "diverging", "tree_depth", "n_steps", "energy")
 _SAID_NO_COMPILER = []  # the no-compiler warning is given once per process
+# The most memory an uncompiled NUTS doubling may keep its leaves in (six [2^d, n, D]
+# tensors), counted at the deepest tree: beyond it the leaf step runs instead.
+DOUBLING_MEMORY = 2 ** 29
 
 
 @dataclass
@@ -493,8 +496,17 @@ class NUTS(HamiltonianSampler):
         return self._step_function(kind, potential, metric, build,
                                    rows=getattr(potential, "chains_are_rows", False))
 
+    def _by_doublings(self, potential, state):
+        """Whether the transitions run a doubling at a time (`inference.mcmc.doubling`):
+        where they are not compiled, and a doubling of the deepest tree keeps its leaves
+        within `DOUBLING_MEMORY` bytes (else the leaf step, eager: a large model's gradient
+        outweighs its operations anyway)."""
+        position = state.position
+        leaves = 2 ** (self.max_tree_depth - 1) * position.numel() * position.element_size()
+        return self._how(potential) != "compile" and 6 * leaves <= DOUBLING_MEMORY
+
     def transition(self, state, potential, step_size, metric):
-        if self._how(potential) == "compile":
+        if not self._by_doublings(potential, state):
             return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
                                self.max_energy_error, self._leaf_step(potential, metric))
         # uncompiled: the same transition, a doubling at a time (`inference.mcmc.doubling`)
@@ -532,14 +544,14 @@ class NUTS(HamiltonianSampler):
                         adapting=adapting, progress=progress, out=store, target=target,
                         at_target=at_target)
         try:
-            compiled = self._how(potential) == "compile"
-            if compiled:
-                step = self._leaf_step(potential, metric)
-            else:  # uncompiled: a doubling at a time (`inference.mcmc.doubling`)
+            doublings = self._by_doublings(potential, state)
+            if doublings:
                 gradient = self._gradient(potential, metric, masked=False)
+            else:
+                step = self._leaf_step(potential, metric)
         finally:
             self._in_run = False
-        if compiled:
+        if not doublings:
             state, adapted, positions, stats = run_transitions(
                 step, state, step_size, metric, self.max_tree_depth, n_iterations, **settings)
         else:

@@ -160,3 +160,19 @@ def test_an_uncompiled_nuts_transition_is_the_kernels():
         for name in ("accept_prob", "energy", "orig_energy"):
             torch.testing.assert_close(getattr(info, name), getattr(leaf_info, name),
                                        rtol=1e-12, atol=1e-12)
+
+
+def test_a_model_whose_doublings_would_not_fit_runs_the_leaf_step(monkeypatch):
+    """`sampler.DOUBLING_MEMORY` bounds the leaves a doubling keeps (at the deepest tree);
+    beyond it the uncompiled kernel runs the leaf step, with the same draws."""
+    import inference
+    from inference.mcmc import sampler
+    potential, state = _chains(gaussian, seed=13)
+    metric = identity_metric(8, 3, dtype=F64)
+    kernel = inference.NUTS(max_tree_depth=6, jit_compile=False)
+    by_doubling = kernel.iterate(state, potential, STEP_SIZES, metric, 5)
+    monkeypatch.setattr(sampler, "DOUBLING_MEMORY", 6 * 2 ** 5 * 8 * 3 * 8 - 1)
+    monkeypatch.setattr(sampler, "run_doublings", None)  # (not called)
+    by_leaf = kernel.iterate(state, potential, STEP_SIZES, metric, 5)
+    torch.testing.assert_close(by_leaf[1], by_doubling[1], rtol=1e-12, atol=1e-12)
+    assert torch.equal(by_leaf[2]["n_steps"], by_doubling[2]["n_steps"])
