@@ -9,9 +9,9 @@
   are named tuples): `hmc_kernel`, `nuts_kernel` (kernels: `hmc`, `nuts`, built
   from `integrators`, `metric`, `termination`, `proposals` and `trajectory`),
   `run_transitions` (`batching`: many NUTS transitions, each chain at its own
-  pace, randomness from per-chain `streams`), `run_doublings` (`doubling`: the same
-  transitions uncompiled, all chains a doubling at a time), `Potential` (log density + gradient
-  over flat unconstrained positions), `LatentSpace` / `transform_to`
+  pace, randomness from per-chain `streams`), `run_doublings` (`doubling`: the
+  same transitions uncompiled, all chains a doubling at a time), `Potential` (log
+  density + gradient over flat unconstrained positions), `LatentSpace` / `transform_to`
   (constrained <-> unconstrained), and adaptation outside the kernels (pure
   dual averaging `dual_averaging_init` / `dual_averaging_update`,
   `WindowedAdaptation`, `find_initial_step_size`). Compilation is an adapter
@@ -38,7 +38,8 @@ from inference.mcmc.trajectory import Trajectory
 from inference.mcmc.transforms import LatentSpace, LowerCholeskyTransform, transform_to
 
 __all__ = ["HMC", "NUTS", "run", "MCMCResult", "Summary", "HMCInfo", "HamiltonianSampler",
-           "hmc_kernel", "nuts_kernel", "run_transitions", "run_doublings", "leapfrog", "IntegratorState",
+           "hmc_kernel", "nuts_kernel", "run_transitions", "run_doublings", "leapfrog",
+           "IntegratorState",
            "Trajectory", "Proposal", "TreeState", "DualAveragingState", "dual_averaging_init",
            "dual_averaging_update", "Potential", "latent_nodes", "LatentSpace",
            "transform_to", "LowerCholeskyTransform", "HMCState", "TransitionInfo", "init_state",

@@ -528,8 +528,9 @@ class NUTS(HamiltonianSampler):
                 progress=None, out=None, target=None, at_target=None):
         """`n_iterations` transitions of every chain: compiled, each chain at its own pace
         (`inference.mcmc.batching`), else all in lock-step, a doubling at a time
-        (`inference.mcmc.doubling`: the same draws, with far fewer operations); with `dual_averaging` (a `DualAveraging`, updated in
-        place), each chain adapts its step size after each of its transitions. Returns
+        (`inference.mcmc.doubling`: the same draws, with far fewer operations); with
+        `dual_averaging` (a `DualAveraging`, updated in place), each chain adapts its step
+        size after each of its transitions. Returns
         (state, positions [k, n, D], stats, step_size); with `out`, positions and stats go
         there as they are made (see `HamiltonianSampler.iterate`) and come back None.
         target, at_target: where each chain pauses on its way, and the hook that restarts
