@@ -240,22 +240,25 @@ def _setup_worker(env):
     """`python -m inference.mcmc.precompile` (diagonal metric, float32), as a user runs it
     at setup: it loads the tree step from PPL_CACHE_DIR and compiles a small unrelated
     model's gradient, which builds what every Inductor cache makes once (CPU probes,
-    precompiled header), but nothing of the model timed after it."""
+    precompiled header, and the cache's copy of that header), but nothing of the model
+    timed after it."""
     _limit_threads()
     os.environ.update(env)
     import torch
 
-    from inference.mcmc.precompile import precompile
+    from inference.mcmc.precompile import keep_headers, precompile
     torch.set_num_threads(1)
     (row,) = precompile(metrics=("diag",))
     assert row["status"] in ("compiled", "loaded"), row["status"]
+    assert keep_headers(), "the setup kept no precompiled header"
 
 
 def fresh_inductor_cache(reboot=True):
     """A new Inductor cache folder, as on a machine set up with `python -m
     inference.mcmc.precompile` that never compiled this model (the setup runs untimed),
     and then rebooted (`reboot`): the timed run gets a new, empty temporary directory,
-    without the precompiled header the setup built there. Without `reboot` it keeps it."""
+    without the precompiled header the setup built there (the compile puts back the
+    cache's copy). Without `reboot` it keeps it."""
     # each model's compiled gradient is kept under PPL_CACHE_DIR too (inference.mcmc.cache)
     env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(), "PPL_CACHE_DIR": tempfile.mkdtemp()}
     with multiprocessing.get_context("spawn").Pool(1) as pool:

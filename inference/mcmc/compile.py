@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from inference import torch_compat
 from inference.mcmc.cache import (ENTRY_FORMAT, compiled_entry, inductor_cache,
-                                  inductor_headers_built, inductor_headers_checked)
+                                  inductor_headers_built, inductor_headers_checked,
+                                  restore_inductor_headers)
 
 __all__ = ["CompiledStep", "RecordedStep", "shifted", "compiler_available", "LOAD_NOTICE_AFTER",
            "building_headers"]
@@ -311,10 +312,12 @@ def fold_constants(graph, args):
 
 # Inductor precompiles the C++ headers that every step includes, once, into a folder under the
 # temporary directory (`cache.inductor_headers_built`; a reboot empties it). With it built, a
-# model's compile takes about 2.5 s less; building it takes about 7 s, and a step compiled with
-# it builds it again when loaded after a reboot. So a model's step uses it where it is built and
-# goes without it where it is not (only the setup step, `building_headers`, builds it), and the
-# steps shared by every model, compiled once and loaded in every run, go without it.
+# model's compile takes about 2 s less; building it takes about 7 s, and a step compiled with
+# it builds it again when loaded after a reboot. So a model's step uses it where it is built or
+# where the cache keeps a copy of it (`cache.restore_inductor_headers`, made by the setup step,
+# `inference.mcmc.precompile`), and goes without it otherwise (only the setup step,
+# `building_headers`, builds it); the steps shared by every model, compiled once and loaded in
+# every run, go without it.
 _HEADERS = {"build": False}
 
 
@@ -346,6 +349,8 @@ def load_compiled(folder):
     """The function `compile_graph` compiled into `folder`, under the options it was
     compiled with (no CPU probe in a subprocess)."""
     options = {**INDUCTOR_OPTIONS, **(_saved_header_settings(folder) or {})}
+    if options.get("cpp_cache_precompile_headers"):
+        restore_inductor_headers()  # (else a load after a reboot builds the header again)
     with inductor_cache(folder):
         return torch_compat.inductor_load(folder, options)
 
@@ -367,7 +372,8 @@ def _header_settings(folder, precompiled_headers=None):
     `building_headers`; False: never) and saved there."""
     settings = _saved_header_settings(folder)
     if settings is None:
-        use = precompiled_headers is not False and (_HEADERS["build"] or inductor_headers_built())
+        use = precompiled_headers is not False and (
+            _HEADERS["build"] or restore_inductor_headers() or inductor_headers_built())
         settings = {"cpp_cache_precompile_headers": use}
         with open(os.path.join(folder, _HEADER_SETTINGS), "w") as file:
             json.dump(settings, file)

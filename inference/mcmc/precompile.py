@@ -12,8 +12,10 @@ header): about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
 against a few seconds for a new model afterwards. Run this once at setup (a
 Docker image, a CI install step) so that no sampling run pays it. Inductor
 keeps its precompiled header under the temporary directory, which a reboot
-empties: after one, models compile without it (about 2.5 s slower each, where
-building it takes about 7 s) until this command builds it again.
+empties: this command also builds it in a new temporary directory of a child
+process, where the header folder holds this install's alone, and keeps a copy in
+$PPL_CACHE_DIR/headers (about 150 MB), from where compiles put it back after a
+reboot (`inference.mcmc.cache.restore_inductor_headers`).
 
 It runs a few compiled NUTS iterations on a small standard normal for each
 dtype and metric, which builds (or loads, if already built) the tree step
@@ -22,17 +24,23 @@ dimension and maximum tree depth.
 """
 import argparse
 import functools
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 
 import torch
 
-from inference.mcmc.compile import building_headers
+from inference import torch_compat
+from inference.mcmc.cache import cache_root, keep_inductor_headers, restore_inductor_headers
+from inference.mcmc.compile import building_headers, compile_graph
 from inference.mcmc.sampler import NUTS
 from inference.mcmc.runner import SamplingWarning, run
 from inference.mcmc.shared_compile import FirstCompileWarning
 
-__all__ = ["precompile"]
+__all__ = ["precompile", "keep_headers"]
 
 METRICS = ("diag", "dense")
 
@@ -73,14 +81,48 @@ def _standard_normal(values):
     return -0.5 * values["x"].square().sum(-1)
 
 
+def keep_headers():
+    """Build Inductor's precompiled header in a child process whose temporary directory is
+    new (so that its header folder holds this install's alone), keep a copy in the cache
+    (`cache.keep_inductor_headers`) and put it in this process's header folder. Returns the
+    names kept."""
+    with tempfile.TemporaryDirectory() as temporary:
+        child = subprocess.run(
+            [sys.executable, "-c", "from inference.mcmc.precompile import _build_headers; "
+             "print(*_build_headers(), sep='\\n')"],
+            env={**os.environ, "TMPDIR": temporary, "PPL_CACHE_DIR": cache_root()},
+            capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise RuntimeError(f"building Inductor's precompiled header failed: {child.stderr}")
+    restore_inductor_headers()
+    return child.stdout.split()
+
+
+def _build_headers():
+    """(In the child of `keep_headers`.) Compile a small gradient with the precompiled
+    header, which builds it, and keep it; returns the names kept."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    x = torch.zeros(2, 3)
+    graph = make_fx(lambda v: -0.5 * v.square().sum(-1))(x)
+    with tempfile.TemporaryDirectory() as folder, building_headers():
+        compile_graph(graph, [x], "from_example_inputs", folder)
+    return keep_inductor_headers(torch_compat.inductor_header_dir())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dtype", nargs="+", default=["float32"],
                         choices=["float32", "float64"])
     parser.add_argument("--metric", nargs="+", default=list(METRICS), choices=METRICS)
     args = parser.parse_args(argv)
-    return precompile([getattr(torch, name) for name in args.dtype], args.metric,
-                      report=functools.partial(print, flush=True))
+    report = functools.partial(print, flush=True)
+    rows = precompile([getattr(torch, name) for name in args.dtype], args.metric, report=report)
+    report("Inductor's precompiled header: building a copy to keep (up to a minute) ...")
+    started = time.perf_counter()
+    kept = keep_headers()
+    report(f"Inductor's precompiled header: {'kept' if kept else 'not kept'} in "
+           f"{cache_root()} ({time.perf_counter() - started:.1f} s)")
+    return rows
 
 
 if __name__ == "__main__":

@@ -295,3 +295,82 @@ def test_inductors_header_counts_as_built_where_its_folder_holds_one(monkeypatch
     assert not inductor_headers_built()
     (folder / "c4ht.h.gch").write_text("")
     assert inductor_headers_built()
+
+
+def test_the_cache_keeps_the_setups_header_and_puts_it_back_after_a_reboot(monkeypatch,
+                                                                          tmp_path):
+    """`keep_inductor_headers` copies the precompiled headers (pairs of .h and .h.gch) of the
+    setup's header folder into <cache>/headers; `restore_inductor_headers` puts the missing
+    ones back into Inductor's folder (emptied by a reboot), leaving present ones alone."""
+    from inference.mcmc.cache import keep_inductor_headers, restore_inductor_headers
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "cache"))
+    built = tmp_path / "setup" / "precompiled_headers"
+    built.mkdir(parents=True)
+    (built / "c4ht.h").write_text("#include <cpu.h>")
+    (built / "c4ht.h.gch").write_bytes(b"pch")
+    (built / "lone.h").write_text("#include <x.h>")  # no .gch: not a precompiled header
+    (built / "locks").mkdir()
+    folder = tmp_path / "tmp" / "torchinductor_user" / "precompiled_headers"
+    monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(folder))
+    assert not restore_inductor_headers()  # nothing kept yet
+    assert keep_inductor_headers(str(built)) == ["c4ht.h"]
+    kept = tmp_path / "cache" / "headers"
+    assert sorted(p.name for p in kept.iterdir()) == ["c4ht.h", "c4ht.h.gch"]
+
+    assert restore_inductor_headers() and inductor_headers_built()
+    assert (folder / "c4ht.h.gch").read_bytes() == b"pch"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    (folder / "c4ht.h.gch").write_bytes(b"Inductor's own")
+    assert restore_inductor_headers()
+    assert (folder / "c4ht.h.gch").read_bytes() == b"Inductor's own"  # not replaced
+
+    (built / "c4ht.h.gch").unlink()
+    (built / "d5ab.h").write_text("#include <cpu.h>")
+    (built / "d5ab.h.gch").write_bytes(b"new")
+    assert keep_inductor_headers(str(built)) == ["d5ab.h"]  # in place of what it held
+    assert sorted(p.name for p in kept.iterdir()) == ["d5ab.h", "d5ab.h.gch"]
+
+
+def test_no_header_is_put_into_a_folder_others_can_write_to(monkeypatch, tmp_path):
+    from inference.mcmc.cache import keep_inductor_headers, restore_inductor_headers
+    monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "cache"))
+    built = tmp_path / "setup"
+    built.mkdir()
+    (built / "c4ht.h").write_text("#include <cpu.h>")
+    (built / "c4ht.h.gch").write_bytes(b"pch")
+    keep_inductor_headers(str(built))
+    folder = tmp_path / "shared" / "precompiled_headers"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(folder))
+    assert not restore_inductor_headers()
+    assert not any(folder.iterdir())
+
+
+@needs_compiler
+def test_after_a_reboot_a_compile_uses_the_kept_header_instead_of_building_one(tmp_path):
+    """The install's setup (`python -m inference.mcmc.precompile`, which `.ci/run` runs)
+    keeps Inductor's precompiled header in the cache; a compile in a new temporary
+    directory (as after a reboot) puts it back and compiles with it: Inductor builds none."""
+    kept = pathlib.Path(cache_root()) / "headers"
+    names = sorted(p.name for p in kept.glob("*.h.gch")) if kept.is_dir() else []
+    if not names:
+        pytest.skip("no header kept: run `python -m inference.mcmc.precompile` first")
+    script = ("import torch, tempfile\n"
+              "from torch.fx.experimental.proxy_tensor import make_fx\n"
+              "from inference import torch_compat\n"
+              "from inference.mcmc.compile import compile_graph\n"
+              "x = torch.zeros(2, 5)\n"
+              "graph = make_fx(lambda v: (torch.sin(v) * 1.25).sum(-1))(x)\n"
+              "with tempfile.TemporaryDirectory() as folder:\n"
+              "    f, _ = compile_graph(graph, [x], 'from_example_inputs', folder)\n"
+              "    assert torch.allclose(f(x)[0], (torch.sin(x) * 1.25).sum(-1))\n"
+              "print(torch_compat.inductor_header_dir())\n")
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = pathlib.Path(done.stdout.split()[-1])
+    assert folder.is_relative_to(tmp_path)
+    assert sorted(p.name for p in folder.glob("*.h.gch")) == names
