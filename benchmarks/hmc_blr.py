@@ -250,7 +250,8 @@ def _setup_worker(env):
     torch.set_num_threads(1)
     (row,) = precompile(metrics=("diag",))
     assert row["status"] in ("compiled", "loaded"), row["status"]
-    assert keep_headers(), "the setup kept no precompiled header"
+    kept, why = keep_headers()
+    assert kept, f"the setup kept no precompiled header: {why}"
 
 
 def fresh_inductor_cache(reboot=True):

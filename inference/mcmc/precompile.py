@@ -35,7 +35,7 @@ import torch
 
 from inference import torch_compat
 from inference.mcmc.cache import cache_root, keep_inductor_headers, restore_inductor_headers
-from inference.mcmc.compile import building_headers, compile_graph
+from inference.mcmc.compile import building_headers, compile_graph, compiler_available
 from inference.mcmc.sampler import NUTS
 from inference.mcmc.runner import SamplingWarning, run
 from inference.mcmc.shared_compile import FirstCompileWarning
@@ -84,18 +84,22 @@ def _standard_normal(values):
 def keep_headers():
     """Build Inductor's precompiled header in a child process whose temporary directory is
     new (so that its header folder holds this install's alone), keep a copy in the cache
-    (`cache.keep_inductor_headers`) and put it in this process's header folder. Returns the
-    names kept."""
+    (`cache.keep_inductor_headers`) and put it in this process's header folder. Returns
+    (the names kept, why none were: '' where some were)."""
+    if not compiler_available():
+        return [], "no C++ compiler found"
     with tempfile.TemporaryDirectory() as temporary:
         child = subprocess.run(
             [sys.executable, "-c", "from inference.mcmc.precompile import _build_headers; "
              "print(*_build_headers(), sep='\\n')"],
             env={**os.environ, "TMPDIR": temporary, "PPL_CACHE_DIR": cache_root()},
             capture_output=True, text=True, check=False)
-    if child.returncode != 0:
-        raise RuntimeError(f"building Inductor's precompiled header failed: {child.stderr}")
+    names = [name for name in child.stdout.split() if name.endswith(".h")]
+    if child.returncode != 0 or not names:
+        lines = child.stderr.strip().splitlines() or ["it kept none"]
+        return [], f"building it failed: {lines[-1]}"
     restore_inductor_headers()
-    return child.stdout.split()
+    return names, ""
 
 
 def _build_headers():
@@ -119,9 +123,11 @@ def main(argv=None):
     rows = precompile([getattr(torch, name) for name in args.dtype], args.metric, report=report)
     report("Inductor's precompiled header: building a copy to keep (up to a minute) ...")
     started = time.perf_counter()
-    kept = keep_headers()
-    report(f"Inductor's precompiled header: {'kept' if kept else 'not kept'} in "
-           f"{cache_root()} ({time.perf_counter() - started:.1f} s)")
+    kept, why = keep_headers()
+    report(f"Inductor's precompiled header: kept in {cache_root()} "
+           f"({time.perf_counter() - started:.1f} s)" if kept else
+           f"Inductor's precompiled header: not kept ({why}); models compile without it "
+           f"after a reboot")
     return rows
 
 

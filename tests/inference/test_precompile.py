@@ -56,3 +56,11 @@ def test_a_run_that_builds_the_tree_step_names_the_command_for_its_dtype_and_met
         inference.mcmc.run(kernel, lambda v: -0.5 * v["z"].square().sum(-1),
                            init={"z": torch.zeros(2, 3, dtype=torch.float64)},
                            n_warmup=3, n_samples=2, progress=False, seed=0)
+
+
+def test_without_a_compiler_the_setup_keeps_no_header_and_says_why(monkeypatch):
+    """The install's build step must not fail where there is no C++ compiler (NUTS runs
+    uncompiled there): it keeps no precompiled header, and says so."""
+    from inference.mcmc import precompile as setup
+    monkeypatch.setattr(setup, "compiler_available", lambda: False)
+    assert setup.keep_headers() == ([], "no C++ compiler found")
