@@ -21,11 +21,11 @@ Loading an entry runs its code (a shared library, Inductor's Python wrapper, pic
   of this process (removed at exit), with one warning.
 
     $PPL_CACHE_DIR/headers/   a copy of Inductor's precompiled C++ header, as the setup step
-                          built it (`keep_inductor_headers`)
+                          built it (`keep_precompiled_headers`)
 
 Inductor keeps its precompiled C++ headers (seconds to build, compiled into every step) in a
 folder of its own under the temporary directory, whatever TORCHINDUCTOR_CACHE_DIR says, and no
-public setting moves them: a reboot empties it. `restore_inductor_headers` puts the cache's
+public setting moves them: a reboot empties it. `restore_precompiled_headers` puts the cache's
 copy back there before a compile, so that a new model compiles with the header after a reboot
 too (about 1.7 s less on the logistic regression of benchmarks/hmc_blr.py). As they are
 compiled into every step, `inductor_headers_checked` applies the same checks to that folder
@@ -44,8 +44,8 @@ import warnings
 from inference import torch_compat
 
 __all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
-           "inductor_headers_checked", "inductor_headers_built", "keep_inductor_headers",
-           "restore_inductor_headers", "compiled_entry", "MANIFEST"]
+           "inductor_headers_checked", "inductor_headers_built", "keep_precompiled_headers",
+           "restore_precompiled_headers", "compiled_entry", "MANIFEST"]
 
 MANIFEST = "ppl-manifest.json"
 # Part of every entry's key: entries of an earlier layout (no manifest) are never loaded.
@@ -178,28 +178,43 @@ def _pairs(folder):
     return sorted(name for name in names if name.endswith(".h") and name + ".gch" in names)
 
 
-def keep_inductor_headers(folder, root=None):
+def keep_precompiled_headers(folder, root=None):
     """Copy the precompiled headers of Inductor's header `folder` (one that holds this
     install's alone: the setup step builds them in a new temporary directory) into
-    <root>/headers (default `cache_root()`), in place of what it held. Returns their
+    <root>/headers (default `cache_root()`), in place of what it held (each file replaced
+    at once, so that a compile restoring them meanwhile finds whole files). Returns their
     names."""
     root = _trusted_folder(root or cache_root(), HEADERS, "ppl cache",
                            "set PPL_CACHE_DIR to a folder of your own")
     names = _pairs(folder)
     if root is None or not names:
         return []
-    staging = tempfile.mkdtemp(prefix=".building-", dir=root)
+    kept = os.path.join(root, HEADERS)
+    os.makedirs(kept, mode=0o700, exist_ok=True)
     for name in names:
         for file in (name, name + ".gch"):
-            shutil.copyfile(os.path.join(folder, file), os.path.join(staging, file))
-    kept = os.path.join(root, HEADERS)
-    shutil.rmtree(kept, ignore_errors=True)
-    os.replace(staging, kept)
+            _copy_whole(os.path.join(folder, file), os.path.join(kept, file))
+    for stale in set(_pairs(kept)) - set(names):
+        for file in (stale + ".gch", stale):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(kept, file))
     return names
 
 
-def restore_inductor_headers():
-    """Put the precompiled headers the cache keeps (`keep_inductor_headers`) into Inductor's
+def _copy_whole(source, target):
+    """Copy `source` to `target` through a temporary file beside it, renamed into place."""
+    part = tempfile.NamedTemporaryFile(dir=os.path.dirname(target), delete=False).name
+    try:
+        shutil.copyfile(source, part)
+        os.replace(part, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        raise
+
+
+def restore_precompiled_headers():
+    """Put the precompiled headers the cache keeps (`keep_precompiled_headers`) into Inductor's
     header folder where they are missing (a reboot emptied it). Returns whether they are
     all there now (False where the cache keeps none, or where that folder or the cache's copy
     is not ours alone: see `inductor_headers_checked`)."""
@@ -219,9 +234,7 @@ def restore_inductor_headers():
             for file in (name, name + ".gch"):  # the header first: Inductor looks for both
                 target = os.path.join(folder, file)
                 if not os.path.exists(target):
-                    part = tempfile.NamedTemporaryFile(dir=folder, delete=False).name
-                    shutil.copyfile(os.path.join(kept, file), part)
-                    os.replace(part, target)
+                    _copy_whole(os.path.join(kept, file), target)
     except OSError:
         return False
     return True

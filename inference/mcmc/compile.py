@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from inference import torch_compat
 from inference.mcmc.cache import (ENTRY_FORMAT, compiled_entry, inductor_cache,
                                   inductor_headers_built, inductor_headers_checked,
-                                  restore_inductor_headers)
+                                  restore_precompiled_headers)
 
 __all__ = ["CompiledStep", "RecordedStep", "shifted", "compiler_available", "LOAD_NOTICE_AFTER",
            "building_headers"]
@@ -314,7 +314,7 @@ def fold_constants(graph, args):
 # temporary directory (`cache.inductor_headers_built`; a reboot empties it). With it built, a
 # model's compile takes about 2 s less; building it takes about 7 s, and a step compiled with
 # it builds it again when loaded after a reboot. So a model's step uses it where it is built or
-# where the cache keeps a copy of it (`cache.restore_inductor_headers`, made by the setup step,
+# where the cache keeps a copy of it (`cache.restore_precompiled_headers`, made by the setup step,
 # `inference.mcmc.precompile`), and goes without it otherwise (only the setup step,
 # `building_headers`, builds it); the steps shared by every model, compiled once and loaded in
 # every run, go without it.
@@ -350,7 +350,7 @@ def load_compiled(folder):
     compiled with (no CPU probe in a subprocess)."""
     options = {**INDUCTOR_OPTIONS, **(_saved_header_settings(folder) or {})}
     if options.get("cpp_cache_precompile_headers"):
-        restore_inductor_headers()  # (else a load after a reboot builds the header again)
+        restore_precompiled_headers()  # (else a load after a reboot builds the header again)
     with inductor_cache(folder):
         return torch_compat.inductor_load(folder, options)
 
@@ -373,7 +373,7 @@ def _header_settings(folder, precompiled_headers=None):
     settings = _saved_header_settings(folder)
     if settings is None:
         use = precompiled_headers is not False and (
-            _HEADERS["build"] or restore_inductor_headers() or inductor_headers_built())
+            _HEADERS["build"] or restore_precompiled_headers() or inductor_headers_built())
         settings = {"cpp_cache_precompile_headers": use}
         with open(os.path.join(folder, _HEADER_SETTINGS), "w") as file:
             json.dump(settings, file)

@@ -15,7 +15,7 @@ keeps its precompiled header under the temporary directory, which a reboot
 empties: this command also builds it in a new temporary directory of a child
 process, where the header folder holds this install's alone, and keeps a copy in
 $PPL_CACHE_DIR/headers (about 150 MB), from where compiles put it back after a
-reboot (`inference.mcmc.cache.restore_inductor_headers`).
+reboot (`inference.mcmc.cache.restore_precompiled_headers`).
 
 It runs a few compiled NUTS iterations on a small standard normal for each
 dtype and metric, which builds (or loads, if already built) the tree step
@@ -34,7 +34,7 @@ import warnings
 import torch
 
 from inference import torch_compat
-from inference.mcmc.cache import cache_root, keep_inductor_headers, restore_inductor_headers
+from inference.mcmc.cache import cache_root, keep_precompiled_headers, restore_precompiled_headers
 from inference.mcmc.compile import building_headers, compile_graph, compiler_available
 from inference.mcmc.sampler import NUTS
 from inference.mcmc.runner import SamplingWarning, run
@@ -84,7 +84,7 @@ def _standard_normal(values):
 def keep_headers():
     """Build Inductor's precompiled header in a child process whose temporary directory is
     new (so that its header folder holds this install's alone), keep a copy in the cache
-    (`cache.keep_inductor_headers`) and put it in this process's header folder. Returns
+    (`cache.keep_precompiled_headers`) and put it in this process's header folder. Returns
     (the names kept, why none were: '' where some were)."""
     if not compiler_available():
         return [], "no C++ compiler found"
@@ -98,7 +98,7 @@ def keep_headers():
     if child.returncode != 0 or not names:
         lines = child.stderr.strip().splitlines() or ["it kept none"]
         return [], f"building it failed: {lines[-1]}"
-    restore_inductor_headers()
+    restore_precompiled_headers()
     return names, ""
 
 
@@ -110,7 +110,7 @@ def _build_headers():
     graph = make_fx(lambda v: -0.5 * v.square().sum(-1))(x)
     with tempfile.TemporaryDirectory() as folder, building_headers():
         compile_graph(graph, [x], "from_example_inputs", folder)
-    return keep_inductor_headers(torch_compat.inductor_header_dir())
+    return keep_precompiled_headers(torch_compat.inductor_header_dir())
 
 
 def main(argv=None):

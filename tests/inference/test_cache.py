@@ -299,10 +299,10 @@ def test_inductors_header_counts_as_built_where_its_folder_holds_one(monkeypatch
 
 def test_the_cache_keeps_the_setups_header_and_puts_it_back_after_a_reboot(monkeypatch,
                                                                           tmp_path):
-    """`keep_inductor_headers` copies the precompiled headers (pairs of .h and .h.gch) of the
-    setup's header folder into <cache>/headers; `restore_inductor_headers` puts the missing
+    """`keep_precompiled_headers` copies the precompiled headers (pairs of .h and .h.gch) of the
+    setup's header folder into <cache>/headers; `restore_precompiled_headers` puts the missing
     ones back into Inductor's folder (emptied by a reboot), leaving present ones alone."""
-    from inference.mcmc.cache import keep_inductor_headers, restore_inductor_headers
+    from inference.mcmc.cache import keep_precompiled_headers, restore_precompiled_headers
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "cache"))
     built = tmp_path / "setup" / "precompiled_headers"
     built.mkdir(parents=True)
@@ -312,38 +312,38 @@ def test_the_cache_keeps_the_setups_header_and_puts_it_back_after_a_reboot(monke
     (built / "locks").mkdir()
     folder = tmp_path / "tmp" / "torchinductor_user" / "precompiled_headers"
     monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(folder))
-    assert not restore_inductor_headers()  # nothing kept yet
-    assert keep_inductor_headers(str(built)) == ["c4ht.h"]
+    assert not restore_precompiled_headers()  # nothing kept yet
+    assert keep_precompiled_headers(str(built)) == ["c4ht.h"]
     kept = tmp_path / "cache" / "headers"
     assert sorted(p.name for p in kept.iterdir()) == ["c4ht.h", "c4ht.h.gch"]
 
-    assert restore_inductor_headers() and inductor_headers_built()
+    assert restore_precompiled_headers() and inductor_headers_built()
     assert (folder / "c4ht.h.gch").read_bytes() == b"pch"
     assert folder.stat().st_mode & 0o777 == 0o700
     (folder / "c4ht.h.gch").write_bytes(b"Inductor's own")
-    assert restore_inductor_headers()
+    assert restore_precompiled_headers()
     assert (folder / "c4ht.h.gch").read_bytes() == b"Inductor's own"  # not replaced
 
     (built / "c4ht.h.gch").unlink()
     (built / "d5ab.h").write_text("#include <cpu.h>")
     (built / "d5ab.h.gch").write_bytes(b"new")
-    assert keep_inductor_headers(str(built)) == ["d5ab.h"]  # in place of what it held
+    assert keep_precompiled_headers(str(built)) == ["d5ab.h"]  # in place of what it held
     assert sorted(p.name for p in kept.iterdir()) == ["d5ab.h", "d5ab.h.gch"]
 
 
 def test_no_header_is_put_into_a_folder_others_can_write_to(monkeypatch, tmp_path):
-    from inference.mcmc.cache import keep_inductor_headers, restore_inductor_headers
+    from inference.mcmc.cache import keep_precompiled_headers, restore_precompiled_headers
     monkeypatch.setenv("PPL_CACHE_DIR", str(tmp_path / "cache"))
     built = tmp_path / "setup"
     built.mkdir()
     (built / "c4ht.h").write_text("#include <cpu.h>")
     (built / "c4ht.h.gch").write_bytes(b"pch")
-    keep_inductor_headers(str(built))
+    keep_precompiled_headers(str(built))
     folder = tmp_path / "shared" / "precompiled_headers"
     folder.mkdir(parents=True)
     folder.chmod(0o777)
     monkeypatch.setattr(torch_compat, "inductor_header_dir", lambda: str(folder))
-    assert not restore_inductor_headers()
+    assert not restore_precompiled_headers()
     assert not any(folder.iterdir())
 
 

@@ -295,7 +295,7 @@ def test_a_compile_goes_without_an_unbuilt_header_and_loads_under_the_same_setti
 
 
 def test_a_new_entry_uses_the_header_where_built_or_while_building_headers(monkeypatch, tmp_path):
-    """...or where the cache keeps a copy and puts it back (`restore_inductor_headers`)."""
+    """...or where the cache keeps a copy and puts it back (`restore_precompiled_headers`)."""
     for built, building, kept, expected in [(False, False, False, False),
                                             (True, False, False, True),
                                             (False, True, False, True),
@@ -303,7 +303,7 @@ def test_a_new_entry_uses_the_header_where_built_or_while_building_headers(monke
         folder = tmp_path / f"{built}-{building}-{kept}"
         folder.mkdir()
         monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: built)
-        monkeypatch.setattr(mcmc_compile, "restore_inductor_headers", lambda: kept)
+        monkeypatch.setattr(mcmc_compile, "restore_precompiled_headers", lambda: kept)
         if building:
             with mcmc_compile.building_headers():
                 settings = mcmc_compile._header_settings(str(folder))
@@ -311,7 +311,7 @@ def test_a_new_entry_uses_the_header_where_built_or_while_building_headers(monke
             settings = mcmc_compile._header_settings(str(folder))
         assert settings == {"cpp_cache_precompile_headers": expected}
         monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: not built)
-        monkeypatch.setattr(mcmc_compile, "restore_inductor_headers", lambda: not kept)
+        monkeypatch.setattr(mcmc_compile, "restore_precompiled_headers", lambda: not kept)
         assert mcmc_compile._header_settings(str(folder)) == settings  # as saved
 
 
