@@ -24,7 +24,7 @@ from inference.mcmc.state import select
 from inference.mcmc.streams import normals, uniforms
 from inference.mcmc.termination import leaf_table
 
-__all__ = ["run_transitions", "Restart"]
+__all__ = ["run_transitions", "Restart", "Collected"]
 
 
 class Restart(NamedTuple):
@@ -80,14 +80,9 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     if not isinstance(adapting, torch.Tensor):
         adapting = bool(adapting)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
-    positions = kept = None
+    collected = None
     if out is None:
-        positions = position.new_empty((n_iterations, n, dim))
-        kept = []
-
-        def out(index, which, points, ended):
-            positions[index, which] = points
-            kept.append((index, which, ended))
+        out = collected = Collected(n_iterations, position)
     if block is None:
         block = max(4, min(64, 2 ** 21 // (n * dim)))
     block = -(-block // check_every) * check_every
@@ -150,15 +145,32 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
             if through > reported:
                 progress(through - reported)
                 reported = through
-    if kept is not None:
-        stats = type(kept[0][2])(*(torch.empty((n_iterations, n), dtype=s.dtype, device=device)
-                                   for s in kept[0][2]))
-        for index, which, ended in kept:
-            for table_, values in zip(stats, ended):
-                table_[index, which] = values
-    else:
-        stats = None
-    return tree_point(tree, torch.stack((key, steps, made), 1)), tree.adaptation, positions, stats
+    new_state = tree_point(tree, torch.stack((key, steps, made), 1))
+    if collected is None:
+        return new_state, tree.adaptation, None, None
+    return new_state, tree.adaptation, collected.positions, collected.stats()
+
+
+class Collected:
+    """The `out` of a driver asked to return what it made: it keeps each ended transition's
+    point in `positions` [n_iterations, n, D] and its statistics for `stats()` (a
+    `LeafStats` of [n_iterations, n] tensors)."""
+
+    def __init__(self, n_iterations, position):
+        self.positions = position.new_empty((n_iterations,) + tuple(position.shape))
+        self._kept = []
+
+    def __call__(self, index, which, points, ended):
+        self.positions[index, which] = points
+        self._kept.append((index, which, ended))
+
+    def stats(self):
+        first = self._kept[0][2]
+        stats = type(first)(*(s.new_empty(self.positions.shape[:2]) for s in first))
+        for index, which, ended in self._kept:
+            for table, values in zip(stats, ended):
+                table[index, which] = values
+        return stats
 
 
 class _Gradient:

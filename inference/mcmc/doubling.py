@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from inference.mcmc.batching import Collected
 from inference.mcmc.integrators import IntegratorState, kick, kick_drift
 from inference.mcmc.nuts import LeafStats
 from inference.mcmc.proposals import Proposal, sample_proposal
@@ -201,7 +202,7 @@ def run_doublings(value_and_grad, metric_type, state, step_size, metric, max_tre
     `adaptation` (default `adaptation_kind.init(step_size)`) and its `step_size` is the
     chains' step size from their next transition on. The hook gets a `ChainPoints`."""
     position, rng = state.position, state.rng
-    n, dim, dtype, device = position.shape[0], position.shape[1], position.dtype, position.device
+    n, dtype, device = position.shape[0], position.dtype, position.device
     if adaptation is None:
         adaptation = adaptation_kind.init(step_size.to(dtype))
     step_size = step_size.to(dtype)
@@ -212,14 +213,9 @@ def run_doublings(value_and_grad, metric_type, state, step_size, metric, max_tre
                          "the hook that restarts the chains paused there")
     adapting = torch.as_tensor(adapting, device=device).expand(n)
     inverse_mass, factor = metric.inverse_mass, metric.momentum_factor
-    positions = kept = None
+    collected = None
     if out is None:
-        positions = position.new_empty((n_iterations, n, dim))
-        kept = []
-
-        def out(index, which, points, ended):
-            positions[index, which] = points
-            kept.append((index, which, ended))
+        out = collected = Collected(n_iterations, position)
     iterations = torch.zeros(n, dtype=torch.long, device=device)
     chains = torch.arange(n, device=device)
     state, reported = HMCState(position, state.log_prob.to(dtype), state.grad, rng), 0
@@ -256,11 +252,6 @@ def run_doublings(value_and_grad, metric_type, state, step_size, metric, max_tre
             reported = through
         if through >= n_iterations:
             break
-    stats = None
-    if kept is not None:
-        stats = type(kept[0][2])(*(torch.empty((n_iterations, n), dtype=s.dtype, device=device)
-                                   for s in kept[0][2]))
-        for index, which, ended in kept:
-            for table, values in zip(stats, ended):
-                table[index, which] = values
-    return state, adaptation, positions, stats
+    if collected is None:
+        return state, adaptation, None, None
+    return state, adaptation, collected.positions, collected.stats()
