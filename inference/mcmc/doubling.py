@@ -25,7 +25,7 @@ import torch
 from inference.mcmc.batching import Collected
 from inference.mcmc.integrators import IntegratorState, kick, kick_drift
 from inference.mcmc.nuts import LeafStats
-from inference.mcmc.proposals import Proposal, sample_proposal
+from inference.mcmc.proposals import Proposal, leaf_log_weight, sample_proposal
 from inference.mcmc.state import HMCState, select
 from inference.mcmc.streams import normals, uniforms
 from inference.mcmc.termination import turning
@@ -150,10 +150,8 @@ def nuts_transition(value_and_grad, metric_type, state, step_size, inverse_mass,
 
         # The leaves' weights exp(H0 - H), and where the subtree stops: a leaf whose energy
         # error is too large (or not finite: weight 0) or a block that turned.
-        weight = torch.add(log_probs + orig_energy,
-                           torch.linalg.vecdot(leaves.momentum, leaves.velocity), alpha=-0.5)
-        finite = weight >= -max_energy_error  # False for NaN too
-        weight = torch.where(finite, weight, -torch.inf)
+        weight, finite = leaf_log_weight(log_probs, orig_energy, leaves.momentum,
+                                         leaves.velocity, max_energy_error)
         stop = _first(~finite | _turned_inside(leaves, sums), count)  # [n], count: none
         stopped = building & (stop < count)
         made_here = torch.clamp(stop + 1, max=count) * building

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from inference.mcmc.integrators import IntegratorState, kick, kick_drift
-from inference.mcmc.proposals import Proposal, sample_proposal
+from inference.mcmc.proposals import Proposal, leaf_log_weight, sample_proposal
 from inference.mcmc.state import HMCState, TransitionInfo, select
 from inference.mcmc.streams import new_streams, normals, uniforms
 from inference.mcmc.termination import (Checkpoints, init_checkpoints, leaf_table,
@@ -217,10 +217,8 @@ def leaf_end(metric_type, adapt, tree, position, momentum, log_prob, grad, inver
     # The leaf: the second half kick, and its multinomial weight exp(H0 - H).
     momentum = kick(momentum, grad, _signed_step(tree))
     velocity = metric_type.velocity_from(inverse_mass, momentum)
-    leaf_weight = torch.add(log_prob + tree.orig_energy,
-                            torch.linalg.vecdot(momentum, velocity), alpha=-0.5)
-    finite = leaf_weight >= -max_energy_error  # False for NaN too
-    leaf_weight = torch.where(finite, leaf_weight, -torch.inf)
+    leaf_weight, finite = leaf_log_weight(log_prob, tree.orig_energy, momentum, velocity,
+                                          max_energy_error)
     subtree = add_leaf(tree.subtree, IntegratorState(position, momentum, grad, velocity),
                        log_prob, leaf_weight, first, uniform[:, 0])
     checkpoints, turned_inside = update_checkpoints(

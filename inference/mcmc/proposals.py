@@ -13,7 +13,7 @@ import torch
 
 from inference.mcmc.state import select
 
-__all__ = ["Proposal", "sample_proposal"]
+__all__ = ["Proposal", "sample_proposal", "leaf_log_weight"]
 
 
 class Proposal(NamedTuple):
@@ -35,3 +35,13 @@ def sample_proposal(proposal, candidate, log_ratio, uniform, where=None):
     if where is not None:
         take = take & where
     return select(take, candidate, proposal)
+
+
+def leaf_log_weight(log_prob, orig_energy, momentum, velocity, max_energy_error):
+    """A leaf's log weight H0 - H = log_prob + H0 - p.v / 2, and whether it counts: (weight,
+    finite), [...] each (any leading axes). A leaf whose energy error exceeds
+    `max_energy_error`, or is not finite, gets weight -inf (finite False: a divergence)."""
+    weight = torch.add(log_prob + orig_energy, torch.linalg.vecdot(momentum, velocity),
+                       alpha=-0.5)
+    finite = weight >= -max_energy_error  # False for NaN too
+    return torch.where(finite, weight, -torch.inf), finite
