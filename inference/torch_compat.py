@@ -16,6 +16,7 @@ from torch.utils import _pytree
 
 __all__ = ["PRIVATE", "tree_flatten", "tree_unflatten", "make_fx_fake", "op_schema",
            "inductor_compile", "inductor_load", "inductor_cache_in", "inductor_header_dir",
+           "inductor_cpu_probes",
            "without_c_shim_notices", "symbolic_fakes", "reads_values"]
 
 # The private names used here (for the test, and for a reader checking an upgrade).
@@ -24,6 +25,7 @@ PRIVATE = ("torch.utils._pytree", "make_fx(_allow_non_fake_inputs=True)", "OpOve
            "torch._inductor.config.patch",
            "torch._inductor.runtime.cache_dir_utils.temporary_cache_dir",
            "torch._inductor.codecache._HEADER_DIR", "torch._inductor.ir logger",
+           "torch._inductor.cpu_vec_isa.valid_vec_isa_list",
            "torch._subclasses.fake_tensor.FakeTensorMode",
            "torch._subclasses.fake_tensor.DataDependentOutputException")
 
@@ -107,6 +109,24 @@ def inductor_header_dir():
     """
     from torch._inductor import codecache
     return codecache._HEADER_DIR
+
+
+def inductor_cpu_probes(options):
+    """Run Inductor's probes of the CPU's vector extensions now, under the Inductor `options`;
+    returns the names of those it found. Inductor probes once per process (it keeps the
+    answer) and builds each probe, a small shared library, into its current cache folder
+    (`inductor_cache_in`), where a later process finds it built.
+
+    Private: `torch._inductor.cpu_vec_isa.valid_vec_isa_list` (and `config.patch`). Inductor
+    runs the probes itself at its first compile in a process, into that compile's cache
+    folder; our cache gives each compiled step a new folder, so every new model would build
+    them again (about 1 s on an AVX-512 CPU). Running them first, in a folder that is kept,
+    builds them once per machine.
+    """
+    from torch._inductor import config
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+    with config.patch(options):
+        return [str(isa) for isa in valid_vec_isa_list()]
 
 
 @contextlib.contextmanager

@@ -22,6 +22,8 @@ Loading an entry runs its code (a shared library, Inductor's Python wrapper, pic
 
     $PPL_CACHE_DIR/headers/   a copy of Inductor's precompiled C++ header, as the setup step
                           built it (`keep_precompiled_headers`)
+    $PPL_CACHE_DIR/cpu-probes/  Inductor's probes of the CPU's vector extensions, built once
+                          per machine (`probe_folder`)
 
 Inductor keeps its precompiled C++ headers (seconds to build, compiled into every step) in a
 folder of its own under the temporary directory, whatever TORCHINDUCTOR_CACHE_DIR says, and no
@@ -45,7 +47,7 @@ from inference import torch_compat
 
 __all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
            "inductor_headers_checked", "inductor_headers_built", "keep_precompiled_headers",
-           "restore_precompiled_headers", "compiled_entry", "MANIFEST"]
+           "restore_precompiled_headers", "probe_folder", "compiled_entry", "MANIFEST"]
 
 MANIFEST = "ppl-manifest.json"
 # Part of every entry's key: entries of an earlier layout (no manifest) are never loaded.
@@ -238,6 +240,26 @@ def restore_precompiled_headers():
     except OSError:
         return False
     return True
+
+
+PROBES = "cpu-probes"
+
+
+def probe_folder():
+    """<cache_root()>/cpu-probes, created if need be: where Inductor builds its probes of the
+    CPU's vector extensions (small libraries it builds and loads to test the compiler and
+    CPU, `torch_compat.inductor_cpu_probes`), once per machine instead of once per compiled
+    step. None where it, or anything in it, is not the user's alone, or cannot be written."""
+    root = _trusted_folder(cache_root(), PROBES, "ppl cache",
+                           "set PPL_CACHE_DIR to a folder of your own")
+    if root is None:
+        return None
+    folder = os.path.join(root, PROBES)
+    with contextlib.suppress(OSError):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not os.path.isdir(folder) or not _writable(folder) or _foreign(folder, root) is not None:
+        return None
+    return folder
 
 
 def _trusted_folder(folder, below, what, alternative):

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from inference import torch_compat
 from inference.mcmc.cache import (ENTRY_FORMAT, compiled_entry, inductor_cache,
                                   inductor_headers_built, inductor_headers_checked,
-                                  restore_precompiled_headers)
+                                  probe_folder, restore_precompiled_headers)
 
 __all__ = ["CompiledStep", "RecordedStep", "shifted", "compiler_available", "LOAD_NOTICE_AFTER",
            "building_headers"]
@@ -338,11 +338,29 @@ def compile_graph(graph, inputs, dynamic_shapes, folder, precompiled_headers=Non
     compiled into before (an entry: its cache then serves the compile), under the header
     settings used then; in a new one, with the precompiled header where it is built (None),
     or never (False: what is compiled then loads without it, after a reboot too)."""
+    probe_cpu()
     options = {**INDUCTOR_OPTIONS, **_header_settings(folder, precompiled_headers)}
     with inductor_cache(folder), inductor_headers_checked(), \
             torch_compat.without_c_shim_notices():
         compiled = torch_compat.inductor_compile(graph, inputs, dynamic_shapes, options)
     return compiled, getattr(compiled, "is_saveable", lambda: True)()
+
+
+_PROBED = {"done": False}
+
+
+def probe_cpu():
+    """Run Inductor's probes of the CPU's vector extensions (once per process, before the first
+    compile) with its cache in the cache's probe folder (`cache.probe_folder`): they are built
+    there once per machine, not into each new step's folder, about 1 s of a new model's
+    compile. Where that folder cannot be used, Inductor probes at the compile, as usual."""
+    if _PROBED["done"]:
+        return
+    _PROBED["done"] = True
+    folder = probe_folder()
+    if folder is not None:
+        with inductor_cache(folder):
+            torch_compat.inductor_cpu_probes(INDUCTOR_OPTIONS)
 
 
 def load_compiled(folder):

@@ -95,6 +95,23 @@ def _snapshot(folder):
 
 
 @needs_compiler
+def test_inductors_cpu_probes_are_built_once_in_the_cache_not_in_each_step(empty_cache):
+    """Inductor probes the CPU's vector extensions (AVX-512 BF16, VNNI, AMX: a small library
+    built and loaded for each) at the first compile of a process, into that compile's cache
+    folder. They are built into <cache>/cpu-probes, once per machine, and never into a
+    compiled step's entry (where every new model paid about 1 s for them). On a CPU without
+    such extensions Inductor builds none, and only the second half can fail."""
+    assert _steps(1.5)[0] == ["compiled"]
+    probes = empty_cache / "cpu-probes"
+    built = {path: path.stat().st_mtime_ns for path in probes.rglob("*.so")}
+    assert _steps(2.5)[0] == ["compiled"]  # another process, another model
+    assert {path: path.stat().st_mtime_ns for path in probes.rglob("*.so")} == built
+    in_entries = [path for path in (empty_cache / "compiled").rglob("*.cpp")
+                  if "_chk_kernel" in path.read_text()]
+    assert not in_entries, f"probes built into compiled steps: {in_entries}"
+
+
+@needs_compiler
 @pytest.mark.parametrize("damage", ["truncate", "overwrite"])
 def test_a_damaged_library_is_rebuilt_with_one_warning_instead_of_loaded(empty_cache, damage):
     """A truncated or overwritten library of a compiled step killed every later process that

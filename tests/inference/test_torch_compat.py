@@ -89,6 +89,17 @@ def test_inductor_compiles_a_graph_into_a_folder_and_loads_it_from_there(tmp_pat
         torch.testing.assert_close(loaded(x)[0], fn(x)[0])
 
 
+@needs_compiler
+def test_inductors_cpu_probes_run_under_the_given_options(tmp_path):
+    compat = _compat()
+    with _symbol("torch._inductor.cpu_vec_isa.valid_vec_isa_list"):
+        with compat.inductor_cache_in(str(tmp_path)):
+            found = compat.inductor_cpu_probes({"cpp.vec_isa_ok": True})
+        assert isinstance(found, list) and all(isinstance(name, str) for name in found)
+        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+            assert found, "Inductor found no vector extension on an AVX CPU"
+
+
 def test_inductors_header_folder_is_a_path():
     compat = _compat()
     with _symbol("torch._inductor.codecache._HEADER_DIR"):
