@@ -3,8 +3,9 @@
 - `HMC`, `NUTS`: samplers with ZhuSuan's names (`.sample(meta_bn, observed, latent)`).
 - `run`: warm-up and draws with progress bar, storage, `summary()` and `to_arviz()`;
   `SamplingWarning`: what `run` found wrong with the draws (divergences, R-hat, ESS, ...).
-- `FirstCompileWarning`: a compiled run is building NUTS's tree step (once per machine;
-  `python -m inference.mcmc.precompile` builds it at install).
+- `FirstCompileWarning`: a compiled run (`jit_compile=True`) is building NUTS's tree step
+  (once per machine; `python -m inference.mcmc.precompile` builds it at install);
+  `NotPrecompiledWarning`: a default run goes without it, as it is not built.
 - Building blocks (BlackJAX style: kernel = state in, state out; states and infos
   are named tuples): `hmc_kernel`, `nuts_kernel` (kernels: `hmc`, `nuts`, built
   from `integrators`, `metric`, `termination`, `proposals` and `trajectory`),
@@ -32,7 +33,7 @@ from inference.mcmc.potential import Potential, latent_nodes
 from inference.mcmc.proposals import Proposal
 from inference.mcmc.runner import MCMCResult, SamplingWarning, Summary, run
 from inference.mcmc.sampler import HMC, NUTS, HamiltonianSampler, HMCInfo
-from inference.mcmc.shared_compile import FirstCompileWarning
+from inference.mcmc.shared_compile import FirstCompileWarning, NotPrecompiledWarning
 from inference.mcmc.state import HMCState, TransitionInfo, init_state
 from inference.mcmc.trajectory import Trajectory
 from inference.mcmc.transforms import LatentSpace, LowerCholeskyTransform, transform_to
@@ -46,4 +47,4 @@ __all__ = ["HMC", "NUTS", "run", "MCMCResult", "Summary", "HMCInfo", "Hamiltonia
            "DiagonalMetric", "DenseMetric", "identity_metric", "DualAveraging",
            "WelfordCovariance", "ExponentialMovingVariance", "WindowedAdaptation",
            "find_initial_step_size", "window_schedule", "FirstCompileWarning",
-           "SamplingWarning"]
+           "NotPrecompiledWarning", "SamplingWarning"]

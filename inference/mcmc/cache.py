@@ -47,7 +47,8 @@ from inference import torch_compat
 
 __all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
            "inductor_headers_checked", "inductor_headers_built", "keep_precompiled_headers",
-           "restore_precompiled_headers", "probe_folder", "compiled_entry", "MANIFEST"]
+           "restore_precompiled_headers", "probe_folder", "compiled_entry", "entry_on_disk",
+           "MANIFEST"]
 
 MANIFEST = "ppl-manifest.json"
 # Part of every entry's key: entries of an earlier layout (no manifest) are never loaded.
@@ -125,6 +126,14 @@ def compiled_entry(key, build, load, announce=None):
     if entry is not None:
         _put_in_place(building, entry)
     return function, False
+
+
+def entry_on_disk(key):
+    """Whether the cache holds an entry for the compiled step `key` (`compiled_entry` would
+    load it rather than build it, unless it turns out damaged)."""
+    root = _trusted_folder(cache_root(), "compiled", "ppl cache",
+                           "set PPL_CACHE_DIR to a folder of your own")
+    return root is not None and os.path.isfile(os.path.join(root, "compiled", key, MANIFEST))
 
 
 def inductor_cache(directory):

@@ -189,17 +189,13 @@ def _canonical(metric_type, adaptation_kind, dtype):
     return args, tree_packing, stats_packing, tree_packing.layout + tuple(roles(rest))
 
 
-def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind, dtype,
-                   device, built):
-    """NUTS's `LeafStep` with `leaf_end_begin` compiled once per machine (see the module
-    docstring): value_and_grad as given (e.g. `compiled_function` of the model's
-    gradient); max_energy_error and the adaptation's settings are inputs of the compiled
-    function, so that one build serves every value of them. built: a dict where the
-    caller keeps the compiled steps made here (loaded from disk once per dict).
-    Returns (LeafStep, the SharedCompiledStep)."""
+def _shared_tree_step(metric_type, adaptation_kind, dtype, built):
+    """(the `SharedCompiledStep` of `_end_begin_packed`, the tree's and the leaf stats'
+    `Packing`, its arguments at the canonical sizes), made once per `built` dict."""
     key = (metric_type, adaptation_kind.update, dtype)
     if key not in built:
-        _, tree_packing, stats_packing, layout = _canonical(metric_type, adaptation_kind, dtype)
+        args, tree_packing, stats_packing, layout = _canonical(metric_type, adaptation_kind,
+                                                               dtype)
         built[key] = (SharedCompiledStep(
             functools.partial(_end_begin_packed, metric_type, adaptation_kind.update,
                               tree_packing, stats_packing),
@@ -209,9 +205,34 @@ def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kin
             modules=(nuts, trajectory, proposals, termination, integrators, state,
                      sys.modules[metric_type.__module__], adaptation, sys.modules[__name__]),
             perturb=shifted(0), name="NUTS tree step",
-            setup="python -m inference.mcmc.precompile --dtype {dtype} --metric "
-                  + ("dense" if metric_type.dense else "diag")), tree_packing, stats_packing)
-    shared, tree_packing, stats_packing = built[key]
+            setup=precompile_command(dtype, metric_type)),
+            tree_packing, stats_packing, args)
+    return built[key]
+
+
+def precompile_command(dtype, metric_type):
+    """The command that builds NUTS's tree step for this dtype and metric type."""
+    return (f"python -m inference.mcmc.precompile --dtype {str(dtype).removeprefix('torch.')} "
+            f"--metric {'dense' if metric_type.dense else 'diag'}")
+
+
+def nuts_tree_step_on_disk(metric_type, adaptation_kind, dtype, built):
+    """Whether NUTS's compiled tree step for this metric type, adaptation and dtype is built
+    (loaded in `built`, or on disk): a compiled run would load it, not build it."""
+    shared, _, _, args = _shared_tree_step(metric_type, adaptation_kind, dtype, built)
+    return shared.on_disk(args)
+
+
+def nuts_leaf_step(value_and_grad, metric_type, max_energy_error, adaptation_kind, dtype,
+                   device, built):
+    """NUTS's `LeafStep` with `leaf_end_begin` compiled once per machine (see the module
+    docstring): value_and_grad as given (e.g. `compiled_function` of the model's
+    gradient); max_energy_error and the adaptation's settings are inputs of the compiled
+    function, so that one build serves every value of them. built: a dict where the
+    caller keeps the compiled steps made here (loaded from disk once per dict).
+    Returns (LeafStep, the SharedCompiledStep)."""
+    shared, tree_packing, stats_packing, _ = _shared_tree_step(metric_type, adaptation_kind,
+                                                               dtype, built)
     settings = (torch.tensor(float(max_energy_error), dtype=dtype, device=device),
                 torch.tensor(adaptation_kind.settings, dtype=dtype, device=device))
     flags = {}  # (chains, a bool) -> [chains] of it

@@ -25,6 +25,7 @@ from inference.mcmc.hmc import hmc_kernel, hmc_step
 from inference.mcmc.metric import identity_metric
 from inference.mcmc.nuts import eager_leaf_step, nuts_kernel
 from inference.mcmc.potential import Potential
+from inference.mcmc.shared_compile import NotPrecompiledWarning
 from inference.mcmc.state import TransitionInfo, init_state
 from inference.mcmc.streams import new_streams
 from inference.write_back import hand_out, write_back
@@ -34,6 +35,7 @@ __all__ = ["HamiltonianSampler", "HMCInfo", "HMC", "NUTS"]
 # Per-transition statistics `iterate` returns (those of `TransitionInfo`, and the step size).
 _RECORDED = ("accept_prob", "step_size", "diverging", "tree_depth", "n_steps", "energy")
 _SAID_NO_COMPILER = []  # the no-compiler warning is given once per process
+_SAID_NOT_BUILT = set()  # (dtype, metric type) whose tree step was said to be missing
 # The most memory an uncompiled NUTS doubling may keep its leaves in (six [2^d, n, D]
 # tensors), counted at the deepest tree: beyond it the leaf step runs instead.
 DOUBLING_MEMORY = 2 ** 29
@@ -496,17 +498,41 @@ class NUTS(HamiltonianSampler):
         return self._step_function(kind, potential, metric, build,
                                    rows=getattr(potential, "chains_are_rows", False))
 
-    def _by_doublings(self, potential, state):
-        """Whether the transitions run a doubling at a time (`inference.mcmc.doubling`):
-        where they are not compiled, and a doubling of the deepest tree keeps its leaves
-        within `DOUBLING_MEMORY` bytes (else the leaf step, eager: a large model's gradient
-        outweighs its operations anyway)."""
+    def _by_doublings(self, potential, state, metric):
+        """Whether the transitions run a doubling at a time (`inference.mcmc.doubling`), which
+        they do where a doubling of the deepest tree keeps its leaves within
+        `DOUBLING_MEMORY` bytes (else the leaf step: a large model's gradient outweighs its
+        operations anyway) and either the steps are not compiled, or, by default
+        (`jit_compile=None`), NUTS's compiled tree step is not built on this machine: the
+        run then compiles the model's gradient alone, rather than pause 20-30 s to build
+        the tree step, and says once how to build it (`_tree_step_built`)."""
         position = state.position
         leaves = 2 ** (self.max_tree_depth - 1) * position.numel() * position.element_size()
-        return self._how(potential) != "compile" and 6 * leaves <= DOUBLING_MEMORY
+        if 6 * leaves > DOUBLING_MEMORY:
+            return False
+        return self._how(potential) != "compile" or (
+            self.jit_compile is None and not self._tree_step_built(position.dtype, type(metric)))
+
+    def _tree_step_built(self, dtype, metric_type):
+        """Whether NUTS's compiled tree step for `dtype` and `metric_type` is built (loaded,
+        or on disk); where not, says so once per process, naming the command that builds it
+        (`python -m inference.mcmc.precompile`, the install's build step)."""
+        if jit.nuts_tree_step_on_disk(metric_type, self._adaptation(), dtype, self._built):
+            return True
+        if (dtype, metric_type) not in _SAID_NOT_BUILT:
+            _SAID_NOT_BUILT.add((dtype, metric_type))
+            warnings.warn(
+                f"NUTS: its compiled tree step ({str(dtype).removeprefix('torch.')}, "
+                f"{'dense' if metric_type.dense else 'diagonal'} metric) is not built on this "
+                f"machine, so this run compiles the model's gradient alone and runs the tree "
+                f"uncompiled, a doubling at a time (slower on small models). "
+                f"`{jit.precompile_command(dtype, metric_type)}` builds it once (20-30 s; the "
+                f"install's build step), or pass jit_compile=True to build it in a run",
+                NotPrecompiledWarning, stacklevel=4)
+        return False
 
     def transition(self, state, potential, step_size, metric):
-        if not self._by_doublings(potential, state):
+        if not self._by_doublings(potential, state, metric):
             return nuts_kernel(state, potential, step_size, metric, self.max_tree_depth,
                                self.max_energy_error, self._leaf_step(potential, metric))
         # uncompiled: the same transition, a doubling at a time (`inference.mcmc.doubling`)
@@ -545,7 +571,7 @@ class NUTS(HamiltonianSampler):
                         adapting=adapting, progress=progress, out=store, target=target,
                         at_target=at_target)
         try:
-            doublings = self._by_doublings(potential, state)
+            doublings = self._by_doublings(potential, state, metric)
             if doublings:
                 gradient = self._gradient(potential, metric, masked=False)
             else:

@@ -34,7 +34,10 @@ How:
   tests/inference/test_cuda.py).
 - A sampling run that has to build the step (the machine skipped the
   install's build step, `python -m inference.mcmc.precompile`) says so with
-  a `FirstCompileWarning`, since it pauses for tens of seconds.
+  a `FirstCompileWarning`, since it pauses for tens of seconds. Only
+  `jit_compile=True` builds it in a run: by default, a run whose step is not
+  on disk (`SharedCompiledStep.on_disk`) goes without it
+  (`inference.mcmc.sampler.NUTS`).
 """
 import functools
 import hashlib
@@ -43,17 +46,22 @@ import warnings
 import torch
 
 from inference import torch_compat
-from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry
+from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry, entry_on_disk
 from inference.mcmc.compile import (INDUCTOR_OPTIONS, CompiledStep, compile_graph, load_compiled,
                                     said_if_slow)
 
-__all__ = ["SharedCompiledStep", "FirstCompileWarning", "CANONICAL"]
+__all__ = ["SharedCompiledStep", "FirstCompileWarning", "NotPrecompiledWarning", "CANONICAL"]
 
 CANONICAL = {"n": 38, "D": 34, "T": 14, "L": 46, "B": 26, "W": 30}
 
 
 class FirstCompileWarning(UserWarning):
     """A step shared by every model is being built now (once per machine, tens of seconds)."""
+
+
+class NotPrecompiledWarning(UserWarning):
+    """A run goes without a compiled step shared by every model, as it is not built on this
+    machine (the message names the command that builds it)."""
 
 
 class SharedCompiledStep(CompiledStep):
@@ -84,6 +92,11 @@ class SharedCompiledStep(CompiledStep):
             said_if_slow(load_compiled, self.name),
             announce=functools.partial(self._announce_shared, args))
         return compiled
+
+    def on_disk(self, args):
+        """Whether the step for arguments like `args` (their dtypes and fixed sizes) is
+        compiled (in this process or on disk): a first call would load it, not build it."""
+        return self.is_compiled or entry_on_disk(self._digest(args))
 
     def _announce_shared(self, args):
         dtype = str(args[0].dtype).removeprefix("torch.")

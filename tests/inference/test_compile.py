@@ -1,6 +1,7 @@
 """jit_compile: compiled NUTS steps and HMC leapfrogs equal the eager ones; failures fall back."""
 import json
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -94,17 +95,52 @@ def test_compiled_step_gives_the_eager_transitions(name):
 
 @needs_compiler
 def test_nuts_without_flags_compiles_in_a_run_and_steps_eagerly_in_sample():
-    """The default (jit_compile=None) takes the compiled path in `inference.mcmc.run`, and
-    ZhuSuan's step-at-a-time `.sample()` (often on new data at every call) runs eagerly."""
+    """The default (jit_compile=None) takes the compiled path in `inference.mcmc.run` where
+    the tree step is built (here by the first, jit_compile=True kernel, as the install's
+    build step does), and ZhuSuan's step-at-a-time `.sample()` (often on new data at every
+    call) runs eagerly."""
     potential, state, metric, step_size = _setup()
+    inference.NUTS(max_tree_depth=6, jit_compile=True).iterate(state, potential, step_size,
+                                                               metric, 1)
     kernel = inference.NUTS(max_tree_depth=6)
-    kernel.iterate(state, potential, step_size, metric, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", inference.mcmc.NotPrecompiledWarning)
+        kernel.iterate(state, potential, step_size, metric, 3)
     assert _only_step(kernel).is_compiled
     (shared,) = kernel._shared.values()
-    assert shared.is_compiled, shared.reason
+    assert shared.is_compiled and shared.loaded_from_disk, shared.reason
     online = inference.NUTS()
     online.sample(lambda v: -0.5 * v["z"].square().sum(-1), {}, {"z": torch.zeros(2, 3)})
     assert online._steps == {} and online._shared == {}
+
+
+@needs_compiler
+def test_nuts_without_flags_compiles_only_the_gradient_where_the_tree_step_is_not_built(
+        empty_cache, monkeypatch):
+    """Where the install's build step was skipped (an empty cache), a default run does not
+    pause 20-30 s to build the tree step: it compiles the model's gradient alone, runs the
+    tree a doubling at a time, and says once which command builds the tree step. The draws
+    are those of the compiled leaf step (the same streams and leapfrog steps)."""
+    monkeypatch.setattr(sampler, "_SAID_NOT_BUILT", set())
+    potential, state, metric, step_size = _setup()
+    kernel = inference.NUTS(max_tree_depth=6)
+    with pytest.warns(inference.mcmc.NotPrecompiledWarning,
+                      match="`python -m inference.mcmc.precompile --dtype float64 --metric "
+                            "diag`") as said:
+        torch.manual_seed(3)  # (the chains' random streams)
+        first = kernel.iterate(state, potential, step_size, metric, 3)
+        kernel.iterate(state, potential, step_size, metric, 2)
+    assert sum(w.category is inference.mcmc.NotPrecompiledWarning for w in said) == 1
+    assert kernel._shared == {}
+    (step,) = kernel._steps.values()
+    assert step.name == "NUTS gradient, unmasked" and step.status == "compiled"
+    assert len(list((empty_cache / "compiled").iterdir())) == 1  # the gradient's entry only
+    leaf = inference.NUTS(max_tree_depth=6, jit_compile=False)
+    monkeypatch.setattr(sampler, "DOUBLING_MEMORY", 0)  # (the leaf step: eager here)
+    torch.manual_seed(3)
+    eager = leaf.iterate(state, potential, step_size, metric, 3)
+    torch.testing.assert_close(first[1], eager[1], rtol=1e-9, atol=1e-9)
+    assert torch.equal(first[2]["n_steps"], eager[2]["n_steps"])
 
 
 def test_nuts_without_flags_says_once_that_it_runs_eagerly_without_a_compiler(monkeypatch):
