@@ -6,11 +6,13 @@
 `NUTS(jit_compile=True)` compiles two things: the model's gradient (per
 model, seconds) and the tree step (`inference.mcmc.shared_compile`: the same
 for every model, chain count, dimension and tree depth, kept under
-$PPL_CACHE_DIR). The first compiled run on a machine also pays the tree step
-and Inductor's own machine-wide builds (its CPU probes and precompiled
-header): about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
-against a few seconds for a new model afterwards. Run this once at setup (a
-Docker image, a CI install step) so that no sampling run pays it. Inductor
+$PPL_CACHE_DIR). Building the tree step and Inductor's own machine-wide parts
+(its CPU probes, kept in $PPL_CACHE_DIR/cpu-probes, and its precompiled
+header) takes about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
+against a few seconds for a new model's gradient afterwards. Run this once at
+setup (a Docker image, a CI install step): where it was skipped, `NUTS()` runs
+without the compiled tree step (`inference.mcmc.NotPrecompiledWarning`), and
+only `NUTS(jit_compile=True)` builds it in a run. Inductor
 keeps its precompiled header under the temporary directory, which a reboot
 empties: this command also builds it in a new temporary directory of a child
 process, where the header folder holds this install's alone, and keeps a copy in
