@@ -52,7 +52,7 @@ __all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
 
 MANIFEST = "ppl-manifest.json"
 # Part of every entry's key: entries of an earlier layout (no manifest) are never loaded.
-ENTRY_FORMAT = "entry format 3"
+ENTRY_FORMAT = "entry format 4"
 
 
 class CacheWarning(UserWarning):

@@ -332,14 +332,19 @@ def building_headers():
         _HEADERS["build"] = before
 
 
-def compile_graph(graph, inputs, dynamic_shapes, folder, precompiled_headers=None):
+def compile_graph(graph, inputs, dynamic_shapes, folder, precompiled_headers=None,
+                  serial=False):
     """Inductor's compilation of the FX `graph`, with its cache in `folder`: (function,
     whether `load_compiled` can load it from there; not all graphs can be saved). In a folder
-    compiled into before (an entry: its cache then serves the compile), under the header
-    settings used then; in a new one, with the precompiled header where it is built (None),
-    or never (False: what is compiled then loads without it, after a reboot too)."""
+    compiled into before (an entry: its cache then serves the compile), under the settings
+    used then (`_entry_settings`); in a new one, with the precompiled header where it is
+    built (None), or never (False: what is compiled then loads without it, after a reboot
+    too), and without OpenMP where `serial`: the steps shared by every model are, as their
+    loops are short for the chain counts of most runs (a team of threads cost more than it
+    saved at 16 and at 1024 chains), and their code then does not depend on the thread count
+    of the process that built them."""
     probe_cpu()
-    options = {**INDUCTOR_OPTIONS, **_header_settings(folder, precompiled_headers)}
+    options = {**INDUCTOR_OPTIONS, **_entry_settings(folder, precompiled_headers, serial)}
     with inductor_cache(folder), inductor_headers_checked(), \
             torch_compat.without_c_shim_notices():
         compiled = torch_compat.inductor_compile(graph, inputs, dynamic_shapes, options)
@@ -366,34 +371,35 @@ def probe_cpu():
 def load_compiled(folder):
     """The function `compile_graph` compiled into `folder`, under the options it was
     compiled with (no CPU probe in a subprocess)."""
-    options = {**INDUCTOR_OPTIONS, **(_saved_header_settings(folder) or {})}
+    options = {**INDUCTOR_OPTIONS, **(_saved_entry_settings(folder) or {})}
     if options.get("cpp_cache_precompile_headers"):
         restore_precompiled_headers()  # (else a load after a reboot builds the header again)
     with inductor_cache(folder):
         return torch_compat.inductor_load(folder, options)
 
 
-_HEADER_SETTINGS = "ppl-header-settings.json"
+_SETTINGS = "ppl-settings.json"
 
 
-def _saved_header_settings(folder):
-    """The Inductor options on precompiled headers that `folder` was compiled with (None if
-    it holds none): a compile or load under others would compile the step again."""
+def _saved_entry_settings(folder):
+    """The Inductor options that `folder` was compiled with beyond `INDUCTOR_OPTIONS` (the
+    precompiled header, the thread count; None if it holds none): a compile or load under
+    others would compile the step again."""
     with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(folder, _HEADER_SETTINGS)) as file:
+        with open(os.path.join(folder, _SETTINGS)) as file:
             return json.load(file)
     return None
 
 
-def _header_settings(folder, precompiled_headers=None):
-    """`_saved_header_settings` of `folder`; for a new folder, chosen now (see
-    `building_headers`; False: never) and saved there."""
-    settings = _saved_header_settings(folder)
+def _entry_settings(folder, precompiled_headers=None, serial=False):
+    """`_saved_entry_settings` of `folder`; for a new folder, chosen now (the header: see
+    `building_headers`, False: never; `serial`: one thread, no OpenMP) and saved there."""
+    settings = _saved_entry_settings(folder)
     if settings is None:
         use = precompiled_headers is not False and (
             _HEADERS["build"] or restore_precompiled_headers() or inductor_headers_built())
-        settings = {"cpp_cache_precompile_headers": use}
-        with open(os.path.join(folder, _HEADER_SETTINGS), "w") as file:
+        settings = {"cpp_cache_precompile_headers": use, **({"cpp.threads": 1} if serial else {})}
+        with open(os.path.join(folder, _SETTINGS), "w") as file:
             json.dump(settings, file)
     return settings
 

@@ -109,7 +109,8 @@ class SharedCompiledStep(CompiledStep):
         from torch.fx.experimental.proxy_tensor import make_fx
         fake_args = _canonical_fakes(args, self.layout)
         graph = make_fx(self.traceable, tracing_mode="symbolic")(*fake_args)
-        return compile_graph(graph, fake_args, "from_graph", folder, precompiled_headers=False)
+        return compile_graph(graph, fake_args, "from_graph", folder, precompiled_headers=False,
+                             serial=True)
 
     def _digest(self, args):
         """The cache directory's name: a hash of everything the compiled code depends on."""

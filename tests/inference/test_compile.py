@@ -322,7 +322,7 @@ def test_a_compile_goes_without_an_unbuilt_header_and_loads_under_the_same_setti
     torch.testing.assert_close(first(x)[0], step(x)[0])
     assert first.status == "compiled" and used == [False]
     (entry,) = (empty_cache / "compiled").iterdir()
-    assert json.loads((entry / "ppl-header-settings.json").read_text()) == {
+    assert json.loads((entry / "ppl-settings.json").read_text()) == {
         "cpp_cache_precompile_headers": False}
     monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: True)
     later = CompiledStep(step, step, shifted(0))
@@ -342,13 +342,13 @@ def test_a_new_entry_uses_the_header_where_built_or_while_building_headers(monke
         monkeypatch.setattr(mcmc_compile, "restore_precompiled_headers", lambda: kept)
         if building:
             with mcmc_compile.building_headers():
-                settings = mcmc_compile._header_settings(str(folder))
+                settings = mcmc_compile._entry_settings(str(folder))
         else:
-            settings = mcmc_compile._header_settings(str(folder))
+            settings = mcmc_compile._entry_settings(str(folder))
         assert settings == {"cpp_cache_precompile_headers": expected}
         monkeypatch.setattr(mcmc_compile, "inductor_headers_built", lambda: not built)
         monkeypatch.setattr(mcmc_compile, "restore_precompiled_headers", lambda: not kept)
-        assert mcmc_compile._header_settings(str(folder)) == settings  # as saved
+        assert mcmc_compile._entry_settings(str(folder)) == settings  # as saved
 
 
 @needs_compiler
