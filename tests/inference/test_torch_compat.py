@@ -227,7 +227,8 @@ def test_every_inductor_option_the_compiled_steps_set_exists():
     """`inference.mcmc.compile` passes Inductor options by name (an unknown one fails the
     compile, and the step runs eagerly): each must still be one of Inductor's settings."""
     from inference.mcmc.compile import INDUCTOR_OPTIONS
-    options = {**INDUCTOR_OPTIONS, "cpp_cache_precompile_headers": False}
+    options = {**INDUCTOR_OPTIONS, "cpp_cache_precompile_headers": False,  # an entry's settings
+               "cpp.threads": 1}
     with _symbol(f"torch._inductor.config options {sorted(options)}"):
         from torch._inductor import config
         with config.patch(options):
