@@ -12,7 +12,7 @@ A chain may also pause on its way, at a target of its own (e.g. the end of its w
 window): at the end of the block, a hook gives it a new metric, step size and target
 (`Restart`), and it goes on while the others never stopped.
 
-Once few chains still run, a gradient that can (`_Gradient`) is computed for their rows
+Once few chains still run, a gradient that can (`RunningRowsGradient`) is computed for their rows
 alone, so that the long tail of one slow chain does not cost a whole batch per step.
 """
 from typing import NamedTuple
@@ -24,7 +24,7 @@ from inference.mcmc.state import select
 from inference.mcmc.streams import normals, uniforms
 from inference.mcmc.termination import leaf_table
 
-__all__ = ["run_transitions", "Restart", "Collected"]
+__all__ = ["run_transitions", "Restart", "Collected", "RunningRowsGradient"]
 
 
 class Restart(NamedTuple):
@@ -97,7 +97,7 @@ def run_transitions(step, state, step_size, metric, max_tree_depth, n_iterations
     tree, position, momentum = step.begin(tree, inverse_mass, factor, draws.noise_block[0],
                                           uniform, table, target)
     iterations, reported, done = tree.iteration, 0, False
-    gradient = _Gradient(step.value_and_grad, dtype)
+    gradient = RunningRowsGradient(step.value_and_grad, dtype)
     while not done:
         block_points, stats = [], []
         gradient.rows_for(iterations < target)
@@ -173,10 +173,11 @@ class Collected:
         return stats
 
 
-class _Gradient:
+class RunningRowsGradient:
     """The model's log density and gradient at each leaf step, only for the chains still
     running where they are few: a chain at its target keeps its point, and the leaf step
-    ignores its row. With `value_and_grad.takes_rows` (`compile.CompiledStep`), the
+    ignores its row (so do the doublings, `inference.mcmc.doubling`, a chain whose tree is
+    through). With `value_and_grad.takes_rows` (`compile.CompiledStep`), the
     running chains are packed into as few groups of `row_group` rows as keep each at its
     place within a group (row i at i mod `row_group`: its bits as in the whole batch, so
     that this changes no draw), filled up with paused chains; that batch is computed alone

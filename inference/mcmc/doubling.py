@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from inference.mcmc.batching import Collected
+from inference.mcmc.batching import Collected, RunningRowsGradient
 from inference.mcmc.integrators import IntegratorState, kick, kick_drift
 from inference.mcmc.nuts import LeafStats
 from inference.mcmc.proposals import Proposal, leaf_log_weight, sample_proposal
@@ -135,6 +135,8 @@ def nuts_transition(value_and_grad, metric_type, state, step_size, inverse_mass,
     for depth in range(max_tree_depth):
         if not bool(building.any()):
             break
+        if isinstance(value_and_grad, RunningRowsGradient):  # chains through stand still,
+            value_and_grad.rows_for(building)  # and their leaves are dropped: not computed
         count = 2 ** depth
         if 2 * count - 1 <= _AHEAD:
             uniform = ahead[count - 1:2 * count - 1]  # [L, n, 3]
@@ -216,11 +218,12 @@ def run_doublings(value_and_grad, metric_type, state, step_size, metric, max_tre
         out = collected = Collected(n_iterations, position)
     iterations = torch.zeros(n, dtype=torch.long, device=device)
     chains = torch.arange(n, device=device)
+    gradient = RunningRowsGradient(value_and_grad, dtype)  # for the chains still building alone
     state, reported = HMCState(position, state.log_prob.to(dtype), state.grad, rng), 0
     while True:
         running = iterations < target
         if bool(running.any()):
-            state, stats = nuts_transition(value_and_grad, metric_type, state, step_size,
+            state, stats = nuts_transition(gradient, metric_type, state, step_size,
                                            inverse_mass, factor, running, max_tree_depth,
                                            max_energy_error)
             updated = adaptation_kind.update(adaptation, stats.accept_prob,

@@ -176,3 +176,32 @@ def test_a_model_whose_doublings_would_not_fit_runs_the_leaf_step(monkeypatch):
     by_leaf = kernel.iterate(state, potential, STEP_SIZES, metric, 5)
     torch.testing.assert_close(by_leaf[1], by_doubling[1], rtol=1e-12, atol=1e-12)
     assert torch.equal(by_leaf[2]["n_steps"], by_doubling[2]["n_steps"])
+
+
+class _RowwiseGradient:
+    """`gaussian`'s gradient, row by row (so any rows alone give the whole batch's bits), as
+    a compiled gradient that `takes_rows` is called; it records how many rows each call had."""
+
+    takes_rows, row_group = True, 4
+
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, x):
+        self.rows.append(x.shape[0])
+        return -0.5 * (x ** 2 * SCALES).sum(-1), -x * SCALES
+
+
+def test_doublings_compute_the_gradient_of_the_chains_still_building_alone():
+    """Once half the chains or fewer are still building their trees, a gradient that takes
+    rows is computed for their groups of rows alone (`batching.RunningRowsGradient`), the
+    others standing still: the same draws as computing every row."""
+    potential, state = _chains(gaussian)
+    metric = identity_metric(8, 3, dtype=F64)
+    whole, rowwise = _RowwiseGradient(), _RowwiseGradient()
+    whole.takes_rows = False
+    _assert_same(*(run_doublings(gradient, DiagonalMetric, state, STEP_SIZES, metric, 6, 5,
+                                 dual_averaging()) for gradient in (whole, rowwise)))
+    assert set(whole.rows) == {8}
+    gradient = rowwise
+    assert min(gradient.rows) == 4 and max(gradient.rows) == 8

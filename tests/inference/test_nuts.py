@@ -380,7 +380,7 @@ def test_the_running_chains_rows_keep_their_place_in_a_group():
         def __call__(self, x):
             return x.sum(-1), x
 
-    gradient = batching._Gradient(Gradient(), torch.float32)
+    gradient = batching.RunningRowsGradient(Gradient(), torch.float32)
     running = torch.zeros(18, dtype=torch.bool)
     running[[5, 10]] = True
     assert gradient.rows_for(running) and gradient.index is None  # nothing computed yet
