@@ -12,7 +12,8 @@ Stan programs), `inference.mcmc.run` with `inference.NUTS` draws 4 chains of
 1000 warm-up + 1000 kept iterations (float64, one torch thread), with the
 target acceptance rate and maximum tree depth Stan used for the reference
 (`adapt_delta`, `max_treedepth`), its leaves compiled (`jit_compile=True`,
-unless `--eager`; compilation is part of the wall time). The baseline is the posteriordb reference
+unless `--eager`; compilation is part of the wall time); with `--numpyro`, the
+kernel's default settings instead (no `jit_compile` flag), as a user runs it. The baseline is the posteriordb reference
 itself (10 Stan chains, 10,000 thinned draws): for every scalar parameter the
 differences of posterior mean and sd are divided by the combined Monte Carlo
 standard error (ours from our ESS, the reference's from its draws), so a
@@ -36,11 +37,14 @@ posterior is a model compiled for the first time, on a machine set up for
 compiled NUTS (`hmc_blr`'s "ours, new model"). A ratio row per posterior
 gives ours' ESS/s over NumPyro's (above 1: ours is better), and the same per
 CPU second (compiler subprocesses are not in either's CPU seconds).
+`--seeds N` repeats the comparison for seeds `seed .. seed+N-1`, each on a fresh
+cache, and reports the median ratio per posterior.
 """
 import argparse
 import multiprocessing
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from importlib import metadata
@@ -80,7 +84,7 @@ def run_posterior(name, n_chains=4, n_warmup=1000, n_samples=1000, seed=0, progr
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     comparison = compare_to_reference(posterior, result.samples)
     param, statistic, z = comparison.worst()
-    row = {"posterior": name, "n_chains": n_chains, "n_warmup": n_warmup,
+    row = {"posterior": name, "seed": seed, "n_chains": n_chains, "n_warmup": n_warmup,
            "n_samples": n_samples, "settings": settings, "jit_compile": jit_compile,
            "max_abs_z_mean": comparison.max_abs_z_mean, "max_abs_z_sd": comparison.max_abs_z_sd,
            "worst": f"{statistic} of {param}: z = {z:.2f}",
@@ -106,7 +110,7 @@ def _in_fresh_process(function, *args):
 
 
 def _ours_row(name, n_chains, n_warmup, n_samples, seed):
-    row, _ = run_posterior(name, n_chains, n_warmup, n_samples, seed)
+    row, _ = run_posterior(name, n_chains, n_warmup, n_samples, seed, jit_compile=None)
     return {"posterior": name, "library": "ours", **row}
 
 
@@ -149,7 +153,19 @@ def ratio_row(ours, numpyro):
             "numpyro_ess_per_s": numpyro["ess_per_s"],
             "ratio": ours["ess_per_s"] / numpyro["ess_per_s"],
             "ratio_per_cpu_s": (ours["min_ess_bulk"] / ours["cpu_s"])
-            / (numpyro["min_ess_bulk"] / numpyro["cpu_s"])}
+            / (numpyro["min_ess_bulk"] / numpyro["cpu_s"]), "seed": ours["seed"]}
+
+
+def median_ratios(ratios):
+    """Per posterior, the median over seeds of the ESS/s ratio (and per CPU second)."""
+    names = dict.fromkeys(r["posterior"] for r in ratios)
+    return [{"posterior": name,
+             "seeds": [r["seed"] for r in ratios if r["posterior"] == name],
+             "median_ratio": statistics.median(r["ratio"] for r in ratios
+                                               if r["posterior"] == name),
+             "median_ratio_per_cpu_s": statistics.median(r["ratio_per_cpu_s"] for r in ratios
+                                                         if r["posterior"] == name)}
+            for name in names]
 
 
 def _versions():
@@ -173,6 +189,9 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="with --numpyro: run the comparison for this many seeds (from "
+                             "--seed) and report the median ratio")
     parser.add_argument("--quick", action="store_true",
                         help="the fast posteriors, 300 + 300 iterations (also when CI=true)")
     parser.add_argument("--no-progress", action="store_true")
@@ -193,7 +212,12 @@ def main(argv=None):
     n_warmup, n_samples = (300, 300) if quick else (args.warmup, args.samples)
     torch.set_num_threads(args.threads)
     if args.numpyro:
-        rows, ratios = compare_with_numpyro(names, args.chains, n_warmup, n_samples, args.seed)
+        rows, ratios = [], []
+        for seed in range(args.seed, args.seed + args.seeds):
+            seed_rows, seed_ratios = compare_with_numpyro(names, args.chains, n_warmup,
+                                                          n_samples, seed)
+            rows += seed_rows
+            ratios += seed_ratios
     else:
         rows, ratios = [], []
         for name in names:
@@ -216,8 +240,13 @@ def main(argv=None):
               f"{'per cpu s':>9s}")
         for r in ratios:
             print(f"{r['posterior']:42s} {r['ours_ess_per_s']:10.1f} "
-                  f"{r['numpyro_ess_per_s']:13.1f} {r['ratio']:7.2f} {r['ratio_per_cpu_s']:9.2f}")
-        sections = {"libraries": _versions(), "ratios": ratios}
+                  f"{r['numpyro_ess_per_s']:13.1f} {r['ratio']:7.2f} {r['ratio_per_cpu_s']:9.2f}"
+                  f"  (seed {r['seed']})")
+        medians = median_ratios(ratios)
+        for m in medians:
+            print(f"{m['posterior']:42s} median ratio {m['median_ratio']:.2f} over seeds "
+                  f"{m['seeds']} ({m['median_ratio_per_cpu_s']:.2f} per cpu s)")
+        sections = {"libraries": _versions(), "ratios": ratios, "median_ratios": medians}
     report = write_report(NAME, __doc__, argv, rows, out, quick, threads=args.threads,
                           load_average=os.getloadavg(), **sections)
     return report
