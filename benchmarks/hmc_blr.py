@@ -251,7 +251,7 @@ def _setup_worker(env):
 
     from inference.mcmc.precompile import keep_headers, precompile
     torch.set_num_threads(1)
-    (row,) = precompile(metrics=("diag",))
+    (row,) = precompile(dtypes=(torch.float32,), metrics=("diag",))
     assert row["status"] in ("compiled", "loaded"), row["status"]
     kept, why = keep_headers()
     assert kept, f"the setup kept no precompiled header: {why}"

@@ -1,6 +1,6 @@
 """Build once per machine what compiled NUTS shares between models.
 
-    python -m inference.mcmc.precompile                  # float32; diagonal and dense metrics
+    python -m inference.mcmc.precompile          # float32 and float64; diagonal and dense
     python -m inference.mcmc.precompile --dtype float64 --metric diag
 
 `NUTS(jit_compile=True)` compiles two things: the model's gradient (per
@@ -8,8 +8,11 @@ model, seconds) and the tree step (`inference.mcmc.shared_compile`: the same
 for every model, chain count, dimension and tree depth, kept under
 $PPL_CACHE_DIR). Building the tree step and Inductor's own machine-wide parts
 (its CPU probes, kept in $PPL_CACHE_DIR/cpu-probes, and its precompiled
-header) takes about 20-25 s on the 2-core machine of benchmarks/hmc_blr.py,
-against a few seconds for a new model's gradient afterwards. Run this once at
+header) takes about 20 s per dtype and metric on the 2-core machine of
+benchmarks/hmc_blr.py (about 100 s for the four, with the header), against a
+few seconds for a new model's gradient afterwards. Both dtypes are built by
+default: float64 is what a model gets from NumPy data (`torch.from_numpy`),
+and posteriordb's models run in it. Run this once at
 setup (a Docker image, a CI install step): where it was skipped, `NUTS()` runs
 without the compiled tree step (`inference.mcmc.NotPrecompiledWarning`), and
 only `NUTS(jit_compile=True)` builds it in a run. Inductor
@@ -47,7 +50,7 @@ __all__ = ["precompile", "keep_headers"]
 METRICS = ("diag", "dense")
 
 
-def precompile(dtypes=(torch.float32,), metrics=METRICS, report=None):
+def precompile(dtypes=(torch.float32, torch.float64), metrics=METRICS, report=None):
     """Build NUTS's shared tree step for every dtype and metric ('diag', 'dense').
 
     Returns one dict per (dtype, metric): dtype, metric, seconds, and status:
@@ -117,7 +120,7 @@ def _build_headers():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dtype", nargs="+", default=["float32"],
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
     parser.add_argument("--metric", nargs="+", default=list(METRICS), choices=METRICS)
     args = parser.parse_args(argv)

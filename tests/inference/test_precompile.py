@@ -64,3 +64,15 @@ def test_without_a_compiler_the_setup_keeps_no_header_and_says_why(monkeypatch):
     from inference.mcmc import precompile as setup
     monkeypatch.setattr(setup, "compiler_available", lambda: False)
     assert setup.keep_headers() == ([], "no C++ compiler found")
+
+
+def test_the_install_step_builds_float32_and_float64_with_both_metrics(monkeypatch):
+    """`python -m inference.mcmc.precompile` with no arguments (README command 1) builds every
+    tree step a default run may need: a model on NumPy data is float64."""
+    from inference.mcmc import precompile as setup
+    asked = []
+    monkeypatch.setattr(setup, "precompile",
+                        lambda dtypes, metrics, report: asked.append((dtypes, metrics)) or [])
+    monkeypatch.setattr(setup, "keep_headers", lambda: ([], "not built in this test"))
+    setup.main([])
+    assert asked == [([torch.float32, torch.float64], ["diag", "dense"])]
