@@ -9,7 +9,10 @@ Loading an entry runs its code (a shared library, Inductor's Python wrapper, pic
 `compiled_entry` loads nothing that may be damaged or that someone else could have written:
 
 - An entry is built in a new folder beside it and renamed into place, manifest included;
-  before a load every file is checked against the manifest. A damaged entry (a truncated
+  before a load every file is checked against the manifest. Code that names its own files
+  by absolute path (Inductor's C++ wrapper on CUDA loads each kernel's cubin from where it
+  was built) is built in the entry itself instead (`in_place`), under a lock on
+  `compiled/<key>.lock`, the manifest written last: a rename would leave it pointing nowhere. A damaged entry (a truncated
   library would kill the process on loading, SIGBUS) is rebuilt, with one `CacheWarning`
   naming its folder. No other path deletes an entry: one that verifies but fails to load
   is kept, and the step is compiled for this process only.
@@ -45,6 +48,11 @@ import warnings
 
 from inference import torch_compat
 
+try:
+    import fcntl
+except ImportError:  # (not POSIX: entries are built beside and renamed, see `compiled_entry`)
+    fcntl = None
+
 __all__ = ["CacheWarning", "CacheError", "cache_root", "inductor_cache",
            "inductor_headers_checked", "inductor_headers_built", "keep_precompiled_headers",
            "restore_precompiled_headers", "probe_folder", "compiled_entry", "entry_on_disk",
@@ -72,7 +80,7 @@ def cache_root():
     return os.path.join(base, "ppl")
 
 
-def compiled_entry(key, build, load, announce=None):
+def compiled_entry(key, build, load, announce=None, in_place=False):
     """(function, loaded): the compiled step `key` loaded from <cache_root()>/compiled/<key>
     where a sound entry is there (see the module docstring), else built.
 
@@ -81,11 +89,40 @@ def compiled_entry(key, build, load, announce=None):
     from an entry; announce(): called before a build (to say that it takes a while). A
     built, storable folder becomes the entry where the cache can be written; otherwise it is
     private to this process.
+    in_place: build in the entry's own folder, under an exclusive lock (another process
+    building it meanwhile is waited for, then loaded from), for a function whose code names
+    its files by absolute path; where no lock can be taken, as without it.
     """
     root = _trusted_folder(cache_root(), "compiled", "ppl cache",
                            "set PPL_CACHE_DIR to a folder of your own")
     compiled = None if root is None else os.path.join(root, "compiled")
     entry = None if compiled is None else os.path.join(compiled, key)
+    with _entry_lock(entry if in_place else None) as locked:
+        return _load_or_build(root, compiled, entry, build, load, announce, locked)
+
+
+@contextlib.contextmanager
+def _entry_lock(entry):
+    """Hold an exclusive lock on `entry`.lock within the block (waiting for another holder);
+    yields whether it does (not for entry None, off POSIX, or where the file cannot be made,
+    e.g. in a read-only cache)."""
+    lock = None
+    if entry is not None and fcntl is not None and _writable(os.path.dirname(entry)):
+        with contextlib.suppress(OSError):
+            lock = open(entry + ".lock", "a")
+    if lock is None:
+        yield False
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _load_or_build(root, compiled, entry, build, load, announce, in_place):
+    """`compiled_entry` once the entry's place is known (`in_place`: under its lock)."""
     if entry is not None and os.path.lexists(entry):
         found = _foreign(entry, root)
         if found is not None:
@@ -110,7 +147,14 @@ def compiled_entry(key, build, load, announce=None):
         entry = None
     if announce is not None:
         announce()
-    building = tempfile.mkdtemp(prefix=".building-", dir=compiled if entry else _private())
+    in_place = in_place and entry is not None
+    if in_place:  # a damaged entry, or one half built by a process that died
+        if os.path.lexists(entry):
+            shutil.rmtree(entry)
+        os.makedirs(entry, mode=0o700)
+        building = entry
+    else:
+        building = tempfile.mkdtemp(prefix=".building-", dir=compiled if entry else _private())
     try:
         function, storable = build(building)
     except BaseException:
@@ -121,9 +165,10 @@ def compiled_entry(key, build, load, announce=None):
             raise OSError("nothing to keep")
         _seal(building)
     except OSError:  # e.g. a full disk: the step is loaded already, nothing is kept
-        shutil.rmtree(building, ignore_errors=True)
+        if not in_place:  # (in place, the function's own files: left without a manifest,
+            shutil.rmtree(building, ignore_errors=True)  # the next build replaces them)
         return function, False
-    if entry is not None:
+    if entry is not None and not in_place:
         _put_in_place(building, entry)
     return function, False
 

@@ -49,7 +49,7 @@ from inference.mcmc.cache import (ENTRY_FORMAT, compiled_entry, inductor_cache,
                                   probe_folder, restore_precompiled_headers)
 
 __all__ = ["CompiledStep", "RecordedStep", "shifted", "compiler_available", "LOAD_NOTICE_AFTER",
-           "building_headers"]
+           "building_headers", "builds_in_place"]
 
 # A load from the cache that takes longer than this (seconds) says so (Inductor's first
 # load in a process can take seconds: the run would sit at 0% without a word).
@@ -232,7 +232,7 @@ class CompiledStep:
         compiled, self.loaded_from_disk = compiled_entry(
             graph_key(graph, args), build,
             said_if_slow(lambda entry: build(entry)[0], f"{self.name} for this model"),
-            announce=self._announce)
+            announce=self._announce, in_place=builds_in_place(args))
         return compiled
 
     def _announce(self):
@@ -352,6 +352,13 @@ def compile_graph(graph, inputs, dynamic_shapes, folder, precompiled_headers=Non
 
 
 _PROBED = {"done": False}
+
+
+def builds_in_place(args):
+    """Whether a step on `args` is built in its cache entry's own folder
+    (`cache.compiled_entry`'s `in_place`): on CUDA, where Inductor's C++ wrapper loads each
+    kernel's cubin by the absolute path it was built at."""
+    return any(isinstance(a, torch.Tensor) and a.device.type == "cuda" for a in args)
 
 
 def probe_cpu():

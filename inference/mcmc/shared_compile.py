@@ -28,10 +28,10 @@ How:
   compiled function with the eager one at the given point and at a
   perturbed one; anything that fails falls back to the eager function with
   a warning.
-- CPU only for now: on CUDA, Inductor's C++ wrapper embeds the kernels'
-  absolute cubin paths, inside the build folder that is then renamed, so
-  the step fails at its first call and NUTS runs the eager step (see
-  tests/inference/test_cuda.py).
+- On CUDA, Inductor's C++ wrapper embeds the kernels' absolute cubin
+  paths: a step built in a folder renamed afterwards failed at its first
+  call (seen on an H200, torch 2.11), so there the entry is built in its
+  own folder, under a lock (`cache.compiled_entry`'s `in_place`).
 - A sampling run that has to build the step (the machine skipped the
   install's build step, `python -m inference.mcmc.precompile`) says so with
   a `FirstCompileWarning`, since it pauses for tens of seconds. Only
@@ -47,8 +47,8 @@ import torch
 
 from inference import torch_compat
 from inference.mcmc.cache import ENTRY_FORMAT, compiled_entry, entry_on_disk
-from inference.mcmc.compile import (INDUCTOR_OPTIONS, CompiledStep, compile_graph, load_compiled,
-                                    said_if_slow)
+from inference.mcmc.compile import (INDUCTOR_OPTIONS, CompiledStep, builds_in_place,
+                                    compile_graph, load_compiled, said_if_slow)
 
 __all__ = ["SharedCompiledStep", "FirstCompileWarning", "NotPrecompiledWarning", "CANONICAL"]
 
@@ -90,7 +90,8 @@ class SharedCompiledStep(CompiledStep):
         compiled, self.loaded_from_disk = compiled_entry(
             self._digest(args), functools.partial(self._compile_into, args),
             said_if_slow(load_compiled, self.name),
-            announce=functools.partial(self._announce_shared, args))
+            announce=functools.partial(self._announce_shared, args),
+            in_place=builds_in_place(args))
         return compiled
 
     def on_disk(self, args):

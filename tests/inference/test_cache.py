@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from inference import torch_compat
-from inference.mcmc.cache import (CacheError, CacheWarning, cache_root, inductor_cache,
-                                  inductor_headers_built, inductor_headers_checked)
+from inference.mcmc.cache import (MANIFEST, CacheError, CacheWarning, cache_root,
+                                  compiled_entry, inductor_cache, inductor_headers_built,
+                                  inductor_headers_checked)
 from inference.mcmc.compile import CompiledStep, shifted
 from inference.mcmc.shared_compile import SharedCompiledStep
 from tests.inference.test_compile import needs_compiler
@@ -391,3 +392,70 @@ def test_after_a_reboot_a_compile_uses_the_kept_header_instead_of_building_one(t
     folder = pathlib.Path(done.stdout.split()[-1])
     assert folder.is_relative_to(tmp_path)
     assert sorted(p.name for p in folder.glob("*.h.gch")) == names
+
+
+def _build_into(built):
+    """A `compiled_entry` build that writes a file into its folder and notes the folder."""
+    def build(folder):
+        built.append(folder)
+        pathlib.Path(folder, "kernel.cubin").write_text("kernel")
+        return ("built in", folder), True
+    return build
+
+
+def _load(folder):
+    assert (pathlib.Path(folder) / "kernel.cubin").read_text() == "kernel"
+    return ("loaded from", folder)
+
+
+def test_an_entry_built_in_place_is_built_and_sealed_in_its_own_folder(empty_cache):
+    """In place (code that names its files by absolute path, as Inductor's C++ wrapper on CUDA
+    names its cubins), the build writes into the entry's final folder, not into one renamed
+    afterwards; later calls load it from there."""
+    built = []
+    entry = str(empty_cache / "compiled" / "key")
+    assert compiled_entry("key", _build_into(built), _load, in_place=True) == \
+        (("built in", entry), False)
+    assert built == [entry] and (empty_cache / "compiled" / "key" / MANIFEST).is_file()
+    assert compiled_entry("key", _build_into(built), _load, in_place=True) == \
+        (("loaded from", entry), True)
+    assert built == [entry]
+    assert [p.name for p in (empty_cache / "compiled").iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_entry_half_built_in_place_is_rebuilt_there(empty_cache):
+    """A process that died while building in place leaves the entry without its manifest
+    (written last): the next one says so and builds it again in the same folder."""
+    half = empty_cache / "compiled" / "key"
+    half.mkdir(parents=True)
+    (half / "kernel.cubin").write_text("half")
+    built = []
+    with pytest.warns(CacheWarning, match="damaged \\(no readable manifest"):
+        assert compiled_entry("key", _build_into(built), _load, in_place=True) == \
+            (("built in", str(half)), False)
+    assert built == [str(half)] and (half / "kernel.cubin").read_text() == "kernel"
+    assert (half / MANIFEST).is_file()
+
+
+_BUILD_IN_PLACE = """
+import pathlib, sys, time
+from inference.mcmc.cache import compiled_entry
+def build(folder):
+    with open(sys.argv[1], "a") as log:
+        log.write(folder + "\\n")
+    time.sleep(3)
+    pathlib.Path(folder, "kernel.cubin").write_text("kernel")
+    return "built", True
+print(compiled_entry("key", build, lambda folder: "loaded", in_place=True)[0])
+"""
+
+
+def test_two_processes_building_one_entry_in_place_build_it_once(empty_cache, tmp_path):
+    """Building in place takes a lock: a second process asking for the same entry waits for
+    the first and loads what it built, instead of building into the same folder."""
+    log = tmp_path / "builds.log"
+    runs = [subprocess.Popen([sys.executable, "-c", _BUILD_IN_PLACE, str(log)], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = sorted(run.communicate(timeout=120)[0].split() for run in runs)
+    assert outputs == [["built"], ["loaded"]]
+    assert log.read_text().splitlines() == [str(empty_cache / "compiled" / "key")]

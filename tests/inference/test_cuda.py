@@ -1,5 +1,7 @@
 """MCMC on a CUDA device: the chains, their adaptation and the compiled steps stay on the
 device and recover known posteriors (skipped where torch sees no CUDA device)."""
+import warnings
+
 import pytest
 import torch
 
@@ -20,21 +22,18 @@ def normal_normal(obs):
 
 
 # Seen on an H200 (torch 2.11): Inductor's C++ wrapper for CUDA embeds each kernel's absolute
-# cubin path, inside the folder the shared step is built in, which is then renamed
-# (inference.mcmc.shared_compile); the first call fails, and the run falls back to eager.
-_SHARED_STEP_ON_CUDA = pytest.mark.xfail(
-    strict=True, reason="the shared compiled NUTS tree step cannot load its CUDA kernels "
-    "('CUDA driver error: file not found'): their paths point into the renamed build folder")
-
-
-@pytest.mark.parametrize("metric, jit_compile", [
-    ("diag", False), pytest.param("diag", True, marks=_SHARED_STEP_ON_CUDA),
-    pytest.param("dense", True, marks=_SHARED_STEP_ON_CUDA)])
+# cubin path, and a step built in a folder renamed afterwards failed at its first call; on
+# CUDA the cache builds it in its entry's own folder (`cache.compiled_entry`'s `in_place`).
+@pytest.mark.parametrize("metric, jit_compile", [("diag", False), ("diag", True),
+                                                 ("dense", True)])
 def test_nuts_recovers_a_correlated_gaussian_on_cuda(metric, jit_compile):
     log_joint, mean, second = correlated_gaussian(10, device="cuda")
     kernel = inference.NUTS(adapt_mass=metric, jit_compile=jit_compile)
-    result = inference.mcmc.run(kernel, log_joint, init={"z": torch.zeros(64, 10, device="cuda")},
-                                n_warmup=200, n_samples=150, progress=False, seed=2)
+    with warnings.catch_warnings():  # the gradient and the tree step both compiled
+        warnings.filterwarnings("error", message="jit_compile: could not compile")
+        result = inference.mcmc.run(kernel, log_joint,
+                                    init={"z": torch.zeros(64, 10, device="cuda")},
+                                    n_warmup=200, n_samples=150, progress=False, seed=2)
     assert result.samples["z"].device.type == "cuda"
     assert_moments(result.samples["z"], mean, second, name=f"gaussian-10d {metric}")
     assert int(result.num_divergences.sum()) == 0
