@@ -104,17 +104,22 @@ def compiled_entry(key, build, load, announce=None, in_place=False):
 @contextlib.contextmanager
 def _entry_lock(entry):
     """Hold an exclusive lock on `entry`.lock within the block (waiting for another holder);
-    yields whether it does (not for entry None, off POSIX, or where the file cannot be made,
-    e.g. in a read-only cache)."""
+    yields whether it does (not for entry None, off POSIX, or where the file cannot be made or
+    locked: a read-only cache, a network file system without locks)."""
     lock = None
     if entry is not None and fcntl is not None and _writable(os.path.dirname(entry)):
         with contextlib.suppress(OSError):
             lock = open(entry + ".lock", "a")
+    if lock is not None:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError:
+            lock.close()
+            lock = None
     if lock is None:
         yield False
         return
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield True
         finally:

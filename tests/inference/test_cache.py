@@ -459,3 +459,18 @@ def test_two_processes_building_one_entry_in_place_build_it_once(empty_cache, tm
     outputs = sorted(run.communicate(timeout=120)[0].split() for run in runs)
     assert outputs == [["built"], ["loaded"]]
     assert log.read_text().splitlines() == [str(empty_cache / "compiled" / "key")]
+
+
+def test_where_no_lock_can_be_taken_an_entry_is_built_beside_and_renamed(empty_cache,
+                                                                          monkeypatch):
+    """A file system without locks (some network ones) makes `in_place` build as without it
+    (in a new folder renamed into place), not fail the compile."""
+    from inference.mcmc import cache
+
+    def no_locks(file, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(cache.fcntl, "flock", no_locks)
+    built = []
+    function, loaded = compiled_entry("key", _build_into(built), _load, in_place=True)
+    assert not loaded and built and built[0] != str(empty_cache / "compiled" / "key")
+    assert (empty_cache / "compiled" / "key" / MANIFEST).is_file()
