@@ -13,8 +13,9 @@ Stan programs), `inference.mcmc.run` with `inference.NUTS` draws 4 chains of
 target acceptance rate and maximum tree depth Stan used for the reference
 (`adapt_delta`, `max_treedepth`), its leaves compiled (`jit_compile=True`,
 unless `--eager`; compilation is part of the wall time); with `--numpyro`, the
-kernel's default settings instead (no `jit_compile` flag), as a user runs it. The baseline is the posteriordb reference
-itself (10 Stan chains, 10,000 thinned draws): for every scalar parameter the
+kernel's default settings instead (no `jit_compile` flag), as a user runs it.
+The baseline is the posteriordb reference itself (10 Stan chains, 10,000
+thinned draws): for every scalar parameter the
 differences of posterior mean and sd are divided by the combined Monte Carlo
 standard error (ours from our ESS, the reference's from its draws), so a
 correct sampler gives |z| of a few at most; `max |z|` is over all parameters.

@@ -14,8 +14,9 @@ Loading an entry runs its code (a shared library, Inductor's Python wrapper, pic
   was built) is built in the entry itself instead (`in_place`), under a lock on
   `compiled/<key>.lock`, the manifest written last: a rename would leave it pointing
   nowhere. A damaged entry (a truncated library would kill the process on loading, SIGBUS)
-  is rebuilt, with one `CacheWarning` naming its folder. No other path deletes an entry: one that verifies but fails to load
-  is kept, and the step is compiled for this process only.
+  is rebuilt, with one `CacheWarning` naming its folder. No other path deletes an entry:
+  one that verifies but fails to load is kept, and the step is compiled for this process
+  only.
 - The cache folder and everything under it on the way to what is loaded must belong to the
   user and be writable by nobody else (as ssh and pip require of their files). Otherwise
   the cache is ignored, with a `CacheWarning` saying why and how to fix it.
